@@ -1,0 +1,91 @@
+"""inferox.core — the contract every Inferox backend, package and engine shares.
+
+The public names are listed in ``__all__``; the modules behind them are implementation detail.
+"""
+
+from __future__ import annotations
+
+from inferox.core._version import __version__
+from inferox.core.backend import Backend
+from inferox.core.constants import CONTRACT_VERSION
+from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo
+from inferox.core.dtype import DType, can_cast_safely
+from inferox.core.errors import (
+    ArchitectureNotFoundError,
+    BackendError,
+    BackendUnavailableError,
+    ConfigError,
+    DeviceError,
+    DeviceUnavailableError,
+    DownloadError,
+    DTypeError,
+    InferoxError,
+    InferoxIOError,
+    InferoxTimeoutError,
+    InvalidInputError,
+    ModelNotFoundError,
+    OutOfMemoryError,
+    PackageError,
+    PluginError,
+    PluginVersionError,
+    QueueFullError,
+    ServiceUnavailableError,
+    TypeMismatchError,
+)
+from inferox.core.hookspecs import hookimpl
+from inferox.core.model import AnyModel, Model, ModelMetadata
+from inferox.core.plugins import (
+    ArchitectureSpec,
+    BackendInfo,
+    BackendSpec,
+    PluginRegistry,
+    get_backend,
+    get_registry,
+)
+from inferox.core.spec import TensorSpec
+from inferox.core.tensor import Tensor, TensorBuilder
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "AnyModel",
+    "ArchitectureNotFoundError",
+    "ArchitectureSpec",
+    "Backend",
+    "BackendError",
+    "BackendInfo",
+    "BackendSpec",
+    "BackendUnavailableError",
+    "ConfigError",
+    "DType",
+    "DTypeError",
+    "Device",
+    "DeviceError",
+    "DeviceId",
+    "DeviceKind",
+    "DeviceUnavailableError",
+    "DownloadError",
+    "InferoxError",
+    "InferoxIOError",
+    "InferoxTimeoutError",
+    "InvalidInputError",
+    "MemoryInfo",
+    "Model",
+    "ModelMetadata",
+    "ModelNotFoundError",
+    "OutOfMemoryError",
+    "PackageError",
+    "PluginError",
+    "PluginRegistry",
+    "PluginVersionError",
+    "QueueFullError",
+    "ServiceUnavailableError",
+    "Tensor",
+    "TensorBuilder",
+    "TensorSpec",
+    "TypeMismatchError",
+    "__version__",
+    "can_cast_safely",
+    "get_backend",
+    "get_registry",
+    "hookimpl",
+]

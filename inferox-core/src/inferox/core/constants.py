@@ -1,0 +1,53 @@
+"""Every environment variable Inferox reads, and the defaults behind them, in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "DEFAULT_CACHE_DIR",
+    "ENTRY_POINT_GROUP",
+    "ENV_BLOCKED_PLUGINS",
+    "ENV_CACHE_DIR",
+    "ENV_CACHE_SIZE_LIMIT",
+    "ENV_HF_TOKEN",
+    "ENV_PACKAGE_DIR",
+    "PROJECT_NAME",
+    "blocked_plugins",
+    "cache_dir",
+]
+
+#: pluggy project name and entry-point group that plugins declare themselves under.
+PROJECT_NAME = "inferox"
+ENTRY_POINT_GROUP = "inferox"
+
+#: The plugin contract's version, "MAJOR.MINOR". A plugin built for another major, or for a newer
+#: minor than this core, is refused with both versions named.
+CONTRACT_VERSION = "1.0"
+
+#: Comma-separated plugin (entry-point) names to skip at discovery, e.g. ``INFEROX_BLOCKED_PLUGINS=jax``.
+ENV_BLOCKED_PLUGINS = "INFEROX_BLOCKED_PLUGINS"
+#: Where packages built or downloaded are cached.
+ENV_CACHE_DIR = "INFEROX_CACHE_DIR"
+#: Size limit of the package cache, in bytes or with a unit ("10GB").
+ENV_CACHE_SIZE_LIMIT = "INFEROX_CACHE_SIZE_LIMIT"
+#: Default output folder for built packages when none is given.
+ENV_PACKAGE_DIR = "INFEROX_PACKAGE_DIR"
+#: Hugging Face token, read the same way huggingface_hub reads it.
+ENV_HF_TOKEN = "HF_TOKEN"
+
+DEFAULT_CACHE_DIR = Path("~/.cache/inferox").expanduser()
+
+
+def blocked_plugins() -> frozenset[str]:
+    """The plugin names listed in ``INFEROX_BLOCKED_PLUGINS`` (read on every call, not at import)."""
+    raw = os.environ.get(ENV_BLOCKED_PLUGINS, "")
+    return frozenset(p.strip().lower() for p in raw.split(",") if p.strip())
+
+
+def cache_dir() -> Path:
+    """``INFEROX_CACHE_DIR``, else ``~/.cache/inferox``."""
+    value = os.environ.get(ENV_CACHE_DIR)
+    return Path(value).expanduser() if value else DEFAULT_CACHE_DIR

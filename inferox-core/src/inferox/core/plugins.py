@@ -1,0 +1,348 @@
+"""Plugin discovery: the plugin manager, lazy backend specs and architecture factories.
+
+:func:`get_registry` builds (once, on first call — never at import) a :class:`PluginRegistry`
+from the ``inferox`` entry-point group. The registry is the typed wrapper callers use; nobody
+outside this module calls ``pm.hook`` directly. Discovery imports plugin modules only — which import
+no framework — so listing backends and their versions is cheap. A plugin whose import raises, or
+that speaks another contract version, is recorded in :attr:`PluginRegistry.failures` by name
+instead of crashing discovery.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from inferox.core import hookspecs
+from inferox.core.constants import CONTRACT_VERSION, ENTRY_POINT_GROUP, PROJECT_NAME, blocked_plugins
+from inferox.core.errors import (
+    ArchitectureNotFoundError,
+    BackendUnavailableError,
+    InferoxError,
+    PluginError,
+    PluginVersionError,
+)
+
+if TYPE_CHECKING:
+    from inferox.core.backend import Backend
+    from inferox.core.model import Model
+
+__all__ = [
+    "ArchitectureSpec",
+    "BackendInfo",
+    "BackendSpec",
+    "PluginFailure",
+    "PluginRegistry",
+    "check_contract_version",
+    "get_backend",
+    "get_registry",
+    "load_object",
+    "reset_registry",
+]
+
+Factory = Callable[..., "Model"]
+
+
+def load_object(path: str) -> Any:
+    """Import ``"package.module:attr.sub"`` and return the attribute."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise PluginError(f"invalid loader path {path!r}: expected 'module:attribute'")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A lazily loaded backend: its name, the ``"module:Class"`` that implements it, and the
+    distributions (``("torch",)``) whose presence and version describe it."""
+
+    name: str
+    loader: str
+    requires: tuple[str, ...] = ()
+    description: str = ""
+    plugin: str = ""
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    backend: str
+    name: str
+    factory: str | Factory
+    plugin: str = ""
+
+    def load(self) -> Factory:
+        return load_object(self.factory) if isinstance(self.factory, str) else self.factory
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that could not be loaded, and why."""
+
+    name: str
+    error: str
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What ``inferox backends`` shows about one backend, gathered without importing the framework
+    (unless the backend was already loaded)."""
+
+    name: str
+    plugin: str
+    plugin_version: str | None
+    versions: dict[str, str | None]
+    installed: bool
+    reason: str | None
+    description: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.installed and self.reason is None
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None
+
+
+def check_contract_version(plugin: str, version: Any) -> None:
+    """Refuse a plugin whose contract version core cannot honour (naming both versions)."""
+    core_major, core_minor = (int(p) for p in CONTRACT_VERSION.split("."))
+    try:
+        major_s, _, minor_s = str(version).partition(".")
+        major, minor = int(major_s), int(minor_s or 0)
+    except ValueError:
+        raise PluginVersionError(f"plugin {plugin!r} declares an unreadable contract version {version!r}; core speaks {CONTRACT_VERSION}", plugin=plugin) from None
+    if major != core_major or minor > core_minor:
+        raise PluginVersionError(
+            f"plugin {plugin!r} was built for inferox contract {version}, but inferox-core speaks {CONTRACT_VERSION}; "
+            "upgrade whichever is older",
+            plugin=plugin,
+        )
+
+
+class PluginRegistry:
+    """Discovered plugins, backends and architectures; thread-safe backend instantiation."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self._backends: dict[str, BackendSpec] = {}
+        self._architectures: dict[tuple[str, str], ArchitectureSpec] = {}
+        self._instances: dict[str, Backend] = {}
+        self._instance_errors: dict[str, str] = {}
+        self._plugin_versions: dict[str, str | None] = {}
+        self.failures: list[PluginFailure] = []
+        self.blocked: list[str] = []
+        self._lock = threading.RLock()
+
+    # -- loading plugins ------------------------------------------------------------------------
+    def load_entry_points(self, distributions: Iterable[md.Distribution] | None = None, *, blocked: Iterable[str] | None = None) -> None:
+        """Register every plugin named in the ``inferox`` entry-point group.
+
+        ``distributions`` defaults to every installed distribution; tests pass real
+        ``importlib.metadata.Distribution`` objects. ``blocked`` defaults to ``INFEROX_BLOCKED_PLUGINS``.
+        """
+        block = {b.lower() for b in (blocked if blocked is not None else blocked_plugins())}
+        seen: set[str] = set()
+        for dist in distributions if distributions is not None else md.distributions():
+            for ep in dist.entry_points:
+                if ep.group != ENTRY_POINT_GROUP or ep.name in seen:
+                    continue
+                seen.add(ep.name)
+                if ep.name.lower() in block:
+                    self.blocked.append(ep.name)
+                    continue
+                try:
+                    module = ep.load()
+                except Exception as exc:  # noqa: BLE001 - a broken plugin must not break discovery
+                    self.failures.append(PluginFailure(ep.name, f"import of {ep.value!r} failed: {type(exc).__name__}: {exc}", exc))
+                    continue
+                try:
+                    self.register_plugin(module, name=ep.name, version=dist.version)
+                except InferoxError as exc:
+                    self.failures.append(PluginFailure(ep.name, str(exc), exc))
+
+    def register_plugin(self, plugin: ModuleType | object, *, name: str, version: str | None = None) -> None:
+        """Register one plugin object or module (checks its contract, then collects its registrations)."""
+        impl = getattr(plugin, "inferox_contract_version", None)
+        if impl is None:
+            raise PluginVersionError(f"plugin {name!r} does not declare inferox_contract_version(); core speaks {CONTRACT_VERSION}", plugin=name)
+        check_contract_version(name, impl())
+        with self._lock:
+            self.pm.register(plugin, name=name)
+            self._plugin_versions[name] = version
+            try:
+                self._collect(name)
+            except InferoxError:
+                self.pm.unregister(name=name)
+                raise
+
+    def _collect(self, plugin_name: str) -> None:
+        new_backends: list[BackendSpec] = []
+        new_archs: list[ArchitectureSpec] = []
+
+        def register_backend(spec: BackendSpec) -> None:
+            if not isinstance(spec, BackendSpec):
+                raise PluginError(f"plugin {plugin_name!r} registered {spec!r}, not a BackendSpec", plugin=plugin_name)
+            new_backends.append(BackendSpec(spec.name.lower(), spec.loader, tuple(spec.requires), spec.description, plugin_name))
+
+        def register_architecture(backend: str, name: str, factory: str | Factory) -> None:
+            new_archs.append(ArchitectureSpec(backend.lower(), name.lower(), factory, plugin_name))
+
+        # Call this plugin's implementations only, so each registration is attributed to its plugin.
+        for impl in self.pm.hook.inferox_register_backends.get_hookimpls():
+            if impl.plugin_name == plugin_name:
+                impl.function(register=register_backend)
+        for impl in self.pm.hook.inferox_register_architectures.get_hookimpls():
+            if impl.plugin_name == plugin_name:
+                impl.function(register=register_architecture)
+        for spec in new_backends:
+            if spec.name in self._backends:
+                other = self._backends[spec.name].plugin
+                raise PluginError(f"backend {spec.name!r} registered by both {other!r} and {plugin_name!r}", plugin=plugin_name)
+        for arch in new_archs:
+            key = (arch.backend, arch.name)
+            if key in self._architectures:
+                other = self._architectures[key].plugin
+                raise PluginError(
+                    f"architecture {arch.name!r} for backend {arch.backend!r} registered by both {other!r} and {plugin_name!r}", plugin=plugin_name
+                )
+        self._backends.update({s.name: s for s in new_backends})
+        self._architectures.update({(a.backend, a.name): a for a in new_archs})
+
+    # -- backends -----------------------------------------------------------------------------
+    def backend_names(self) -> list[str]:
+        return sorted(self._backends)
+
+    def backend_spec(self, name: str) -> BackendSpec:
+        spec = self._backends.get(name.lower())
+        if spec is None:
+            reason = "blocked by INFEROX_BLOCKED_PLUGINS" if name.lower() in {b.lower() for b in self.blocked} else "not installed"
+            raise BackendUnavailableError(name, reason=reason, available=self.backend_names())
+        return spec
+
+    def backend_info(self, name: str) -> BackendInfo:
+        spec = self.backend_spec(name)
+        versions = {dist: _dist_version(dist) for dist in spec.requires}
+        missing = [d for d, v in versions.items() if v is None]
+        reason = f"missing distribution(s): {', '.join(missing)}" if missing else self._instance_errors.get(spec.name)
+        return BackendInfo(
+            name=spec.name,
+            plugin=spec.plugin,
+            plugin_version=self._plugin_versions.get(spec.plugin),
+            versions=versions,
+            installed=not missing,
+            reason=reason,
+            description=spec.description,
+        )
+
+    def list_backends(self) -> list[BackendInfo]:
+        return [self.backend_info(n) for n in self.backend_names()]
+
+    def is_loaded(self, name: str) -> bool:
+        return name.lower() in self._instances
+
+    def get_backend(self, name: str) -> Backend:
+        """The backend instance (created on first use; imports the framework).
+
+        Raises :class:`BackendUnavailableError` naming the reason: not installed, blocked, a
+        missing framework, or the framework's own import error.
+        """
+        key = name.lower()
+        inst = self._instances.get(key)
+        if inst is not None:
+            return inst
+        with self._lock:
+            inst = self._instances.get(key)
+            if inst is not None:
+                return inst
+            spec = self.backend_spec(key)
+            try:
+                cls = load_object(spec.loader)
+                inst = cls()
+            except InferoxError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - report any framework failure as "unavailable: why"
+                reason = f"{type(exc).__name__}: {exc}"
+                self._instance_errors[key] = reason
+                raise BackendUnavailableError(key, reason=reason) from exc
+            self._instances[key] = inst
+            return inst
+
+    def available_backends(self) -> list[str]:
+        """Names of backends whose framework loads (imports each framework once)."""
+        out = []
+        for name in self.backend_names():
+            try:
+                self.get_backend(name)
+            except BackendUnavailableError:
+                continue
+            out.append(name)
+        return out
+
+    # -- architectures ------------------------------------------------------------------------
+    def architectures(self, backend: str | None = None) -> dict[str, list[str]]:
+        """``{architecture: [backends]}``, optionally only those of one backend."""
+        out: dict[str, list[str]] = {}
+        for (b, a) in sorted(self._architectures):
+            if backend is None or b == backend.lower():
+                out.setdefault(a, []).append(b)
+        return out
+
+    def backends_for(self, architecture: str) -> list[str]:
+        return sorted(b for (b, a) in self._architectures if a == architecture.lower())
+
+    def architecture_factory(self, backend: str, architecture: str) -> Factory:
+        """The factory ``backend`` registered for ``architecture``.
+
+        :class:`ArchitectureNotFoundError` lists the backends that do implement it.
+        """
+        spec = self._architectures.get((backend.lower(), architecture.lower()))
+        if spec is None:
+            raise ArchitectureNotFoundError(architecture, backend=backend, available=self.backends_for(architecture))
+        try:
+            return spec.load()
+        except Exception as exc:  # noqa: BLE001
+            raise BackendUnavailableError(backend, reason=f"architecture {architecture!r} failed to load: {type(exc).__name__}: {exc}") from exc
+
+
+_registry: PluginRegistry | None = None
+_registry_lock = threading.Lock()
+
+
+def get_registry() -> PluginRegistry:
+    """The process-wide registry, discovering entry-point plugins on the first call."""
+    global _registry
+    if _registry is None:
+        with _registry_lock:
+            if _registry is None:
+                reg = PluginRegistry()
+                reg.load_entry_points()
+                _registry = reg
+    return _registry
+
+
+def reset_registry() -> None:
+    """Forget the process-wide registry (the next :func:`get_registry` rediscovers plugins)."""
+    global _registry
+    with _registry_lock:
+        _registry = None
+
+
+def get_backend(name: str) -> Backend:
+    """Shortcut for ``get_registry().get_backend(name)``."""
+    return get_registry().get_backend(name)

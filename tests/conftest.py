@@ -1,0 +1,22 @@
+"""Shared fixtures for every test folder. Per-area fixtures live in each folder's own conftest.py."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+
+def have(module: str) -> bool:
+    """Whether a framework is importable here (tests skip by capability, not by backend name)."""
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.fixture(autouse=True)
+def _isolated_inferox_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep tests from reading or writing the user's real cache or blocking settings."""
+    monkeypatch.setenv("INFEROX_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "inferox-cache"))
+    monkeypatch.delenv("INFEROX_BLOCKED_PLUGINS", raising=False)
+    monkeypatch.delenv("INFEROX_PACKAGE_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
