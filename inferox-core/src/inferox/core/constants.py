@@ -12,6 +12,7 @@ __all__ = [
     "ENV_BLOCKED_PLUGINS",
     "ENV_CACHE_DIR",
     "ENV_CACHE_SIZE_LIMIT",
+    "ENV_ENGINE_VARS",
     "ENV_HF_TOKEN",
     "ENV_PACKAGE_DIR",
     "PROJECT_NAME",
@@ -37,6 +38,35 @@ ENV_CACHE_SIZE_LIMIT = "INFEROX_CACHE_SIZE_LIMIT"
 ENV_PACKAGE_DIR = "INFEROX_PACKAGE_DIR"
 #: Hugging Face token, read the same way huggingface_hub reads it.
 ENV_HF_TOKEN = "HF_TOKEN"
+
+#: Engine settings (``inferox.engine.EngineConfig.from_env``), one variable per config field.
+ENV_MAX_BATCH_SIZE = "INFEROX_MAX_BATCH_SIZE"
+ENV_MAX_QUEUE_DELAY_MS = "INFEROX_MAX_QUEUE_DELAY_MS"
+ENV_MAX_QUEUE_SIZE = "INFEROX_MAX_QUEUE_SIZE"
+ENV_DEFAULT_TIMEOUT_S = "INFEROX_DEFAULT_TIMEOUT_S"
+ENV_PROFILING = "INFEROX_PROFILING"
+ENV_MEMORY_BUDGET_BYTES = "INFEROX_MEMORY_BUDGET_BYTES"
+ENV_BACKEND_PREFERENCE = "INFEROX_BACKEND_PREFERENCE"
+ENV_BATCHING = "INFEROX_BATCHING"
+ENV_NUM_WORKERS = "INFEROX_NUM_WORKERS"
+ENV_SESSION_TTL_S = "INFEROX_SESSION_TTL_S"
+ENV_SESSION_MAX_STATE_BYTES = "INFEROX_SESSION_MAX_STATE_BYTES"
+ENV_SESSION_MAX_KEYS = "INFEROX_SESSION_MAX_KEYS"
+#: ``EngineConfig`` field name → the environment variable that sets it.
+ENV_ENGINE_VARS: dict[str, str] = {
+    "max_batch_size": ENV_MAX_BATCH_SIZE,
+    "max_queue_delay_ms": ENV_MAX_QUEUE_DELAY_MS,
+    "max_queue_size": ENV_MAX_QUEUE_SIZE,
+    "default_timeout_s": ENV_DEFAULT_TIMEOUT_S,
+    "profiling": ENV_PROFILING,
+    "memory_budget_bytes": ENV_MEMORY_BUDGET_BYTES,
+    "backend_preference": ENV_BACKEND_PREFERENCE,
+    "batching": ENV_BATCHING,
+    "num_workers": ENV_NUM_WORKERS,
+    "session_ttl_s": ENV_SESSION_TTL_S,
+    "session_max_state_bytes": ENV_SESSION_MAX_STATE_BYTES,
+    "session_max_keys": ENV_SESSION_MAX_KEYS,
+}
 
 DEFAULT_CACHE_DIR = Path("~/.cache/inferox").expanduser()
 
