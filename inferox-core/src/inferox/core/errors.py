@@ -45,6 +45,7 @@ __all__ = [
     "RepositoryNotFoundError",
     "RevisionNotFoundError",
     "ServiceUnavailableError",
+    "SessionExpiredError",
     "StateTypeError",
     "TypeMismatchError",
     "UnsafePackageError",
@@ -271,6 +272,18 @@ class ServiceUnavailableError(InferoxError, RuntimeError):
     http_status = 503
 
 
+class SessionExpiredError(InferoxError, LookupError):
+    """An engine session was closed, or sat idle past its time-to-live; its state is gone."""
+
+    code = "SESSION_EXPIRED"
+    http_status = 410
+
+    def __init__(self, message: str, *, session: str | None = None, ttl: float | None = None) -> None:
+        super().__init__(message, session=session, ttl=ttl)
+        self.session = session
+        self.ttl = ttl
+
+
 class ConfigError(InferoxError, ValueError):
     """A configuration value is invalid; names the field and the value."""
 
@@ -403,7 +416,7 @@ class GatedRepoError(HubAuthError):
 _ALL_ERRORS: tuple[type[InferoxError], ...] = (
     InferoxError, ModelNotFoundError, InvalidInputError, DTypeError, TypeMismatchError, StateTypeError,
     BackendError, BackendUnavailableError, OutOfMemoryError, DeviceError, DeviceUnavailableError,
-    ArchitectureNotFoundError, InferoxTimeoutError, QueueFullError, ServiceUnavailableError, ConfigError,
+    ArchitectureNotFoundError, InferoxTimeoutError, QueueFullError, ServiceUnavailableError, SessionExpiredError, ConfigError,
     PluginError, PluginVersionError, InferoxIOError, PackageError, PackageNotFoundError,
     PackageFormatError, PackageVersionError, PackageIntegrityError, UnsafePackageError, DownloadError,
     RepositoryNotFoundError, RevisionNotFoundError, HubAuthError, GatedRepoError,
