@@ -88,7 +88,7 @@ class DType(str, enum.Enum):
             if found is None:
                 raise DTypeError(f"unknown dtype {value!r}", expected="one of " + ", ".join(d.value for d in cls), actual=value)
             return found
-        if isinstance(value, type) and issubclass(value, np.generic) or isinstance(value, np.dtype):
+        if (isinstance(value, type) and issubclass(value, np.generic)) or isinstance(value, np.dtype):
             return cls.from_numpy(value)
         # torch.dtype prints as "torch.float32"; jax/numpy scalar types have a .dtype or a name.
         name = getattr(value, "name", None) if not _is_torch_dtype(value) else str(value)

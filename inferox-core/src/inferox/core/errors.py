@@ -480,5 +480,5 @@ def backend_errors(backend: str, *, model: str | None = None) -> Iterator[None]:
         yield
     except InferoxError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the point is to wrap whatever the framework raised
+    except Exception as exc:
         raise wrap_backend_error(exc, backend=backend, model=model) from exc

@@ -274,9 +274,11 @@ class PluginRegistry:
             try:
                 cls = load_object(spec.loader)
                 inst = cls()
+                if not isinstance(inst, _backend_base()):
+                    raise PluginError(f"{spec.loader} is not an inferox.core.Backend subclass", plugin=spec.plugin)
             except InferoxError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - report any framework failure as "unavailable: why"
+            except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
                 self._instance_errors[key] = reason
                 raise BackendUnavailableError(key, reason=reason) from exc
@@ -316,8 +318,14 @@ class PluginRegistry:
             raise ArchitectureNotFoundError(architecture, backend=backend, available=self.backends_for(architecture))
         try:
             return spec.load()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise BackendUnavailableError(backend, reason=f"architecture {architecture!r} failed to load: {type(exc).__name__}: {exc}") from exc
+
+
+def _backend_base() -> type[Backend]:
+    from inferox.core.backend import Backend  # deferred: backend imports tensor, which imports spec
+
+    return Backend
 
 
 _registry: PluginRegistry | None = None

@@ -1,0 +1,348 @@
+"""Backend-neutral schemas of the standard architectures (``mlp``, ``bert``).
+
+Every backend implements the same architectures from the same package, so what an architecture
+*is* — its config fields, weight names, input and output specs, pooling options and input
+validation — is written once here, and each backend only writes the compute. This module imports no
+framework.
+
+``mlp``
+    config ``{"layer_sizes": [in, h1, ..., out], "activation": "relu"|"gelu"|"tanh"|"sigmoid"|"identity"}``;
+    weights ``layers.{i}.weight`` of shape ``(out, in)`` and ``layers.{i}.bias`` of shape ``(out,)``;
+    input ``input`` f32 ``(batch, in)``, output ``output`` f32 ``(batch, out)``. The activation
+    follows every layer but the last.
+
+``bert``
+    a Hugging Face ``BertConfig`` ``config.json`` and Hugging Face parameter names
+    (``embeddings.word_embeddings.weight``, ``encoder.layer.N.attention.self.query.weight``, …,
+    ``pooler.dense.weight``), with or without a ``bert.`` prefix; inputs ``input_ids``,
+    ``attention_mask``, ``token_type_ids`` (the last two optional) and optional ``position_ids``;
+    outputs ``last_hidden_state``, ``pooler_output`` and ``sentence_embedding`` (pooled as the
+    package's pre-processing settings say, mean pooling + L2 normalisation for sentence-transformers
+    models).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inferox.core.dtype import DType
+from inferox.core.errors import ConfigError, InvalidInputError, PackageFormatError
+from inferox.core.spec import TensorSpec
+
+__all__ = [
+    "ACTIVATIONS",
+    "POOLING_MODES",
+    "BertConfig",
+    "MLPConfig",
+    "Preprocessing",
+    "bert_input_specs",
+    "bert_output_specs",
+    "bert_weight_names",
+    "check_bert_inputs",
+    "mlp_input_specs",
+    "mlp_output_specs",
+    "read_sentence_transformers_config",
+    "select_weights",
+]
+
+#: Activations an ``mlp`` may use between layers.
+ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "identity")
+#: Ways a ``bert`` model may pool its token states into ``sentence_embedding``.
+POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
+
+
+def _int_field(config: Mapping[str, Any], key: str, default: int | None = None, *, minimum: int = 1) -> int:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"must be an integer >= {minimum}", field=key, value=value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- MLP
+@dataclass(frozen=True)
+class MLPConfig:
+    """The ``mlp`` architecture's config."""
+
+    layer_sizes: tuple[int, ...]
+    activation: str = "relu"
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> MLPConfig:
+        if not isinstance(config, Mapping):
+            raise ConfigError("an mlp config must be an object", field="config", value=type(config).__name__)
+        sizes = config.get("layer_sizes")
+        if not isinstance(sizes, (list, tuple)) or len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+            raise ConfigError("must be a list of at least two positive integers", field="layer_sizes", value=sizes)
+        activation = config.get("activation", "relu")
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"must be one of {', '.join(ACTIVATIONS)}", field="activation", value=activation)
+        return cls(tuple(int(s) for s in sizes), str(activation))
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layer_sizes) - 1
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every weight this config needs, with its shape (``(out, in)`` for matrices)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for i, (n_in, n_out) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:])):
+            shapes[f"layers.{i}.weight"] = (n_out, n_in)
+            shapes[f"layers.{i}.bias"] = (n_out,)
+        return shapes
+
+
+def mlp_input_specs(cfg: MLPConfig) -> list[TensorSpec]:
+    return [TensorSpec("input", DType.F32, (None, cfg.layer_sizes[0]), description="features")]
+
+
+def mlp_output_specs(cfg: MLPConfig) -> list[TensorSpec]:
+    return [TensorSpec("output", DType.F32, (None, cfg.layer_sizes[-1]))]
+
+
+# --------------------------------------------------------------------------------------------- BERT
+@dataclass(frozen=True)
+class BertConfig:
+    """The fields of a Hugging Face ``BertConfig`` that inference needs."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+    pad_token_id: int = 0
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> BertConfig:
+        if not isinstance(config, Mapping):
+            raise ConfigError("a bert config must be an object", field="config", value=type(config).__name__)
+        hidden = _int_field(config, "hidden_size")
+        heads = _int_field(config, "num_attention_heads")
+        if hidden % heads:
+            raise ConfigError(f"hidden_size {hidden} is not a multiple of num_attention_heads {heads}", field="num_attention_heads", value=heads)
+        act = config.get("hidden_act", "gelu")
+        if act not in ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh", "tanh"):
+            raise ConfigError("unsupported activation", field="hidden_act", value=act)
+        ptype = config.get("position_embedding_type", "absolute")
+        if ptype != "absolute":
+            raise ConfigError("only absolute position embeddings are supported", field="position_embedding_type", value=ptype)
+        eps = config.get("layer_norm_eps", 1e-12)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps <= 0:
+            raise ConfigError("must be a positive number", field="layer_norm_eps", value=eps)
+        return cls(
+            vocab_size=_int_field(config, "vocab_size"),
+            hidden_size=hidden,
+            num_hidden_layers=_int_field(config, "num_hidden_layers"),
+            num_attention_heads=heads,
+            intermediate_size=_int_field(config, "intermediate_size"),
+            max_position_embeddings=_int_field(config, "max_position_embeddings", 512),
+            type_vocab_size=_int_field(config, "type_vocab_size", 2),
+            layer_norm_eps=float(eps),
+            hidden_act=str(act),
+            pad_token_id=_int_field(config, "pad_token_id", 0, minimum=0),
+        )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a ``bert`` model turns token states into ``sentence_embedding``, and its text length.
+
+    Built from the factory's options: a ``preprocessing`` mapping (what the package records) and/or
+    the flat options ``pooling``, ``normalize`` and ``max_seq_length``, which win.
+    """
+
+    pooling: str = "mean"
+    normalize: bool = False
+    max_seq_length: int | None = None
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], *, limit: int) -> Preprocessing:
+        raw: dict[str, Any] = {}
+        pre = options.get("preprocessing")
+        if pre is not None:
+            if not isinstance(pre, Mapping):
+                raise ConfigError("must be an object", field="preprocessing", value=type(pre).__name__)
+            raw.update(pre)
+        for key in ("pooling", "normalize", "max_seq_length"):
+            if options.get(key) is not None:
+                raw[key] = options[key]
+        pooling = raw.get("pooling", "mean")
+        if pooling not in POOLING_MODES:
+            raise ConfigError(f"must be one of {', '.join(POOLING_MODES)}", field="pooling", value=pooling)
+        normalize = raw.get("normalize", False)
+        if not isinstance(normalize, bool):
+            raise ConfigError("must be true or false", field="normalize", value=normalize)
+        max_len = raw.get("max_seq_length")
+        if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or not 2 <= max_len <= limit):
+            raise ConfigError(f"must be an integer in 2..{limit} (the model's position table)", field="max_seq_length", value=max_len)
+        return cls(str(pooling), normalize, max_len)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pooling": self.pooling, "normalize": self.normalize, "max_seq_length": self.max_seq_length}
+
+
+def read_sentence_transformers_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The pre-processing settings of a sentence-transformers model folder (what a package records).
+
+    Reads ``modules.json`` (a ``Normalize`` module → ``normalize``), the pooling module's
+    ``config.json`` (``pooling``) and ``sentence_bert_config.json`` (``max_seq_length``). A folder that
+    is not a sentence-transformers model gives ``{}``.
+    """
+    root = Path(folder)
+
+    def load(path: Path) -> Any:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PackageFormatError(f"cannot read {path.name}: {exc}", path=str(path)) from exc
+
+    out: dict[str, Any] = {}
+    modules = load(root / "modules.json") if (root / "modules.json").is_file() else []
+    if not isinstance(modules, list):
+        raise PackageFormatError("modules.json must be a list", path=str(root / "modules.json"))
+    for module in modules:
+        kind = str(module.get("type", "")) if isinstance(module, Mapping) else ""
+        if kind.endswith(".Normalize"):
+            out["normalize"] = True
+        elif kind.endswith(".Pooling"):
+            cfg_path = root / str(module.get("path", "")) / "config.json"
+            cfg = load(cfg_path) if cfg_path.is_file() else {}
+            for flag, mode in (
+                ("pooling_mode_mean_tokens", "mean"),
+                ("pooling_mode_cls_token", "cls"),
+                ("pooling_mode_max_tokens", "max"),
+                ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len"),
+            ):
+                if cfg.get(flag):
+                    out["pooling"] = mode
+                    break
+    if modules:
+        out.setdefault("normalize", False)
+    sbert = root / "sentence_bert_config.json"
+    if sbert.is_file():
+        data = load(sbert)
+        if isinstance(data, Mapping) and isinstance(data.get("max_seq_length"), int):
+            out["max_seq_length"] = int(data["max_seq_length"])
+    return out
+
+
+def bert_input_specs(cfg: BertConfig) -> list[TensorSpec]:
+    return [
+        TensorSpec("input_ids", DType.I64, (None, None), pad_value=cfg.pad_token_id, description="token ids"),
+        TensorSpec("attention_mask", DType.I64, (None, None), pad_value=0, optional=True, description="1 for tokens, 0 for padding (default: all 1)"),
+        TensorSpec("token_type_ids", DType.I64, (None, None), pad_value=0, optional=True, description="segment ids (default: all 0)"),
+        TensorSpec("position_ids", DType.I64, (None, None), pad_value=0, optional=True, description="positions (default: 0..L-1)"),
+    ]
+
+
+def bert_output_specs(cfg: BertConfig) -> list[TensorSpec]:
+    h = cfg.hidden_size
+    return [
+        TensorSpec("last_hidden_state", DType.F32, (None, None, h)),
+        TensorSpec("pooler_output", DType.F32, (None, h)),
+        TensorSpec("sentence_embedding", DType.F32, (None, h)),
+    ]
+
+
+def bert_weight_names(cfg: BertConfig) -> list[str]:
+    """Every Hugging Face parameter name a ``bert`` model needs (without the ``bert.`` prefix)."""
+    names = [
+        "embeddings.word_embeddings.weight",
+        "embeddings.position_embeddings.weight",
+        "embeddings.token_type_embeddings.weight",
+        "embeddings.LayerNorm.weight",
+        "embeddings.LayerNorm.bias",
+    ]
+    for i in range(cfg.num_hidden_layers):
+        p = f"encoder.layer.{i}."
+        for sub in (
+            "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+            "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm",
+        ):
+            names += [p + sub + ".weight", p + sub + ".bias"]
+    names += ["pooler.dense.weight", "pooler.dense.bias"]
+    return names
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    return tuple(int(s) for s in value.shape)
+
+
+def select_weights(
+    weights: Mapping[str, Any],
+    expected: Mapping[str, tuple[int, ...]] | list[str],
+    *,
+    prefixes: tuple[str, ...] = ("",),
+    optional: frozenset[str] = frozenset(),
+    source: str | None = None,
+) -> dict[str, Any]:
+    """Pick ``expected`` names out of ``weights``, trying each of ``prefixes`` (``"bert."``).
+
+    Shapes are checked where ``expected`` maps names to shapes. A missing weight (not in
+    ``optional``) or a wrong shape is a :class:`PackageFormatError` whose ``field`` names the weight.
+    """
+    names = list(expected)
+    prefix = next((p for p in prefixes if all((p + n) in weights for n in names if n not in optional)), None)
+    if prefix is None:
+        best = max(prefixes, key=lambda p: sum((p + n) in weights for n in names))
+        missing = next(n for n in names if n not in optional and (best + n) not in weights)
+        raise PackageFormatError(f"weights are missing {best + missing!r} ({len(weights)} tensors present)", path=source, field=best + missing)
+    out: dict[str, Any] = {}
+    for n in names:
+        key = prefix + n
+        if key not in weights:
+            continue
+        value = weights[key]
+        if isinstance(expected, Mapping) and _shape(value) != tuple(expected[n]):
+            raise PackageFormatError(f"weight {key!r} has shape {_shape(value)}, expected {tuple(expected[n])}", path=source, field=key)
+        out[n] = value
+    return out
+
+
+def check_bert_inputs(cfg: BertConfig, inputs: Mapping[str, Any], value_range: Callable[[Any], tuple[int, int]]) -> None:
+    """Reject what would make a BERT forward fail or silently misbehave, with :class:`InvalidInputError`.
+
+    ``value_range(tensor) -> (min, max)`` is the backend's way to read an integer tensor's range.
+    Checks: an empty batch or sequence, a sequence longer than the position table, ids outside
+    ``[0, vocab_size)``, token types outside ``[0, type_vocab_size)``, positions outside the table,
+    an attention mask that is not 0/1, and any companion input whose shape differs from
+    ``input_ids``'s.
+    """
+    ids = inputs.get("input_ids")
+    if ids is None:
+        raise InvalidInputError("missing input 'input_ids'", name="input_ids", expected="(batch, seq) token ids", actual=None)
+    shape = _shape(ids)
+    if len(shape) != 2:
+        raise InvalidInputError("input_ids must be 2-D (batch, seq)", name="input_ids", expected="(?, ?)", actual=shape)
+    batch, seq = shape
+    if batch == 0 or seq == 0:
+        raise InvalidInputError("empty input", name="input_ids", expected="at least one sequence of at least one token", actual=shape)
+    if seq > cfg.max_position_embeddings:
+        raise InvalidInputError(
+            f"sequence length {seq} exceeds the model's {cfg.max_position_embeddings} positions",
+            name="input_ids",
+            expected=f"seq <= {cfg.max_position_embeddings}",
+            actual=seq,
+        )
+    for name, limit in (("input_ids", cfg.vocab_size), ("token_type_ids", cfg.type_vocab_size), ("position_ids", cfg.max_position_embeddings), ("attention_mask", 2)):
+        value = inputs.get(name)
+        if value is None:
+            continue
+        if name != "input_ids" and _shape(value) != shape:
+            raise InvalidInputError(f"{name} must have the shape of input_ids", name=name, expected=shape, actual=_shape(value))
+        lo, hi = value_range(value)
+        if lo < 0 or hi >= limit:
+            what = "0 or 1" if name == "attention_mask" else f"in [0, {limit})"
+            raise InvalidInputError(f"{name} values must be {what}", name=name, expected=f"[0, {limit - 1}]", actual=f"[{lo}, {hi}]")

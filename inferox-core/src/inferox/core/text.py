@@ -1,0 +1,155 @@
+"""Text pre-processing shared by every backend: a package's ``tokenizer.json`` turned into model inputs.
+
+Tokenisation happens once, on the host, before the backend sees anything, so that a string gives
+exactly the same ``input_ids`` whichever backend runs the model. It uses the Hugging Face
+``tokenizers`` library (core's optional extra ``text``), imported only when a :class:`TextEncoder` is
+built, so ``inferox.core`` imports without it.
+
+    enc = TextEncoder.from_file("model/tokenizer.json", max_length=256)
+    inputs = enc.encode(["a sentence", "another, longer sentence"])
+    # {"input_ids": (2, L) i64, "attention_mask": (2, L) i64, "token_type_ids": (2, L) i64}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferox.core.errors import BackendUnavailableError, ConfigError, InvalidInputError, PackageNotFoundError
+
+__all__ = ["DEFAULT_MAX_LENGTH", "TextEncoder", "read_max_seq_length"]
+
+#: Used when neither the caller nor the package names a maximum length.
+DEFAULT_MAX_LENGTH = 512
+
+#: The three inputs a BERT-style model takes, in the order they are produced.
+TEXT_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _import_tokenizers() -> Any:
+    try:
+        import tokenizers
+    except ImportError as exc:  # pragma: no cover - tokenizers is installed in every test environment
+        raise BackendUnavailableError("text", reason="the 'tokenizers' package is not installed; install inferox-core[text]") from exc
+    return tokenizers
+
+
+def read_max_seq_length(folder: str | os.PathLike[str]) -> int | None:
+    """The ``max_seq_length`` of a sentence-transformers folder (``sentence_bert_config.json``), if any."""
+    path = Path(folder) / "sentence_bert_config.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path.name}: {exc}", field="max_seq_length", path=str(path)) from exc
+    value = data.get("max_seq_length") if isinstance(data, Mapping) else None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class TextEncoder:
+    """Turns strings into padded, truncated ``input_ids`` / ``attention_mask`` / ``token_type_ids``.
+
+    ``max_length`` is the default truncation length (MiniLM: 256, from ``sentence_bert_config.json``);
+    ``limit`` is the most any call may ask for (the model's position table, 512 for BERT): asking for
+    more is an :class:`InvalidInputError` naming ``max_length``. A batch is padded to its longest
+    item (not to ``max_length``), which is what sentence-transformers does and what keeps short
+    requests cheap.
+    """
+
+    def __init__(self, tokenizer: Any, *, max_length: int | None = None, limit: int | None = None, path: str | None = None) -> None:
+        self._tokenizer = tokenizer
+        self.path = path
+        self.limit = int(limit) if limit is not None else DEFAULT_MAX_LENGTH
+        if self.limit < 2:
+            raise ConfigError("the length limit must be at least 2 (room for [CLS] and [SEP])", field="limit", value=limit, path=path)
+        self.max_length = self._check_length(max_length if max_length is not None else min(self.limit, DEFAULT_MAX_LENGTH), field="max_length")
+        self.pad_id = self._pad_id()
+        # The tokenizer's truncation setting is shared state: configure-and-encode under one lock.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, max_length: int | None = None, limit: int | None = None) -> TextEncoder:
+        """Load a ``tokenizer.json``; ``max_length`` defaults to the folder's ``sentence_bert_config.json``."""
+        tokenizers = _import_tokenizers()
+        path = Path(path)
+        if not path.is_file():
+            raise PackageNotFoundError(f"no tokenizer file at {path}", path=str(path))
+        try:
+            tok = tokenizers.Tokenizer.from_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception on malformed JSON
+            raise ConfigError(f"cannot load tokenizer: {exc}", field="tokenizer", path=str(path)) from exc
+        if max_length is None:
+            max_length = read_max_seq_length(path.parent)
+            if max_length is not None and limit is not None:
+                max_length = min(max_length, limit)
+        return cls(tok, max_length=max_length, limit=limit, path=str(path))
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _check_length(self, value: Any, *, field: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 2:
+            raise InvalidInputError(f"{field} must be an integer of at least 2", name=field, expected=f"2..{self.limit}", actual=value)
+        if value > self.limit:
+            raise InvalidInputError(
+                f"{field} {value} exceeds the model's {self.limit} positions", name=field, expected=f"<= {self.limit}", actual=int(value)
+            )
+        return int(value)
+
+    def _pad_id(self) -> int:
+        padding = getattr(self._tokenizer, "padding", None)
+        if isinstance(padding, Mapping) and isinstance(padding.get("pad_id"), int):
+            return int(padding["pad_id"])
+        for token in ("[PAD]", "<pad>"):
+            tid = self._tokenizer.token_to_id(token)
+            if tid is not None:
+                return int(tid)
+        return 0
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
+
+    # -- encoding -----------------------------------------------------------------------------
+    def encode(self, texts: Sequence[str] | str, *, max_length: int | None = None) -> dict[str, np.ndarray]:
+        """Tokenise ``texts`` (one string or a sequence) into a batch of model inputs (``i64``).
+
+        Each text is truncated to ``max_length`` tokens (special tokens included; default: this
+        encoder's) and the batch is padded to its longest item with the pad id and mask 0.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Sequence):
+            raise InvalidInputError("text input must be a string or a list of strings", name="text", expected="str | list[str]", actual=type(texts).__name__)
+        if len(texts) == 0:
+            raise InvalidInputError("empty text batch", name="text", expected="at least one string", actual=0)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InvalidInputError("text items must be strings", name="text", expected="str", actual=type(t).__name__, index=i)
+        length = self.max_length if max_length is None else self._check_length(max_length, field="max_length")
+        tok = self._tokenizer
+        with self._lock:
+            tok.enable_truncation(max_length=length)
+            tok.no_padding()
+            encodings = tok.encode_batch(list(texts))
+        longest = max(len(e.ids) for e in encodings)
+        n = len(encodings)
+        ids = np.full((n, longest), self.pad_id, dtype=np.int64)
+        mask = np.zeros((n, longest), dtype=np.int64)
+        types = np.zeros((n, longest), dtype=np.int64)
+        for i, e in enumerate(encodings):
+            k = len(e.ids)
+            ids[i, :k] = e.ids
+            mask[i, :k] = e.attention_mask
+            types[i, :k] = e.type_ids
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    __call__ = encode
+
+    def __repr__(self) -> str:
+        return f"TextEncoder({self.path!r}, max_length={self.max_length}, limit={self.limit})"

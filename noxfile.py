@@ -1,0 +1,162 @@
+"""The test matrix: which distributions are installed together, and which tests run against them.
+
+Every environment installs through the root ``constraints.txt`` (torch==2.13.0, the jax that
+resolves here): an unpinned torch, even one pulled in by sentence-transformers, would fetch
+gigabytes of CUDA builds. The matrix varies installed distributions, not Python versions (the torch
+build here is for CPython 3.11 only).
+
+Sessions (``nox -l``):
+  core        inferox-core alone, in an environment where torch and jax are NOT importable
+  torch       core + inferox-torch
+  jax         core + inferox-jax
+  thirdparty  core + the third-party NumPy plugin under tests/plugins/, discovered by entry point
+  all         every distribution together: the tests shared by several distributions run here, once
+  coverage    combines the sessions' coverage data and gates each distribution on its bar
+  lint        ruff
+  types       mypy on inferox-core
+Outside CI (not run by default): soak, bench.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+CONSTRAINTS = str(ROOT / "constraints.txt")
+PYTHON = "3.11"
+COVERAGE_DIR = ROOT / ".nox" / "_coverage"
+
+#: Coverage bar for each distribution: its source folder and the minimum line+branch percentage.
+COVERAGE_BARS: dict[str, tuple[str, int]] = {
+    "inferox-core": ("inferox-core/src/*", 90),
+    "inferox-torch": ("inferox-torch/src/*", 85),
+    "inferox-jax": ("inferox-jax/src/*", 85),
+    "inferox-mlpkg": ("inferox-mlpkg/src/*", 90),
+    "inferox-engine": ("inferox-engine/src/*", 85),
+}
+
+TEST_TOOLS = ["pytest>=8", "pytest-cov>=5", "pytest-timeout>=2.3", "hypothesis>=6.100", "coverage[toml]>=7.4"]
+
+nox.options.sessions = ["lint", "types", "core", "torch", "jax", "thirdparty", "all", "coverage"]
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = False
+nox.options.error_on_missing_interpreters = True
+
+
+def _install(session: nox.Session, *args: str) -> None:
+    session.install("-c", CONSTRAINTS, *args)
+
+
+def _setup(session: nox.Session) -> None:
+    # PIP_CONSTRAINT also reaches pip calls we do not make ourselves (build isolation, nested installs).
+    session.env["PIP_CONSTRAINT"] = CONSTRAINTS
+    session.env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    session.env["COVERAGE_FILE"] = str(COVERAGE_DIR / f".coverage.{session.name}")
+    session.env["COVERAGE_RCFILE"] = str(ROOT / "pyproject.toml")
+    COVERAGE_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _pytest(session: nox.Session, *paths: str, cov: tuple[str, ...]) -> None:
+    args = ["-p", "no:cacheprovider", *[f"--cov={c}" for c in cov], "--cov-report=", "--cov-append", *paths, *session.posargs]
+    session.run("python", "-m", "pytest", *args)
+
+
+@nox.session(python=PYTHON)
+def core(session: nox.Session) -> None:
+    """inferox-core alone: proves core needs neither torch nor jax."""
+    _setup(session)
+    _install(session, "-e", "inferox-core[testing]", *TEST_TOOLS)
+    session.run(
+        "python", "-c",
+        "import importlib.util as u, inferox.core, inferox.core.testing;"
+        "missing = [m for m in ('torch', 'jax') if u.find_spec(m) is None];"
+        "assert missing == ['torch', 'jax'], f'core env must not have torch/jax, found: {set((\"torch\",\"jax\")) - set(missing)}';"
+        "print('inferox.core', inferox.core.__version__, 'imports without torch and jax')",
+    )
+    _pytest(session, "tests/core", cov=("inferox.core",))
+
+
+@nox.session(python=PYTHON)
+def torch(session: nox.Session) -> None:
+    """core + inferox-torch: the torch backend and its conformance run."""
+    _setup(session)
+    _install(session, "-e", "inferox-core[testing]", "-e", "inferox-torch", *TEST_TOOLS)
+    _pytest(session, "tests/torch", cov=("inferox.core", "inferox.torch"))
+
+
+@nox.session(python=PYTHON)
+def jax(session: nox.Session) -> None:
+    """core + inferox-jax: the JAX backend and its conformance run."""
+    _setup(session)
+    _install(session, "-e", "inferox-core[testing]", "-e", "inferox-jax", *TEST_TOOLS)
+    _pytest(session, "tests/jax", cov=("inferox.core", "inferox.jax"))
+
+
+@nox.session(python=PYTHON)
+def thirdparty(session: nox.Session) -> None:
+    """A third-party plugin installed as its own distribution, found through its entry point alone."""
+    _setup(session)
+    _install(session, "-e", "inferox-core[testing]", "tests/plugins/inferox-numpy", *TEST_TOOLS)
+    session.run("python", "-c", "from inferox.core import get_registry as g; names = g().backend_names(); assert 'numpy' in names, names; print('discovered', names)")
+    _pytest(session, "tests/plugins/inferox-numpy/tests", cov=("inferox.core",))
+
+
+@nox.session(python=PYTHON, name="all")
+def all_(session: nox.Session) -> None:
+    """Every distribution together; the tests shared by several distributions run here, once."""
+    _setup(session)
+    _install(
+        session,
+        "-e", "inferox-core[testing,text]", "-e", "inferox-torch", "-e", "inferox-jax",
+        "-e", "inferox-mlpkg", "-e", "inferox-engine[serve]", "tests/plugins/inferox-numpy",
+        "-r", "tests/requirements.txt", *TEST_TOOLS,
+    )
+    shared = [p for p in ("tests/mlpkg", "tests/engine", "tests/models", "tests/cli", "tests/server", "tests/integration", "tests/test_test_plan.py") if (ROOT / p).exists()]
+    _pytest(session, *shared, cov=("inferox.core", "inferox.torch", "inferox.jax", "inferox.mlpkg", "inferox.engine"))
+
+
+@nox.session(python=PYTHON)
+def coverage(session: nox.Session) -> None:
+    """Combine every session's coverage and hold each distribution to its bar."""
+    _setup(session)
+    session.env["COVERAGE_FILE"] = str(COVERAGE_DIR / ".coverage")
+    _install(session, "coverage[toml]>=7.4")
+    session.run("coverage", "combine", "--keep", *sorted(str(p) for p in COVERAGE_DIR.glob(".coverage.*")))
+    failed = []
+    for dist, (pattern, bar) in COVERAGE_BARS.items():
+        session.log(f"--- {dist} (bar {bar} %)")
+        try:
+            session.run("coverage", "report", f"--include={pattern}", f"--fail-under={bar}", "--skip-covered", "--sort=cover")
+        except nox.command.CommandFailed:
+            failed.append(dist)
+    if failed:
+        session.error(f"coverage below the bar for: {', '.join(failed)}")
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python=PYTHON)
+def types(session: nox.Session) -> None:
+    _setup(session)
+    _install(session, "mypy>=1.10", "-e", "inferox-core[testing]", "pytest>=8")
+    session.run("mypy", "inferox-core/src/inferox/core")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks (outside CI): each writes JSON and a Markdown table under benchmarks/results/."""
+    _setup(session)
+    _install(
+        session,
+        "-e", "inferox-core[text]", "-e", "inferox-torch", "-e", "inferox-jax", "-e", "inferox-mlpkg",
+        "-e", "inferox-engine[serve]", "-r", "tests/requirements.txt",
+    )
+    for script in sorted((ROOT / "benchmarks").glob("*/bench_*.py")):
+        session.run("python", str(script), *session.posargs)
+

