@@ -71,7 +71,7 @@ def area_maps() -> dict[tuple[str, str], str]:
     for path in sorted((ROOT / "tests").glob("**/PLAN_MAP.md")):
         for key, target in parse_map(path.read_text(encoding="utf-8")).items():
             # A node id beats N/A or pending when two areas map the same item.
-            if key not in merged or _is_pending_or_na(merged[key]) and not _is_pending_or_na(target):
+            if key not in merged or (_is_pending_or_na(merged[key]) and not _is_pending_or_na(target)):
                 merged[key] = target
     return merged
 
