@@ -29,6 +29,9 @@ def test_targets_are_well_formed() -> None:
     for key, target in _plan().items():
         if target.startswith("N/A"):
             assert target.startswith("N/A: ") and len(target) > 10, f"{key}: N/A needs a reason"
+        elif target.startswith("nox -s "):
+            session = target.split()[2]
+            assert f"def {session}(" in (ROOT / "noxfile.py").read_text() or f'name="{session}"' in (ROOT / "noxfile.py").read_text(), f"{key}: no nox session {session!r}"
         elif target.startswith("pending"):
             assert target.startswith("pending (issue "), f"{key}: pending must name the issue"
         else:

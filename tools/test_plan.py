@@ -4,8 +4,9 @@ Each area keeps its own ``tests/<area>/PLAN_MAP.md`` with lines of the form::
 
     - [Phase 1 / Tensor Tests] Test TensorBuilder with empty tensor → tests/core/test_tensor.py::test_empty
 
-A target is a pytest node id (several may be joined with `` ; ``), ``N/A: reason``, or
-``pending (issue N): what remains`` for work an open issue still owes. ``python tools/test_plan.py
+A target is a pytest node id (several may be joined with `` ; ``), ``nox -s SESSION`` for a
+criterion a whole session enforces (coverage bars), ``N/A: reason``, or ``pending (issue N): what
+remains`` for work an open issue still owes. ``python tools/test_plan.py
 build`` merges the area maps, in the original plan's order, into ``tests/TEST_PLAN.md``;
 ``tests/test_test_plan.py`` checks that every original item is mapped and every node id exists.
 """
@@ -77,7 +78,7 @@ def area_maps() -> dict[tuple[str, str], str]:
 
 
 def _is_pending_or_na(target: str) -> bool:
-    return target.startswith(("N/A", "pending"))
+    return target.startswith(("N/A", "pending", "nox -s"))
 
 
 def node_ids(target: str) -> list[str]:
