@@ -149,6 +149,10 @@ def coerce_untyped(data: Any, dtype: DType, *, name: str | None = None, index: i
         return arr
     if arr.size == 0:
         return arr.astype(target)
+    if dtype.is_int and arr.dtype.kind == "f" and float(np.abs(arr).max()) >= 2.0**53:
+        exact = _exact_python_ints(data)
+        if exact is not None:
+            arr = exact
     if dtype.is_int or dtype.is_bool:
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
@@ -165,3 +169,12 @@ def coerce_untyped(data: Any, dtype: DType, *, name: str | None = None, index: i
     elif arr.dtype.kind == "c":
         raise DTypeError("complex values are not supported", name=name, expected=dtype.value, actual=str(arr.dtype), index=index)
     return arr.astype(target)
+
+
+def _exact_python_ints(data: Any) -> np.ndarray | None:
+    """Python ints beyond int64 (u64 values) make numpy fall back to float64, which rounds them;
+    read such data again as exact integers (an object array), or ``None`` if it is not all ints."""
+    exact = np.asarray(data, dtype=object)
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in exact.flat):
+        return exact
+    return None
