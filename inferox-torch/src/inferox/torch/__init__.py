@@ -1,0 +1,66 @@
+"""inferox.torch — the PyTorch backend of Inferox.
+
+Public names are listed in ``__all__`` and resolved lazily: ``import inferox.torch`` does not
+import torch; the first access to :class:`TorchBackend`, :class:`TorchTensor` … does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from inferox.torch._version import __version__
+
+if TYPE_CHECKING:
+    from inferox.torch._errors import torch_errors, wrap_torch_error
+    from inferox.torch.backend import TorchBackend, device_id_of, host_memory_info, torch_device
+    from inferox.torch.model import LOAD_DTYPES, TorchModel, load_state_dict, resolve_load_dtype, set_threads
+    from inferox.torch.tensor import TorchTensor, TorchTensorBuilder, numpy_to_torch
+
+__all__ = [
+    "LOAD_DTYPES",
+    "TorchBackend",
+    "TorchModel",
+    "TorchTensor",
+    "TorchTensorBuilder",
+    "__version__",
+    "device_id_of",
+    "host_memory_info",
+    "load_state_dict",
+    "numpy_to_torch",
+    "resolve_load_dtype",
+    "set_threads",
+    "torch_device",
+    "torch_errors",
+    "wrap_torch_error",
+]
+
+_LAZY: dict[str, str] = {
+    "TorchBackend": "inferox.torch.backend",
+    "device_id_of": "inferox.torch.backend",
+    "host_memory_info": "inferox.torch.backend",
+    "torch_device": "inferox.torch.backend",
+    "TorchTensor": "inferox.torch.tensor",
+    "TorchTensorBuilder": "inferox.torch.tensor",
+    "numpy_to_torch": "inferox.torch.tensor",
+    "LOAD_DTYPES": "inferox.torch.model",
+    "TorchModel": "inferox.torch.model",
+    "load_state_dict": "inferox.torch.model",
+    "resolve_load_dtype": "inferox.torch.model",
+    "set_threads": "inferox.torch.model",
+    "torch_errors": "inferox.torch._errors",
+    "wrap_torch_error": "inferox.torch._errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'inferox.torch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

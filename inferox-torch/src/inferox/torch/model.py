@@ -1,0 +1,286 @@
+"""``TorchModel``: the base class of every PyTorch model in Inferox.
+
+A concrete model (MLP, BERT …) builds an ``nn.Module``, passes it with its tensor specs to
+``TorchModel.__init__``, and either lets the default :meth:`TorchModel.run` call the module with the
+inputs as keyword arguments, or overrides :meth:`TorchModel.run`. The base class takes care of:
+
+* **placement and load dtype** — the module is moved to the checked device and, when ``dtype`` is
+  given, to ``f32``, ``f16`` or ``bf16`` (floating parameters and buffers only; integer buffers such
+  as BERT's ``position_ids`` keep their type);
+* **inference mode** — :meth:`forward` runs under ``torch.inference_mode()`` with the module in
+  ``eval()`` mode, and every torch exception becomes an Inferox error with the torch exception as
+  ``__cause__`` (see :mod:`inferox.torch._errors`);
+* **threads** — the ``threads`` option calls ``torch.set_num_threads``, which is *process-wide*:
+  it changes the intra-op thread pool of every torch model in the process, not only this one;
+* **memory** — :meth:`memory_requirements` counts parameters and buffers; :meth:`close` drops the
+  module, collects garbage and empties the CUDA / MPS caching allocator.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+import torch
+from inferox.core.backend import Backend
+from inferox.core.device import DeviceId
+from inferox.core.dtype import DType
+from inferox.core.errors import (
+    BackendError,
+    ConfigError,
+    DTypeError,
+    PackageFormatError,
+    ServiceUnavailableError,
+    from_os_error,
+)
+from inferox.core.model import Model, ModelMetadata
+from inferox.core.spec import TensorSpec
+from inferox.torch._errors import BACKEND_NAME, torch_errors
+from inferox.torch.tensor import numpy_to_torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from inferox.torch.backend import TorchBackend
+
+__all__ = ["LOAD_DTYPES", "TorchModel", "load_state_dict", "resolve_load_dtype", "set_threads"]
+
+#: Dtypes a model's floating parameters may be loaded in.
+LOAD_DTYPES = (DType.F32, DType.F16, DType.BF16)
+
+
+def resolve_load_dtype(dtype: DType | str | None) -> torch.dtype | None:
+    """The ``torch.dtype`` to load floating parameters in (``None`` keeps the module's own).
+
+    Only ``f32``, ``f16`` and ``bf16`` are accepted; anything else is a :class:`DTypeError` naming
+    ``dtype``.
+    """
+    if dtype is None:
+        return None
+    parsed = DType.parse(dtype)
+    if parsed not in LOAD_DTYPES:
+        raise DTypeError("unsupported load dtype for a torch model", name="dtype", expected=", ".join(d.value for d in LOAD_DTYPES), actual=parsed.value)
+    return parsed.to_torch()  # type: ignore[no-any-return]
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` — process-wide: it affects every torch model in the process.
+
+    ``None`` leaves the setting alone; anything but a positive integer is a :class:`ConfigError`.
+    """
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError("threads must be a positive integer", field="threads", value=threads)
+    torch.set_num_threads(threads)
+
+
+def load_state_dict(weights: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """A state dict from a safetensors file or a mapping of names to arrays (numpy, torch, lists).
+
+    A missing or unreadable file is an :class:`~inferox.core.errors.InferoxIOError` /
+    :class:`~inferox.core.errors.PackageNotFoundError` naming the path; a corrupt file a
+    :class:`PackageFormatError` naming it.
+    """
+    if isinstance(weights, Mapping):
+        out: dict[str, torch.Tensor] = {}
+        for key, value in weights.items():
+            if isinstance(value, torch.Tensor):
+                out[key] = value
+            else:
+                # Shared where possible: Module.load_state_dict copies into the parameters anyway.
+                out[key] = numpy_to_torch(np.asarray(value))
+        return out
+    path = Path(weights)
+    from safetensors import SafetensorsError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except OSError as exc:
+        raise from_os_error(exc, path=str(path)) from exc
+    except (SafetensorsError, ValueError, RuntimeError) as exc:
+        raise PackageFormatError(f"cannot read safetensors weights: {exc}", path=str(path)) from exc
+
+
+def _default_backend() -> TorchBackend:
+    from inferox.torch.backend import TorchBackend
+
+    return TorchBackend()
+
+
+class TorchModel(Model):
+    """A model backed by an ``nn.Module``.
+
+    Args:
+        module: the network; it is put in ``eval()`` mode, its parameters stop requiring grad, and
+            it is moved to ``device`` (and ``dtype``).
+        metadata: the model's :class:`~inferox.core.ModelMetadata`.
+        input_specs / output_specs: the model's tensor specs.
+        backend: the torch backend (a fresh :class:`~inferox.torch.TorchBackend` when omitted).
+        device: where to run (``None`` → the backend's default device); checked, so an absent GPU
+            is a :class:`~inferox.core.errors.DeviceUnavailableError`.
+        dtype: load floating parameters as ``f32``, ``f16`` or ``bf16`` (``None`` keeps them).
+        threads: ``torch.set_num_threads`` — process-wide, see the module docstring.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        metadata: ModelMetadata,
+        input_specs: Sequence[TensorSpec],
+        output_specs: Sequence[TensorSpec],
+        backend: Backend | None = None,
+        device: DeviceId | str | None = None,
+        dtype: DType | str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        backend = backend if backend is not None else _default_backend()
+        if backend.name != BACKEND_NAME:
+            raise ConfigError(f"a TorchModel needs the torch backend, not {backend.name!r}", field="backend", value=backend.name)
+        if not isinstance(module, nn.Module):
+            raise ConfigError("module must be a torch.nn.Module", field="module", value=type(module).__name__)
+        dev = backend.check_device(device)
+        super().__init__(backend=backend, metadata=metadata, device=dev)
+        self._input_specs = tuple(input_specs)
+        self._output_specs = tuple(output_specs)
+        self.load_dtype = DType.parse(dtype) if dtype is not None else None
+        torch_dtype = resolve_load_dtype(dtype)
+        if self.load_dtype is not None and self.load_dtype not in backend.supported_dtypes(dev):
+            raise DTypeError(f"dtype {self.load_dtype.value} is not supported on {dev}", name="dtype", expected="f32", actual=self.load_dtype.value)  # pragma: gpu
+        set_threads(threads)
+        self.threads = threads
+        from inferox.torch.backend import torch_device
+
+        with torch_errors(device=str(dev), model=metadata.name):
+            module = module.to(device=torch_device(dev))
+            if torch_dtype is not None:
+                # nn.Module.to(dtype) only converts floating tensors: integer buffers keep their type.
+                module = module.to(dtype=torch_dtype)
+            module.eval()
+            module.requires_grad_(False)
+        self._module: nn.Module | None = module
+
+    # -- specs ----------------------------------------------------------------------------------
+    @property
+    def input_specs(self) -> Sequence[TensorSpec]:
+        return self._input_specs
+
+    @property
+    def output_specs(self) -> Sequence[TensorSpec]:
+        return self._output_specs
+
+    @property
+    def module(self) -> nn.Module:
+        """The ``nn.Module`` (a :class:`ServiceUnavailableError` once the model is closed)."""
+        if self._module is None:
+            raise ServiceUnavailableError(f"model {self.name!r} is closed")
+        return self._module
+
+    @property
+    def closed(self) -> bool:
+        return self._module is None
+
+    @property
+    def torch_device(self) -> torch.device:
+        from inferox.torch.backend import torch_device
+
+        return torch_device(self.device)
+
+    # -- running --------------------------------------------------------------------------------
+    def run(self, inputs: dict[str, torch.Tensor]) -> Any:
+        """Compute the outputs (already under inference mode). Default: ``module(**inputs)``.
+
+        May return a tensor (for a single output), a tuple/list in output-spec order, or a dict.
+        """
+        return self.module(**inputs)
+
+    def forward(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Run :meth:`run` under ``torch.inference_mode()``, torch errors wrapped."""
+        module = self.module
+        with torch_errors(device=str(self.device), model=self.name), torch.inference_mode():
+            if module.training:
+                module.eval()
+            result = self.run(dict(inputs))
+        return self._name_outputs(result)
+
+    def _name_outputs(self, result: Any) -> dict[str, Any]:
+        names = [s.name for s in self._output_specs]
+        if isinstance(result, Mapping):
+            return dict(result)
+        if isinstance(result, torch.Tensor):
+            result = (result,)
+        if isinstance(result, (tuple, list)) and len(result) == len(names):
+            return dict(zip(names, result))
+        raise BackendError(
+            f"model {self.name!r} returned {type(result).__name__} of {len(result) if isinstance(result, (tuple, list)) else 1} "
+            f"value(s); its output specs name {len(names)}: {', '.join(names)}",
+            backend=BACKEND_NAME,
+            model=self.name,
+        )
+
+    def example_inputs(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        """Zeros for every required input, dynamic dimensions set to ``batch`` (first) or 1."""
+        out: dict[str, torch.Tensor] = {}
+        for spec in self._input_specs:
+            if spec.optional:
+                continue
+            shape = [(batch if i == 0 else 1) if d is None else d for i, d in enumerate(spec.shape)]
+            out[spec.name] = torch.zeros(shape, dtype=spec.dtype.to_torch(), device=self.torch_device)
+        return out
+
+    def warmup(self) -> None:
+        """One forward pass on :meth:`example_inputs` (allocates buffers, loads kernels)."""
+        self.forward(self.example_inputs())
+        self.backend.synchronize(self.device)
+
+    # -- weights --------------------------------------------------------------------------------
+    def load_weights(self, weights: str | Path | Mapping[str, Any], *, strict: bool = True, prefix: str = "") -> None:
+        """Copy weights (a safetensors path or a name → array mapping) into the module.
+
+        ``prefix`` is stripped from every name first (``"bert."`` checkpoints into a bare encoder).
+        With ``strict``, a missing or unexpected tensor is a :class:`PackageFormatError` whose
+        ``field`` names it; a tensor of the wrong shape is one too.
+        """
+        path = None if isinstance(weights, Mapping) else str(weights)
+        state = load_state_dict(weights)
+        if prefix:
+            state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+        module = self.module
+        expected = module.state_dict()
+        if strict:
+            missing = sorted(set(expected) - set(state))
+            unexpected = sorted(set(state) - set(expected))
+            if missing:
+                raise PackageFormatError(f"weights lack tensor {missing[0]!r} ({len(missing)} missing)", path=path, field=missing[0])
+            if unexpected:
+                raise PackageFormatError(f"weights have unexpected tensor {unexpected[0]!r} ({len(unexpected)} unexpected)", path=path, field=unexpected[0])
+        for key, value in state.items():
+            if key in expected and tuple(expected[key].shape) != tuple(value.shape):
+                raise PackageFormatError(
+                    f"tensor {key!r} has shape {tuple(value.shape)}, the model expects {tuple(expected[key].shape)}", path=path, field=key
+                )
+        with torch_errors(device=str(self.device), model=self.name):
+            module.load_state_dict(state, strict=strict)
+
+    # -- memory ---------------------------------------------------------------------------------
+    def memory_requirements(self) -> int:
+        """Bytes held by the module's parameters and buffers."""
+        module = self.module
+        tensors = [*module.parameters(), *module.buffers()]
+        return int(sum(t.numel() * t.element_size() for t in tensors))
+
+    def close(self) -> None:
+        """Drop the module and give its memory back (the CUDA/MPS cache too). Idempotent."""
+        if self._module is None:
+            return
+        self._module = None
+        gc.collect()
+        if self.device.is_cuda:
+            torch.cuda.empty_cache()  # pragma: gpu
+        elif self.device.is_metal:
+            torch.mps.empty_cache()  # pragma: gpu

@@ -1,0 +1,37 @@
+"""What the torch architectures share: reading weights and checking that they are usable."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from inferox.core.errors import PackageFormatError
+from inferox.torch.model import load_state_dict
+
+__all__ = ["check_float", "read_weights"]
+
+
+def read_weights(weights: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str | None]:
+    """Weights as host torch tensors (from a safetensors file or a mapping), and their source path.
+
+    A non-float tensor among them is kept (buffers such as BERT's ``position_ids`` are integers);
+    :func:`check_float` rejects one where a parameter is expected.
+    """
+    source = None if isinstance(weights, Mapping) else os.fspath(weights)
+    return load_state_dict(weights if isinstance(weights, Mapping) else source), source  # type: ignore[arg-type]
+
+
+def check_float(tensors: Mapping[str, torch.Tensor], source: str | None) -> dict[str, torch.Tensor]:
+    """Parameters must be floating point: an integer or bool one is a :class:`PackageFormatError` naming it.
+
+    Returns the tensors in one dtype (f32 when the file mixes float types), so every layer agrees.
+    """
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            raise PackageFormatError(f"weight {name!r} has dtype {t.dtype}, expected a float type", path=source, field=name)
+    if len({t.dtype for t in tensors.values()}) > 1:
+        return {k: v.float() for k, v in tensors.items()}
+    return dict(tensors)
