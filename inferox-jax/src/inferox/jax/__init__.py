@@ -1,0 +1,62 @@
+"""inferox.jax — the JAX backend for Inferox.
+
+Importing this package does **not** import jax: the public names below are resolved lazily (PEP
+562), so ``import inferox.jax`` and plugin discovery stay cheap. The first access to
+:class:`JaxBackend`, :class:`JaxTensor`, :class:`JaxModel` … imports jax.
+
+Dtype rule (JAX runs without 64-bit mode unless ``JAX_ENABLE_X64`` is set, process-wide):
+
+* without x64, ``i64``, ``u64`` and ``f64`` are *unsupported*: building such a tensor raises
+  :class:`~inferox.core.DTypeError` (code ``INVALID_DTYPE``) naming the dtype;
+* integer inputs are narrowed by :meth:`JaxBackend.as_native` (``i64`` → ``i32``, ``u64`` →
+  ``u32``) with a range check that raises ``DTypeError`` when a value does not fit;
+* ``f64`` → ``f32`` happens only when asked for explicitly (``as_native(..., dtype=DType.F32)``,
+  ``builder.from_numpy(a, dtype="f32")`` or ``JaxBackend.as_native(..., narrow_floats=True)``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from inferox.jax.backend import JaxBackend, x64_enabled
+    from inferox.jax.model import BucketPolicy, JaxModel, load_params
+    from inferox.jax.tensor import JaxTensor, JaxTensorBuilder, aligned_empty, is_zero_copy_eligible
+
+__all__ = [
+    "BucketPolicy",
+    "JaxBackend",
+    "JaxModel",
+    "JaxTensor",
+    "JaxTensorBuilder",
+    "aligned_empty",
+    "is_zero_copy_eligible",
+    "load_params",
+    "x64_enabled",
+]
+
+_LAZY = {
+    "JaxBackend": "inferox.jax.backend",
+    "x64_enabled": "inferox.jax.backend",
+    "JaxTensor": "inferox.jax.tensor",
+    "JaxTensorBuilder": "inferox.jax.tensor",
+    "aligned_empty": "inferox.jax.tensor",
+    "is_zero_copy_eligible": "inferox.jax.tensor",
+    "BucketPolicy": "inferox.jax.model",
+    "JaxModel": "inferox.jax.model",
+    "load_params": "inferox.jax.model",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'inferox.jax' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
