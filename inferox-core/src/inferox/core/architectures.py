@@ -15,9 +15,9 @@ framework.
     a Hugging Face ``BertConfig`` ``config.json`` and Hugging Face parameter names
     (``embeddings.word_embeddings.weight``, ``encoder.layer.N.attention.self.query.weight``, …,
     ``pooler.dense.weight``), with or without a ``bert.`` prefix; inputs ``input_ids``,
-    ``attention_mask``, ``token_type_ids`` (the last two optional) and optional ``position_ids``;
-    outputs ``last_hidden_state``, ``pooler_output`` and ``sentence_embedding`` (pooled as the
-    package's pre-processing settings say, mean pooling + L2 normalisation for sentence-transformers
+    ``attention_mask``, optional ``token_type_ids`` and optional ``position_ids``;
+    outputs ``last_hidden_state``, ``pooler_output`` and, when the package's pre-processing settings
+    name a pooling, ``sentence_embedding`` (mean pooling + L2 normalisation for sentence-transformers
     models).
 """
 
@@ -159,11 +159,13 @@ class BertConfig:
 class Preprocessing:
     """How a ``bert`` model turns token states into ``sentence_embedding``, and its text length.
 
-    Built from the factory's options: a ``preprocessing`` mapping (what the package records) and/or
-    the flat options ``pooling``, ``normalize`` and ``max_seq_length``, which win.
+    ``pooling`` ``None`` means the model has no ``sentence_embedding`` output (a plain BERT, as a
+    package without pooling settings declares). Built from the factory's options: a
+    ``preprocessing`` mapping (what the package records) and/or the flat options ``pooling``,
+    ``normalize`` and ``max_seq_length``, which win.
     """
 
-    pooling: str = "mean"
+    pooling: str | None = None
     normalize: bool = False
     max_seq_length: int | None = None
 
@@ -178,8 +180,8 @@ class Preprocessing:
         for key in ("pooling", "normalize", "max_seq_length"):
             if options.get(key) is not None:
                 raw[key] = options[key]
-        pooling = raw.get("pooling", "mean")
-        if pooling not in POOLING_MODES:
+        pooling = raw.get("pooling")
+        if pooling is not None and pooling not in POOLING_MODES:
             raise ConfigError(f"must be one of {', '.join(POOLING_MODES)}", field="pooling", value=pooling)
         normalize = raw.get("normalize", False)
         if not isinstance(normalize, bool):
@@ -187,7 +189,7 @@ class Preprocessing:
         max_len = raw.get("max_seq_length")
         if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or not 2 <= max_len <= limit):
             raise ConfigError(f"must be an integer in 2..{limit} (the model's position table)", field="max_seq_length", value=max_len)
-        return cls(str(pooling), normalize, max_len)
+        return cls(None if pooling is None else str(pooling), normalize, max_len)
 
     def to_dict(self) -> dict[str, Any]:
         return {"pooling": self.pooling, "normalize": self.normalize, "max_seq_length": self.max_seq_length}
@@ -241,19 +243,22 @@ def read_sentence_transformers_config(folder: str | os.PathLike[str]) -> dict[st
 def bert_input_specs(cfg: BertConfig) -> list[TensorSpec]:
     return [
         TensorSpec("input_ids", DType.I64, (None, None), pad_value=cfg.pad_token_id, description="token ids"),
-        TensorSpec("attention_mask", DType.I64, (None, None), pad_value=0, optional=True, description="1 for tokens, 0 for padding (default: all 1)"),
+        TensorSpec("attention_mask", DType.I64, (None, None), pad_value=0, description="1 for tokens, 0 for padding"),
         TensorSpec("token_type_ids", DType.I64, (None, None), pad_value=0, optional=True, description="segment ids (default: all 0)"),
         TensorSpec("position_ids", DType.I64, (None, None), pad_value=0, optional=True, description="positions (default: 0..L-1)"),
     ]
 
 
-def bert_output_specs(cfg: BertConfig) -> list[TensorSpec]:
+def bert_output_specs(cfg: BertConfig, pre: Preprocessing | None = None) -> list[TensorSpec]:
+    """``last_hidden_state``, ``pooler_output`` and, when ``pre`` names a pooling, ``sentence_embedding``."""
     h = cfg.hidden_size
-    return [
+    out = [
         TensorSpec("last_hidden_state", DType.F32, (None, None, h)),
         TensorSpec("pooler_output", DType.F32, (None, h)),
-        TensorSpec("sentence_embedding", DType.F32, (None, h)),
     ]
+    if pre is not None and pre.pooling is not None:
+        out.append(TensorSpec("sentence_embedding", DType.F32, (None, h), description=f"{pre.pooling} pooling" + (", L2-normalised" if pre.normalize else "")))
+    return out
 
 
 def bert_weight_names(cfg: BertConfig) -> list[str]:

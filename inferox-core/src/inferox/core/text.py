@@ -83,7 +83,7 @@ class TextEncoder:
             raise PackageNotFoundError(f"no tokenizer file at {path}", path=str(path))
         try:
             tok = tokenizers.Tokenizer.from_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception on malformed JSON
+        except Exception as exc:
             raise ConfigError(f"cannot load tokenizer: {exc}", field="tokenizer", path=str(path)) from exc
         if max_length is None:
             max_length = read_max_seq_length(path.parent)

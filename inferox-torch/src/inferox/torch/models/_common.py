@@ -7,8 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-
-from inferox.core.errors import PackageFormatError
+from inferox.core.errors import PackageFormatError, from_os_error
 from inferox.torch.model import load_state_dict
 
 __all__ = ["check_float", "read_weights"]
@@ -20,8 +19,18 @@ def read_weights(weights: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[d
     A non-float tensor among them is kept (buffers such as BERT's ``position_ids`` are integers);
     :func:`check_float` rejects one where a parameter is expected.
     """
-    source = None if isinstance(weights, Mapping) else os.fspath(weights)
-    return load_state_dict(weights if isinstance(weights, Mapping) else source), source  # type: ignore[arg-type]
+    if isinstance(weights, Mapping):
+        return load_state_dict(weights), None
+    source = os.fspath(weights)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(source), source
+    except OSError as exc:
+        raise from_os_error(exc, path=source) from exc
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise PackageFormatError(f"cannot read safetensors weights: {exc}", path=source, field="weights") from exc
 
 
 def check_float(tensors: Mapping[str, torch.Tensor], source: str | None) -> dict[str, torch.Tensor]:
