@@ -1,0 +1,289 @@
+"""One model on one backend: its queue, its batcher workers, and direct execution.
+
+Each instance owns a bounded FIFO queue and ``num_workers`` worker threads. A worker takes the
+oldest request, and — while other callers are known to be on their way (they have been routed
+here but are still validating their inputs) — waits up to ``max_queue_delay_ms`` for more to
+arrive, then takes requests in FIFO order up to ``max_batch_size`` rows. A lone sequential caller
+therefore never waits for a batching window, while concurrent callers coalesce: requests that
+arrive while a forward pass runs are all taken by the next one.
+
+Requests that can share a forward pass (see :mod:`inferox.engine._batching`) are stacked and run
+once; the outputs are split back to each caller's future. When a combined forward pass fails, each
+of its requests is re-run on its own, so that only the requests that fail by themselves get an
+error and every other caller still gets its result. Requests whose deadline passed while queued
+are answered with :class:`InferoxTimeoutError` and never computed.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from inferox.core.errors import (
+    InferoxError,
+    InferoxTimeoutError,
+    InvalidInputError,
+    QueueFullError,
+    ServiceUnavailableError,
+    wrap_backend_error,
+)
+from inferox.core.model import AnyModel
+from inferox.engine._batching import Request, UnsplittableError, group_requests, merge_inputs, request_key, split_outputs
+from inferox.engine._config import EngineConfig
+from inferox.engine._stats import StatsCollector
+from inferox.engine._types import InferenceResult, InstanceInfo
+
+__all__ = ["InstanceClosed", "ModelInstance"]
+
+
+class InstanceClosed(Exception):
+    """Internal: the instance was swapped out or unregistered after the caller routed to it."""
+
+
+class ModelInstance:
+    """A registered (model name, backend) pair."""
+
+    def __init__(self, name: str, model: AnyModel, config: EngineConfig, stats: StatsCollector) -> None:
+        self.name = name
+        self.model: AnyModel | None = model
+        self.backend_name = model.backend_name
+        self.device = str(model.device)
+        self.config = config
+        self.stats = stats
+        self.memory_bytes = int(model.memory_requirements() or 0)
+        self.input_specs = {s.name: s for s in model.input_specs}
+        self.output_specs = {s.name: s for s in model.output_specs}
+        self.batchable = bool(self.input_specs) and all(s.is_batched for s in self.input_specs.values()) and all(
+            s.is_batched for s in self.output_specs.values()
+        )
+        self.thread_safe = bool(getattr(model.model, "thread_safe", False))
+        self.text_encoder = getattr(model.model, "text_encoder", None)
+        self.ready = False
+        self._forward_lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext() if self.thread_safe else threading.Lock()
+        self._cond = threading.Condition()
+        self._queue: collections.deque[Request] = collections.deque()
+        self._arriving = 0
+        self._inflight = 0
+        self._closing = False
+        self._workers: list[threading.Thread] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the batcher workers (when batching is on) and report ready."""
+        if self.config.batching:
+            for i in range(self.config.num_workers):
+                t = threading.Thread(target=self._worker, name=f"inferox-{self.name}-{self.backend_name}-{i}", daemon=True)
+                t.start()
+                self._workers.append(t)
+        self.ready = True
+
+    def info(self) -> InstanceInfo:
+        return InstanceInfo(
+            backend=self.backend_name, device=self.device, ready=self.ready and not self._closing,
+            memory_bytes=self.memory_bytes, batching=self.config.batching and self.batchable, queue_depth=len(self._queue),
+        )
+
+    def close(self, *, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop taking requests; finish (``drain``) or refuse the queued ones; release the model."""
+        with self._cond:
+            self._closing = True
+            self.ready = False
+            dropped: list[Request] = []
+            if not drain:
+                dropped = list(self._queue)
+                self._queue.clear()
+            self._cond.notify_all()
+        for req in dropped:
+            if req.future.set_running_or_notify_cancel():
+                req.future.set_exception(ServiceUnavailableError(f"engine shut down before request to {self.name!r} ran"))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._workers:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            while self._inflight > 0:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+        model, self.model = self.model, None
+        if model is not None:
+            with contextlib.suppress(Exception):
+                model.model.close()
+        self.text_encoder = None
+
+    # -- building requests ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark a caller as on its way to this queue, so the batcher may wait for it."""
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._arriving -= 1
+                self._cond.notify()
+
+    def make_request(
+        self,
+        prepared: dict[str, Any],
+        *,
+        deadline: float | None,
+        timeout: float | None,
+        return_native: bool,
+        squeeze: bool = False,
+    ) -> Request:
+        key, rows, lengths = request_key(self.input_specs, prepared, self.batchable)
+        return Request(prepared, rows=rows, key=key, lengths=lengths, deadline=deadline, timeout=timeout, return_native=return_native, squeeze=squeeze)
+
+    def live_model(self) -> AnyModel:
+        model = self.model
+        if model is None or self._closing:
+            raise InstanceClosed(self.name)
+        return model
+
+    # -- queued execution (batching on) -------------------------------------------------------------
+    def submit(self, req: Request) -> None:
+        """Queue ``req``; its ``future`` resolves to an :class:`InferenceResult` or an error."""
+        with self._cond:
+            if self._closing:
+                raise InstanceClosed(self.name)
+            if len(self._queue) >= self.config.max_queue_size:
+                raise QueueFullError(self.name, max_queue_size=self.config.max_queue_size, retry_after=max(self.config.max_queue_delay_ms / 1000, 0.01))
+            req.enqueued = time.perf_counter()
+            self._queue.append(req)
+            self._cond.notify()
+
+    def _take(self) -> list[Request] | None:
+        """Wait for work; return the next requests to run (``None``: closed and drained)."""
+        max_rows = self.config.max_batch_size
+        delay = self.config.max_queue_delay_ms / 1000.0
+        with self._cond:
+            while not self._queue:
+                if self._closing:
+                    return None
+                self._cond.wait()
+            window_end = time.perf_counter() + delay
+            while self._arriving > 0 and not self._closing and sum(r.rows for r in self._queue) < max_rows:
+                remaining = window_end - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            taken: list[Request] = []
+            rows = 0
+            while self._queue and (not taken or rows + self._queue[0].rows <= max_rows):
+                req = self._queue.popleft()
+                taken.append(req)
+                rows += req.rows
+            return taken
+
+    def _worker(self) -> None:
+        while True:
+            taken = self._take()
+            if taken is None:
+                return
+            self.execute(taken)
+
+    # -- direct execution (batching off, infer_batch) -----------------------------------------------
+    def run_now(self, requests: Sequence[Request]) -> None:
+        """Run ``requests`` in the calling thread (each future resolved before this returns)."""
+        with self._cond:
+            if self._closing:
+                raise InstanceClosed(self.name)
+            self._inflight += 1
+        try:
+            for req in requests:
+                req.enqueued = time.perf_counter()
+            self.execute(requests)
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                self._cond.notify_all()
+
+    # -- running ------------------------------------------------------------------------------------
+    def execute(self, requests: Sequence[Request]) -> None:
+        """Drop expired and cancelled requests, batch the rest, run, and resolve every future."""
+        now = time.perf_counter()
+        live: list[Request] = []
+        for req in requests:
+            if not req.future.set_running_or_notify_cancel():
+                continue  # the caller gave up (its own deadline) before we started
+            if req.deadline is not None and time.monotonic() > req.deadline:
+                req.future.set_exception(InferoxTimeoutError(f"request to {self.name!r} expired after {req.timeout}s in the queue", timeout=req.timeout, model=self.name))
+                continue
+            req.started = now
+            live.append(req)
+        max_rows = self.config.max_batch_size if self.batchable else 1
+        for group in group_requests(live, max_rows):
+            self._run_group(group)
+
+    def _run_group(self, group: list[Request]) -> None:
+        if len(group) > 1:
+            try:
+                results = self._forward(group)
+            except Exception:  # noqa: BLE001 - a combined pass failed: retry each request alone below
+                pass
+            else:
+                for req, res in zip(group, results):
+                    req.future.set_result(res)
+                return
+        for req in group:
+            try:
+                res = self._forward([req])[0]
+            except Exception as exc:  # noqa: BLE001 - the caller's future carries the (wrapped) error
+                req.future.set_exception(self._wrap(exc))
+            else:
+                req.future.set_result(res)
+
+    def _wrap(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, InferoxError):
+            return exc
+        if isinstance(exc, UnsplittableError):
+            return InvalidInputError(str(exc), name=self.name)
+        return wrap_backend_error(exc, backend=self.backend_name, model=self.name)
+
+    def _forward(self, group: list[Request]) -> list[InferenceResult]:
+        model = self.model
+        if model is None:
+            raise ServiceUnavailableError(f"model {self.name!r} was unloaded")
+        profiling = self.config.profiling
+        t0 = time.perf_counter()
+        inputs = group[0].inputs if len(group) == 1 else merge_inputs(self.input_specs, group)
+        rows = sum(r.rows for r in group)
+        with self._forward_lock:
+            t1 = time.perf_counter()
+            natives = model.to_native(inputs)
+            t2 = time.perf_counter()
+            outputs = model.forward_native(natives)
+            if profiling:
+                model.backend.synchronize(model.device)
+            t3 = time.perf_counter()
+        if len(group) == 1:
+            native_split: list[dict[str, Any]] | None = [outputs]
+            host_split = [model.outputs_to_numpy(outputs)] if not group[0].return_native else None
+        else:
+            # One host conversion for the whole batch, then per-caller views of it.
+            native_split = split_outputs(self.output_specs, outputs, group) if any(r.return_native for r in group) else None
+            host_split = split_outputs(self.output_specs, model.outputs_to_numpy(outputs), group) if not all(r.return_native for r in group) else None
+        t4 = time.perf_counter()
+        compute = t4 - t1
+        self.stats.record_batch(rows)
+        results: list[InferenceResult] = []
+        for i, req in enumerate(group):
+            outs = native_split[i] if req.return_native else host_split[i]  # type: ignore[index]
+            if req.squeeze:
+                outs = {k: v[0] for k, v in outs.items()}
+            profile = None
+            if profiling:
+                profile = {"merge": t1 - t0, "to_native": t2 - t1, "forward": t3 - t2, "outputs": time.perf_counter() - t3}
+            results.append(
+                InferenceResult(
+                    outs, model=self.name, backend=self.backend_name, device=self.device,
+                    queue_time_s=max(0.0, req.started - req.enqueued), compute_time_s=compute, batch_size=rows, profile=profile,
+                )
+            )
+        return results
