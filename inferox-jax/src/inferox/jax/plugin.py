@@ -20,7 +20,10 @@ BACKEND_NAME = "jax"
 
 #: ``(architecture, "module:factory")`` pairs this plugin registers for the ``jax`` backend.
 #: Model implementations append their entry here (the factories are imported only when used).
-ARCHITECTURES: list[tuple[str, str]] = []
+ARCHITECTURES: list[tuple[str, str]] = [
+    ("mlp", "inferox.jax.models.mlp:create_model"),
+    ("bert", "inferox.jax.models.bert:create_model"),
+]
 
 
 @hookimpl

@@ -45,7 +45,10 @@ def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
 @hookimpl
 def inferox_register_architectures(register: Callable[..., None]) -> None:
     # (architecture, "module:factory") pairs, imported lazily on first use. Append new ones here.
-    architectures: list[tuple[str, str]] = []
+    architectures: list[tuple[str, str]] = [
+        ("mlp", "inferox.torch.models.mlp:create_model"),
+        ("bert", "inferox.torch.models.bert:create_model"),
+    ]
     for arch, factory in architectures:
         register(BACKEND, arch, factory)
 
