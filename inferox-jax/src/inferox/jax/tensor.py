@@ -43,6 +43,7 @@ import jax.numpy as jnp
 from inferox.core.device import DeviceId
 from inferox.core.dtype import DType
 from inferox.core.errors import DTypeError, backend_errors
+from inferox.core.spec import coerce_untyped
 from inferox.core.tensor import Tensor, TensorBuilder, validate_shape
 
 if TYPE_CHECKING:
@@ -145,6 +146,19 @@ class JaxTensorBuilder(TensorBuilder):
         self._check_dtype(DType.from_numpy(array.dtype))
         with backend_errors("jax"):
             return jax.device_put(array, self._jax_device)
+
+    def full(self, shape: Sequence[int], value: float | int | bool, *, dtype: DType | str = DType.F32) -> JaxTensor:
+        """A filled tensor made on the device (no host array and no transfer; zeros/ones/empty too).
+
+        ``value`` is validated exactly as core does (it must fit ``dtype``); an allocation the
+        device cannot hold is an :class:`~inferox.core.OutOfMemoryError`.
+        """
+        target = self._check_dtype(DType.parse(dtype))
+        dims = validate_shape(shape)
+        scalar = coerce_untyped(np.asarray(value), target, name="value")
+        with backend_errors("jax"):
+            native = jnp.full(dims, scalar, dtype=target.to_jax(), device=self._jax_device)
+        return self.backend.wrap(native)
 
     def _from_dlpack(self, obj: Any) -> Any:
         """``jnp.from_dlpack``: the producer's memory where JAX can adopt it (see module docstring)."""
