@@ -139,8 +139,17 @@ def coerce_untyped(data: Any, dtype: DType, *, name: str | None = None, index: i
     try:
         arr = np.asarray(data)
     except (ValueError, TypeError) as exc:
-        raise InvalidInputError(f"cannot build a tensor from this data: {exc}", name=name, index=index) from exc
-    if arr.dtype == object or arr.dtype.kind in "USV":
+        raise InvalidInputError(
+            f"cannot build a tensor from this data: {exc}", name=name, expected=f"a rectangular array of {dtype.value}", actual="ragged or non-numeric data", index=index
+        ) from exc
+    if arr.dtype == object or (dtype.is_int and arr.dtype.kind == "f" and arr.size and float(np.abs(arr).max()) >= 2.0**53):
+        # Python ints beyond int64 come back as float64 (rounded) or, beyond uint64, as objects.
+        exact = _exact_python_ints(data)
+        arr = exact if exact is not None else arr
+        exact_ints = exact is not None
+    else:
+        exact_ints = False
+    if (arr.dtype == object and not exact_ints) or arr.dtype.kind in "USV":
         raise InvalidInputError(
             "data is ragged or not numeric", name=name, expected=f"a rectangular array of {dtype.value}", actual=f"array of {arr.dtype}", index=index
         )
@@ -149,10 +158,6 @@ def coerce_untyped(data: Any, dtype: DType, *, name: str | None = None, index: i
         return arr
     if arr.size == 0:
         return arr.astype(target)
-    if dtype.is_int and arr.dtype.kind == "f" and float(np.abs(arr).max()) >= 2.0**53:
-        exact = _exact_python_ints(data)
-        if exact is not None:
-            arr = exact
     if dtype.is_int or dtype.is_bool:
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
