@@ -1,0 +1,99 @@
+"""Fixtures for the inferox-core tests.
+
+The core tests need a real backend but must run where only inferox-core is installed (the nox
+``core`` session has neither torch nor jax). They use the NumPy reference backend of the
+third-party plugin in ``tests/plugins/inferox-numpy``, imported from its source folder when the
+distribution is not installed, and registered into a private registry through a REAL
+``importlib.metadata.PathDistribution`` (see :func:`make_distribution`).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import importlib.util
+import sys
+import textwrap
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from inferox.core.plugins import PluginRegistry
+
+NUMPY_PLUGIN_SRC = Path(__file__).resolve().parents[1] / "plugins" / "inferox-numpy" / "src"
+
+if importlib.util.find_spec("inferox_numpy") is None:
+    # Not installed here (the nox "core" session): import the plugin's modules from its source tree.
+    sys.path.insert(0, str(NUMPY_PLUGIN_SRC))
+
+from inferox_numpy.backend import NumpyBackend  # noqa: E402 - needs the path set up above
+
+
+def make_distribution(
+    site: Path,
+    name: str,
+    entry_points: Mapping[str, str],
+    *,
+    version: str = "1.0.0",
+    modules: Mapping[str, str] | None = None,
+    group: str = "inferox",
+) -> md.PathDistribution:
+    """A real installed distribution: ``site/<name>-<version>.dist-info`` with METADATA and an
+    ``entry_points.txt`` naming ``entry_points`` in ``group``, plus plugin modules written to ``site``."""
+    site.mkdir(parents=True, exist_ok=True)
+    dist_info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8")
+    lines = [f"[{group}]"] + [f"{k} = {v}" for k, v in entry_points.items()]
+    (dist_info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for module, source in (modules or {}).items():
+        path = site / (module.replace(".", "/") + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source), encoding="utf-8")
+    return md.PathDistribution(dist_info)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A fresh suffix for module names, so no test sees another's cached module."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A site-packages-like folder on ``sys.path``; modules imported from it are forgotten afterwards."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    before = set(sys.modules)
+    yield folder
+    for name in set(sys.modules) - before:
+        module = sys.modules.get(name)
+        if module is not None and str(getattr(module, "__file__", "") or "").startswith(str(folder)):
+            del sys.modules[name]
+
+
+@pytest.fixture
+def numpy_registry(tmp_path: Path) -> PluginRegistry:
+    """A private registry that discovered the NumPy plugin through a real distribution's entry point."""
+    dist = make_distribution(tmp_path / "np-site", "inferox-numpy", {"numpy": "inferox_numpy.plugin"}, version="0.1.0")
+    registry = PluginRegistry()
+    registry.load_entry_points([dist], blocked=())
+    assert registry.failures == [], registry.failures
+    return registry
+
+
+@pytest.fixture
+def backend(numpy_registry: PluginRegistry) -> NumpyBackend:
+    backend = numpy_registry.get_backend("numpy")
+    assert isinstance(backend, NumpyBackend)
+    return backend
+
+
+@pytest.fixture
+def make_dist(site: Path) -> Callable[..., md.PathDistribution]:
+    def make(name: str, entry_points: Mapping[str, str], **kwargs: object) -> md.PathDistribution:
+        return make_distribution(site, name, entry_points, **kwargs)  # type: ignore[arg-type]
+
+    return make
