@@ -1,0 +1,195 @@
+"""The model repository the server serves: a folder of packages, and their serving settings.
+
+Layout (as Triton's model repository)::
+
+    <repo>/<name>/metadata.json ...            a package served as version "1"
+    <repo>/<name>/<version>/metadata.json ...  versioned packages; the highest version is served
+    <repo>/<name>/serving.toml                 optional serving settings for the model
+
+Names reaching the repository from HTTP are checked before any path is built, and every resolved
+path must stay inside the repository (a symlink pointing outside is refused), so the load endpoint
+can only ever reach packages the operator put there.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from inferox.core.errors import ConfigError, InvalidInputError, ModelNotFoundError, UnsafePackageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["PACKAGE_MARKER", "SETTINGS_FILE", "ModelRepository", "RepositoryEntry", "ServingSettings", "check_model_name", "is_package"]
+
+#: A folder holding this file is a package.
+PACKAGE_MARKER = "metadata.json"
+#: Per-model serving settings, beside the package (or its versions).
+SETTINGS_FILE = "serving.toml"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def check_model_name(name: str, *, what: str = "model name") -> str:
+    """Return ``name`` if it is a plain model (or version) name; :class:`InvalidInputError` otherwise.
+
+    Only letters, digits, ``_``, ``.`` and ``-``, not starting with a dot, and never ``..`` — so a
+    name can never be a path.
+    """
+    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+        raise InvalidInputError(
+            f"invalid {what} {name!r}", name=what.replace(" ", "_"), expected="letters, digits, '_', '.', '-' (no path separators)", actual=name
+        )
+    return name
+
+
+def is_package(path: Path) -> bool:
+    """Whether ``path`` is a package folder."""
+    return (path / PACKAGE_MARKER).is_file()
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """How one model is served (all optional; unset fields fall back to the server's flags).
+
+    ``backends`` lists the backends to load the model on (the first answers requests that do not
+    name one); ``max_batch_size``/``batch_delay_ms``/``max_queue_size`` tune the engine's dynamic
+    batcher for this model; ``timeout_s`` bounds each request; ``warmup`` runs a warm-up forward
+    pass before the model reports ready.
+    """
+
+    backends: tuple[str, ...] = ()
+    device: str | None = None
+    dtype: str | None = None
+    max_batch_size: int | None = None
+    batch_delay_ms: float | None = None
+    max_queue_size: int | None = None
+    timeout_s: float | None = None
+    warmup: bool | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, path: str | None = None) -> ServingSettings:
+        """Validate a parsed TOML table; :class:`ConfigError` names the file and the field."""
+        known = {f.name for f in fields(cls)} | {"backend"}
+        for key in data:
+            if key not in known:
+                raise ConfigError(f"unknown setting {key!r}", field=key, value=data[key], path=path)
+        out: dict[str, Any] = {}
+        backends: Any = data.get("backends", data.get("backend"))
+        if backends is not None:
+            if isinstance(backends, str):
+                backends = [backends]
+            if not isinstance(backends, list) or not all(isinstance(b, str) and b for b in backends):
+                raise ConfigError("must be a backend name or a list of them", field="backends", value=backends, path=path)
+            out["backends"] = tuple(backends)
+        for key in ("device", "dtype"):
+            if key in data:
+                if not isinstance(data[key], str):
+                    raise ConfigError("must be a string", field=key, value=data[key], path=path)
+                out[key] = data[key]
+        for key, minimum in (("max_batch_size", 1), ("max_queue_size", 1)):
+            if key in data:
+                v = data[key]
+                if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                    raise ConfigError(f"must be an integer >= {minimum}", field=key, value=v, path=path)
+                out[key] = v
+        for key in ("batch_delay_ms", "timeout_s"):
+            if key in data:
+                v = data[key]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (key == "timeout_s" and v == 0):
+                    raise ConfigError("must be a positive number" if key == "timeout_s" else "must be a number >= 0", field=key, value=v, path=path)
+                out[key] = float(v)
+        if "warmup" in data:
+            if not isinstance(data["warmup"], bool):
+                raise ConfigError("must be true or false", field="warmup", value=data["warmup"], path=path)
+            out["warmup"] = data["warmup"]
+        return cls(**out)
+
+    @classmethod
+    def from_file(cls, path: Path) -> ServingSettings:
+        """Read a ``serving.toml``; :class:`ConfigError` names the file on a syntax error."""
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"invalid TOML: {exc}", path=str(path)) from exc
+        return cls.from_mapping(data, path=str(path))
+
+    def merged_over(self, defaults: ServingSettings) -> ServingSettings:
+        """These settings, with unset fields taken from ``defaults``."""
+        changes: dict[str, Any] = {}
+        for f in fields(self):
+            mine = getattr(self, f.name)
+            if mine is None or mine == ():
+                changes[f.name] = getattr(defaults, f.name)
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class RepositoryEntry:
+    """One model of the repository: its versions (``{version: package path}``) and settings."""
+
+    name: str
+    versions: dict[str, Path] = field(default_factory=dict)
+    settings: ServingSettings = field(default_factory=ServingSettings)
+
+    @property
+    def latest(self) -> str:
+        """The version served: the highest (numeric versions compare as numbers)."""
+        return max(self.versions, key=lambda v: (0, int(v), "") if v.isdigit() else (1, 0, v))
+
+
+class ModelRepository:
+    """A folder of packages (see the module docstring)."""
+
+    def __init__(self, root: str | Path) -> None:
+        root_path = Path(root)
+        if not root_path.is_dir():
+            raise ConfigError("model repository is not a directory", field="repository", value=str(root), path=str(root))
+        self.root = root_path.resolve()
+
+    def _inside(self, path: Path) -> Path:
+        resolved = path.resolve()
+        if resolved != self.root and not resolved.is_relative_to(self.root):
+            raise UnsafePackageError(f"{path} resolves outside the model repository", path=str(path))
+        return resolved
+
+    def names(self) -> list[str]:
+        """Every model name in the repository (folders that are, or hold, packages)."""
+        out = []
+        for child in sorted(self.root.iterdir()):
+            if not child.is_dir() or not _NAME_RE.match(child.name):
+                continue
+            if is_package(child) or any(is_package(v) for v in child.iterdir() if v.is_dir()):
+                out.append(child.name)
+        return out
+
+    def entry(self, name: str) -> RepositoryEntry:
+        """The model ``name``: :class:`InvalidInputError` for a name that is not plain,
+        :class:`UnsafePackageError` for one that resolves outside the repository,
+        :class:`ModelNotFoundError` when no package is there."""
+        check_model_name(name)
+        folder = self.root / name
+        if not folder.exists():
+            raise ModelNotFoundError(name, available=self.names())
+        folder = self._inside(folder)
+        versions: dict[str, Path] = {}
+        if is_package(folder):
+            versions["1"] = folder
+        else:
+            for child in sorted(folder.iterdir()):
+                if child.is_dir() and _NAME_RE.match(child.name) and is_package(child):
+                    versions[child.name] = self._inside(child)
+        if not versions:
+            raise ModelNotFoundError(name, available=self.names())
+        settings_path = folder / SETTINGS_FILE
+        settings = ServingSettings.from_file(self._inside(settings_path)) if settings_path.is_file() else ServingSettings()
+        return RepositoryEntry(name=name, versions=versions, settings=settings)
+
+    def __repr__(self) -> str:
+        return f"ModelRepository({str(self.root)!r})"

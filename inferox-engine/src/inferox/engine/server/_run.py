@@ -1,0 +1,117 @@
+"""Running the server: under uvicorn in the foreground (``inferox serve``), or in a background
+thread on a free loopback port (tests, benchmarks, notebooks)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+from inferox.core.errors import ServiceUnavailableError
+from inferox.engine.server.app import InferoxServer
+
+__all__ = ["JsonLogFormatter", "ServerThread", "configure_logging", "run"]
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: access records pass through, other records are wrapped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.name == "inferox.server.access":
+            return msg
+        out: dict[str, Any] = {"ts": record.created, "level": record.levelname.lower(), "logger": record.name, "message": msg}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, separators=(",", ":"))
+
+
+def configure_logging(level: str = "info", *, stream: Any = None) -> None:
+    """Send ``inferox.server`` logs (access log included) to ``stream`` as JSON lines."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    logger = logging.getLogger("inferox.server")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
+def _uvicorn_config(server: InferoxServer, *, host: str, port: int, log_level: str) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        server.app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,  # inferox writes its own structured access log
+        timeout_graceful_shutdown=int(server.config.graceful_timeout_s),
+        lifespan="on",
+        log_config=None,
+    )
+
+
+def run(server: InferoxServer, *, log_level: str = "info") -> None:
+    """Serve in the foreground until SIGINT/SIGTERM; in-flight requests finish before exit."""
+    import uvicorn
+
+    configure_logging(log_level)
+    uvicorn.Server(_uvicorn_config(server, host=server.config.host, port=server.config.port, log_level=log_level)).run()
+
+
+class ServerThread:
+    """The server under uvicorn in a daemon thread, on a free port of ``host``::
+
+        with ServerThread(server) as st:
+            httpx.get(st.url + "/v2/health/ready")
+    """
+
+    def __init__(self, server: InferoxServer, *, host: str = "127.0.0.1", log_level: str = "warning") -> None:
+        import uvicorn
+
+        self.server = server
+        self.host = host
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, 0))
+        self.port: int = self._sock.getsockname()[1]
+        self._uvicorn = uvicorn.Server(_uvicorn_config(server, host=host, port=self.port, log_level=log_level))
+        self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [self._sock]}, name="inferox-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def address(self) -> str:
+        """``host:port``, as ``tritonclient.http.InferenceServerClient`` takes it."""
+        return f"{self.host}:{self.port}"
+
+    def start(self, *, wait_ready: bool = True, timeout: float = 120.0) -> ServerThread:
+        """Start serving; with ``wait_ready``, block until startup loading has finished."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._uvicorn.started or (wait_ready and not self.server._startup_done):
+            if not self._thread.is_alive():
+                raise ServiceUnavailableError("server thread exited during startup")
+            if time.monotonic() > deadline:
+                raise ServiceUnavailableError(f"server did not start within {timeout}s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Graceful stop: uvicorn stops accepting, finishes in-flight requests, runs shutdown."""
+        self._uvicorn.should_exit = True
+        self._thread.join(timeout)
+        self._sock.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
