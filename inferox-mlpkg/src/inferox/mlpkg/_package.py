@@ -1,0 +1,304 @@
+"""Reading a package: :func:`load_package` validates it and returns a :class:`Package`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from inferox.core.errors import (
+    InvalidInputError,
+    PackageError,
+    PackageFormatError,
+    PackageIntegrityError,
+    PackageNotFoundError,
+)
+from inferox.core.model import ModelMetadata
+from inferox.core.spec import TensorSpec
+from inferox.mlpkg._format import (
+    BACKENDS_DIR,
+    CONFIG_FILE,
+    GOLDEN_INPUTS,
+    GOLDEN_OUTPUTS,
+    METADATA_FILE,
+    MODEL_INFO_FILE,
+    PICKLE_SUFFIXES,
+    PREPROCESSING_FILE,
+    WEIGHTS_FILE,
+    check_format_version,
+    read_json,
+)
+from inferox.mlpkg._fs import sha256_file
+from inferox.mlpkg._weights import read_safetensors_header
+
+__all__ = ["Package", "load_package", "validate_files"]
+
+
+@dataclass
+class Package:
+    """A validated package folder. Load it onto a backend with :func:`inferox.mlpkg.load_model`."""
+
+    path: Path
+    metadata: dict[str, Any]
+    model_info: dict[str, Any]
+    config: dict[str, Any]
+    input_specs: list[TensorSpec]
+    output_specs: list[TensorSpec]
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    _lease: Any = field(default=None, repr=False, compare=False)
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata.get("version") or "1")
+
+    @property
+    def format_version(self) -> str:
+        return str(self.metadata["format_version"])
+
+    @property
+    def revision(self) -> str | None:
+        """The commit SHA the package was built from (Hub sources), else ``None``."""
+        return self.metadata.get("revision")
+
+    @property
+    def source_repo_id(self) -> str | None:
+        return self.metadata.get("source_repo_id")
+
+    @property
+    def architecture(self) -> str:
+        return str(self.model_info["architecture"])
+
+    @property
+    def model_type(self) -> str:
+        return str(self.model_info.get("model_type") or self.architecture)
+
+    @property
+    def family(self) -> str | None:
+        return self.model_info.get("family")
+
+    @property
+    def backends(self) -> list[str]:
+        """Backends the package was built for, in preference order (empty: any with the architecture)."""
+        return list(self.model_info.get("backends") or [])
+
+    @property
+    def backend_overrides(self) -> list[str]:
+        return list(self.metadata.get("backend_overrides") or [])
+
+    @property
+    def parameters(self) -> int | None:
+        return self.model_info.get("parameters")
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        return list(self.metadata["files"])
+
+    # -- files ------------------------------------------------------------------------------------
+    @property
+    def weights_path(self) -> Path:
+        return self.path / str(self.metadata.get("weights") or WEIGHTS_FILE)
+
+    @property
+    def weights_are_pickle(self) -> bool:
+        return self.weights_path.suffix.lower() in PICKLE_SUFFIXES
+
+    @property
+    def tokenizer_path(self) -> Path | None:
+        p = self.path / "tokenizer.json"
+        return p if p.is_file() else None
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    def backend_dir(self, backend: str) -> Path:
+        return self.path / BACKENDS_DIR / backend.lower()
+
+    # -- pre/post-processing ------------------------------------------------------------------------
+    @property
+    def pooling(self) -> str | None:
+        return self.preprocessing.get("pooling")
+
+    @property
+    def normalize(self) -> bool:
+        return bool(self.preprocessing.get("normalize", False))
+
+    @property
+    def max_seq_length(self) -> int | None:
+        value = self.preprocessing.get("max_seq_length")
+        return int(value) if value is not None else None
+
+    # -- golden cases ---------------------------------------------------------------------------------
+    @property
+    def has_golden_outputs(self) -> bool:
+        return (self.path / GOLDEN_OUTPUTS).is_file()
+
+    def golden_inputs(self) -> dict[str, np.ndarray] | None:
+        """The stored golden inputs (``None`` when the package has none)."""
+        return _read_tensors(self.path, GOLDEN_INPUTS)
+
+    def golden_outputs(self) -> dict[str, np.ndarray] | None:
+        """The outputs the golden inputs must give (``None`` when no backend was there at build)."""
+        return _read_tensors(self.path, GOLDEN_OUTPUTS)
+
+    @property
+    def golden_tolerance(self) -> tuple[float, float]:
+        golden = self.metadata.get("golden") or {}
+        return float(golden.get("atol", 1e-4)), float(golden.get("rtol", 1e-3))
+
+    def model_metadata(self) -> ModelMetadata:
+        """The :class:`~inferox.core.ModelMetadata` handed to architecture factories."""
+        extra = {
+            "package_path": str(self.path),
+            "format_version": self.format_version,
+            "revision": self.revision,
+            "source_repo_id": self.source_repo_id,
+            "preprocessing": dict(self.preprocessing),
+            "tokenizer_path": str(self.tokenizer_path) if self.tokenizer_path else None,
+            "model_info": dict(self.model_info),
+        }
+        return ModelMetadata(
+            name=self.name,
+            architecture=self.architecture,
+            version=self.version,
+            description=str(self.metadata.get("description", "")),
+            parameters=self.parameters,
+            extra=extra,
+        )
+
+    # -- lifetime (cache leases) ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the cache lease (if the package came from a :class:`PackageCache`)."""
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
+
+    def __enter__(self) -> Package:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Package {self.name!r} {self.architecture} at {self.path}>"
+
+
+def _read_tensors(root: Path, rel: str) -> dict[str, np.ndarray] | None:
+    p = root / rel
+    if not p.is_file():
+        return None
+    from safetensors.numpy import load_file
+
+    read_safetensors_header(p, rel=rel)
+    try:
+        return dict(load_file(str(p)))
+    except Exception as exc:
+        raise PackageFormatError(f"{rel} cannot be read: {exc}", path=rel) from exc
+
+
+def _require(data: Mapping[str, Any], key: str, typ: type | tuple[type, ...], rel: str) -> Any:
+    if key not in data:
+        raise PackageFormatError(f"{rel} is missing field {key!r}", path=rel, field=key)
+    value = data[key]
+    if not isinstance(value, typ):
+        raise PackageFormatError(f"{rel}: field {key!r} has the wrong type ({type(value).__name__})", path=rel, field=key)
+    return value
+
+
+def _specs(info: Mapping[str, Any], key: str) -> list[TensorSpec]:
+    raw = _require(info, key, list, MODEL_INFO_FILE)
+    out = []
+    for i, item in enumerate(raw):
+        try:
+            out.append(TensorSpec.from_dict(item))
+        except InvalidInputError as exc:
+            raise PackageFormatError(f"{MODEL_INFO_FILE}: {key}[{i}] is not a valid TensorSpec: {exc}", path=MODEL_INFO_FILE, field=key) from exc
+    return out
+
+
+def _safe_rel(rel: Any) -> str:
+    if not isinstance(rel, str) or not rel:
+        raise PackageFormatError(f"{METADATA_FILE}: a files entry has no path", path=METADATA_FILE, field="files")
+    pp = PurePosixPath(rel)
+    if pp.is_absolute() or ".." in pp.parts:
+        raise PackageFormatError(f"{METADATA_FILE}: file path {rel!r} escapes the package", path=METADATA_FILE, field="files")
+    return rel
+
+
+def validate_files(root: Path, files: Sequence[Any], *, hashes: bool) -> None:
+    """Check every listed file exists with its recorded size (and sha256 when ``hashes``)."""
+    for entry in files:
+        if not isinstance(entry, Mapping):
+            raise PackageFormatError(f"{METADATA_FILE}: files entries must be objects", path=METADATA_FILE, field="files")
+        rel = _safe_rel(entry.get("path"))
+        p = root / rel
+        if not p.is_file():
+            raise PackageNotFoundError(f"package file {rel} is missing", path=rel)
+        size = p.stat().st_size
+        if size != entry.get("size"):
+            raise PackageIntegrityError(f"{rel} has {size} bytes, metadata.json records {entry.get('size')}", path=rel, field="size")
+        if hashes and sha256_file(p) != entry.get("sha256"):
+            raise PackageIntegrityError(f"{rel}: sha256 does not match metadata.json (the file is corrupt or was modified)", path=rel, field="sha256")
+
+
+def load_package(path: str | Path, *, verify: bool = False) -> Package:
+    """Open and validate the package at ``path``.
+
+    Every file listed in ``metadata.json`` is checked for presence and size; with ``verify=True``
+    its sha256 as well. Problems raise a :class:`~inferox.core.errors.PackageError` subclass naming
+    the file (``err.path``) and, where it applies, the field (``err.field``).
+    """
+    root = Path(path)
+    if not root.exists():
+        raise PackageNotFoundError(f"no package at {root}", path=str(root))
+    if not root.is_dir():
+        raise PackageFormatError(f"{root} is not a package folder", path=str(root))
+    metadata = read_json(root / METADATA_FILE, rel=METADATA_FILE)
+    if not isinstance(metadata, dict):
+        raise PackageFormatError(f"{METADATA_FILE} must hold a JSON object", path=METADATA_FILE)
+    check_format_version(_require(metadata, "format_version", (str, int, float), METADATA_FILE))
+    _require(metadata, "name", str, METADATA_FILE)
+    files = _require(metadata, "files", list, METADATA_FILE)
+    info = read_json(root / MODEL_INFO_FILE, rel=MODEL_INFO_FILE)
+    if not isinstance(info, dict):
+        raise PackageFormatError(f"{MODEL_INFO_FILE} must hold a JSON object", path=MODEL_INFO_FILE)
+    _require(info, "architecture", str, MODEL_INFO_FILE)
+    inputs, outputs = _specs(info, "inputs"), _specs(info, "outputs")
+    validate_files(root, files, hashes=verify)
+    config = read_json(root / CONFIG_FILE, rel=CONFIG_FILE)
+    if not isinstance(config, dict):
+        raise PackageFormatError(f"{CONFIG_FILE} must hold a JSON object", path=CONFIG_FILE)
+    weights_rel = str(metadata.get("weights") or WEIGHTS_FILE)
+    weights = root / weights_rel
+    if not weights.is_file():
+        raise PackageNotFoundError(f"weights file {weights_rel} is missing", path=weights_rel)
+    if weights.suffix == ".safetensors":
+        read_safetensors_header(weights, rel=weights_rel)
+    for backend in metadata.get("backend_overrides") or []:
+        rel = f"{BACKENDS_DIR}/{backend}"
+        if not (root / rel).is_dir():
+            raise PackageNotFoundError(f"backend folder {rel} is missing", path=rel, field="backend_overrides")
+    pre: dict[str, Any] = {}
+    if (root / PREPROCESSING_FILE).exists():
+        pre = read_json(root / PREPROCESSING_FILE, rel=PREPROCESSING_FILE)
+        if not isinstance(pre, dict):
+            raise PackageFormatError(f"{PREPROCESSING_FILE} must hold a JSON object", path=PREPROCESSING_FILE)
+    return Package(path=root, metadata=metadata, model_info=info, config=config, input_specs=inputs, output_specs=outputs, preprocessing=pre)
+
+
+def as_package(package: Package | str | Path, *, verify: bool = False) -> Package:
+    if isinstance(package, Package):
+        if verify:
+            validate_files(package.path, package.files, hashes=True)
+        return package
+    if isinstance(package, (str, Path)):
+        return load_package(package, verify=verify)
+    raise PackageError(f"expected a Package or a path, got {type(package).__name__}")

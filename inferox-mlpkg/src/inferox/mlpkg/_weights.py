@@ -1,0 +1,130 @@
+"""Weights: safetensors inspection and the pickle → safetensors conversion."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferox.core.errors import PackageFormatError, PackageNotFoundError, UnsafePackageError
+from inferox.mlpkg._format import PICKLE_SUFFIXES
+
+__all__ = ["convert_pickle_to_safetensors", "load_pickle_weights", "read_safetensors_header", "safetensors_parameter_count"]
+
+_MAX_HEADER = 100 << 20
+
+
+def read_safetensors_header(path: Path, *, rel: str | None = None) -> dict[str, Any]:
+    """Parse and check a safetensors header without reading the tensors.
+
+    A truncated file, a header that is not JSON, or tensor offsets beyond the end of the file are a
+    :class:`PackageFormatError` naming the file.
+    """
+    name = rel or str(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise PackageFormatError(f"{name} is truncated ({size} bytes): not a safetensors file", path=name)
+            (n,) = struct.unpack("<Q", head)
+            if n > _MAX_HEADER or 8 + n > size:
+                raise PackageFormatError(f"{name} is truncated or not safetensors (header of {n} bytes in a {size}-byte file)", path=name)
+            header = json.loads(fh.read(n))
+    except FileNotFoundError:
+        raise PackageNotFoundError(f"missing weights file {name}", path=name) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PackageFormatError(f"{name} has a corrupt safetensors header: {exc}", path=name) from exc
+    if not isinstance(header, dict):
+        raise PackageFormatError(f"{name} has a corrupt safetensors header", path=name)
+    data_len = size - 8 - n
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1] <= data_len):
+            raise PackageFormatError(f"{name} is truncated: tensor {key!r} lies beyond the end of the file", path=name, field=key)
+    return header
+
+
+def safetensors_parameter_count(header: Mapping[str, Any]) -> int:
+    return sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+
+
+def _torch_load(path: Path) -> dict[str, np.ndarray]:
+    import torch
+
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise PackageFormatError(f"{path} does not hold a state dict (found {type(obj).__name__})", path=str(path))
+    out: dict[str, np.ndarray] = {}
+    for k, v in obj.items():
+        if isinstance(v, torch.Tensor):
+            t = v.detach().cpu()
+            if t.dtype == torch.bfloat16:
+                t = t.float()
+            out[str(k)] = t.contiguous().numpy()
+    return out
+
+
+def load_pickle_weights(path: Path, *, allow_pickle: bool) -> dict[str, np.ndarray]:
+    """Tensors of a pickle checkpoint, read with ``torch.load(weights_only=True)``.
+
+    Refused with :class:`UnsafePackageError` (offering the conversion) unless ``allow_pickle``.
+    """
+    if not allow_pickle:
+        raise UnsafePackageError(
+            f"{path.name} is a pickle file, which can run code when loaded; convert it once with "
+            f"`inferox convert {path}` (inferox.mlpkg.convert_pickle_to_safetensors) or pass allow_pickle=True",
+            path=str(path),
+        )
+    try:
+        return _torch_load(path)
+    except ImportError as exc:
+        raise PackageFormatError(f"reading pickle weights {path.name} needs torch installed", path=str(path)) from exc
+    except (PackageFormatError, FileNotFoundError):
+        raise
+    except Exception as exc:
+        raise PackageFormatError(f"cannot read pickle weights {path}: {type(exc).__name__}: {exc}", path=str(path)) from exc
+
+
+def convert_pickle_to_safetensors(src: str | Path, dst: str | Path) -> Path:
+    """Convert a PyTorch pickle checkpoint (``.bin``/``.pt``/``.pth``) to a safetensors file.
+
+    The checkpoint is read with ``torch.load(weights_only=True)``, which refuses arbitrary objects;
+    tensors that share memory are stored once each.
+    """
+    from safetensors.numpy import save_file
+
+    src_p, dst_p = Path(src), Path(dst)
+    if not src_p.exists():
+        raise PackageNotFoundError(f"no such file: {src_p}", path=str(src_p))
+    if src_p.suffix.lower() not in PICKLE_SUFFIXES:
+        raise PackageFormatError(f"{src_p} is not a pickle checkpoint ({', '.join(PICKLE_SUFFIXES)})", path=str(src_p))
+    tensors = {k: np.ascontiguousarray(v) for k, v in load_pickle_weights(src_p, allow_pickle=True).items()}
+    dst_p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst_p.with_name(dst_p.name + ".partial")
+    save_file(tensors, str(tmp), metadata={"format": "pt", "converted_from": src_p.name})
+    tmp.replace(dst_p)
+    return dst_p
+
+
+def merge_safetensors(shards: list[Path], dst: Path) -> None:
+    """Merge sharded safetensors files into one (weights are stored once, in one file)."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    tensors: dict[str, np.ndarray] = {}
+    for shard in shards:
+        read_safetensors_header(shard)
+        with safe_open(str(shard), framework="numpy") as f:
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+    save_file(tensors, str(dst), metadata={"format": "pt"})
