@@ -95,14 +95,14 @@ def load_state_dict(weights: str | Path | Mapping[str, Any]) -> dict[str, torch.
                 out[key] = numpy_to_torch(np.asarray(value))
         return out
     path = Path(weights)
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         return load_file(str(path))
     except OSError as exc:
         raise from_os_error(exc, path=str(path)) from exc
-    except (SafetensorsError, ValueError, RuntimeError) as exc:
+    except (SafetensorError, ValueError, RuntimeError) as exc:
         raise PackageFormatError(f"cannot read safetensors weights: {exc}", path=str(path)) from exc
 
 
