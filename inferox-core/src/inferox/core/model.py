@@ -18,7 +18,7 @@ import numpy as np
 
 from inferox.core.device import DeviceId
 from inferox.core.dtype import DType
-from inferox.core.errors import InvalidInputError, TypeMismatchError, backend_errors
+from inferox.core.errors import DTypeError, InvalidInputError, TypeMismatchError, backend_errors
 from inferox.core.spec import TensorSpec, coerce_untyped
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def prepare_inputs(
             try:
                 dtype = DType.parse(value.dtype)
             except InvalidInputError as exc:
-                raise InvalidInputError(f"unsupported dtype {value.dtype}", name=name, expected=spec.dtype.value, actual=str(value.dtype), index=index) from exc
+                raise DTypeError(f"unsupported dtype {value.dtype}", name=name, expected=spec.dtype.value, actual=str(value.dtype), index=index) from exc
             spec.check_dtype(dtype, index=index)
             shape = tuple(int(s) for s in value.shape)
         elif hasattr(value, "__dlpack__"):
