@@ -198,14 +198,16 @@ class ModelInstance:
         try:
             for req in requests:
                 req.enqueued = time.perf_counter()
-            self.execute(requests)
+            # Take the model first, so a deadline that passes while waiting for it is honoured.
+            with self._forward_lock:
+                self.execute(requests, locked=True)
         finally:
             with self._cond:
                 self._inflight -= 1
                 self._cond.notify_all()
 
     # -- running ------------------------------------------------------------------------------------
-    def execute(self, requests: Sequence[Request]) -> None:
+    def execute(self, requests: Sequence[Request], *, locked: bool = False) -> None:
         """Drop expired and cancelled requests, batch the rest, run, and resolve every future."""
         now = time.perf_counter()
         live: list[Request] = []
@@ -219,12 +221,12 @@ class ModelInstance:
             live.append(req)
         max_rows = self.config.max_batch_size if self.batchable else 1
         for group in group_requests(live, max_rows):
-            self._run_group(group)
+            self._run_group(group, locked)
 
-    def _run_group(self, group: list[Request]) -> None:
+    def _run_group(self, group: list[Request], locked: bool) -> None:
         if len(group) > 1:
             try:
-                results = self._forward(group)
+                results = self._forward(group, locked)
             except Exception:  # noqa: BLE001 - a combined pass failed: retry each request alone below
                 pass
             else:
@@ -233,7 +235,7 @@ class ModelInstance:
                 return
         for req in group:
             try:
-                res = self._forward([req])[0]
+                res = self._forward([req], locked)[0]
             except Exception as exc:  # noqa: BLE001 - the caller's future carries the (wrapped) error
                 req.future.set_exception(self._wrap(exc))
             else:
@@ -246,7 +248,7 @@ class ModelInstance:
             return InvalidInputError(str(exc), name=self.name)
         return wrap_backend_error(exc, backend=self.backend_name, model=self.name)
 
-    def _forward(self, group: list[Request]) -> list[InferenceResult]:
+    def _forward(self, group: list[Request], locked: bool = False) -> list[InferenceResult]:
         model = self.model
         if model is None:
             raise ServiceUnavailableError(f"model {self.name!r} was unloaded")
@@ -254,7 +256,7 @@ class ModelInstance:
         t0 = time.perf_counter()
         inputs = group[0].inputs if len(group) == 1 else merge_inputs(self.input_specs, group)
         rows = sum(r.rows for r in group)
-        with self._forward_lock:
+        with contextlib.nullcontext() if locked else self._forward_lock:
             t1 = time.perf_counter()
             natives = model.to_native(inputs)
             t2 = time.perf_counter()
