@@ -42,6 +42,7 @@ from inferox.core.errors import (
     BackendError,
     DTypeError,
     InvalidInputError,
+    PackageFormatError,
     ServiceUnavailableError,
     backend_errors,
     from_os_error,
@@ -151,14 +152,15 @@ def load_params(
     """
     target = _check_param_dtype(dtype)
     if isinstance(weights, (str, Path)):
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
         try:
             host: Mapping[str, np.ndarray] = load_file(str(weights))
         except OSError as exc:
             raise from_os_error(exc, path=str(weights)) from exc
-        except Exception as exc:  # safetensors raises its own error type for bad files
-            raise InvalidInputError(f"cannot read safetensors file {weights}: {exc}", name="weights", expected="a safetensors file", actual=str(weights)) from exc
+        except (SafetensorError, ValueError, RuntimeError) as exc:
+            raise PackageFormatError(f"cannot read safetensors weights: {exc}", path=str(weights), field="weights") from exc
     elif isinstance(weights, Mapping):
         host = weights
     else:
@@ -358,7 +360,9 @@ class JaxModel(Model):
                         (self.buckets.batch_bucket(b) if i == 0 and spec.is_batched else self.buckets.sequence_bucket(s or 1)) if d is None else d
                         for i, d in enumerate(spec.shape)
                     )
-                    example[spec.name] = jax.ShapeDtypeStruct(shape, spec.dtype.to_jax())  # type: ignore[assignment]
+                    # The dtype requests will really arrive in (i64 token ids are narrowed to i32 without x64).
+                    dtype = self.backend.narrowed_dtype(spec.dtype, self.device)
+                    example[spec.name] = jax.ShapeDtypeStruct(shape, dtype.to_jax())  # type: ignore[assignment]
                 yield example
 
     def warmup(self) -> None:
