@@ -199,19 +199,17 @@ def _package_files(root: Path) -> list[tuple[str, int]]:
 def _package_summary(pkg: Any) -> dict[str, Any]:
     from inferox.core import get_registry
 
-    meta = getattr(pkg, "metadata", None)
-    arch = getattr(pkg, "architecture", "") or getattr(meta, "architecture", "")
     root = Path(pkg.path)
     files = _package_files(root)
     return {
         "path": str(root),
-        "name": getattr(meta, "name", root.name),
-        "version": getattr(meta, "version", None),
-        "architecture": arch,
-        "parameters": getattr(meta, "parameters", None),
+        "name": pkg.name,
+        "version": pkg.version,
+        "architecture": pkg.architecture,
+        "parameters": pkg.parameters,
         "inputs": [s.to_dict() for s in pkg.input_specs],
         "outputs": [s.to_dict() for s in pkg.output_specs],
-        "backends": get_registry().backends_for(arch) if arch else [],
+        "backends": get_registry().backends_for(pkg.architecture) if pkg.architecture else [],
         "files": [{"path": p, "bytes": n} for p, n in files],
         "total_bytes": sum(n for _, n in files),
     }
@@ -293,7 +291,7 @@ def verify(package: Path, backends_: tuple[str, ...], no_parity: bool, atol: flo
     inputs = _read_safetensors(golden_in)
     golden_out_path = root / "golden" / "outputs.safetensors"
     expected = _read_safetensors(golden_out_path) if golden_out_path.is_file() else None
-    arch = getattr(pkg, "architecture", "") or getattr(getattr(pkg, "metadata", None), "architecture", "")
+    arch = pkg.architecture
     registry = get_registry()
     names = list(backends_) or [b for b in registry.backends_for(arch) if registry.backend_info(b).available]
     if not names:
@@ -445,7 +443,9 @@ def run(
         raise PackageNotFoundError(f"no such package: {package}", path=str(package))
     model = load_model(package, backend=backend, device=device, trust_code=trust_code, allow_pickle=allow_pickle)
     if text_list is not None:
-        encoder = getattr(model.model, "text_encoder", None)
+        from inferox.engine.server.app import text_encoder_for
+
+        encoder = text_encoder_for(model, Path(package))
         if encoder is None:
             raise InvalidInputError(f"model {model.name!r} takes no text input", name="text", expected=[s.name for s in model.input_specs])
         encoded = encoder.encode(text_list)
@@ -618,7 +618,7 @@ def bench(package: Path, backends_: tuple[str, ...], device: str | None, batch_s
     from inferox.mlpkg import load_model
 
     pkg = _load_package(package)
-    arch = getattr(pkg, "architecture", "") or getattr(getattr(pkg, "metadata", None), "architecture", "")
+    arch = pkg.architecture
     registry = get_registry()
     names = list(backends_) or [b for b in registry.backends_for(arch) if registry.backend_info(b).available]
     if not names:

@@ -53,7 +53,7 @@ from inferox.engine.server._protocol import (
 )
 from inferox.engine.server._repository import ModelRepository, ServingSettings, check_model_name, is_package
 
-__all__ = ["ModelState", "ServedModel", "ServerConfig", "InferoxServer", "create_app"]
+__all__ = ["InferoxServer", "ModelState", "ServedModel", "ServerConfig", "create_app", "text_encoder_for"]
 
 access_log = logging.getLogger("inferox.server.access")
 log = logging.getLogger("inferox.server")
@@ -115,6 +115,7 @@ class ServedModel:
     models: dict[str, AnyModel] = field(default_factory=dict)
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    encoder: Any = None
 
     @property
     def primary(self) -> AnyModel:
@@ -122,7 +123,23 @@ class ServedModel:
 
     @property
     def text_encoder(self) -> Any:
-        return getattr(self.primary.model, "text_encoder", None) if self.models else None
+        """The model's own text encoder, else one built from the package's tokenizer, else ``None``."""
+        if self.encoder is None and self.models:
+            self.encoder = getattr(self.primary.model, "text_encoder", None)
+        return self.encoder
+
+
+def text_encoder_for(model: AnyModel, package: Path | None) -> Any:
+    """``model.text_encoder``, or a :class:`~inferox.core.text.TextEncoder` over the package's
+    ``tokenizer.json`` when the model does not carry one; ``None`` for models that take no text."""
+    encoder = getattr(model.model, "text_encoder", None)
+    if encoder is not None or package is None or not (package / "tokenizer.json").is_file():
+        return encoder
+    if not any(s.name == "input_ids" for s in model.input_specs):
+        return None
+    from inferox.core.text import TextEncoder
+
+    return TextEncoder.from_file(package / "tokenizer.json")
 
 
 def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -159,6 +176,9 @@ class InferoxServer:
         self.packages = {check_model_name(k): Path(v) for k, v in (packages or {}).items()}
         self.load_repository = load_repository
         self.models: dict[str, ServedModel] = {}
+        #: Models whose last load failed: name → "CODE: message" (shown by the repository index).
+        self.failed: dict[str, str] = {}
+        self._startup_failed = False
         self.metrics = Metrics(models_loaded=lambda: sum(1 for m in self.models.values() if m.state == ModelState.READY))
         self._pending: list[tuple[str, Model | AnyModel | Sequence[Model | AnyModel], ServingSettings, str]] = []
         self._started = False
@@ -186,7 +206,12 @@ class InferoxServer:
     # -- readiness ---------------------------------------------------------------------------------
     def is_ready(self) -> bool:
         """True once startup loading finished, every model is READY and the server is not stopping."""
-        return self._startup_done and not self._shutting_down and all(m.state == ModelState.READY for m in self.models.values())
+        return (
+            self._startup_done
+            and not self._startup_failed
+            and not self._shutting_down
+            and all(m.state == ModelState.READY for m in self.models.values())
+        )
 
     # -- model lifecycle ------------------------------------------------------------------------------
     def _engine_config(self, settings: ServingSettings) -> Any:
@@ -235,21 +260,25 @@ class InferoxServer:
             raise
         served.engine = engine
         served.models = models
+        served.encoder = text_encoder_for(next(iter(models.values())), served.path)
 
     async def _load(self, served: ServedModel, instances: Sequence[Model | AnyModel] | None = None) -> ServedModel:
         served.state = ModelState.LOADING
         self.models[served.name] = served
         try:
             await asyncio.to_thread(self._load_sync, served, instances)
-        except InferoxError as exc:
-            served.state, served.reason = ModelState.UNAVAILABLE, f"{exc.code}: {exc.message}"
-            log.error("model %s failed to load: %s", served.name, served.reason)
-            raise
         except Exception as exc:
-            served.state, served.reason = ModelState.UNAVAILABLE, f"{type(exc).__name__}: {exc}"
-            log.exception("model %s failed to load", served.name)
+            reason = f"{exc.code}: {exc.message}" if isinstance(exc, InferoxError) else f"{type(exc).__name__}: {exc}"
+            served.state, served.reason = ModelState.UNAVAILABLE, reason
+            if self.models.get(served.name) is served:
+                del self.models[served.name]
+            self.failed[served.name] = reason
+            if not self._startup_done:
+                self._startup_failed = True
+            log.error("model %s failed to load: %s", served.name, reason, exc_info=not isinstance(exc, InferoxError))
             raise
         served.state, served.reason = ModelState.READY, ""
+        self.failed.pop(served.name, None)
         served.idle.set()
         log.info("model %s version %s ready on %s", served.name, served.version, ", ".join(served.models))
         return served
@@ -313,7 +342,8 @@ class InferoxServer:
                 try:
                     entry = self.repository.entry(name)
                 except InferoxError as exc:
-                    self.models[name] = ServedModel(name, "1", None, ServingSettings(), state=ModelState.UNAVAILABLE, reason=f"{exc.code}: {exc.message}")
+                    self.failed[name] = f"{exc.code}: {exc.message}"
+                    self._startup_failed = True
                     continue
                 version = entry.latest
                 jobs.append(self._load(self._served_from_path(name, version, entry.versions[version], entry.settings)))
@@ -591,6 +621,8 @@ class InferoxServer:
                 entries[name] = {"name": name, "state": ModelState.UNAVAILABLE, "reason": "not loaded"}
                 with contextlib.suppress(InferoxError):
                     entries[name]["version"] = self.repository.entry(name).latest
+        for name, reason in self.failed.items():
+            entries[name] = {**entries.get(name, {"name": name}), "state": ModelState.UNAVAILABLE, "reason": reason}
         for name, served in self.models.items():
             entries[name] = {"name": name, "version": served.version, "state": served.state, "reason": served.reason}
         try:
