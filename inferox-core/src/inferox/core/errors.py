@@ -80,12 +80,19 @@ class InferoxError(Exception):
         return {"error": self.message, "code": self.code}
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Keep errors picklable (they cross process boundaries in Ray and multiprocessing).
-        return (_rebuild_error, (type(self), self.message, self.details))
+        # Keep errors picklable (they cross process boundaries in Ray and multiprocessing). The
+        # instance dict travels too: fields left None (absent from ``details``) and fields kept
+        # out of ``details`` (``available``, ``retry_after``) must survive the round trip.
+        state = dict(self.__dict__)
+        if isinstance(self, OSError):  # errno and filename live in OSError's slots, not in __dict__
+            state.update(errno=self.errno, filename=self.filename)
+        return (_rebuild_error, (type(self), self.message, self.details), state)
 
 
 def _rebuild_error(cls: type[InferoxError], message: str, details: dict[str, Any]) -> InferoxError:
-    err = cls.__new__(cls)
+    # Classes that mix ValueError and an OSError subclass (PackageNotFoundError) resolve __new__ to
+    # ValueError's, which refuses OSError's memory layout; OSError.__new__ builds them correctly.
+    err = OSError.__new__(cls) if issubclass(cls, OSError) else cls.__new__(cls)
     Exception.__init__(err, message)
     err.message = message
     err.details = details
