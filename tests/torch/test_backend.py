@@ -136,7 +136,7 @@ def test_host_memory_without_proc_meminfo_uses_sysconf(tmp_path) -> None:  # typ
 
 def test_host_memory_parses_meminfo_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "meminfo"
-    path.write_text("MemTotal:        1000 kB\nMemFree:          100 kB\nMemAvailable:     400 kB\nHugePages_Total:       0\n")
+    path.write_text("MemTotal:        1000 kB\nMemFree:          100 kB\nMemAvailable:     400 kB\nHugePages_Total:       0\nDirectMap:\n")
     assert host_memory_info(path) == MemoryInfo(total=1024000, free=409600, used=614400)
     path.write_text("MemTotal: 2000 kB\nMemFree: 500 kB\n")  # old kernels: no MemAvailable
     assert host_memory_info(path).free == 512000

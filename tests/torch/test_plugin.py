@@ -123,5 +123,6 @@ def test_lazy_attributes() -> None:
     with pytest.raises(AttributeError) as ei:
         _ = inferox.torch.NoSuchThing  # type: ignore[attr-defined]
     assert "NoSuchThing" in str(ei.value)
+    assert dir(inferox.torch) == sorted(inferox.torch.__all__)
     for name in inferox.torch.__all__:
         assert getattr(inferox.torch, name) is not None

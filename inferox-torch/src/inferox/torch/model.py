@@ -106,6 +106,16 @@ def load_state_dict(weights: str | Path | Mapping[str, Any]) -> dict[str, torch.
         raise PackageFormatError(f"cannot read safetensors weights: {exc}", path=str(path)) from exc
 
 
+def _set_eval(module: nn.Module) -> bool:
+    """Put ``module`` in eval mode; ``False`` when it has no train/eval switch (``torch.export``'s
+    modules are fixed in the mode they were exported in and refuse ``eval()``)."""
+    try:
+        module.eval()
+    except NotImplementedError:
+        return False
+    return True
+
+
 def _default_backend() -> TorchBackend:
     from inferox.torch.backend import TorchBackend
 
@@ -161,7 +171,7 @@ class TorchModel(Model):
             if torch_dtype is not None:
                 # nn.Module.to(dtype) only converts floating tensors: integer buffers keep their type.
                 module = module.to(dtype=torch_dtype)
-            module.eval()
+            self._has_eval = _set_eval(module)
             module.requires_grad_(False)
         self._module: nn.Module | None = module
 
@@ -203,7 +213,7 @@ class TorchModel(Model):
         """Run :meth:`run` under ``torch.inference_mode()``, torch errors wrapped."""
         module = self.module
         with torch_errors(device=str(self.device), model=self.name), torch.inference_mode():
-            if module.training:
+            if self._has_eval and module.training:
                 module.eval()
             result = self.run(dict(inputs))
         return self._name_outputs(result)
