@@ -92,3 +92,17 @@ def triton() -> Iterator[Any]:
     yield make
     for c in clients:
         c.close()
+
+
+@pytest.fixture(scope="session")
+def mlp_package(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from .packages import build_mlp_package
+
+    return build_mlp_package(tmp_path_factory.mktemp("mlp-pkg"))
+
+
+@pytest.fixture(scope="session")
+def minilm_package(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from .packages import build_minilm_package
+
+    return build_minilm_package(tmp_path_factory.mktemp("minilm-pkg"))
