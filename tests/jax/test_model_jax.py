@@ -105,7 +105,7 @@ def test_without_bucketing_each_shape_compiles(backend: JaxBackend, weights) -> 
     w, b = weights
     model = Exact(n_in=3, n_out=2, backend=backend, metadata=ModelMetadata("exact"), params={"w": w, "b": b})
     for n in (2, 3, 3, 4):
-        assert model.forward({"x": jnp.ones((n, 3))})["y"].shape == (n, 2)
+        assert model.forward({"x": jnp.ones((n, 3), jnp.float32)})["y"].shape == (n, 2)
     assert model.traces == 3 and model.compile_count == 3
 
 
@@ -125,9 +125,10 @@ def test_sequence_padding_is_neutral_and_compiles_once(backend: JaxBackend) -> N
         np.testing.assert_allclose(out["pooled"], expected, rtol=1e-6)
         np.testing.assert_allclose(out["tokens"], emb[..., 0] * mask, rtol=1e-6)
     assert model.traces == 1 and model.compile_count == 1
-    assert model.compiled_shapes[0] == (("attention_mask", (2, 8), "int32"), ("input_ids", (2, 8), "int32"))
+    ids_dtype = "int64" if jax.config.jax_enable_x64 else "int32"  # i64 token ids are narrowed without x64
+    assert model.compiled_shapes[0] == (("attention_mask", (2, 8), ids_dtype), ("input_ids", (2, 8), ids_dtype))
     any_model.forward_any({"input_ids": np.ones((3, 9), np.int64), "attention_mask": np.ones((3, 9), np.int64)})
-    assert model.compile_count == 2 and (("attention_mask", (4, 16), "int32"), ("input_ids", (4, 16), "int32")) in model.compiled_shapes
+    assert model.compile_count == 2 and (("attention_mask", (4, 16), ids_dtype), ("input_ids", (4, 16), ids_dtype)) in model.compiled_shapes
 
 
 @NO_X64
@@ -152,13 +153,14 @@ def test_warmup_compiles_the_common_buckets(backend: JaxBackend, weights) -> Non
     model.warmup()
     assert model.compile_count == 3 and model.traces == 3
     for n in (1, 2, 4, 6, 8):
-        model.forward({"x": jnp.ones((n, 3))})
+        model.forward({"x": jnp.ones((n, 3), jnp.float32)})
     assert model.compile_count == 3 and model.traces == 3, "a warmed-up bucket compiled again"
 
     masked = make_masked(backend, buckets=BucketPolicy(batch=(2, 4), sequence=(8, 16), warmup_batch=(1, 4), warmup_sequence=(8, 16)))
     masked.warmup()
     assert masked.compile_count == 4
-    masked.forward({"input_ids": jnp.ones((3, 10), jnp.int32), "attention_mask": jnp.ones((3, 10), jnp.int32)})
+    ids = backend.as_native(np.ones((3, 10), np.int64), dtype="i64")
+    masked.forward({"input_ids": ids, "attention_mask": ids})
     assert masked.compile_count == 4
 
 
@@ -179,7 +181,7 @@ def test_warmup_skips_unguessable_dynamic_dims(backend: JaxBackend) -> None:
     assert list(model.warmup_inputs()) == []
     model.warmup()
     assert model.compile_count == 0
-    out = model.forward({"x": jnp.ones((3, 5))})["y"]
+    out = model.forward({"x": jnp.ones((3, 5), jnp.float32)})["y"]
     assert out.shape == (3,) and np.asarray(out).tolist() == [10.0, 10.0, 10.0]
 
 
@@ -190,7 +192,7 @@ def test_concurrent_calls_compile_once(backend: JaxBackend, weights) -> None:
 
     def call(n: int) -> None:
         try:
-            model.forward({"x": jnp.ones((n, 3))})
+            model.forward({"x": jnp.ones((n, 3), jnp.float32)})
         except BaseException as exc:  # noqa: BLE001 - surfaced by the assert below
             errors.append(exc)
 
@@ -312,7 +314,7 @@ def test_shape_mismatched_matmul_is_a_backend_error(backend: JaxBackend) -> None
     """The spec says 4 features but the weight has 3 rows: JAX's own TypeError, wrapped with its cause."""
     w = np.ones((3, 2), np.float32)
     model = LinearModel(n_in=4, n_out=2, backend=backend, metadata=ModelMetadata("broken"), params={"w": w, "b": np.zeros(2, np.float32)})
-    for call in (lambda: AnyModel(model).forward_any({"x": np.ones((2, 4), np.float32)}), lambda: model.forward({"x": jnp.ones((2, 4))})):
+    for call in (lambda: AnyModel(model).forward_any({"x": np.ones((2, 4), np.float32)}), lambda: model.forward({"x": jnp.ones((2, 4), jnp.float32)})):
         with pytest.raises(BackendError) as ei:
             call()
         err = ei.value
@@ -342,17 +344,17 @@ def test_apply_must_return_a_dict(backend: JaxBackend) -> None:
 
     model = NotDict(n_in=3, n_out=2, backend=backend, metadata=ModelMetadata("nd"), params={"w": np.ones((3, 2), np.float32)})
     with pytest.raises(BackendError) as ei:
-        model.forward({"x": jnp.ones((1, 3))})
+        model.forward({"x": jnp.ones((1, 3), jnp.float32)})
     assert ei.value.code == "BACKEND_ERROR" and ei.value.model == "nd" and "dict" in str(ei.value)
 
 
 def test_close(backend: JaxBackend, weights) -> None:
     model = make_linear(backend, *weights)
-    model.forward({"x": jnp.ones((1, 3))})
+    model.forward({"x": jnp.ones((1, 3), jnp.float32)})
     assert model.compile_count == 1 and not model.closed
     model.close()
     assert model.closed and model.params is None and model.compiled_shapes == [] and model.memory_requirements() == 0
-    for call in (lambda: model.forward({"x": jnp.ones((1, 3))}), model.warmup):
+    for call in (lambda: model.forward({"x": jnp.ones((1, 3), jnp.float32)}), model.warmup):
         with pytest.raises(ServiceUnavailableError) as ei:
             call()
         assert ei.value.code == "UNAVAILABLE" and "closed" in str(ei.value)
