@@ -116,6 +116,9 @@ class JaxLinear(Model, _Counting):
             raise ValueError("poisoned row")
         return {"y": self._fn(x, self.w, self.b)}
 
+    def memory_requirements(self) -> int:
+        return int(self.w.nbytes + self.b.nbytes)
+
     def warmup(self) -> None:
         self._fn(self.w[None, :, 0] * 0, self.w, self.b).block_until_ready()
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import inspect
 import os
@@ -52,14 +53,39 @@ class _Entry:
         self.stats = StatsCollector(name)
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or ``None`` (looked up once: ``find_library`` spawns processes)."""
+    if os.name != "posix":  # pragma: no cover - Windows
+        return None
+    for name in ("libc.so.6", ctypes.util.find_library("c")):
+        if not name:
+            continue
+        try:
+            return ctypes.CDLL(name).malloc_trim
+        except (OSError, AttributeError):  # pragma: no cover - musl or macOS libc: no malloc_trim
+            continue
+    return None  # pragma: no cover
+
+
 def release_memory() -> None:
     """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so that an
     unloaded model's memory shows up as freed in the process RSS."""
     gc.collect()
-    libc_name = ctypes.util.find_library("c")
-    if libc_name and os.name == "posix":
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(libc_name).malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+#: Below this many freed bytes a full ``gc.collect`` (a few hundred ms with torch and jax loaded)
+#: is not worth it: reference counting already freed an acyclic model.
+_RELEASE_THRESHOLD = 1 << 20
+_UNKNOWN = _RELEASE_THRESHOLD
+
+
+def _release_after(freed: int) -> None:
+    if (freed or _UNKNOWN) >= _RELEASE_THRESHOLD:
+        release_memory()
 
 
 def _text_inputs(inputs: Any, input_names: Mapping[str, Any]) -> list[str] | None:
@@ -143,8 +169,8 @@ class Engine:
             self._entries[name] = entry
         if old is not None:
             old.close(drain=True)  # callers routed to it before the swap finish there
+            _release_after(old.memory_bytes)
             del old
-            release_memory()
         return self.model_info(name)
 
     def load(
@@ -245,10 +271,12 @@ class Engine:
                 entry.instances = {b: i for b, i in entry.instances.items() if b != key}
                 if not entry.instances:
                     del self._entries[name]
+        freed = 0
         for inst in removed:
             inst.close(drain=True)
+            freed += inst.memory_bytes or _UNKNOWN
         del removed
-        release_memory()
+        _release_after(freed)
 
     def list_models(self) -> list[str]:
         """Registered model names, sorted."""
@@ -388,11 +416,14 @@ class Engine:
             entries = list(self._entries.values())
             self._entries = {}
             self._sessions.clear()
+        freed = 0
         for entry in entries:
             for inst in entry.instances.values():
                 inst.close(drain=drain, timeout=timeout)
+                freed += inst.memory_bytes or _UNKNOWN
         del entries
-        release_memory()
+        if freed:
+            _release_after(freed)
 
     close = shutdown
 
