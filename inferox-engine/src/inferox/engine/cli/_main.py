@@ -165,16 +165,18 @@ def backends(as_json: bool, no_devices: bool) -> None:
 @click.option("--revision", help="Hub revision (branch, tag or commit) when SOURCE is a Hub repository.")
 @click.option("--name", help="Package name (default: from the source).")
 @click.option("--allow-pickle", is_flag=True, help="Accept pickle weights (converted to safetensors).")
-@click.option("--force", is_flag=True, help="Overwrite an existing package.")
-def pack(source: str, output_dir: Path | None, revision: str | None, name: str | None, allow_pickle: bool, force: bool) -> None:
-    """Build a package from a model.toml, a local model folder or a Hub repository (org/name)."""
+def pack(source: str, output_dir: Path | None, revision: str | None, name: str | None, allow_pickle: bool) -> None:
+    """Build a package from a model.toml, a local model folder or a Hub repository (hf://org/name).
+
+    Downloads and hashing of large files show progress bars on a terminal."""
     from inferox.mlpkg import build_package
 
+    if not source.startswith("hf://") and not Path(source).expanduser().exists():
+        raise PackageNotFoundError(f"no such model.toml or model folder: {source} (Hub repositories are written hf://org/name)", path=source)
     console = _console(err=True)
     with console.status(f"packing {source} …"):
-        path = _call_compat(
-            build_package, source, output_dir=output_dir, revision=revision, name=name, allow_pickle=allow_pickle or None, force=force or None, progress=True
-        )
+        path = _call_compat(build_package, source, output_dir=output_dir, revision=revision, name=name, allow_pickle=allow_pickle or None)
+    console.print(f"[green]✓[/] packed {source}")
     click.echo(str(path))
 
 
@@ -529,7 +531,11 @@ def serve(
     from inferox.engine.server import run as run_server
 
     _console(err=True).print(f"inferox serving {path} on http://{host}:{port} (Ctrl-C to stop)")
-    run_server(server, log_level=log_level)
+    try:
+        run_server(server, log_level=log_level)
+    except KeyboardInterrupt:
+        # uvicorn re-raises the Ctrl-C it handled *after* finishing in-flight requests: a clean stop.
+        _console(err=True).print("inferox server stopped")
 
 
 def build_server(

@@ -1,0 +1,370 @@
+"""The ``inferox`` command line: every command's success and failure paths, on real packages."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+
+from inferox.core.plugins import reset_registry
+from inferox.engine.cli import cli, exit_code_for
+from inferox.engine.cli._errors import ParityError
+
+INFEROX = str(Path(sys.executable).parent / "inferox")
+COMMANDS = ["backends", "pack", "inspect", "verify", "convert", "run", "serve", "bench"]
+
+
+def invoke(*args: Any, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def assert_error(result: Result, code: str, exit_code: int) -> None:
+    assert result.exit_code == exit_code, result.output
+    assert f"error [{code}]:" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def mlp_pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.server.packages import build_mlp_package
+
+    return build_mlp_package(tmp_path_factory.mktemp("cli-mlp"))
+
+
+@pytest.fixture(scope="module")
+def minilm_pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.server.packages import build_minilm_package
+
+    return build_minilm_package(tmp_path_factory.mktemp("cli-minilm"))
+
+
+@pytest.fixture()
+def fresh_registry() -> Iterator[None]:
+    reset_registry()
+    yield
+    reset_registry()
+
+
+def _mlp_ref(pkg: Path, x: np.ndarray) -> np.ndarray:
+    from inferox.mlpkg import load_model
+
+    return load_model(pkg, backend="torch").forward_any({"input": x})["output"]
+
+
+# ------------------------------------------------------------------------------------------------- help
+def test_help_in_a_real_subprocess() -> None:
+    proc = subprocess.run([INFEROX, "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for command in COMMANDS:
+        assert command in proc.stdout
+    assert "Exit codes" in proc.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    result = invoke(command, "--help")
+    assert result.exit_code == 0 and "Usage: " in result.output and "Exit codes" in result.output
+
+
+def test_version_and_unknown_command() -> None:
+    assert invoke("--version").exit_code == 0
+    result = invoke("frobnicate")
+    assert result.exit_code == 2 and "No such command" in result.output
+
+
+# --------------------------------------------------------------------------------------------- backends
+def test_backends_table_and_json(fresh_registry: None) -> None:
+    result = invoke("backends")
+    assert result.exit_code == 0 and "torch" in result.output and "jax" in result.output
+    data = json.loads(invoke("backends", "--json").output)
+    by_name = {b["name"]: b for b in data["backends"]}
+    assert by_name["torch"]["available"] and by_name["torch"]["versions"]["torch"].startswith("2.")
+    assert "cpu" in [d["id"] for d in by_name["torch"]["devices"]]
+    assert "bert" in by_name["jax"]["architectures"] and "mlp" in by_name["torch"]["architectures"]
+    quick = json.loads(invoke("backends", "--json", "--no-devices").output)
+    assert all(b["devices"] == [] for b in quick["backends"])
+
+
+def test_backends_reports_blocked_plugins(fresh_registry: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFEROX_BLOCKED_PLUGINS", "jax")
+    reset_registry()
+    data = json.loads(invoke("backends", "--json").output)
+    assert "jax" not in {b["name"] for b in data["backends"]} and data["blocked"] == ["jax"]
+    assert "blocked by INFEROX_BLOCKED_PLUGINS: jax" in invoke("backends").output
+
+
+# ------------------------------------------------------------------------------------------------- pack
+def test_pack_a_folder_and_failures(tmp_path: Path, mlp_pkg: Path) -> None:
+    src = mlp_pkg.parent.parent / "mlp-src"
+    result = invoke("pack", src, "-o", tmp_path, "--name", "packed")
+    assert result.exit_code == 0, result.output
+    out = Path(result.output.strip().splitlines()[-1])
+    assert out == tmp_path / "packed" and (out / "metadata.json").is_file()
+    assert_error(invoke("pack", tmp_path / "missing"), "PACKAGE_NOT_FOUND", 4)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("pack", empty, "-o", tmp_path / "o")
+    assert result.exit_code in (4, 5) and "error [" in result.output
+
+
+# ---------------------------------------------------------------------------------------------- inspect
+def test_inspect_text_and_json(mlp_pkg: Path) -> None:
+    result = invoke("inspect", mlp_pkg)
+    assert result.exit_code == 0
+    for text in ("architecture mlp", "input", "output", "model.safetensors", "torch"):
+        assert text in result.output
+    data = json.loads(invoke("inspect", mlp_pkg, "--json").output)
+    assert data["architecture"] == "mlp" and data["inputs"][0] == {"name": "input", "dtype": "f32", "shape": [-1, 4]}
+    assert set(data["backends"]) >= {"torch", "jax"}
+    sizes = {f["path"]: f["bytes"] for f in data["files"]}
+    assert sizes["model.safetensors"] == (mlp_pkg / "model.safetensors").stat().st_size
+    assert data["total_bytes"] == sum(sizes.values())
+
+
+def test_inspect_failures(tmp_path: Path, mlp_pkg: Path) -> None:
+    assert_error(invoke("inspect", tmp_path / "nope"), "PACKAGE_NOT_FOUND", 4)
+    broken = tmp_path / "broken"
+    shutil.copytree(mlp_pkg, broken)
+    (broken / "metadata.json").write_text("{oops")
+    result = invoke("inspect", broken)
+    assert result.exit_code == 5 and "error [PACKAGE_FORMAT_ERROR]" in result.output
+
+
+# ----------------------------------------------------------------------------------------------- verify
+def test_verify_hashes_and_parity(mlp_pkg: Path) -> None:
+    result = invoke("verify", mlp_pkg)
+    assert result.exit_code == 0, result.output
+    assert "hashes" in result.output and "golden" in result.output and "jax" in result.output and "torch" in result.output
+    assert invoke("verify", mlp_pkg, "--no-parity").exit_code == 0
+    assert invoke("verify", mlp_pkg, "--backend", "torch").exit_code == 0
+
+
+def test_verify_detects_tampering(tmp_path: Path, mlp_pkg: Path) -> None:
+    bad = tmp_path / "tampered"
+    shutil.copytree(mlp_pkg, bad)
+    data = bytearray((bad / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (bad / "model.safetensors").write_bytes(bytes(data))
+    assert_error(invoke("verify", bad), "INTEGRITY_ERROR", 5)
+
+
+def test_verify_detects_parity_mismatch(tmp_path: Path, mlp_pkg: Path) -> None:
+    """Golden outputs rewritten (with consistent hashes) so that no backend reproduces them."""
+    import hashlib
+
+    from safetensors.numpy import load_file, save_file
+
+    bad = tmp_path / "drifted"
+    shutil.copytree(mlp_pkg, bad)
+    golden = bad / "golden" / "outputs.safetensors"
+    tensors = {k: v + 1.0 for k, v in load_file(str(golden)).items()}
+    save_file(tensors, str(golden))
+    meta = json.loads((bad / "metadata.json").read_text())
+    for f in meta["files"]:
+        if f["path"] == "golden/outputs.safetensors":
+            f["size"] = golden.stat().st_size
+            f["sha256"] = hashlib.sha256(golden.read_bytes()).hexdigest()
+    (bad / "metadata.json").write_text(json.dumps(meta))
+    result = invoke("verify", bad)
+    assert_error(result, "PARITY_MISMATCH", 12)
+    assert "vs golden" in result.output
+
+
+def test_verify_without_golden_inputs(tmp_path: Path, mlp_pkg: Path) -> None:
+    from inferox.core.errors import InferoxError
+
+    pkg = tmp_path / "nogolden"
+    shutil.copytree(mlp_pkg, pkg)
+    shutil.rmtree(pkg / "golden")
+    meta = json.loads((pkg / "metadata.json").read_text())
+    meta["files"] = [f for f in meta["files"] if not f["path"].startswith("golden/")]
+    meta.pop("golden", None)
+    (pkg / "metadata.json").write_text(json.dumps(meta))
+    result = invoke("verify", pkg)
+    if result.exit_code == 0:
+        assert "no golden inputs" in result.output
+    else:  # the package format may require golden files: then it is a clean package error
+        assert "error [" in result.output and result.exit_code in (4, 5)
+    assert issubclass(ParityError, InferoxError) and exit_code_for(ParityError("x")) == 12
+
+
+# ---------------------------------------------------------------------------------------------- convert
+def test_convert_pickle_to_safetensors(tmp_path: Path) -> None:
+    import torch
+    from safetensors.numpy import load_file
+
+    state = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.ones(3)}
+    src = tmp_path / "weights.pt"
+    torch.save(state, src)
+    assert_error(invoke("convert", src), "UNSAFE_PACKAGE", 6)
+    result = invoke("convert", src, "--allow-pickle")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "weights.safetensors"
+    assert Path(result.output.strip()) == out
+    loaded = load_file(str(out))
+    np.testing.assert_array_equal(loaded["w"], state["w"].numpy())
+    np.testing.assert_array_equal(loaded["b"], state["b"].numpy())
+    custom = tmp_path / "sub" / "other.safetensors"
+    custom.parent.mkdir()
+    assert invoke("convert", src, custom, "--allow-pickle").exit_code == 0 and custom.is_file()
+    assert_error(invoke("convert", tmp_path / "missing.pt", "--allow-pickle"), "PACKAGE_NOT_FOUND", 4)
+
+
+# --------------------------------------------------------------------------------------------------- run
+def test_run_from_json_npy_npz_and_v2_body(tmp_path: Path, mlp_pkg: Path) -> None:
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    ref = _mlp_ref(mlp_pkg, x)
+    result = invoke("run", mlp_pkg, "-i", json.dumps({"input": x.tolist()}), "--backend", "torch")
+    assert result.exit_code == 0, result.output
+    assert "output float32 [2, 3]" in result.output
+    out = tmp_path / "out.npz"
+    assert invoke("run", mlp_pkg, "-i", json.dumps({"input": x.tolist()}), "-o", out).exit_code == 0
+    np.testing.assert_allclose(np.load(out)["output"], ref, rtol=1e-5, atol=1e-6)
+    np.save(tmp_path / "x.npy", x)
+    out_json = tmp_path / "out.json"
+    assert invoke("run", mlp_pkg, "-f", tmp_path / "x.npy", "--backend", "jax", "-o", out_json).exit_code == 0
+    data = json.loads(out_json.read_text())["output"]
+    assert data["shape"] == [2, 3] and data["dtype"] == "float32"
+    np.testing.assert_allclose(np.asarray(data["data"]), ref, rtol=1e-4, atol=1e-5)
+    np.savez(tmp_path / "x.npz", input=x)
+    assert invoke("run", mlp_pkg, "-f", tmp_path / "x.npz", "--full").exit_code == 0
+    v2 = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 4], "data": x.ravel().tolist()}]}
+    (tmp_path / "req.json").write_text(json.dumps(v2))
+    out2 = tmp_path / "out2.npz"
+    assert invoke("run", mlp_pkg, "-f", tmp_path / "req.json", "-o", out2).exit_code == 0
+    np.testing.assert_allclose(np.load(out2)["output"], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_run_text_on_minilm(tmp_path: Path, minilm_pkg: Path) -> None:
+    result = invoke("run", minilm_pkg, "-t", "hello world", "-t", "another sentence", "-o", tmp_path / "emb.npz")
+    assert result.exit_code == 0, result.output
+    outputs = np.load(tmp_path / "emb.npz")
+    assert outputs["pooler_output"].shape == (2, 384) if "pooler_output" in outputs else outputs["sentence_embedding"].shape == (2, 384)
+    (tmp_path / "texts.txt").write_text("one\n\ntwo\nthree\n")
+    result = invoke("run", minilm_pkg, "-f", tmp_path / "texts.txt", "-o", tmp_path / "emb3.npz")
+    assert result.exit_code == 0 and np.load(tmp_path / "emb3.npz")["last_hidden_state"].shape[0] == 3
+    result = invoke("run", minilm_pkg, "-i", json.dumps({"text": ["from json"]}), "--backend", "jax", "-o", tmp_path / "emb4.npz")
+    assert result.exit_code == 0, result.output
+    v2 = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["from a V2 body"]}]}
+    (tmp_path / "req.json").write_text(json.dumps(v2))
+    assert invoke("run", minilm_pkg, "-f", tmp_path / "req.json", "-o", tmp_path / "emb5.npz").exit_code == 0
+
+
+def test_run_failures(tmp_path: Path, mlp_pkg: Path) -> None:
+    assert_error(invoke("run", mlp_pkg, "-i", "{not json"), "INVALID_INPUT", 3)
+    assert_error(invoke("run", mlp_pkg, "-i", "[1, 2]"), "INVALID_INPUT", 3)
+    result = invoke("run", mlp_pkg, "-i", json.dumps({"input": [[1, 2, 3]]}))
+    assert_error(result, "INVALID_INPUT", 3)
+    assert "'input'" in result.output and "shape" in result.output
+    assert_error(invoke("run", mlp_pkg, "-t", "text for an mlp"), "INVALID_INPUT", 3)
+    assert_error(invoke("run", mlp_pkg, "-i", '{"input": [[1,2,3,4]]}', "--backend", "nosuch"), "BACKEND_UNAVAILABLE", 7)
+    assert_error(invoke("run", mlp_pkg, "-i", '{"input": [[1,2,3,4]]}', "-o", tmp_path / "x.csv"), "INVALID_INPUT", 3)
+    assert_error(invoke("run", tmp_path / "nope", "-i", '{"input": [[1,2,3,4]]}'), "PACKAGE_NOT_FOUND", 4)
+    assert_error(invoke("run", mlp_pkg, "-f", tmp_path / "none.npy"), "PACKAGE_NOT_FOUND", 4)
+    (tmp_path / "x.csv").write_text("1,2")
+    assert_error(invoke("run", mlp_pkg, "-f", tmp_path / "x.csv"), "INVALID_INPUT", 3)
+    (tmp_path / "bad.json").write_text("{")
+    assert_error(invoke("run", mlp_pkg, "-f", tmp_path / "bad.json"), "INVALID_INPUT", 3)
+    result = invoke("run", mlp_pkg)
+    assert result.exit_code == 2 and "exactly one of" in result.output
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--debug", "inspect", str(tmp_path / "nope")])
+    assert result.exit_code == 4 and "Traceback" in result.output and "error [PACKAGE_NOT_FOUND]" in result.output
+
+
+# ------------------------------------------------------------------------------------------------- bench
+def test_bench_json_and_table(mlp_pkg: Path) -> None:
+    result = invoke("bench", mlp_pkg, "-n", "3", "--warmup", "1", "--batch-size", "2", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert {r["backend"] for r in rows} >= {"torch", "jax"}
+    for r in rows:
+        assert r["iterations"] == 3 and r["batch_size"] == 2 and 0 < r["p50_ms"] <= r["p99_ms"] and r["rows_per_s"] > 0
+    table = invoke("bench", mlp_pkg, "-n", "2", "--backend", "torch")
+    assert table.exit_code == 0 and "p50 ms" in table.output
+    assert_error(invoke("bench", mlp_pkg.parent / "nope"), "PACKAGE_NOT_FOUND", 4)
+
+
+# ------------------------------------------------------------------------------------------------- serve
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_failures(tmp_path: Path) -> None:
+    assert_error(invoke("serve", tmp_path / "nothing"), "PACKAGE_NOT_FOUND", 4)
+    (tmp_path / "file.txt").write_text("x")
+    assert_error(invoke("serve", tmp_path / "file.txt"), "INVALID_CONFIG", 3)
+
+
+def test_build_server_for_a_package_and_a_repository(tmp_path: Path, mlp_pkg: Path) -> None:
+    from inferox.engine.cli import build_server
+
+    single = build_server(mlp_pkg, max_batch_size=4, backends=("torch",), token="t")
+    assert single.packages == {"mlp": mlp_pkg} and single.repository is None
+    assert single.config.defaults.max_batch_size == 4 and single.config.token == "t" and single.config.host == "127.0.0.1"
+    named = build_server(mlp_pkg, name="other")
+    assert list(named.packages) == ["other"]
+    repo = tmp_path / "repo"
+    shutil.copytree(mlp_pkg, repo / "m")
+    assert build_server(repo, batching=False).repository.root == repo.resolve()
+
+
+def test_serve_in_a_real_subprocess(mlp_pkg: Path) -> None:
+    import httpx
+    import tritonclient.http as httpclient
+
+    port = _free_port()
+    env = {**os.environ, "INFEROX_SERVER_TOKEN": "tok"}
+    proc = subprocess.Popen(
+        [INFEROX, "serve", str(mlp_pkg), "--port", str(port), "--backend", "torch", "--max-batch-size", "8", "--log-level", "info"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+        x = np.ones((2, 4), np.float32)
+        inp = httpclient.InferInput("input", [2, 4], "FP32")
+        inp.set_data_from_numpy(x)
+        out = client.infer("mlp", [inp], request_id="from-subprocess").as_numpy("output")
+        np.testing.assert_allclose(out, _mlp_ref(mlp_pkg, x), rtol=1e-5, atol=1e-6)
+        assert httpx.post(f"{url}/v2/repository/index").status_code == 401
+        assert httpx.post(f"{url}/v2/repository/index", headers={"authorization": "Bearer tok"}).status_code == 200
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, err
+    access = [json.loads(line) for line in err.splitlines() if line.startswith("{") and '"request_id"' in line]
+    assert any(rec["request_id"] == "from-subprocess" and rec["status"] == 200 for rec in access), err
