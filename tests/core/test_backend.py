@@ -118,3 +118,19 @@ def test_narrow_checked() -> None:
     with pytest.raises(DTypeError) as ei:
         narrow_checked(np.array([-1], np.int64), DType.U8)
     assert ei.value.actual == "[-1, -1]" and ei.value.expected == "[0, 255]"
+
+
+def test_base_memory_info_is_unknown(backend: NumpyBackend) -> None:
+    from inferox.core import Backend
+
+    assert Backend.memory_info(backend, "cpu") is None
+
+
+def test_narrowing_fallback_that_is_itself_unsupported() -> None:
+    class IntsOnly(NumpyBackend):
+        def supported_dtypes(self, device: Any = None) -> frozenset[DType]:
+            return frozenset({DType.I32, DType.I8})
+
+    with pytest.raises(DTypeError) as ei:
+        IntsOnly().narrowed_dtype(DType.F16)  # f16 → f32 is the fallback, and f32 is missing too
+    assert (ei.value.actual, ei.value.expected) == ("f16", "i32, i8")

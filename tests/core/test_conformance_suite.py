@@ -13,10 +13,15 @@ import sys
 import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+from inferox_numpy.backend import NumpyBackend, NumpyTensor
 
 from inferox.core import DType
+from inferox.core import plugins as P
+from inferox.core.testing import BackendConformance, Capabilities, sample_array, to_python_list
 
 PLUGIN_SRC = Path(__file__).resolve().parents[1] / "plugins" / "inferox-numpy" / "src"
 
@@ -249,9 +254,105 @@ def test_cpu_must_be_declared(outcomes: dict[tuple[str, str], tuple[str, str]]) 
 
 
 def test_capabilities_normalise() -> None:
-    from inferox.core.testing import Capabilities as Caps
-
-    caps = Caps(device_kinds=frozenset({"CPU", "Cuda"}), dtypes=frozenset({"f32", DType.I64}))  # type: ignore[arg-type]
+    caps = Capabilities(device_kinds=frozenset({"CPU", "Cuda"}), dtypes=frozenset({"f32", DType.I64}))  # type: ignore[arg-type]
     assert caps.device_kinds == {"cpu", "cuda"} and caps.dtypes == {DType.F32, DType.I64}
     assert caps.declares("cuda") and not caps.declares("tpu") and caps.declares("dlpack") and not caps.declares("zero_copy_numpy")
-    assert not Caps(dlpack=False, zero_copy_numpy=True).declares("zero_copy_numpy")
+    assert not Capabilities(dlpack=False, zero_copy_numpy=True).declares("zero_copy_numpy")
+
+
+# -------------------------------------------------------------------------- in-process, method by method
+class _Exploding:
+    """Stands in for a backend's builder whose every constructor raises a framework error."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"framework cannot {name}")
+
+
+class _LossyNumpy(NumpyBackend):
+    name = "lossy-inproc"
+
+    def wrap(self, native: Any) -> NumpyTensor:
+        return NumpyTensor(np.asarray(native).astype(np.float64) + 1, self)  # wrong dtype and values
+
+
+class _Raising(NumpyBackend):
+    name = "raising-inproc"
+
+    def wrap(self, native: Any) -> NumpyTensor:
+        raise RuntimeError("framework error while wrapping")
+
+
+class _Suite(BackendConformance):
+    backend_name = "numpy"
+    capabilities = Capabilities(device_kinds=frozenset({"cpu", "cuda"}), dtypes=frozenset({DType.F32, DType.I32, DType.I64}), dlpack=True)
+
+
+@pytest.mark.parametrize("backend_cls", [_LossyNumpy, _Raising], ids=["assertion", "exception"])
+@pytest.mark.parametrize(
+    "method",
+    ["test_tensor_round_trip_every_dtype", "test_cast_between_declared_dtypes", "test_zeros_ones_full_empty", "test_randn_matches_numpy_generator", "test_dlpack_round_trip"],
+)
+def test_failures_are_collected_per_dtype(backend_cls: type[NumpyBackend], method: str) -> None:
+    """Every dtype is tried and every failure reported in one message, whatever the failure is."""
+    suite = _Suite()
+    if method == "test_cast_between_declared_dtypes" and backend_cls is _Raising:
+        with pytest.raises(RuntimeError, match="framework error while wrapping"):  # its source tensor already fails
+            getattr(suite, method)(backend_cls())
+        return
+    with pytest.raises(pytest.fail.Exception) as ei:
+        getattr(suite, method)(backend_cls())
+    message = str(ei.value)
+    checked = ["f32"] if method == "test_randn_matches_numpy_generator" else ["f32", "i32", "i64"]
+    for dtype in checked:
+        assert f"{dtype}: " in message, (dtype, message)
+    if backend_cls is _Raising:
+        assert "RuntimeError: framework error while wrapping" in message
+
+
+def test_require_skips_for_an_absent_device_in_process(backend: NumpyBackend) -> None:
+    suite = _Suite()
+    with pytest.raises(pytest.skip.Exception) as ei:
+        suite.test_transfer_to_accelerator(backend, "cuda")
+    assert str(ei.value) == "no cuda device on this machine"
+    with pytest.raises(pytest.skip.Exception) as ei:
+        suite.require("tpu")
+    assert str(ei.value) == "capability 'tpu' not declared by backend 'numpy'"
+    suite.require("cpu", backend)  # declared and present: no skip
+    suite.require("dlpack")
+
+
+def test_generate_tests_adds_the_backends_own_kinds() -> None:
+    class Custom(BackendConformance):
+        capabilities = Capabilities(device_kinds=frozenset({"cpu", "npu"}))
+
+    class Meta:
+        def __init__(self) -> None:
+            self.fixturenames = ["backend", "accelerator"]
+            self.calls: list[tuple[str, list[str]]] = []
+
+        def parametrize(self, name: str, values: list[str]) -> None:
+            self.calls.append((name, values))
+
+    meta = Meta()
+    Custom().pytest_generate_tests(meta)  # type: ignore[arg-type]
+    assert meta.calls == [("accelerator", ["cuda", "mps", "npu", "tpu"])]
+    meta.fixturenames = ["backend"]
+    Custom().pytest_generate_tests(meta)  # type: ignore[arg-type]
+    assert len(meta.calls) == 1
+
+
+def test_backend_fixture_needs_a_name() -> None:
+    class Nameless(BackendConformance):
+        pass
+
+    with pytest.raises(AssertionError, match="backend_name is not set"):
+        Nameless.backend.__wrapped__(Nameless(), P.PluginRegistry())  # type: ignore[attr-defined]
+
+
+def test_sample_values_are_exact_extremes() -> None:
+    assert sample_array(DType.U8).tolist() == [[0, 255, 0], [1, 85, 7]]
+    assert sample_array(DType.BOOL).tolist() == [[False, True, False], [True, False, True]]
+    assert sample_array(DType.F16).tolist() == [[-1.5, 0.0, 2.25], [65504.0, -65504.0, 0.125]]
+    assert sample_array(DType.I8, shape=(1, 8)).tolist() == [[-128, 127, 0, 1, 42, 7, 0, 0]]
+    assert to_python_list(np.array([1.5], np.float16)) == [1.5]
+    assert to_python_list(np.array([[True]])) == [[True]]

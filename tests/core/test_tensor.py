@@ -232,3 +232,44 @@ def test_tensor_face(backend: NumpyBackend) -> None:
     assert tensor.to("cpu").device == DeviceId.cpu()
     assert tensor.__dlpack_device__() == (1, 0)  # kDLCPU
     assert np.array_equal(np.from_dlpack(tensor), [[1, 2, 3]])
+
+
+class PlacedTensor(NumpyTensor):
+    """A numpy tensor that says which device it is on (numpy arrays only live on the host)."""
+
+    __slots__ = ("_device",)
+
+    def __init__(self, native: np.ndarray, backend: NumpyBackend, device: DeviceId) -> None:
+        super().__init__(native, backend)
+        self._device = device
+
+    @property
+    def device(self) -> DeviceId:
+        return self._device
+
+
+class TwoDevices(NumpyBackend):
+    """Host memory presented as two devices, so that from_array's device move is exercised."""
+
+    name = "numpy-two"
+    device_kinds = frozenset({"cpu", "npu"})
+
+    def devices(self) -> list[Any]:
+        from inferox.core import Device
+
+        return [*super().devices(), Device(DeviceId("npu", 0), self.name)]
+
+    def is_native(self, obj: Any) -> bool:
+        return False  # numpy arrays are foreign here: from_array must take its numpy path
+
+    def to_device(self, tensor: Tensor, device: DeviceId) -> PlacedTensor:
+        return PlacedTensor(tensor.numpy(), self, self.check_device(device))
+
+
+def test_from_array_moves_tensors_to_the_builders_device() -> None:
+    backend = TwoDevices()
+    on_cpu = backend.tensor_builder("cpu").from_numpy(np.array([1, 2], np.int8))
+    assert on_cpu.device == DeviceId.cpu()
+    moved = backend.tensor_builder("npu:0").from_array(on_cpu)
+    assert moved.device == DeviceId("npu", 0) and np.array_equal(moved.numpy(), [1, 2])
+    assert backend.tensor_builder("npu:0").from_array(np.zeros(2, np.float32)).dtype is DType.F32
