@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ ACTIVATIONS = {
 def mlp_weights(sizes: list[int], seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     out = {}
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         out[f"layers.{i}.weight"] = rng.standard_normal((n_out, n_in)).astype(np.float32) / np.sqrt(n_in)
         out[f"layers.{i}.bias"] = rng.standard_normal(n_out).astype(np.float32)
     return out

@@ -72,5 +72,6 @@ def bucket_policy(
         sequence=seq,
         max_sequence=max_sequence,
         warmup_batch=_int_tuple(options, "warmup_batch_sizes", (1,)),
-        warmup_sequence=_int_tuple(options, "warmup_seq_lengths", warmup_sequence),
+        # A warm-up length past the position table would compile a shape no request can have.
+        warmup_sequence=tuple(sorted({min(s, max_sequence) if max_sequence else s for s in _int_tuple(options, "warmup_seq_lengths", warmup_sequence)})),
     )

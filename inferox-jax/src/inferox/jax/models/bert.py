@@ -11,7 +11,7 @@ are fused into one matmul and weights are stored ``(in, out)``; pooling and norm
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -212,6 +212,32 @@ class BertModel(JaxModel):
             pre=self.preprocessing,
         )
 
+    def forward(self, inputs: Mapping[str, Any]) -> dict[str, jax.Array]:
+        """Fill the optional ``token_type_ids`` (zeros) and a missing mask (ones), then run the bucket.
+
+        Filling them keeps one compiled signature per bucket whether or not a request sends them,
+        so the warm-up's executables serve tokenizer output and bare ``input_ids`` alike.
+        """
+        ids = inputs["input_ids"]
+        shape = tuple(int(d) for d in ids.shape)
+        full = dict(inputs)
+        if full.get("token_type_ids") is None:
+            full["token_type_ids"] = np.zeros(shape, np.int32)
+        if full.get("attention_mask") is None:
+            full["attention_mask"] = np.ones(shape, np.int32)
+        if full.get("position_ids", 0) is None:
+            del full["position_ids"]
+        return super().forward(full)
+
+    def warmup_inputs(self) -> Iterator[dict[str, jax.Array]]:
+        """(batch, sequence) signatures as requests arrive: ids, mask and token types in the narrowed int type."""
+        int_type = jax.dtypes.canonicalize_dtype(jnp.int64)  # int32 unless x64 is on, as as_native narrows
+        for b in self.buckets.warmup_batch:
+            for s in self.buckets.warmup_sequence or self.buckets.sequence[:1]:
+                shape = (self.buckets.batch_bucket(b), self.buckets.sequence_bucket(s))
+                struct = jax.ShapeDtypeStruct(shape, int_type)
+                yield {"input_ids": struct, "attention_mask": struct, "token_type_ids": struct}  # type: ignore[misc]
+
     @staticmethod
     def _value_range(value: Any) -> tuple[int, int]:
         a = np.asarray(value)
@@ -227,7 +253,7 @@ class BertModel(JaxModel):
             raise InvalidInputError("this model has no tokenizer; build it with the tokenizer_path option", name="text")
         batch = self.text_encoder.encode(texts, max_length=max_length)
         self.check_inputs(batch)
-        return self.forward({k: v.astype(np.int32) for k, v in batch.items()})
+        return self.forward(batch)
 
 
 def create_model(
