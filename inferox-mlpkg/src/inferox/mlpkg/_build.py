@@ -124,6 +124,14 @@ def _copied(rel: str, weights: Sequence[str]) -> bool:
     return not rel.lower().endswith(_OTHER_WEIGHTS)
 
 
+def _package_rel(rel: str) -> str:
+    """Where a source file lands in the package: backend folder names are lower-cased."""
+    parts = list(PurePosixPath(rel).parts)
+    if parts[0] == BACKENDS_DIR and len(parts) > 2:
+        parts[1] = parts[1].lower()
+    return "/".join(parts)
+
+
 def hub_file_filter(paths: Sequence[str]) -> list[str]:
     """The files a Hub build downloads: everything it would copy, plus the chosen weights only."""
     try:
@@ -255,7 +263,7 @@ def _assemble(
         header = read_safetensors_header(dst, rel=WEIGHTS_FILE)
         for rel, src in sorted(files.items()):
             if _copied(rel, weights):
-                out = tmp / rel
+                out = tmp / _package_rel(rel)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, out)
         overrides = sorted({PurePosixPath(r).parts[1].lower() for r in files if r.startswith(f"{BACKENDS_DIR}/") and len(PurePosixPath(r).parts) > 2})
