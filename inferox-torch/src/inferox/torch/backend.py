@@ -210,7 +210,8 @@ class TorchBackend(Backend):
             return tensor
         if isinstance(tensor, Tensor):
             # Another backend's tensor: DLPack where it can, a host copy otherwise.
-            return self.tensor_builder(DeviceId.cpu()).from_dlpack_or_copy(tensor).native
+            native: torch.Tensor = self.tensor_builder(DeviceId.cpu()).from_dlpack_or_copy(tensor).native
+            return native
         raise InvalidInputError("expected a tensor", expected="inferox Tensor or torch.Tensor", actual=type(tensor).__name__)
 
     def to_device(self, tensor: Tensor, device: DeviceId | str) -> TorchTensor:

@@ -30,6 +30,7 @@ import torch
 from inferox.core.device import DeviceId
 from inferox.core.tensor import Tensor, TensorBuilder
 from inferox.torch._errors import torch_errors
+from torch.utils.dlpack import from_dlpack
 
 if TYPE_CHECKING:
     from inferox.torch.backend import TorchBackend
@@ -103,7 +104,7 @@ class TorchTensorBuilder(TensorBuilder):
 
     def _from_dlpack(self, obj: Any) -> torch.Tensor:
         with torch_errors(device=str(self.device)):
-            return self._place(torch.from_dlpack(obj))
+            return self._place(from_dlpack(obj))
 
     def _place(self, native: torch.Tensor) -> torch.Tensor:
         if self.device.is_cpu and native.device.type == "cpu":
