@@ -267,3 +267,46 @@ def test_backend_errors_are_wrapped(backend: JaxBackend, builder: JaxTensorBuild
     with pytest.raises(BackendError) as ei:
         t.data_ptr()
     assert ei.value.code == "BACKEND_ERROR"
+
+
+def test_several_xla_cpu_devices_are_one_inferox_cpu() -> None:
+    """XLA can split the host into N "devices" (a process-wide flag): Inferox still lists one cpu."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import jax, jax.numpy as jnp\n"
+        "from inferox.core import get_backend, DeviceId\n"
+        "b = get_backend('jax')\n"
+        "assert len(jax.devices('cpu')) == 2, jax.devices()\n"
+        "assert [d.id for d in b.devices()] == [DeviceId.cpu()], b.devices()\n"
+        "x = jax.device_put(jnp.ones(2), jax.devices('cpu')[1])\n"
+        "assert b.wrap(x).device == DeviceId.cpu()\n"
+        "print('OK')\n"
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "OK"
+
+
+def test_tensor_of_another_backend_moves_into_jax(backend: JaxBackend) -> None:
+    """A third-party backend's Tensor (the inferox-numpy reference plugin) goes through DLPack."""
+    from inferox.core.plugins import get_registry
+
+    if "numpy" not in get_registry().backend_names():
+        pytest.skip("the inferox-numpy reference plugin is not installed")
+    foreign = get_registry().get_backend("numpy").tensor_builder("cpu").from_list([[1, 2], [3, 4]], dtype="i32")
+    moved = backend.to_device(foreign, "cpu")
+    assert isinstance(moved, JaxTensor) and moved.dtype is DType.I32 and moved.numpy().tolist() == [[1, 2], [3, 4]]
+
+
+def test_as_native_of_a_dtype_inferox_lacks(backend: JaxBackend) -> None:
+    with pytest.raises(DTypeError) as ei:
+        backend.as_native(np.array([1 + 2j]), dtype="i32")
+    assert ei.value.code == "INVALID_DTYPE" and ei.value.actual == "complex128"
+
+
+def test_builder_knows_its_jax_device(backend: JaxBackend, builder: JaxTensorBuilder) -> None:
+    assert builder.jax_device == jax.devices("cpu")[0] and builder.device == DeviceId.cpu() and builder.backend is backend

@@ -37,6 +37,8 @@ SCRIPT = textwrap.dedent(
     assert b.as_native(np.array([0.1]), dtype=DType.F64).dtype == jnp.float64
     assert builder.randn((3,), seed=5, dtype="f64").numpy().tolist() == np.random.default_rng(5).standard_normal(3).tolist()
     assert builder.from_list([1.0]).astype("f64").dtype is DType.F64
+    as_f32 = builder.from_numpy(np.array([3, -(2**40)], np.int64)).astype("f32")
+    assert as_f32.dtype is DType.F32 and as_f32.numpy().tolist() == [3.0, float(-(2**40))]
     print("X64-OK")
     """
 )

@@ -75,7 +75,7 @@ def _host_memory() -> MemoryInfo | None:
     return MemoryInfo.from_total_free(total, free)
 
 
-def _device_memory(device: Any) -> MemoryInfo | None:
+def _device_memory(device: Any) -> MemoryInfo | None:  # pragma: gpu - only accelerators are asked
     """``memory_stats()`` of an accelerator as :class:`MemoryInfo` (``None`` where not reported)."""
     try:
         stats = device.memory_stats()
@@ -83,9 +83,9 @@ def _device_memory(device: Any) -> MemoryInfo | None:
         return None
     if not stats or "bytes_limit" not in stats:
         return None
-    total = int(stats["bytes_limit"])  # pragma: gpu
-    used = int(stats.get("bytes_in_use", 0))  # pragma: gpu
-    return MemoryInfo(total=total, free=max(total - used, 0), used=used)  # pragma: gpu
+    total = int(stats["bytes_limit"])
+    used = int(stats.get("bytes_in_use", 0))
+    return MemoryInfo(total=total, free=max(total - used, 0), used=used)
 
 
 class JaxBackend(Backend):
