@@ -139,11 +139,13 @@ class Engine:
         self._sessions: dict[str, Session] = {}
 
     # -- registry -----------------------------------------------------------------------------------
-    def register(self, name: str, model: Model | AnyModel, *, warmup: bool = True) -> ModelInfo:
+    def register(self, name: str, model: Model | AnyModel, *, warmup: bool = True, text_encoder: Any = None) -> ModelInfo:
         """Register ``model`` under ``name`` (hot-swapping an instance of the same backend).
 
         The model is warmed up (``Model.warmup`` and one forward pass on dummy inputs built from
-        its specs) before it takes traffic. Raises :class:`OutOfMemoryError` when the engine's
+        its specs) before it takes traffic. ``text_encoder`` (an object with ``encode(texts)``, see
+        ``inferox.core.text``) turns string requests into inputs; it defaults to the model's own
+        ``text_encoder`` attribute. Raises :class:`OutOfMemoryError` when the engine's
         ``memory_budget_bytes`` cannot hold it; the error's ``budget``, ``required`` and ``in_use``
         say by how much.
         """
@@ -162,6 +164,8 @@ class Engine:
             if entry is None:
                 entry = _Entry(name)
             instance = ModelInstance(name, any_model, self.config, entry.stats)
+            if text_encoder is not None:
+                instance.text_encoder = text_encoder
             instance.start()
             old = entry.instances.get(backend)
             # Copy-on-write: readers hold a snapshot dict and never see a half-updated one.
@@ -219,8 +223,9 @@ class Engine:
         any_model = model if isinstance(model, AnyModel) else AnyModel(model)
         if threads is not None and "threads" not in kwargs:
             self._set_threads(any_model, threads)
+        encoder = None if getattr(any_model.model, "text_encoder", None) is not None else self._package_text_encoder(pkg)
         try:
-            return self.register(name or target or any_model.name, any_model, warmup=warmup)
+            return self.register(name or target or any_model.name, any_model, warmup=warmup, text_encoder=encoder)
         except BaseException:
             with contextlib.suppress(Exception):
                 any_model.model.close()
@@ -228,11 +233,26 @@ class Engine:
 
     @staticmethod
     def _package_name(pkg: Any) -> str | None:
+        direct = getattr(pkg, "name", None)
+        if isinstance(direct, str) and direct:
+            return direct
         meta = getattr(pkg, "metadata", None)
         value = getattr(meta, "name", None) if meta is not None else None
         if value is None and isinstance(meta, Mapping):
             value = meta.get("name")
         return value if isinstance(value, str) and value else None
+
+    @staticmethod
+    def _package_text_encoder(pkg: Any) -> Any:
+        """A :class:`~inferox.core.text.TextEncoder` over the package's ``tokenizer.json``, if it has one."""
+        path = getattr(pkg, "tokenizer_path", None)
+        if path is None:
+            return None
+        from inferox.core.text import TextEncoder
+
+        config = getattr(pkg, "config", None)
+        limit = config.get("max_position_embeddings") if isinstance(config, Mapping) else None
+        return TextEncoder.from_file(path, max_length=getattr(pkg, "max_seq_length", None), limit=limit if isinstance(limit, int) else None)
 
     @staticmethod
     def _package_bytes(pkg: Any) -> int:
