@@ -335,6 +335,15 @@ def test_other_torch_errors_are_backend_errors() -> None:
     assert type(err.__cause__) is RuntimeError and "cannot be multiplied" in str(err.__cause__)
 
 
+def test_torch_out_of_memory_error_class_is_recognised() -> None:
+    # torch raises torch.OutOfMemoryError only on accelerators; the class itself is real here.
+    cause = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    with pytest.raises(OutOfMemoryError) as ei, torch_errors(device="cuda:0", model="big"):
+        raise cause
+    assert ei.value.code == "OUT_OF_MEMORY" and ei.value.model == "big" and ei.value.backend == "torch"
+    assert ei.value.__cause__ is cause and "cuda:0" in str(ei.value)
+
+
 def test_wrap_torch_error_passes_inferox_errors_through() -> None:
     original = InvalidInputError("x", name="a")
     assert wrap_torch_error(original) is original

@@ -267,3 +267,12 @@ def test_unsupported_torch_dtype_is_a_dtype_error(backend: TorchBackend) -> None
         _ = tensor.dtype
     assert ei.value.code == "INVALID_DTYPE"
     assert ei.value.actual == "torch.complex64"
+
+
+def test_dlpack_export_of_a_grad_tensor_detaches(backend: TorchBackend) -> None:
+    x = torch.arange(4.0).requires_grad_(True)
+    with pytest.raises(BufferError):
+        np.from_dlpack(x)  # torch itself refuses
+    exported = np.from_dlpack(backend.wrap(x))  # the Tensor face detaches first: same memory
+    assert exported.__array_interface__["data"][0] == x.data_ptr()
+    assert exported.tolist() == [0.0, 1.0, 2.0, 3.0]

@@ -82,6 +82,10 @@ class TorchTensor(Tensor):
         """Address of the first element (for checking that two tensors share memory)."""
         return int(self._native.data_ptr())
 
+    def __dlpack__(self, *args: Any, **kwargs: Any) -> Any:
+        # torch refuses to export a tensor that requires grad; inference never needs the graph.
+        return self._native.detach().__dlpack__(*args, **kwargs)
+
     def numpy(self) -> np.ndarray:
         """The same memory for CPU tensors; bf16 as ``ml_dtypes.bfloat16`` (see :meth:`TorchBackend.to_numpy`)."""
         return self._backend.to_numpy(self._native)
