@@ -61,7 +61,7 @@ _X64_DTYPES = frozenset({DType.U64, DType.I64, DType.F64})
 
 def x64_enabled() -> bool:
     """Whether JAX's process-wide 64-bit mode is on (read on every call: it can be switched)."""
-    return bool(jax.config.jax_enable_x64)
+    return bool(getattr(jax.config, "jax_enable_x64"))  # noqa: B009 - jax.config is untyped for mypy
 
 
 def _host_memory() -> MemoryInfo | None:
@@ -102,7 +102,7 @@ class JaxBackend(Backend):
     @property
     def version(self) -> str:
         """``"<jax version> (jaxlib <jaxlib version>)"``."""
-        return f"{jax.__version__} (jaxlib {jaxlib.__version__})"
+        return f"{jax.__version__} (jaxlib {getattr(jaxlib, '__version__', '?')})"
 
     @property
     def x64(self) -> bool:
@@ -171,10 +171,10 @@ class JaxBackend(Backend):
         """Block until every live array on ``device`` is computed (``block_until_ready``)."""
         jdev = self.jax_device(device)
         with backend_errors(self.name):
-            for arr in jax.live_arrays():
+            for arr in jax.live_arrays():  # type: ignore[no-untyped-call]
                 if jdev in arr.devices():
                     arr.block_until_ready()
-            jax.effects_barrier()
+            jax.effects_barrier()  # type: ignore[no-untyped-call]
 
     # -- dtypes -----------------------------------------------------------------------------------
     def supported_dtypes(self, device: DeviceId | str | None = None) -> frozenset[DType]:

@@ -49,6 +49,7 @@ from inferox.core.errors import (
 )
 from inferox.core.model import Model, ModelMetadata
 from inferox.core.spec import TensorSpec
+from inferox.jax.backend import x64_enabled
 
 if TYPE_CHECKING:
     from inferox.jax.backend import JaxBackend
@@ -105,7 +106,7 @@ def _check_param_dtype(dtype: DType | str | None) -> DType | None:
     if dtype is None:
         return None
     target = DType.parse(dtype)
-    allowed = PARAM_DTYPES + ((DType.F64,) if jax.config.jax_enable_x64 else ())
+    allowed = PARAM_DTYPES + ((DType.F64,) if x64_enabled() else ())
     if target not in allowed:
         raise DTypeError(f"a JAX model cannot be loaded in {target.value}", name="dtype", expected=", ".join(d.value for d in allowed), actual=target.value)
     return target
@@ -117,10 +118,10 @@ def _host_leaf(value: np.ndarray, dtype: DType | None) -> np.ndarray:
     if arr.dtype.kind == "f" or arr.dtype == DType.BF16.to_numpy():
         if dtype is not None:
             return arr.astype(dtype.to_numpy())
-        if arr.dtype == np.float64 and not jax.config.jax_enable_x64:
+        if arr.dtype == np.float64 and not x64_enabled():
             return arr.astype(np.float32)  # weights are stored f64 rarely; f32 is the documented default
         return arr
-    if arr.dtype.kind in "iu" and arr.dtype.itemsize == 8 and not jax.config.jax_enable_x64:
+    if arr.dtype.kind in "iu" and arr.dtype.itemsize == 8 and not x64_enabled():
         return narrow_checked(arr, DType.I32 if arr.dtype.kind == "i" else DType.U32)
     return arr
 
@@ -309,7 +310,7 @@ class JaxModel(Model):
             with self._compile_lock:
                 fn = self._compiled.get(key)
                 if fn is None:
-                    structs = {k: jax.ShapeDtypeStruct(tuple(v.shape), v.dtype) for k, v in inputs.items()}
+                    structs = {k: jax.ShapeDtypeStruct(tuple(v.shape), v.dtype) for k, v in inputs.items()}  # type: ignore[no-untyped-call]
                     fn = self._jitted.lower(self.params, structs).compile()
                     self._compiled[key] = fn
                     self.compile_count += 1
@@ -362,7 +363,7 @@ class JaxModel(Model):
                     )
                     # The dtype requests will really arrive in (i64 token ids are narrowed to i32 without x64).
                     dtype = self.backend.narrowed_dtype(spec.dtype, self.device)
-                    example[spec.name] = jax.ShapeDtypeStruct(shape, dtype.to_jax())  # type: ignore[assignment]
+                    example[spec.name] = jax.ShapeDtypeStruct(shape, dtype.to_jax())  # type: ignore[no-untyped-call,assignment]
                 yield example
 
     def warmup(self) -> None:
