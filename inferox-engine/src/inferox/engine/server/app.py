@@ -291,8 +291,7 @@ class InferoxServer:
         if self.repository is None:
             raise ModelNotFoundError(name, available=[])
         entry = self.repository.entry(name)
-        assert self._load_lock is not None
-        async with self._load_lock:
+        async with self._lock():
             old = self.models.get(name)
             if old is not None and old.state in (ModelState.READY, ModelState.UNLOADING):
                 await self._unload(old)
@@ -320,13 +319,16 @@ class InferoxServer:
         served = self.models.get(name)
         if served is None:
             raise ModelNotFoundError(name, available=sorted(self.models))
-        assert self._load_lock is not None
-        async with self._load_lock:
+        async with self._lock():
             await self._unload(served)
+
+    def _lock(self) -> asyncio.Lock:
+        if self._load_lock is None:
+            self._load_lock = asyncio.Lock()
+        return self._load_lock
 
     async def startup(self) -> None:
         """Load every configured model (failures are reported and leave the server not ready)."""
-        self._load_lock = asyncio.Lock()
         self._started = True
         jobs: list[Any] = []
         for name, model, settings, version in self._pending:
@@ -676,10 +678,16 @@ class InferoxServer:
     def _build_app(self) -> Starlette:
         @contextlib.asynccontextmanager
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
-            await self.startup()
+            # Models load in the background: the server is live (and answers /ready with 503)
+            # while packages load and warm up, as KServe and Triton do.
+            loading = asyncio.create_task(self.startup())
             try:
                 yield
             finally:
+                if not loading.done():
+                    loading.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await loading
                 await self.shutdown()
 
         async def http_error(request: Request, exc: Exception) -> Response:

@@ -1,0 +1,145 @@
+"""Readiness after warm-up, graceful shutdown with requests in flight, token protection of every
+endpoint, and the structured log format."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from inferox.engine.server import InferoxServer, ServerConfig, ServerThread, ServingSettings, configure_logging, create_app
+from inferox.engine.server._metrics import Metrics
+from inferox.engine.server._run import JsonLogFormatter
+
+from .conftest import AffineModel, wait_until
+
+BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+
+
+class SlowWarmup(AffineModel):
+    """Warm-up takes a while (as a JIT compile would): the server must not report ready before it ends."""
+
+    def __init__(self) -> None:
+        super().__init__("warm")
+        self.warmed = threading.Event()
+
+    def warmup(self) -> None:
+        time.sleep(1.0)
+        self.warmed.set()
+
+
+def test_ready_only_after_every_model_warmed_up() -> None:
+    model = SlowWarmup()
+    server = InferoxServer()
+    server.add_model("warm", model)
+    st = ServerThread(server).start(wait_ready=False)
+    try:
+        seen: list[tuple[bool, int]] = []
+        while True:
+            r = httpx.get(f"{st.url}/v2/health/ready")
+            seen.append((model.warmed.is_set(), r.status_code))
+            if r.status_code == 200:
+                break
+            assert r.json() == {"ready": False}
+            assert httpx.get(f"{st.url}/v2/health/live").json() == {"live": True}
+            time.sleep(0.05)
+        assert seen[0] == (False, 503)
+        # Every 200 came after the warm-up had finished.
+        assert all(warmed for warmed, status in seen if status == 200)
+        assert httpx.post(f"{st.url}/v2/models/warm/infer", json=BODY).status_code == 200
+    finally:
+        st.stop()
+
+
+def test_graceful_shutdown_finishes_in_flight_requests() -> None:
+    server = InferoxServer()
+    server.add_model("slow", AffineModel("slow", delay=0.5), settings=ServingSettings(max_batch_size=1, batch_delay_ms=0.0))
+    st = ServerThread(server).start()
+    results: list[int] = []
+
+    def call() -> None:
+        results.append(httpx.post(f"{st.url}/v2/models/slow/infer", json=BODY, timeout=60).status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    assert wait_until(lambda: server.models["slow"].in_flight >= 2)
+    st.stop()
+    for t in threads:
+        t.join(60)
+    assert results == [200, 200, 200]
+    assert server._shutting_down and not server.is_ready()
+    assert server.models["slow"].engine.closed
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{st.url}/v2/health/live", timeout=2)
+
+
+def test_protect_all_requires_the_token_everywhere() -> None:
+    app = create_app(models={"affine": AffineModel()}, config=ServerConfig(token="t0k", protect_all=True))
+    with ServerThread(app.state.server) as st:
+        auth = {"authorization": "Bearer t0k"}
+        for method, path in [
+            ("GET", "/v2/health/live"),
+            ("GET", "/v2/health/ready"),
+            ("GET", "/v2/models/affine"),
+            ("GET", "/v2/models/affine/ready"),
+            ("GET", "/metrics"),
+            ("POST", "/v2/repository/index"),
+        ]:
+            r = httpx.request(method, st.url + path)
+            assert (r.status_code, r.json()["code"]) == (401, "UNAUTHORIZED"), path
+            assert httpx.request(method, st.url + path, headers=auth).status_code == 200, path
+        r = httpx.post(f"{st.url}/v2/models/affine/infer", json=BODY)
+        assert r.status_code == 401
+        r = httpx.post(f"{st.url}/v2/models/affine/infer", json=BODY, headers=auth)
+        assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [3.0, 5.0, 7.0, 9.0]
+        # Without a repository there is nothing to load.
+        r = httpx.post(f"{st.url}/v2/repository/models/affine/load", headers=auth)
+        assert (r.status_code, r.json()["code"]) == (404, "MODEL_NOT_FOUND")
+        r = httpx.post(f"{st.url}/v2/repository/index", headers=auth, content=b"[1]")
+        assert r.status_code == 400
+
+
+def test_a_model_that_fails_to_load_leaves_the_server_not_ready(tmp_path: Any) -> None:
+    (tmp_path / "metadata.json").write_text("{}")
+    server = InferoxServer(packages={"bad": tmp_path})
+    server.add_model("good", AffineModel())
+    with ServerThread(server) as st:
+        assert httpx.get(f"{st.url}/v2/health/ready").status_code == 503
+        assert "bad" in server.failed and "bad" not in server.models
+        assert httpx.post(f"{st.url}/v2/models/good/infer", json=BODY).status_code == 200
+
+
+def test_json_log_lines() -> None:
+    stream = io.StringIO()
+    configure_logging("info", stream=stream)
+    logger = logging.getLogger("inferox.server")
+    try:
+        logger.info("hello %s", "there")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("failed")
+        logging.getLogger("inferox.server.access").info(json.dumps({"request_id": "r"}))
+    finally:
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines[0]["message"] == "hello there" and lines[0]["level"] == "info" and lines[0]["logger"] == "inferox.server"
+    assert "ValueError: boom" in lines[1]["exc"]
+    assert lines[2] == {"request_id": "r"}
+    assert isinstance(JsonLogFormatter().format(logging.LogRecord("x", 20, "", 0, "m", None, None)), str)
+
+
+def test_metrics_escape_labels() -> None:
+    metrics = Metrics()
+    metrics.record_failure('we"ird\\name\n', "CODE", duration=0.01)
+    text = metrics.render()
+    assert 'model="we\\"ird\\\\name\\n"' in text and "inferox_models_loaded 0" in text
