@@ -35,7 +35,7 @@ TEXT_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 def _import_tokenizers() -> Any:
     try:
         import tokenizers
-    except ImportError as exc:  # pragma: no cover - tokenizers is installed in every test environment
+    except ImportError as exc:
         raise BackendUnavailableError("text", reason="the 'tokenizers' package is not installed; install inferox-core[text]") from exc
     return tokenizers
 
