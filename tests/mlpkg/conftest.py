@@ -3,6 +3,7 @@ Hub-compatible server (olah, offline, on loopback) with a fault-injecting proxy 
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import sys
@@ -23,7 +24,7 @@ from hubserver import FaultProxy, MirrorRepos, OlahServer  # noqa: E402
 def mlp_tensors(sizes: list[int], seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         out[f"layers.{i}.weight"] = (rng.standard_normal((b, a)) / np.sqrt(a)).astype(np.float32)
         out[f"layers.{i}.bias"] = rng.standard_normal(b).astype(np.float32) * 0.1
     return out
@@ -80,10 +81,10 @@ def ref_plugin() -> Iterator[Any]:
 @pytest.fixture
 def only_ref_backend(ref_plugin: Any) -> Any:
     """The registry with *only* the reference backend (torch/jax entry points blocked)."""
-    from inferox.core.plugins import PluginRegistry
-
     import mlpkg_refplugin
+
     from inferox.core import plugins
+    from inferox.core.plugins import PluginRegistry
 
     reg = PluginRegistry()
     reg.register_plugin(mlpkg_refplugin, name="mlpkg-ref")

@@ -90,7 +90,7 @@ class OlahServer:
             f'mirrors-path = ["{self.repos.root}"]\n'
             "[accessibility]\noffline = true\n"
         )
-        self.log = open(workdir / "olah.out", "wb")  # noqa: SIM115 - closed in stop()
+        self.log = open(workdir / "olah.out", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from olah.server import cli; cli()", "-c", str(cfg), "--log-path", str(workdir / "logs")],
             cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT,

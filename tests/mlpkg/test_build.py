@@ -17,7 +17,6 @@ from inferox.core.errors import (
     PackageNotFoundError,
     UnsafePackageError,
 )
-from inferox.core.spec import TensorSpec
 from inferox.mlpkg import (
     FORMAT_VERSION,
     ArchitectureDef,
@@ -48,12 +47,12 @@ def test_mlp_package_contents(mlp_dir: Path, tmp_path: Path) -> None:
     info = json.loads((path / "model_info.json").read_text())
     assert info["architecture"] == "mlp" and info["model_type"] == "mlp" and info["family"] == "feedforward"
     assert info["backends"] == ["torch", "jax"]  # names are case-insensitive, stored lower-case
-    assert info["inputs"] == [{"name": "input", "dtype": "f32", "shape": [-1, 4]}]
+    assert [{k: v for k, v in d.items() if k != "description"} for d in info["inputs"]] == [{"name": "input", "dtype": "f32", "shape": [-1, 4]}]
     assert info["outputs"] == [{"name": "output", "dtype": "f32", "shape": [-1, 3]}]
     assert info["parameters"] == 4 * 8 + 8 + 8 * 3 + 3
     assert info["num_layers"] == 2 and info["hidden_size"] == 8
     pkg = load_package(path, verify=True)
-    assert pkg.input_specs == [TensorSpec("input", "f32", (None, 4))]
+    assert [(s.name, s.dtype.value, s.shape) for s in pkg.input_specs] == [("input", "f32", (None, 4))]
     assert pkg.version == "3" and pkg.backends == ["torch", "jax"] and pkg.preprocessing == {}
 
 
@@ -127,7 +126,8 @@ def test_unknown_model_type_names_file_and_field(tmp_path: Path) -> None:
         ({"model_type": "mlp", "layer_sizes": [4, -1]}, "layer_sizes"),
         ({"model_type": "mlp", "layer_sizes": [4, 2], "activation": "swish"}, "activation"),
         ({"model_type": "bert", "hidden_size": "big"}, "hidden_size"),
-        ({"model_type": "bert", "hidden_size": 8, "vocab_size": 0}, "vocab_size"),
+        ({"model_type": "bert", "hidden_size": 8, "num_attention_heads": 3}, "num_attention_heads"),
+        ({"model_type": "bert", "hidden_size": 8, "num_attention_heads": 2, "vocab_size": 0}, "vocab_size"),
     ],
 )
 def test_malformed_config_fields(tmp_path: Path, config: dict[str, object], field: str) -> None:

@@ -3,7 +3,9 @@ output :class:`~inferox.core.TensorSpec`\\ s a package of it declares, the facts
 ``model_info.json`` and the golden inputs a build stores.
 
 This is the one place to teach the package builder a new architecture: call
-:func:`register_architecture` with an :class:`ArchitectureDef`.
+:func:`register_architecture` with an :class:`ArchitectureDef`. The ``mlp`` and ``bert`` schemas
+themselves (config fields, specs) come from :mod:`inferox.core.architectures`, which the backends
+implement too, so a package and the model a backend builds from it always agree.
 """
 
 from __future__ import annotations
@@ -11,14 +13,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from inferox.core.dtype import DType
-from inferox.core.errors import ArchitectureNotFoundError, PackageFormatError
+from inferox.core.architectures import (
+    ACTIVATIONS,
+    BertConfig,
+    MLPConfig,
+    Preprocessing,
+    bert_input_specs,
+    bert_output_specs,
+    mlp_input_specs,
+    mlp_output_specs,
+)
+from inferox.core.errors import ArchitectureNotFoundError, ConfigError, PackageFormatError
 from inferox.core.spec import TensorSpec
-from inferox.mlpkg._format import CONFIG_FILE
+from inferox.mlpkg._format import CONFIG_FILE, PREPROCESSING_FILE
 
 __all__ = [
     "MLP_ACTIVATIONS",
@@ -103,85 +114,71 @@ def architecture_for_config(config: Mapping[str, Any], *, path: str = CONFIG_FIL
     return _defs[key]
 
 
-def _int_field(config: Mapping[str, Any], key: str, *, required: bool = True) -> int | None:
-    value = config.get(key)
-    if value is None and not required:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise PackageFormatError(f"{CONFIG_FILE}: {key} must be a positive integer, got {value!r}", path=CONFIG_FILE, field=key)
-    return value
+T = TypeVar("T")
 
 
-# -- mlp ------------------------------------------------------------------------------------------
-MLP_ACTIVATIONS = ("relu", "gelu", "tanh", "identity")
+def _parsed(parse: Callable[[Mapping[str, Any]], T], config: Mapping[str, Any]) -> T:
+    """Parse a config with core's schema; its ConfigError becomes a PackageFormatError naming config.json."""
+    try:
+        return parse(config)
+    except ConfigError as exc:
+        raise PackageFormatError(f"{CONFIG_FILE}: {exc.message}", path=CONFIG_FILE, field=exc.field) from exc
 
 
-def mlp_layer_sizes(config: Mapping[str, Any]) -> list[int]:
-    """Validated ``layer_sizes`` of an MLP config ([in, hidden..., out])."""
-    sizes = config.get("layer_sizes")
-    if not isinstance(sizes, list) or len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in sizes):
-        raise PackageFormatError(
-            f"{CONFIG_FILE}: layer_sizes must be a list of at least two positive integers, got {sizes!r}", path=CONFIG_FILE, field="layer_sizes"
-        )
-    activation = config.get("activation", "relu")
-    if activation not in MLP_ACTIVATIONS:
-        raise PackageFormatError(
-            f"{CONFIG_FILE}: activation must be one of {', '.join(MLP_ACTIVATIONS)}, got {activation!r}", path=CONFIG_FILE, field="activation"
-        )
-    return list(sizes)
+def _preprocessing(pre: Mapping[str, Any], limit: int) -> Preprocessing:
+    try:
+        return Preprocessing.from_options({"preprocessing": dict(pre)}, limit=limit)
+    except ConfigError as exc:
+        raise PackageFormatError(f"{PREPROCESSING_FILE}: {exc.message}", path=PREPROCESSING_FILE, field=exc.field) from exc
+
+
+# -- mlp (schema in inferox.core.architectures) --------------------------------------------------------
+MLP_ACTIVATIONS = ACTIVATIONS
 
 
 def _mlp_specs(config: Mapping[str, Any], _pre: Mapping[str, Any]) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    sizes = mlp_layer_sizes(config)
-    return [TensorSpec("input", DType.F32, (None, sizes[0]))], [TensorSpec("output", DType.F32, (None, sizes[-1]))]
+    cfg = _parsed(MLPConfig.from_dict, config)
+    return mlp_input_specs(cfg), mlp_output_specs(cfg)
 
 
 def _mlp_describe(config: Mapping[str, Any]) -> dict[str, Any]:
-    sizes = mlp_layer_sizes(config)
-    return {"num_layers": len(sizes) - 1, "hidden_size": max(sizes[1:-1], default=sizes[-1]), "activation": config.get("activation", "relu")}
+    cfg = _parsed(MLPConfig.from_dict, config)
+    sizes = cfg.layer_sizes
+    return {"num_layers": cfg.num_layers, "hidden_size": max(sizes[1:-1], default=sizes[-1]), "activation": cfg.activation}
 
 
 def _mlp_golden(config: Mapping[str, Any], _pre: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    sizes = mlp_layer_sizes(config)
-    return {"input": rng.standard_normal((3, sizes[0])).astype(np.float32)}
+    cfg = _parsed(MLPConfig.from_dict, config)
+    return {"input": rng.standard_normal((3, cfg.layer_sizes[0])).astype(np.float32)}
 
 
-# -- bert -----------------------------------------------------------------------------------------
+# -- bert ----------------------------------------------------------------------------------------------
 def _bert_specs(config: Mapping[str, Any], pre: Mapping[str, Any]) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    hidden = _int_field(config, "hidden_size")
-    inputs = [
-        TensorSpec("input_ids", DType.I64, (None, None), pad_value=int(config.get("pad_token_id", 0) or 0)),
-        TensorSpec("attention_mask", DType.I64, (None, None), pad_value=0),
-        TensorSpec("token_type_ids", DType.I64, (None, None), pad_value=0, optional=True),
-        TensorSpec("position_ids", DType.I64, (None, None), pad_value=0, optional=True),
-    ]
-    outputs = [
-        TensorSpec("last_hidden_state", DType.F32, (None, None, hidden)),
-        TensorSpec("pooler_output", DType.F32, (None, hidden)),
-    ]
-    if pre.get("pooling"):
-        outputs.append(TensorSpec("sentence_embedding", DType.F32, (None, hidden)))
-    return inputs, outputs
+    cfg = _parsed(BertConfig.from_dict, config)
+    return bert_input_specs(cfg), bert_output_specs(cfg, _preprocessing(pre, cfg.max_position_embeddings))
 
 
 def _bert_describe(config: Mapping[str, Any]) -> dict[str, Any]:
+    cfg = _parsed(BertConfig.from_dict, config)
     return {
-        "hidden_size": _int_field(config, "hidden_size"),
-        "num_layers": _int_field(config, "num_hidden_layers", required=False),
-        "num_attention_heads": _int_field(config, "num_attention_heads", required=False),
-        "vocab_size": _int_field(config, "vocab_size", required=False),
-        "max_position_embeddings": _int_field(config, "max_position_embeddings", required=False),
+        "hidden_size": cfg.hidden_size,
+        "num_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "vocab_size": cfg.vocab_size,
+        "max_position_embeddings": cfg.max_position_embeddings,
     }
 
 
 def _bert_golden(config: Mapping[str, Any], _pre: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    vocab = int(config.get("vocab_size") or 1000)
+    cfg = _parsed(BertConfig.from_dict, config)
+    vocab = cfg.vocab_size
     batch, seq = 2, 8
     ids = rng.integers(1000 if vocab > 2000 else 1, vocab, size=(batch, seq), dtype=np.int64)
     ids[:, 0] = 101 if vocab > 102 else 1  # [CLS] where the vocabulary is BERT's
     mask = np.ones((batch, seq), dtype=np.int64)
     mask[1, 5:] = 0  # a padded second row exercises the mask
-    ids[1, 5:] = int(config.get("pad_token_id", 0) or 0)
+    ids[1, 5:] = cfg.pad_token_id
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros((batch, seq), dtype=np.int64)}
 
 

@@ -195,7 +195,13 @@ def normalize_preprocessing(files: Mapping[str, Path]) -> dict[str, Any]:
 
 # -- golden cases -------------------------------------------------------------------------------------------
 def _golden_outputs(
-    arch: ArchitectureDef, config: Mapping[str, Any], weights: Path, inputs: Mapping[str, np.ndarray], meta: ModelMetadata, backends: Sequence[str]
+    arch: ArchitectureDef,
+    config: Mapping[str, Any],
+    weights: Path,
+    inputs: Mapping[str, np.ndarray],
+    meta: ModelMetadata,
+    backends: Sequence[str],
+    options: Mapping[str, Any],
 ) -> tuple[dict[str, np.ndarray], str] | None:
     """Outputs of the golden inputs on the first installed backend that registers the architecture."""
     from inferox.core.model import AnyModel
@@ -208,7 +214,7 @@ def _golden_outputs(
         try:
             be = reg.get_backend(name)
             factory = reg.architecture_factory(name, arch.name)
-            model = instantiate(factory, backend=be, config=config, weights=weights, metadata=meta, device=None, dtype=None, origin=f"{name}:{arch.name}")
+            model = instantiate(factory, backend=be, config=config, weights=weights, metadata=meta, device=None, dtype=None, origin=f"{name}:{arch.name}", **options)
             out = AnyModel(model).forward_any(dict(inputs))
             model.close()
             return {k: np.ascontiguousarray(v) for k, v in out.items()}, name
@@ -279,7 +285,8 @@ def _assemble(
             (tmp / "golden").mkdir(exist_ok=True)
             save_file(g_in, str(tmp / GOLDEN_INPUTS))
             golden_info = {"inputs": GOLDEN_INPUTS, "outputs": None, "backend": None, "atol": GOLDEN_ATOL, "rtol": GOLDEN_RTOL}
-            result = _golden_outputs(arch, config, dst, g_in, meta_obj, backend_list)
+            opts = {"preprocessing": {k: pre[k] for k in ("pooling", "normalize", "max_seq_length") if k in pre}} if pre else {}
+            result = _golden_outputs(arch, config, dst, g_in, meta_obj, backend_list, opts)
             if result is not None:
                 g_out, used = result
                 save_file(g_out, str(tmp / GOLDEN_OUTPUTS))

@@ -120,6 +120,16 @@ def _choose_backend(pkg: Package, backend: str | None) -> str:
     raise ArchitectureNotFoundError(pkg.architecture, available=[])
 
 
+def package_options(pkg: Package) -> dict[str, Any]:
+    """Factory options a package implies: its pre-processing settings and its tokenizer."""
+    opts: dict[str, Any] = {}
+    if pkg.preprocessing:
+        opts["preprocessing"] = {k: pkg.preprocessing[k] for k in ("pooling", "normalize", "max_seq_length") if k in pkg.preprocessing}
+    if pkg.tokenizer_path is not None:
+        opts["tokenizer_path"] = str(pkg.tokenizer_path)
+    return opts
+
+
 def load_model(
     package: Package | str | Path,
     *,
@@ -136,7 +146,9 @@ def load_model(
     ``backend=None`` picks the package's preferred backend that is installed and registers its
     architecture, else any that does. The backend's factory for the architecture receives the
     config, the weights path (or, for pickle weights with ``allow_pickle=True``, the tensors), the
-    metadata, ``device`` and ``dtype``; extra ``options`` are passed through. A package's own
+    metadata, ``device`` and ``dtype``, plus the options ``preprocessing`` (pooling, normalize,
+    max_seq_length) and ``tokenizer_path`` when the package has them; extra ``options`` are passed
+    through and win. A package's own
     ``backends/<name>/model.py`` (``create_model``) is used instead only with ``trust_code=True``.
     """
     pkg = as_package(package, verify=verify)
@@ -155,7 +167,9 @@ def load_model(
     if factory is None:
         factory = reg.architecture_factory(name, pkg.architecture)
         origin = f"{name}:{pkg.architecture}"
-    model = instantiate(factory, backend=be, config=pkg.config, weights=weights, metadata=pkg.model_metadata(), device=dev, dtype=dt, origin=origin, **options)
+    opts = package_options(pkg)
+    opts.update(options)
+    model = instantiate(factory, backend=be, config=pkg.config, weights=weights, metadata=pkg.model_metadata(), device=dev, dtype=dt, origin=origin, **opts)
     return AnyModel(model)
 
 
