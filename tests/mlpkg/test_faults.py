@@ -1,0 +1,133 @@
+"""Atomic assembly under faults: a process killed mid-build, a full disk, debris from crashes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import HERE, write_mlp_folder
+
+from inferox.core.errors import InferoxIOError, PackageFormatError
+from inferox.mlpkg import PackageCache, build_package, clean_debris, load_package
+
+_KILL_ME = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {here!r})
+    import mlpkg_refplugin
+    from inferox.core.plugins import get_registry
+    get_registry().register_plugin(mlpkg_refplugin, name="mlpkg-ref")
+    from inferox.mlpkg import build_package
+    build_package({src!r}, output_dir={out!r}, name="victim", backends=["mlpkgref"])
+    """
+)
+
+
+def test_process_killed_mid_build_leaves_no_half_package(tmp_path: Path, no_backends: Any) -> None:
+    src = write_mlp_folder(tmp_path / "src")
+    out = tmp_path / "out"
+    marker = tmp_path / "marker"
+    env = {**os.environ, "MLPKG_TEST_STALL_MARKER": str(marker)}
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_ME.format(here=str(HERE), src=str(src), out=str(out))], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not marker.exists():  # the factory is running: the package is half assembled
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    debris = [p for p in out.iterdir() if p.name.startswith(".inferox-tmp-")]
+    assert len(debris) == 1 and (debris[0] / "model.safetensors").exists()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert not (out / "victim").exists()  # no half package under the real name
+    assert debris[0].exists()  # the debris of the kill is still there ...
+    path = build_package(src, output_dir=out, name="victim")
+    assert load_package(path, verify=True).name == "victim"
+    assert sorted(p.name for p in out.iterdir()) == ["victim"]  # ... and the next build cleaned it
+
+
+def test_clean_debris_spares_live_builders(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        live = tmp_path / f".inferox-tmp-{sleeper.pid}-aa-x"
+        dead = tmp_path / ".inferox-tmp-999999999-bb-y"
+        odd = tmp_path / ".inferox-tmp-nopid"
+        mine = tmp_path / f".inferox-tmp-{os.getpid()}-cc-z"
+        for d in (live, dead, mine):
+            d.mkdir()
+        odd.write_text("stray file")
+        (tmp_path / "keep").mkdir()
+        removed = clean_debris(tmp_path)
+        assert sorted(p.name for p in removed) == sorted([dead.name, odd.name, mine.name])
+        assert live.exists() and (tmp_path / "keep").exists()
+        assert clean_debris(tmp_path / "missing") == []
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_failed_rebuild_keeps_the_old_package(tmp_path: Path, no_backends: Any) -> None:
+    src = write_mlp_folder(tmp_path / "src")
+    path = build_package(src, output_dir=tmp_path / "out")
+    good = (path / "model.safetensors").read_bytes()
+    (src / "model.safetensors").write_bytes(good[:-50])
+    with pytest.raises(PackageFormatError):
+        build_package(src, output_dir=tmp_path / "out")
+    assert load_package(path, verify=True) and (path / "model.safetensors").read_bytes() == good
+
+
+def test_error_inside_assembly_removes_the_temporary_folder(tmp_path: Path, no_backends: Any) -> None:
+    from inferox.core.errors import PackageNotFoundError
+
+    src = write_mlp_folder(tmp_path / "src")
+    (src / "vocab.txt").symlink_to(tmp_path / "gone")  # fails while copying, mid-assembly
+    with pytest.raises(PackageNotFoundError) as ei:
+        build_package(src, output_dir=tmp_path / "out")
+    assert ei.value.path == str(src / "vocab.txt")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A 384 KiB tmpfs mounted for the test (needs root and mount permission)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=384k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_during_assembly(small_disk: Path, tmp_path: Path, no_backends: Any) -> None:
+    big = write_mlp_folder(tmp_path / "big", [128, 640, 64])  # ~500 KB of weights: does not fit
+    assert (big / "model.safetensors").stat().st_size > 384 * 1024
+    with pytest.raises(InferoxIOError) as ei:
+        build_package(big, output_dir=small_disk)
+    assert ei.value.code == "IO_ERROR" and ei.value.errno == errno.ENOSPC and ei.value.path
+    assert "no space left" in str(ei.value)
+    assert list(small_disk.iterdir()) == []  # neither a half package nor debris
+    small = write_mlp_folder(tmp_path / "small")
+    path = build_package(small, output_dir=small_disk)  # the disk is usable again at once
+    assert load_package(path, verify=True).name == "small"
+
+
+def test_full_disk_leaves_the_cache_usable(small_disk: Path, tmp_path: Path, no_backends: Any) -> None:
+    cache = PackageCache(small_disk / "cache")
+    big = write_mlp_folder(tmp_path / "big", [128, 640, 64])
+    with pytest.raises(InferoxIOError) as ei:
+        build_package(big, cache=cache)
+    assert ei.value.errno == errno.ENOSPC
+    assert cache.entries() == []
+    path = build_package(write_mlp_folder(tmp_path / "small"), cache=cache)
+    assert [e.key for e in cache.entries()] == ["folder/small"] and load_package(path, verify=True)
