@@ -35,10 +35,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import jax
 import jaxlib
 import numpy as np
 
-import jax
 from inferox.core.backend import Backend, narrow_checked
 from inferox.core.device import Device, DeviceId, MemoryInfo
 from inferox.core.dtype import DType
@@ -142,6 +142,21 @@ class JaxBackend(Backend):
                     )
                 )
         return out
+
+    def is_device_available(self, device: DeviceId | str) -> bool:
+        """Whether JAX has this device (answered from the cached device lists: this is on the hot path)."""
+        dev = DeviceId.parse(device)
+        if dev.kind not in self.device_kinds:
+            return False
+        count = len(self._jax_devices(dev.kind))
+        return dev.index < (min(count, 1) if dev.is_cpu else count)
+
+    def default_device(self) -> DeviceId:
+        """The first CUDA GPU, else the first TPU, else the CPU (the order :meth:`devices` lists)."""
+        for kind in ("cuda", "tpu"):
+            if self._jax_devices(kind):
+                return DeviceId(kind, 0)  # pragma: gpu
+        return DeviceId.cpu()
 
     def jax_device(self, device: DeviceId | str | None = None) -> Any:
         """The ``jax.Device`` for an Inferox device (``None`` → the default device)."""

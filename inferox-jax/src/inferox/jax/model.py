@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+
 from inferox.core.backend import narrow_checked
 from inferox.core.device import DeviceId
 from inferox.core.dtype import DType

@@ -36,10 +36,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+
 from inferox.core.device import DeviceId
 from inferox.core.dtype import DType
 from inferox.core.errors import DTypeError, backend_errors
