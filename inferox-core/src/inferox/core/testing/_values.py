@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_dtypes
 import numpy as np
 
@@ -18,13 +20,14 @@ def sample_array(dtype: DType, shape: tuple[int, int] = (2, 3)) -> np.ndarray:
     """
     count = shape[0] * shape[1]
     np_dtype = dtype.to_numpy()
+    values: list[Any]
     if dtype is DType.BOOL:
-        values: list[object] = [bool(i % 2) for i in range(count)]
+        values = [bool(i % 2) for i in range(count)]
     elif dtype.is_int:
         info = np.iinfo(np_dtype)
         values = [int(info.min), int(info.max), 0, 1, int(info.max) // 3, 7][:count]
     else:
-        info_max = float(ml_dtypes.finfo(np_dtype).max)
+        info_max = float(ml_dtypes.finfo(np_dtype).max)  # type: ignore[no-untyped-call]
         values = [-1.5, 0.0, 2.25, info_max, -info_max, 0.125][:count]
     values += [0] * (count - len(values))
     return np.array(values, dtype=np_dtype).reshape(shape)
