@@ -369,3 +369,37 @@ def test_serve_in_a_real_subprocess(mlp_pkg: Path) -> None:
     assert proc.returncode == 0, err
     access = [json.loads(line) for line in err.splitlines() if line.startswith("{") and '"request_id"' in line]
     assert any(rec["request_id"] == "from-subprocess" and rec["status"] == 200 for rec in access), err
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        ("InvalidInputError('x')", 3),
+        ("DTypeError('x')", 3),
+        ("ConfigError('x')", 3),
+        ("ModelNotFoundError('m')", 4),
+        ("PackageNotFoundError('x')", 4),
+        ("ArchitectureNotFoundError('bert')", 4),
+        ("RepositoryNotFoundError('x')", 4),
+        ("PackageFormatError('x')", 5),
+        ("PackageIntegrityError('x')", 5),
+        ("UnsafePackageError('x')", 6),
+        ("BackendError('x')", 7),
+        ("BackendUnavailableError('b', reason='r')", 7),
+        ("DeviceUnavailableError('x')", 7),
+        ("OutOfMemoryError('x')", 7),
+        ("DownloadError('x')", 8),
+        ("HubAuthError('x')", 8),
+        ("PluginError('x')", 9),
+        ("InferoxIOError('x')", 10),
+        ("InferoxTimeoutError('x')", 11),
+        ("QueueFullError('m', max_queue_size=1)", 11),
+        ("ServiceUnavailableError('x')", 11),
+        ("TypeMismatchError('x')", 1),
+    ],
+)
+def test_exit_codes_by_error_family(error: str, code: int) -> None:
+    from inferox.core import errors
+
+    exc = eval(error, vars(errors))  # a fixed table of constructor calls
+    assert exit_code_for(exc) == code

@@ -512,7 +512,6 @@ class Engine:
 
     def _prepare(self, inst: ModelInstance, inputs: Any, *, index: int | None = None, item: bool = False) -> tuple[dict[str, Any], bool]:
         """Validate one request (or ``infer_batch`` item) for ``inst``: text → ids, then the specs."""
-        model = inst.live_model()
         texts = _text_inputs(inputs, inst.input_specs)
         if texts is not None:
             encoder = inst.text_encoder
@@ -525,7 +524,7 @@ class Engine:
         squeeze = False
         if item:
             inputs, squeeze = self._unsqueeze(inst, inputs)
-        return model.prepare(inputs, index=index), squeeze
+        return inst.prepare(inputs, index=index), squeeze
 
     @staticmethod
     def _unsqueeze(inst: ModelInstance, item: Any) -> tuple[Any, bool]:

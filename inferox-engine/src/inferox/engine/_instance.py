@@ -29,9 +29,10 @@ from inferox.core.errors import (
     InvalidInputError,
     QueueFullError,
     ServiceUnavailableError,
+    backend_errors,
     wrap_backend_error,
 )
-from inferox.core.model import AnyModel
+from inferox.core.model import AnyModel, prepare_inputs
 from inferox.engine._batching import Request, UnsplittableError, group_requests, merge_inputs, request_key, split_outputs
 from inferox.engine._config import EngineConfig
 from inferox.engine._stats import StatsCollector
@@ -55,7 +56,8 @@ class ModelInstance:
         self.config = config
         self.stats = stats
         self.memory_bytes = int(model.memory_requirements() or 0)
-        self.input_specs = {s.name: s for s in model.input_specs}
+        self._input_spec_list = list(model.input_specs)
+        self.input_specs = {s.name: s for s in self._input_spec_list}
         self.output_specs = {s.name: s for s in model.output_specs}
         self.batchable = bool(self.input_specs) and all(s.is_batched for s in self.input_specs.values()) and all(
             s.is_batched for s in self.output_specs.values()
@@ -139,6 +141,20 @@ class ModelInstance:
     ) -> Request:
         key, rows, lengths = request_key(self.input_specs, prepared, self.batchable)
         return Request(prepared, rows=rows, key=key, lengths=lengths, deadline=deadline, timeout=timeout, return_native=return_native, squeeze=squeeze)
+
+    def prepare(self, inputs: Any, *, index: int | None = None) -> dict[str, Any]:
+        """``AnyModel.prepare`` with the specs read once at registration (a model may rebuild its
+        spec objects on every access; the engine's hot path should not pay for that)."""
+        model = self.live_model()
+        prepared = prepare_inputs(self._input_spec_list, inputs, model_name=self.name, index=index)
+        model.model.check_inputs(prepared)
+        return prepared
+
+    def to_native(self, model: AnyModel, inputs: dict[str, Any]) -> dict[str, Any]:
+        """``AnyModel.to_native`` with the cached specs."""
+        backend, device, specs = model.backend, model.device, self.input_specs
+        with backend_errors(self.backend_name, model=self.name):
+            return {k: backend.as_native(v, dtype=specs[k].dtype, device=device) for k, v in inputs.items()}
 
     def live_model(self) -> AnyModel:
         model = self.model
@@ -258,7 +274,7 @@ class ModelInstance:
         rows = sum(r.rows for r in group)
         with contextlib.nullcontext() if locked else self._forward_lock:
             t1 = time.perf_counter()
-            natives = model.to_native(inputs)
+            natives = self.to_native(model, inputs)
             t2 = time.perf_counter()
             outputs = model.forward_native(natives)
             if profiling:

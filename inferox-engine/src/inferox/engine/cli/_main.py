@@ -465,7 +465,7 @@ def run(
         return
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix.lower() == ".npz":
-        np.savez(output, **outputs)
+        np.savez(output, **outputs)  # type: ignore[arg-type]
     else:
         output.write_text(json.dumps({k: {"dtype": str(v.dtype), "shape": list(v.shape), "data": v.tolist()} for k, v in outputs.items()}), encoding="utf-8")
     click.echo(str(output))
@@ -629,7 +629,7 @@ def bench(package: Path, backends_: tuple[str, ...], device: str | None, batch_s
     names = list(backends_) or [b for b in registry.backends_for(arch) if registry.backend_info(b).available]
     if not names:
         raise ConfigError(f"no installed backend implements architecture {arch!r}", field="backend")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in names:
         model = load_model(pkg.path, backend=name, device=device)
         inputs = synthetic_inputs(model.input_specs, batch_size=batch_size, seq_len=seq_len)

@@ -101,7 +101,7 @@ def v2_datatype(dtype: np.dtype[Any]) -> str:
     return DType.from_numpy(dtype).v2_name
 
 
-def _numpy_dtype(datatype: str, name: str) -> np.dtype[Any] | None:
+def _numpy_dtype(datatype: Any, name: str) -> np.dtype[Any] | None:
     """The numpy dtype of a V2 datatype (``None`` for BYTES); :class:`DTypeError` naming the input otherwise."""
     if not isinstance(datatype, str):
         raise DTypeError("datatype must be a string", name=name, expected="a V2 datatype such as FP32", actual=datatype)
@@ -267,8 +267,9 @@ def parse_infer_request(body: bytes, header_length: str | int | None = None) -> 
         if name in seen:
             raise InvalidInputError("input given twice", name=name)
         seen.add(name)
-        datatype = item.get("datatype")
-        np_dtype = _numpy_dtype(datatype, name)
+        raw_datatype = item.get("datatype")
+        np_dtype = _numpy_dtype(raw_datatype, name)
+        datatype = str(raw_datatype).upper()
         shape = _check_shape(item.get("shape"), name)
         iparams = _as_dict(item.get("parameters"), f"{name}.parameters")
         if "shared_memory_region" in iparams:
@@ -285,7 +286,7 @@ def parse_infer_request(body: bytes, header_length: str | int | None = None) -> 
             if "data" not in item:
                 raise InvalidInputError("input has neither data nor binary_data_size", name=name)
             data = _decode_json_data(item["data"], datatype, np_dtype, shape, name)
-        inputs.append(InputTensor(name=name, datatype=datatype.upper(), shape=shape, data=data, parameters=iparams))
+        inputs.append(InputTensor(name=name, datatype=datatype, shape=shape, data=data, parameters=iparams))
     if offset != len(binary):
         raise InvalidInputError("binary data left over after the last input", name="body", expected=offset, actual=len(binary))
     outputs: list[RequestedOutput] | None = None
