@@ -130,6 +130,7 @@ class Faults:
     drop: dict[str, tuple[int, int]] = field(default_factory=dict)  # path part -> (bytes sent before closing, times)
     delay: dict[str, float] = field(default_factory=dict)  # path part -> seconds to wait, then answer normally
     honour_range: bool = True
+    fail: dict[str, tuple[int, int]] = field(default_factory=dict)  # path part -> (HTTP status, times)
 
 
 @dataclass
@@ -223,6 +224,16 @@ class FaultProxy:
                 self._record(method, h, 0)
                 self.release.wait(f.stall[part])
                 h.close_connection = True
+                return
+        part = self._match(f.fail, path)
+        if part is not None:
+            with self.lock:
+                status, times = f.fail[part]
+                if times > 0:
+                    f.fail[part] = (status, times - 1)
+            if times > 0:
+                self._record(method, h, status)
+                self._send(h, status, {}, b'{"error":"injected failure"}', method)
                 return
         part = self._match(f.delay, path)
         if part is not None:

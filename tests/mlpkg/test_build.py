@@ -291,3 +291,21 @@ def test_architecture_registry_is_extensible(tmp_path: Path) -> None:
     src = write_mlp_folder(tmp_path / "src", extra={"model_type": "tiny-conv"})
     pkg = load_package(build_package(src, output_dir=tmp_path / "out", golden=False))
     assert pkg.architecture == "tinyconv" and pkg.family == "conv" and pkg.model_type == "tiny-conv"
+
+
+def test_symlinked_sources_become_regular_readable_files(tmp_path: Path, no_backends: object) -> None:
+    import os
+    import stat
+
+    real = write_mlp_folder(tmp_path / "blobs")
+    src = tmp_path / "snapshot"  # laid out like a huggingface_hub snapshot: links to blobs
+    src.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (src / name).symlink_to(real / name)
+    pkg = load_package(build_package(src, output_dir=tmp_path / "out"), verify=True)
+    for f in pkg.files:
+        p = pkg.path / f["path"]
+        mode = p.lstat().st_mode
+        assert stat.S_ISREG(mode) and not p.is_symlink()
+        assert mode & stat.S_IRUSR and mode & stat.S_IRGRP and not mode & stat.S_IXUSR and os.access(p, os.R_OK)
+    assert (pkg.path / "model.safetensors").read_bytes() == (real / "model.safetensors").read_bytes()

@@ -255,3 +255,40 @@ def test_two_processes_building_the_same_package_build_once(hub: Hub, tmp_path: 
     pkg = load_package(paths.pop(), verify=True)
     assert pkg.revision == sha
     assert np.asarray(pkg.config["layer_sizes"]).tolist() == [64, 128, 8]
+
+
+def test_transient_server_errors_are_retried(hub: Hub, tmp_path: Path) -> None:
+    repo_id, sha = hub.new_repo(mlp_files())
+    hub.proxy.faults.fail["/api/models/"] = (503, 2)
+    hub.proxy.faults.fail["config.json"] = (502, 1)
+    pkg = load_package(build(hub, repo_id, tmp_path / "out"), verify=True)
+    assert pkg.revision == sha
+    assert [e.status for e in hub.proxy.requests(path_part="/api/models/")][:3] == [503, 503, 200]
+
+
+def test_connection_refused_is_a_download_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hubserver import free_port
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(DownloadError) as ei:
+        build_package("hf://org/x", output_dir=tmp_path, endpoint=endpoint, policy=FAST, download_dir=tmp_path / "dl")
+    assert type(ei.value) is DownloadError and ei.value.repo_id == "org/x" and "gave up after 3 attempts" in str(ei.value)
+
+
+def test_backoff_is_exponential_with_full_jitter() -> None:
+    import random
+
+    policy = DownloadPolicy(backoff_base=0.5, backoff_max=3.0)
+    rng = random.Random(7)
+    for attempt, cap in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (9, 3.0)]:
+        delays = [policy.delay(attempt, rng) for _ in range(200)]
+        assert all(0 <= d <= cap for d in delays) and max(delays) > 0.8 * cap  # spread over [0, cap]
+
+
+def test_invalid_repo_ids() -> None:
+    for bad in ("a/b/c", "org/", " /x"):
+        with pytest.raises(DownloadError) as ei:
+            HubSource(bad)
+        assert ei.value.repo_id == bad

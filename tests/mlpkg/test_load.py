@@ -373,3 +373,24 @@ def test_minilm_package_on_every_real_backend(minilm_dir: Path, tmp_path: Path) 
     assert model.backend_name == "torch"
     out = model.forward_any(load_package(path).golden_inputs())
     np.testing.assert_allclose(np.linalg.norm(out["sentence_embedding"], axis=1), 1.0, rtol=1e-5)
+
+
+def test_device_is_checked_by_the_backend(pkg_path: Path) -> None:
+    from inferox.core.errors import DeviceError
+
+    model = load_model(pkg_path, device="cpu")
+    assert str(model.device) == "cpu"
+    with pytest.raises(DeviceError) as ei:
+        load_model(pkg_path, device="cuda:0")  # the reference backend has no cuda devices
+    assert ei.value.device == "cuda:0" and ei.value.backend == "mlpkgref"
+
+
+def test_load_model_from_a_cache_lease(pkg_path: Path, tmp_path: Path) -> None:
+    from inferox.mlpkg import PackageCache
+
+    cache = PackageCache(tmp_path / "c")
+    cache.get_or_build("k", lambda target: build_package(pkg_path, output_dir=target.parent, name=target.name))
+    with cache.open("k") as pkg:
+        assert cache.is_open("k")
+        assert load_model(pkg).forward_any({"input": np.zeros((1, 4), np.float32)})["output"].shape == (1, 3)
+    assert not cache.is_open("k")

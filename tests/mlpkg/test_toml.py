@@ -30,9 +30,8 @@ def test_parse_full_file(tmp_path: Path) -> None:
 
 def test_relative_folder_source_resolves_against_the_file(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
-    p = write_toml(tmp_path / "sub", 'source = "../weights"\n')
+    p = write_toml(tmp_path / "sub", 'source = "../weights"\nbackends = ["torch"]\n')
     assert parse_model_toml(p).source == str((tmp_path / "weights").resolve())
-    assert parse_model_toml(p).backends is None
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
@@ -47,16 +46,17 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ('name = "x"\n', "source"),
-        ('source = ""\n', "source"),
+        ('name = "x"\nbackends = ["torch"]\n', "source"),
+        ('source = ""\nbackends = ["torch"]\n', "source"),
+        ('source = "a"\n', "backends"),
         ('source = "a"\nbackends = ["tensorflow"]\n', "backends"),
         ('source = "a"\nbackends = []\n', "backends"),
         ('source = "a"\nbackends = [1]\n', "backends"),
-        ('source = "a"\nrevision = 3\n', "revision"),
-        ('source = "a"\nallow_patterns = [1]\n', "allow_patterns"),
-        ('source = "a"\nversion = [1]\n', "version"),
-        ('source = "a"\ndescription = 1\n', "description"),
-        ('source = "a"\nweights = "x"\n', "weights"),
+        ('source = "a"\nbackends = ["jax"]\nrevision = 3\n', "revision"),
+        ('source = "a"\nbackends = ["jax"]\nallow_patterns = [1]\n', "allow_patterns"),
+        ('source = "a"\nbackends = ["jax"]\nversion = [1]\n', "version"),
+        ('source = "a"\nbackends = ["jax"]\ndescription = 1\n', "description"),
+        ('source = "a"\nbackends = ["jax"]\nweights = "x"\n', "weights"),
     ],
 )
 def test_malformed_fields_name_file_and_field(tmp_path: Path, body: str, field: str) -> None:
@@ -88,6 +88,6 @@ def test_build_from_toml_folder_source(tmp_path: Path, no_backends: object) -> N
 
 def test_build_from_toml_hub_source(hub: Hub, tmp_path: Path) -> None:
     repo_id, sha = hub.new_repo(mlp_files())
-    p = write_toml(tmp_path, f'name = "hubbed"\nsource = "hf://{repo_id}"\nrevision = "main"\nendpoint = "{hub.endpoint}"\n')
+    p = write_toml(tmp_path, f'name = "hubbed"\nsource = "hf://{repo_id}"\nrevision = "main"\nbackends = ["jax"]\nendpoint = "{hub.endpoint}"\n')
     pkg = load_package(build_package(p, output_dir=tmp_path / "out", download_dir=tmp_path / "dl"))
     assert pkg.name == "hubbed" and pkg.revision == sha and pkg.source_repo_id == repo_id

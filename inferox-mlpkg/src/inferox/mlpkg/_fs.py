@@ -88,6 +88,22 @@ def fsync_tree(root: Path) -> None:
         _fsync_dir(Path(dirpath))
 
 
+def normalize_modes(root: Path) -> None:
+    """Give every file ``0o666`` and folder ``0o777`` less the umask, as ``open()`` would.
+
+    Some writers (safetensors) create files ``0o600``; a package should be readable by whoever may
+    read its folder, whichever library wrote each file.
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(root, 0o777 & ~mask)
+    for dirpath, dirs, files in os.walk(root):
+        for d in dirs:
+            os.chmod(os.path.join(dirpath, d), 0o777 & ~mask)
+        for f in files:
+            os.chmod(os.path.join(dirpath, f), 0o666 & ~mask)
+
+
 def clean_debris(parent: Path, *, min_age_s: float = 0.0) -> list[Path]:
     """Remove ``.inferox-tmp-*`` leftovers of interrupted builds in ``parent``; return what went.
 
@@ -154,6 +170,7 @@ def atomic_package_dir(target: Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        normalize_modes(tmp)
         fsync_tree(tmp)
         if target.exists():
             # Move the old package aside first: rename(2) cannot replace a non-empty folder.

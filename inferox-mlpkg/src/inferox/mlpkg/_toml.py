@@ -7,7 +7,7 @@
     source = "hf://sentence-transformers/all-MiniLM-L6-v2"   # or a folder, relative to this file
     revision = "main"                     # branch, tag or commit SHA (Hub sources)
     architecture = "bert"                 # default: config.json's model_type
-    backends = ["torch", "jax"]           # case-insensitive; default: every backend with the architecture
+    backends = ["torch", "jax"]           # required; case-insensitive, preference order
     allow_patterns = ["*.json", "*.safetensors", "*.txt"]   # optional Hub file filter
 """
 
@@ -42,7 +42,7 @@ class ModelToml:
     source: str
     revision: str | None
     architecture: str | None
-    backends: tuple[str, ...] | None
+    backends: tuple[str, ...]
     allow_patterns: tuple[str, ...] | None
     version: str | None
     description: str
@@ -81,6 +81,12 @@ def _str_field(data: dict[str, Any], key: str, path: str, *, required: bool = Fa
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"must be a non-empty string, got {value!r}", field=key, value=value, path=path)
     return value.strip()
+
+
+def _backends(data: dict[str, Any], path: str) -> tuple[str, ...]:
+    if "backends" not in data:
+        raise ConfigError(f"is required: the backends this package is for ({', '.join(sorted(known_backends()))})", field="backends", path=path)
+    return normalize_backends(data["backends"], path=path)
 
 
 def _patterns(value: Any, path: str) -> tuple[str, ...] | None:
@@ -129,7 +135,7 @@ def parse_model_toml(path: str | Path) -> ModelToml:
         source=source,
         revision=_str_field(data, "revision", where),
         architecture=(_str_field(data, "architecture", where) or "").lower() or None,
-        backends=normalize_backends(data["backends"], path=where) if "backends" in data else None,
+        backends=_backends(data, where),
         allow_patterns=_patterns(data.get("allow_patterns"), where),
         version=str(version) if version is not None else None,
         description=desc,
