@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import monitoring
 from safetensors.numpy import save_file
 
 from inferox.core import (
@@ -33,6 +34,13 @@ from inferox.jax.model import cast_params
 from .conftest import LinearModel, MaskedMeanModel, make_linear, make_masked
 
 NO_X64 = pytest.mark.skipif(jax.config.jax_enable_x64, reason="checks the default (no 64-bit mode) rule")
+
+# Every executable XLA builds in this process (the model's, and any eager op's), from JAX's own
+# monitoring events: a listener cannot be removed, so it only appends to this list.
+_XLA_COMPILES: list[str] = []
+monitoring.register_event_duration_secs_listener(
+    lambda name, _secs, **_kw: _XLA_COMPILES.append(name) if name == "/jax/core/compile/backend_compile_duration" else None
+)
 
 
 @pytest.fixture
@@ -90,6 +98,24 @@ def test_calls_within_one_batch_bucket_compile_once(backend: JaxBackend, weights
     assert model.traces == 3 and model.compile_count == 3
     any_model.forward_any({"x": np.zeros((33, 3), np.float32)})  # past the last bucket: a multiple of 16 (48)
     assert (("x", (48, 3), "float32"),) in model.compiled_shapes
+
+
+def test_no_xla_compile_at_all_inside_a_warm_bucket(backend: JaxBackend, weights) -> None:
+    """Padding and un-padding must not compile per shape either (eager jnp.pad / slicing would, ~0.1 s each)."""
+    w, b = weights
+    linear = AnyModel(make_linear(backend, w, b, buckets=BucketPolicy(batch=(8,))))
+    masked = AnyModel(make_masked(backend))
+    linear.forward_any({"x": np.ones((1, 3), np.float32)})
+    masked.forward_any({"input_ids": np.ones((1, 3), np.int64), "attention_mask": np.ones((1, 3), np.int64)})
+    before = len(_XLA_COMPILES)
+    rng = np.random.default_rng(3)
+    for n, seq in [(2, 4), (5, 7), (8, 2), (3, 8), (1, 5)]:
+        x = rng.standard_normal((n, 3)).astype(np.float32)
+        np.testing.assert_allclose(linear.forward_any({"x": x})["y"], x @ w + b, rtol=1e-5, atol=1e-6)
+        ids = rng.integers(0, 10, size=(min(n, 2), seq))
+        out = masked.forward_any({"input_ids": ids, "attention_mask": np.ones_like(ids)}, return_native=True)
+        assert out["tokens"].shape == ids.shape and out["pooled"].shape == (ids.shape[0], 2)
+    assert len(_XLA_COMPILES) == before, f"{len(_XLA_COMPILES) - before} XLA compilations inside warm buckets"
 
 
 def test_empty_batch(backend: JaxBackend, weights) -> None:

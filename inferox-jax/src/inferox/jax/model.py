@@ -193,6 +193,7 @@ class JaxModel(Model):
         self.buckets = buckets if buckets is not None else BucketPolicy()
         self.bucketing = buckets is not None or type(self).default_bucketing
         jdev = backend.jax_device(dev)
+        self._jax_device = jdev
         with backend_errors("jax", model=metadata.name):
             tree = jax.tree_util.tree_map(lambda leaf: _host_leaf(np.asarray(leaf), self.dtype) if isinstance(leaf, np.ndarray) else leaf, params)
             if self.dtype is not None:
@@ -277,7 +278,10 @@ class JaxModel(Model):
                     widths[axis] = (0, self.buckets.sequence_bucket(size) - size)
             if any(w for _, w in widths):
                 pad = spec.pad_value if spec.pad_value is not None else 0
-                arr = jnp.pad(arr, widths, constant_values=jnp.asarray(pad, dtype=arr.dtype))
+                # Padded on the host: an eager jnp.pad would make XLA compile a pad kernel for every
+                # new request shape (~0.1 s each on CPU), which is exactly what buckets avoid.
+                host = np.asarray(arr)  # a zero-copy view on the CPU
+                arr = jax.device_put(np.pad(host, widths, constant_values=np.asarray(pad).astype(host.dtype)), self._jax_device)
             out[name] = arr
         return out, batch, seq
 
@@ -296,8 +300,19 @@ class JaxModel(Model):
                     index[0] = slice(0, batch)
                 elif axis > 0 and sequence is not None:
                     index[axis] = slice(0, sequence)
-            out[name] = arr[tuple(index)] if any(s != slice(None) for s in index) else arr
+            out[name] = self._slice(arr, tuple(index)) if any(s != slice(None) for s in index) else arr
         return out
+
+    def _slice(self, arr: jax.Array, index: tuple[slice, ...]) -> jax.Array:
+        """``arr[index]`` without compiling a slice kernel per request shape.
+
+        On the CPU the slice is a numpy view of the output buffer handed back to JAX (an axis-0 slice
+        is shared, not copied). On accelerators the slice runs on the device: XLA compiles one small
+        kernel per new size and caches it, which costs less than a round trip through the host.
+        """
+        if self.device.is_cpu:
+            return jax.device_put(np.asarray(arr)[index], self._jax_device)
+        return arr[index]  # pragma: gpu
 
     def _key(self, inputs: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(sorted((k, tuple(int(d) for d in v.shape), str(v.dtype)) for k, v in inputs.items()))
