@@ -119,7 +119,8 @@ async def _load(url: str, body: dict[str, Any], concurrency: int, duration: floa
     import httpx
 
     payload = json.dumps(body).encode()
-    headers = {"content-type": "application/json"}
+    # identity: neither server compresses, so both pay the same for the response bytes.
+    headers = {"content-type": "application/json", "accept-encoding": "identity"}
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)

@@ -319,3 +319,43 @@ def test_repository_endpoints_need_the_token(served: ServerThread) -> None:
     assert names["affine"]["state"] == "READY" and names["echo"]["version"] == "1"
     # The inference endpoints stay open without protect_all.
     assert httpx.get(f"{served.url}/v2/health/ready").status_code == 200
+
+
+def test_model_statistics(served: ServerThread, client: Any) -> None:
+    client.infer("affine", [_infer_input("x", np.ones((2, 4), np.float32), "FP32", True)])
+    stats = client.get_inference_statistics("affine")["model_stats"][0]
+    assert stats["name"] == "affine" and stats["version"] == "1"
+    assert stats["inference_count"] >= 1 and stats["execution_count"] >= 1
+    assert stats["inference_stats"]["compute_infer"]["count"] >= 1 and stats["inference_stats"]["compute_infer"]["ns"] > 0
+    assert sum(b["compute_infer"]["count"] for b in stats["batch_stats"]) == stats["execution_count"]
+    assert stats["inferox"]["requests_by_backend"]["torch"] >= 1
+    everything = client.get_inference_statistics()["model_stats"]
+    assert {s["name"] for s in everything} >= {"affine", "echo", "slow"}
+    with pytest.raises(InferenceServerException) as ei:
+        client.get_inference_statistics("ghost")
+    assert ei.value.status() == "404"
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_and_responses(client: Any, algorithm: str) -> None:
+    x = np.random.default_rng(5).standard_normal((64, 4)).astype(np.float32)
+    result = client.infer(
+        "affine",
+        [_infer_input("x", x, "FP32", True)],
+        outputs=[httpclient.InferRequestedOutput("y", binary_data=True)],
+        request_compression_algorithm=algorithm,
+        response_compression_algorithm=algorithm,
+    )
+    np.testing.assert_allclose(result.as_numpy("y"), 2 * x + 1, rtol=1e-6)
+
+
+def test_compression_errors(served: ServerThread) -> None:
+    import gzip
+
+    r = httpx.post(f"{served.url}/v2/models/affine/infer", content=b"plain", headers={"content-encoding": "gzip"})
+    assert (r.status_code, r.json()["code"]) == (400, "INVALID_INPUT") and "gzip" in r.json()["error"]
+    r = httpx.post(f"{served.url}/v2/models/affine/infer", content=b"{}", headers={"content-encoding": "br"})
+    assert (r.status_code, r.json()["code"]) == (400, "INVALID_INPUT") and "'br'" in r.json()["error"]
+    bomb = gzip.compress(b" " * (2 * 1024 * 1024))  # ~2 KiB that expands past the 256 KiB limit
+    r = httpx.post(f"{served.url}/v2/models/affine/infer", content=bomb, headers={"content-encoding": "gzip"})
+    assert (r.status_code, r.json()["code"]) == (413, "PAYLOAD_TOO_LARGE")

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import gzip
 import hmac
 import json
 import logging
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -397,7 +400,21 @@ class InferoxServer:
             if size > limit:
                 raise _BodyTooLarge
             chunks.append(chunk)
-        return b"".join(chunks)
+        body = b"".join(chunks)
+        encoding = request.headers.get("content-encoding", "").strip().lower()
+        if encoding in ("", "identity"):
+            return body
+        if encoding not in ("gzip", "deflate"):
+            raise InvalidInputError(f"unsupported Content-Encoding {encoding!r}", name="content-encoding", expected="gzip, deflate or identity", actual=encoding)
+        # Bounded decompression: a small compressed body must not expand past the body limit.
+        decomp = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+        try:
+            out = decomp.decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise InvalidInputError(f"request body is not valid {encoding} data: {exc}", name="content-encoding", actual=encoding) from exc
+        if len(out) > limit or decomp.unconsumed_tail:
+            raise _BodyTooLarge
+        return out
 
     def _log_access(self, request: Request, *, request_id: str, status: int, started: float, model: str | None = None, code: str | None = None) -> None:
         if not self.config.access_log or not access_log.isEnabledFor(logging.INFO):
@@ -565,15 +582,21 @@ class InferoxServer:
                 self.metrics.record_failure(name, CLIENT_DISCONNECTED, duration=time.perf_counter() - started)
                 return Response(status_code=499), CLIENT_DISCONNECTED
             params = {"backend": result.backend} if getattr(result, "backend", None) else None
-            payload, headers = encode_infer_response(
+            outputs = dict(result)
+            encode = functools.partial(
+                encode_infer_response,
                 model_name=name,
                 model_version=served.version,
                 request_id=req.id,
-                outputs=dict(result),
+                outputs=outputs,
                 requested=req.outputs,
                 binary_default=req.binary_data_output,
                 parameters=params,
             )
+            # Large outputs (JSON especially) would stall the event loop while encoded.
+            big = sum(getattr(v, "nbytes", 0) for v in outputs.values()) > _DECODE_IN_THREAD_BYTES // 4
+            payload, headers = await asyncio.to_thread(encode) if big else encode()
+            payload = _maybe_compress(request, payload, headers)
             headers["x-request-id"] = request_id
             self.metrics.record_success(
                 name,
@@ -662,6 +685,47 @@ class InferoxServer:
             return _inferox_error_response(exc)
         return JSONResponse({"name": name, "state": ModelState.UNAVAILABLE})
 
+    def _model_stats(self, served: ServedModel) -> dict[str, Any]:
+        """Triton-style statistics of one model, from the engine's :class:`~inferox.engine.ModelStats`."""
+        stats = served.engine.stats(served.name)
+
+        def duration(count: int, mean_s: float) -> dict[str, int]:
+            return {"count": int(count), "ns": round(count * mean_s * 1e9)}
+
+        return {
+            "name": served.name,
+            "version": served.version,
+            "inference_count": stats.successes,
+            "execution_count": stats.batches,
+            "inference_stats": {
+                "success": duration(stats.successes, stats.compute_time.mean + stats.queue_time.mean),
+                "fail": {"count": stats.errors, "ns": 0},
+                "queue": duration(stats.queue_time.count, stats.queue_time.mean),
+                "compute_infer": duration(stats.compute_time.count, stats.compute_time.mean),
+            },
+            "batch_stats": [{"batch_size": int(k), "compute_infer": {"count": int(v), "ns": 0}} for k, v in sorted(stats.batch_sizes.items())],
+            "inferox": {
+                "errors_by_code": dict(stats.errors_by_code),
+                "requests_by_backend": dict(stats.requests_by_backend),
+                "queue_time": stats.queue_time.to_dict(),
+                "compute_time": stats.compute_time.to_dict(),
+            },
+        }
+
+    async def model_statistics(self, request: Request) -> Response:
+        denied = self._protect(request)
+        if denied:
+            return denied
+        name = request.path_params.get("name")
+        try:
+            if name is None:
+                chosen = [m for m in self.models.values() if m.state == ModelState.READY]
+            else:
+                chosen = [self._served(name, request.path_params.get("version"))]
+            return JSONResponse({"model_stats": [self._model_stats(m) for m in chosen]})
+        except InferoxError as exc:
+            return _inferox_error_response(exc)
+
     async def metrics_endpoint(self, request: Request) -> Response:
         denied = self._protect(request)
         if denied:
@@ -699,6 +763,9 @@ class InferoxServer:
             Route("/v2/health/live", self.health_protected, methods=["GET"]),
             Route("/v2/health/ready", self.health_protected, methods=["GET"]),
             Route("/v2", self.server_metadata, methods=["GET"]),
+            Route("/v2/models/stats", self.model_statistics, methods=["GET"]),
+            Route("/v2/models/{name}/stats", self.model_statistics, methods=["GET"]),
+            Route("/v2/models/{name}/versions/{version}/stats", self.model_statistics, methods=["GET"]),
             Route("/v2/models/{name}", self.model_metadata, methods=["GET"]),
             Route("/v2/models/{name}/versions/{version}", self.model_metadata, methods=["GET"]),
             Route("/v2/models/{name}/ready", self.model_ready, methods=["GET"]),
@@ -711,6 +778,23 @@ class InferoxServer:
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
         ]
         return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+
+
+def _maybe_compress(request: Request, payload: bytes, headers: dict[str, str]) -> bytes:
+    """gzip/deflate the response when the client asks (tritonclient's ``response_compression_algorithm``).
+
+    ``Inference-Header-Content-Length`` keeps describing the uncompressed body, as Triton does.
+    """
+    accepted = {e.split(";")[0].strip().lower() for e in request.headers.get("accept-encoding", "").split(",")}
+    if len(payload) < 1024:
+        return payload
+    if "gzip" in accepted:
+        headers["content-encoding"] = "gzip"
+        return gzip.compress(payload, compresslevel=1)
+    if "deflate" in accepted:
+        headers["content-encoding"] = "deflate"
+        return zlib.compress(payload, 1)
+    return payload
 
 
 async def _wait_for_disconnect(request: Request) -> None:
