@@ -292,3 +292,10 @@ def test_invalid_repo_ids() -> None:
         with pytest.raises(DownloadError) as ei:
             HubSource(bad)
         assert ei.value.repo_id == bad
+
+
+def test_endpoint_from_hf_endpoint_read_at_call_time(hub: Hub, tmp_path: Path) -> None:
+    # huggingface_hub read HF_ENDPOINT at import, before the fixture set it; inferox reads it per call.
+    repo_id, sha = hub.new_repo(mlp_files())
+    path = build_package(f"hf://{repo_id}", output_dir=tmp_path / "out", policy=FAST, download_dir=hub.download_dir)
+    assert load_package(path).revision == sha and hub.proxy.requests(path_part=repo_id)

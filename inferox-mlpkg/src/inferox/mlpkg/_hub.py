@@ -227,6 +227,11 @@ def resolve_token(token: str | None) -> str | None:
     return token or os.environ.get(ENV_HF_TOKEN) or None
 
 
+def resolve_endpoint(endpoint: str | None) -> str | None:
+    """``endpoint``, else ``HF_ENDPOINT`` read now (huggingface_hub reads it once, at import)."""
+    return (endpoint or os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
+
+
 def _resolve(api: Any, source: HubSource, revision: str, retry: _Retrier, policy: DownloadPolicy) -> str:
     def _info() -> str:
         info = api.model_info(source.repo_id, revision=revision, timeout=_timeout(policy))
@@ -257,7 +262,7 @@ def resolve_revision(source: HubSource, *, policy: DownloadPolicy | None = None)
     token = resolve_token(source.token)
     revision = source.revision or DEFAULT_REVISION
     retry = _Retrier(policy, repo_id=source.repo_id, revision=revision, token_given=token is not None)
-    return _resolve(HfApi(endpoint=source.endpoint, token=token), source, revision, retry, policy)
+    return _resolve(HfApi(endpoint=resolve_endpoint(source.endpoint), token=token), source, revision, retry, policy)
 
 
 def download_repo(
@@ -280,7 +285,8 @@ def download_repo(
     token = resolve_token(source.token)
     revision = source.revision or DEFAULT_REVISION
     retry = _Retrier(policy, repo_id=source.repo_id, revision=revision, token_given=token is not None)
-    api = HfApi(endpoint=source.endpoint, token=token)
+    endpoint = resolve_endpoint(source.endpoint)
+    api = HfApi(endpoint=endpoint, token=token)
     hub_cache = download_dir or (cache_dir() / "hub")
 
     sha = _resolve(api, source, revision, retry, policy)
@@ -305,7 +311,7 @@ def download_repo(
                     path,
                     revision=sha,
                     cache_dir=hub_cache,
-                    endpoint=source.endpoint,
+                    endpoint=endpoint,
                     token=token,
                     etag_timeout=policy.connect_timeout,
                     tqdm_class=tqdm_class,
