@@ -91,6 +91,7 @@ def test_registered_in_a_private_registry() -> None:
     assert reg.backend_spec("jax").plugin == "jax-under-test"
     for arch, _factory in plugin.ARCHITECTURES:
         assert reg.backends_for(arch) == ["jax"]
+        assert callable(reg.architecture_factory("jax", arch)), arch  # the lazy "module:factory" resolves
 
 
 def test_lazy_public_names() -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from inferox.jax.backend import JaxBackend, x64_enabled
-    from inferox.jax.model import BucketPolicy, JaxModel, load_params
+    from inferox.jax.model import BucketPolicy, JaxModel, cast_params, load_params
     from inferox.jax.tensor import JaxTensor, JaxTensorBuilder, aligned_empty, is_zero_copy_eligible
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "JaxTensor",
     "JaxTensorBuilder",
     "aligned_empty",
+    "cast_params",
     "is_zero_copy_eligible",
     "load_params",
     "x64_enabled",
@@ -45,6 +46,7 @@ _LAZY = {
     "is_zero_copy_eligible": "inferox.jax.tensor",
     "BucketPolicy": "inferox.jax.model",
     "JaxModel": "inferox.jax.model",
+    "cast_params": "inferox.jax.model",
     "load_params": "inferox.jax.model",
 }
 
