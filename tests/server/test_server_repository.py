@@ -267,3 +267,32 @@ def _wait(predicate: Any, timeout: float = 20.0) -> bool:
     from .conftest import wait_until
 
     return wait_until(predicate, timeout=timeout)
+
+
+def test_concurrent_text_requests_of_different_lengths_are_batched_exactly(served: ServerThread, minilm_package: Path) -> None:
+    """Requests padded together by the dynamic batcher come back exactly as if run alone."""
+    from inferox.core.text import TextEncoder
+    from inferox.mlpkg import load_model
+
+    texts = ["hi", "a considerably longer sentence, with many more tokens in it than the first one", "medium length text", "x y"]
+    replies: dict[int, dict[str, Any]] = {}
+
+    def call(i: int) -> None:
+        body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [texts[i % 4]]}], "parameters": {"backend": "torch"}}
+        replies[i] = httpx.post(f"{served.url}/v2/models/minilm/infer", json=body, timeout=60).json()
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    model = load_model(minilm_package, backend="torch")
+    encoder = TextEncoder.from_file(minilm_package / "tokenizer.json")
+    names = {s.name for s in model.input_specs}
+    for i in range(12):
+        ref = model.forward_any({k: v for k, v in encoder.encode([texts[i % 4]]).items() if k in names})
+        outs = {o["name"]: np.asarray(o["data"], np.float32).reshape(o["shape"]) for o in replies[i]["outputs"]}
+        assert set(outs) == set(ref)
+        for name, value in outs.items():
+            assert value.shape == ref[name].shape
+            np.testing.assert_allclose(value, ref[name], atol=3e-4)
