@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("test_plan_tool", ROOT / "tools" / "test_plan.py")
 assert _spec and _spec.loader
 tp = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = tp  # dataclasses look their module up in sys.modules
 _spec.loader.exec_module(tp)
 
 def _plan() -> dict[tuple[str, str], str]:

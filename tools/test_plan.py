@@ -24,7 +24,7 @@ PLAN = ROOT / "tests" / "TEST_PLAN.md"
 ARROW = " → "
 
 _ITEM = re.compile(r"^- \[[ x]\] (?P<text>.+?)\s*$")
-_MAP_LINE = re.compile(r"^- \[(?P<phase>[^/\]]+?)(?: / (?P<section>[^\]]*))?\] (?P<text>.+?)" + ARROW + r"(?P<target>.+?)\s*$")
+_MAP_LINE = re.compile(r"^- \[(?P<phase>[^/\]]+?)(?: / (?P<section>[^\]]*))?\] (?P<text>.+)" + ARROW + r"(?P<target>.+?)\s*$")
 
 
 @dataclass(frozen=True)
