@@ -165,7 +165,9 @@ def backends(as_json: bool, no_devices: bool) -> None:
 @click.option("--revision", help="Hub revision (branch, tag or commit) when SOURCE is a Hub repository.")
 @click.option("--name", help="Package name (default: from the source).")
 @click.option("--allow-pickle", is_flag=True, help="Accept pickle weights (converted to safetensors).")
-def pack(source: str, output_dir: Path | None, revision: str | None, name: str | None, allow_pickle: bool) -> None:
+@click.option("--endpoint", envvar="HF_ENDPOINT", help="Hub endpoint for hf:// sources (env HF_ENDPOINT).")
+@click.option("--token", envvar="HF_TOKEN", help="Hub token for private or gated repositories (env HF_TOKEN).")
+def pack(source: str, output_dir: Path | None, revision: str | None, name: str | None, allow_pickle: bool, endpoint: str | None, token: str | None) -> None:
     """Build a package from a model.toml, a local model folder or a Hub repository (hf://org/name).
 
     Downloads and hashing of large files show progress bars on a terminal."""
@@ -175,7 +177,9 @@ def pack(source: str, output_dir: Path | None, revision: str | None, name: str |
         raise PackageNotFoundError(f"no such model.toml or model folder: {source} (Hub repositories are written hf://org/name)", path=source)
     console = _console(err=True)
     with console.status(f"packing {source} …"):
-        path = _call_compat(build_package, source, output_dir=output_dir, revision=revision, name=name, allow_pickle=allow_pickle or None)
+        path = _call_compat(
+            build_package, source, output_dir=output_dir, revision=revision, name=name, allow_pickle=allow_pickle or None, endpoint=endpoint, token=token
+        )
     console.print(f"[green]✓[/] packed {source}")
     click.echo(str(path))
 
