@@ -513,7 +513,12 @@ def serve(
     allow_pickle: bool,
     trust_code: bool,
 ) -> None:
-    """Serve a package, or a model repository folder, over the Open Inference Protocol (KServe V2)."""
+    """Serve a package, or a model repository folder, over the Open Inference Protocol (KServe V2).
+
+    A repository holds packages as NAME/ or NAME/VERSION/ (the highest version is served), each
+    with an optional NAME/serving.toml (backends, device, max_batch_size, batch_delay_ms,
+    max_queue_size, timeout_s, warmup) overriding these options. Binds 127.0.0.1 unless --host says
+    otherwise; --token protects the load/unload endpoints (--protect-all: every endpoint)."""
     server = build_server(
         path,
         host=host,
@@ -534,12 +539,15 @@ def serve(
     )
     from inferox.engine.server import run as run_server
 
-    _console(err=True).print(f"inferox serving {path} on http://{host}:{port} (Ctrl-C to stop)")
+    console = _console(err=True)
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        console.print(f"[yellow]warning:[/] listening on {host} without --token: anyone who can reach this port can load and unload models")
+    console.print(f"inferox serving {path} on http://{host}:{port} (Ctrl-C to stop)")
     try:
         run_server(server, log_level=log_level)
     except KeyboardInterrupt:
         # uvicorn re-raises the Ctrl-C it handled *after* finishing in-flight requests: a clean stop.
-        _console(err=True).print("inferox server stopped")
+        console.print("inferox server stopped")
 
 
 def build_server(
