@@ -307,11 +307,13 @@ class JaxModel(Model):
         """``arr[index]`` without compiling a slice kernel per request shape.
 
         On the CPU the slice is a numpy view of the output buffer handed back to JAX (an axis-0 slice
-        is shared, not copied). On accelerators the slice runs on the device: XLA compiles one small
-        kernel per new size and caches it, which costs less than a round trip through the host.
+        is shared, not copied). On accelerators the slice runs on the device, where XLA compiles one
+        small kernel per new size and caches it; the host route would cost two transfers per call
+        instead. (Not yet measured on a GPU: revisit with numbers from docs/gpu-runs/.)
         """
         if self.device.is_cpu:
-            return jax.device_put(np.asarray(arr)[index], self._jax_device)
+            out: jax.Array = jax.device_put(np.asarray(arr)[index], self._jax_device)
+            return out
         return arr[index]  # pragma: gpu
 
     def _key(self, inputs: Mapping[str, Any]) -> tuple[Any, ...]:
