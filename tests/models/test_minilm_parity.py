@@ -160,3 +160,12 @@ def test_minilm_bad_input(backend: str, minilm_models: dict[str, Model]) -> None
         with pytest.raises(InvalidInputError) as ei:
             model(inputs)
         assert ei.value.code == "INVALID_INPUT" and ei.value.name == name, case
+
+
+def test_minilm_memory_requirements_agree(minilm_models: dict[str, Model], minilm_dir: Any) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(minilm_dir / "model.safetensors"), "np") as f:
+        n = sum(f.get_slice(k).get_shape()[0] * int(np.prod(f.get_slice(k).get_shape()[1:])) for k in f.keys() if k != "embeddings.position_ids")
+    sizes = {b: m.memory_requirements() for b, m in minilm_models.items()}
+    assert sizes == {"torch": n * 4, "jax": n * 4}

@@ -199,3 +199,37 @@ def test_jax_bad_bucket_option_is_config_error() -> None:
         with pytest.raises(ConfigError) as ei:
             build("jax", "mlp", config={"layer_sizes": [4, 2]}, weights=mlp_weights([4, 2]), batch_buckets=bad)
         assert ei.value.field == "batch_buckets"
+
+
+def test_mlp_weight_modification_changes_outputs(backend_name: str) -> None:
+    sizes = [5, 3]
+    weights = mlp_weights(sizes)
+    x = np.ones((2, 5), np.float32)
+    before = AnyModel(build(backend_name, "mlp", config={"layer_sizes": sizes}, weights=weights))(x)["output"]
+    modified = dict(weights, **{"layers.0.bias": weights["layers.0.bias"] + 1.0})
+    after = AnyModel(build(backend_name, "mlp", config={"layer_sizes": sizes, "activation": "relu"}, weights=modified))(x)["output"]
+    np.testing.assert_allclose(after, before + 1.0, rtol=1e-6)
+    # the model does not alias the caller's arrays: changing them after loading changes nothing
+    model = AnyModel(build(backend_name, "mlp", config={"layer_sizes": sizes}, weights=modified))
+    modified["layers.0.bias"][:] = 100.0
+    np.testing.assert_allclose(model(x)["output"], after, rtol=1e-6)
+
+
+def test_mlp_repeated_inference_does_not_leak(backend_name: str) -> None:
+    import gc
+    import tracemalloc
+
+    model = AnyModel(build(backend_name, "mlp", config={"layer_sizes": [64, 64, 8]}, weights=mlp_weights([64, 64, 8])))
+    x = np.ones((16, 64), np.float32)
+    for _ in range(50):
+        model(x)
+    gc.collect()
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    for _ in range(500):
+        model(x)
+    gc.collect()
+    current, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # 500 calls each returning a 512-byte output: anything retained per call would show up as >= 256 KB
+    assert current - base < 256 * 1024, current - base

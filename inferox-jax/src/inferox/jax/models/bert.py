@@ -14,10 +14,10 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+
 from inferox.core import DeviceId, DType, ModelMetadata, TensorSpec
 from inferox.core.architectures import (
     BertConfig,

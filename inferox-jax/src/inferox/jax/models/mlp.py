@@ -8,6 +8,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
 from inferox.core import DeviceId, DType, ModelMetadata, TensorSpec
 from inferox.core.architectures import MLPConfig, mlp_input_specs, mlp_output_specs, select_weights
 from inferox.jax.backend import JaxBackend

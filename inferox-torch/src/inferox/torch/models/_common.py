@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+
 from inferox.core.errors import PackageFormatError, from_os_error
 from inferox.torch.model import load_state_dict
 
@@ -20,7 +21,8 @@ def read_weights(weights: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[d
     :func:`check_float` rejects one where a parameter is expected.
     """
     if isinstance(weights, Mapping):
-        return load_state_dict(weights), None
+        # Copy: the module is built with assign=True, and must not alias arrays the caller still owns.
+        return {k: v.clone() for k, v in load_state_dict(weights).items()}, None
     source = os.fspath(weights)
     from safetensors import SafetensorError
     from safetensors.torch import load_file

@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from inferox.core import Backend, DeviceId, DType, ModelMetadata
 from inferox.core.architectures import (
     BertConfig,
@@ -30,7 +31,6 @@ from inferox.core.architectures import (
 from inferox.core.errors import InvalidInputError
 from inferox.torch.model import TorchModel
 from inferox.torch.models._common import check_float, read_weights
-from torch import nn
 
 __all__ = ["BertEncoder", "BertModel", "create_model"]
 

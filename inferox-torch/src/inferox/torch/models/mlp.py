@@ -8,11 +8,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from inferox.core import Backend, DeviceId, DType, ModelMetadata
 from inferox.core.architectures import MLPConfig, mlp_input_specs, mlp_output_specs, select_weights
 from inferox.torch.model import TorchModel
 from inferox.torch.models._common import check_float, read_weights
-from torch import nn
 
 __all__ = ["MLP", "MLPModel", "create_model"]
 
