@@ -143,3 +143,20 @@ def test_metrics_escape_labels() -> None:
     metrics.record_failure('we"ird\\name\n', "CODE", duration=0.01)
     text = metrics.render()
     assert 'model="we\\"ird\\\\name\\n"' in text and "inferox_models_loaded 0" in text
+
+
+def test_fixing_a_failed_model_makes_the_server_ready(tmp_path: Any, mlp_package: Any) -> None:
+    import shutil
+
+    repo = tmp_path / "repo"
+    (repo / "late").mkdir(parents=True)
+    (repo / "late" / "metadata.json").write_text("{broken")
+    with ServerThread(InferoxServer(repository=repo)) as st:
+        assert httpx.get(f"{st.url}/v2/health/ready").status_code == 503
+        r = httpx.post(f"{st.url}/v2/repository/models/late/load")
+        assert (r.status_code, r.json()["code"]) == (422, "PACKAGE_FORMAT_ERROR")
+        shutil.rmtree(repo / "late")
+        shutil.copytree(mlp_package, repo / "late")
+        r = httpx.post(f"{st.url}/v2/repository/models/late/load")
+        assert r.status_code == 200 and r.json()["state"] == "READY"
+        assert httpx.get(f"{st.url}/v2/health/ready").status_code == 200

@@ -181,7 +181,8 @@ class InferoxServer:
         self.models: dict[str, ServedModel] = {}
         #: Models whose last load failed: name → "CODE: message" (shown by the repository index).
         self.failed: dict[str, str] = {}
-        self._startup_failed = False
+        #: Models that failed to load at startup: the server stays not ready until each loads.
+        self._startup_failed: set[str] = set()
         self.metrics = Metrics(models_loaded=lambda: sum(1 for m in self.models.values() if m.state == ModelState.READY))
         self._pending: list[tuple[str, Model | AnyModel | Sequence[Model | AnyModel], ServingSettings, str]] = []
         self._started = False
@@ -277,11 +278,12 @@ class InferoxServer:
                 del self.models[served.name]
             self.failed[served.name] = reason
             if not self._startup_done:
-                self._startup_failed = True
+                self._startup_failed.add(served.name)
             log.error("model %s failed to load: %s", served.name, reason, exc_info=not isinstance(exc, InferoxError))
             raise
         served.state, served.reason = ModelState.READY, ""
         self.failed.pop(served.name, None)
+        self._startup_failed.discard(served.name)
         served.idle.set()
         log.info("model %s version %s ready on %s", served.name, served.version, ", ".join(served.models))
         return served
@@ -348,7 +350,7 @@ class InferoxServer:
                     entry = self.repository.entry(name)
                 except InferoxError as exc:
                     self.failed[name] = f"{exc.code}: {exc.message}"
-                    self._startup_failed = True
+                    self._startup_failed.add(name)
                     continue
                 version = entry.latest
                 jobs.append(self._load(self._served_from_path(name, version, entry.versions[version], entry.settings)))
