@@ -182,6 +182,7 @@ def test_load_model_on_the_reference_backend(pkg_path: Path) -> None:
     pkg = load_package(pkg_path)
     model = load_model(pkg)
     assert isinstance(model, AnyModel) and model.backend_name == "mlpkgref" and model.name == "tiny"
+    assert pkg.load_model(backend="mlpkgref").backend_name == "mlpkgref"
     x = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
     got = model.forward_any({"input": x})["output"]
     np.testing.assert_allclose(got, mlpkg_refplugin.reference_mlp(pkg.config, mlp_tensors([4, 8, 3]), x), rtol=1e-6)

@@ -155,10 +155,10 @@ _POOLING_KEYS = {
 def normalize_preprocessing(files: Mapping[str, Path]) -> dict[str, Any]:
     """``preprocessing.json`` from a source's own one or its sentence-transformers files."""
     if PREPROCESSING_FILE in files:
-        pre = read_json(files[PREPROCESSING_FILE], rel=PREPROCESSING_FILE)
-        if not isinstance(pre, dict):
+        own = read_json(files[PREPROCESSING_FILE], rel=PREPROCESSING_FILE)
+        if not isinstance(own, dict):
             raise PackageFormatError(f"{PREPROCESSING_FILE} must hold a JSON object", path=PREPROCESSING_FILE)
-        return pre
+        return own
     pre: dict[str, Any] = {}
     if "sentence_bert_config.json" in files:
         sbert = read_json(files["sentence_bert_config.json"], rel="sentence_bert_config.json")

@@ -96,11 +96,13 @@ class HubDownload:
 
 
 def _httpx() -> Any:
+    """The HTTP library huggingface_hub uses (``httpx2`` in 2.x, ``httpx`` in 1.x)."""
+    import importlib
+
     try:
-        import httpx2 as httpx_mod
-    except ImportError:  # pragma: no cover - older huggingface_hub releases use httpx
-        import httpx as httpx_mod
-    return httpx_mod
+        return importlib.import_module("httpx2")
+    except ImportError:  # pragma: no cover - huggingface_hub 1.x
+        return importlib.import_module("httpx")
 
 
 def _timeout(policy: DownloadPolicy) -> Any:
@@ -279,7 +281,7 @@ def download_repo(
     """
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.hf_api import RepoFile
-    from huggingface_hub.utils import filter_repo_objects
+    from huggingface_hub.utils._paths import filter_repo_objects
 
     policy = policy or DownloadPolicy()
     token = resolve_token(source.token)

@@ -174,6 +174,12 @@ class Package:
             extra=extra,
         )
 
+    def load_model(self, **kwargs: Any) -> Any:
+        """Shortcut for :func:`inferox.mlpkg.load_model(self, ...) <inferox.mlpkg.load_model>` (returns an ``AnyModel``)."""
+        from inferox.mlpkg._loading import load_model
+
+        return load_model(self, **kwargs)
+
     # -- lifetime (cache leases) ------------------------------------------------------------------------
     def close(self) -> None:
         """Release the cache lease (if the package came from a :class:`PackageCache`)."""
