@@ -248,7 +248,8 @@ def test_unload_while_requests_are_in_flight(triton: Any) -> None:
         threads = [threading.Thread(target=call) for _ in range(4)]
         for t in threads:
             t.start()
-        assert _wait(lambda: server.models["slow"].in_flight >= 2)
+        # Unload once all four are accepted (one arriving after the unload is rightly refused).
+        assert _wait(lambda: server.models["slow"].in_flight == 4)
         r = httpx.post(f"{st.url}/v2/repository/models/slow/unload", timeout=60)
         for t in threads:
             t.join(60)
