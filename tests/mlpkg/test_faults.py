@@ -131,3 +131,29 @@ def test_full_disk_leaves_the_cache_usable(small_disk: Path, tmp_path: Path, no_
     assert cache.entries() == []
     path = build_package(write_mlp_folder(tmp_path / "small"), cache=cache)
     assert [e.key for e in cache.entries()] == ["folder/small"] and load_package(path, verify=True)
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import hashlib
+    import io
+
+    from inferox.mlpkg import _fs
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    monkeypatch.delenv("INFEROX_NO_PROGRESS", raising=False)
+    assert _fs.progress_enabled() is False  # pytest's captured stderr is not a terminal
+    monkeypatch.setattr(sys, "stderr", Tty())
+    assert _fs.progress_enabled() is True
+    monkeypatch.setenv("INFEROX_NO_PROGRESS", "1")
+    assert _fs.progress_enabled() is False
+    monkeypatch.setattr(_fs, "_PROGRESS_MIN_BYTES", 0)
+    f = tmp_path / "blob"
+    f.write_bytes(b"x" * 3_000_000)
+    bar_out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", bar_out)
+    assert _fs.sha256_file(f, progress=True) == hashlib.sha256(f.read_bytes()).hexdigest()
+    assert "sha256 blob" in bar_out.getvalue()

@@ -148,7 +148,7 @@ def test_stall_once_is_retried_and_the_build_completes(hub: Hub, tmp_path: Path)
     repo_id, sha = hub.new_repo(mlp_files())
     hub.proxy.faults.stall["model.safetensors"] = 30
     hub.proxy.faults.stall_times["model.safetensors"] = 1
-    policy = DownloadPolicy(max_retries=3, backoff_base=0.01, backoff_max=0.02, connect_timeout=0.5, read_timeout=0.5)
+    policy = DownloadPolicy(max_retries=3, backoff_base=0.01, backoff_max=0.02, connect_timeout=2, read_timeout=2)
     pkg = load_package(build(hub, repo_id, tmp_path / "out", policy=policy), verify=True)
     assert pkg.revision == sha
     assert len(hub.proxy.requests(path_part="model.safetensors")) >= 2
