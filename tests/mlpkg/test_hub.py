@@ -25,6 +25,8 @@ from inferox.core.errors import (
 )
 from inferox.mlpkg import DownloadPolicy, HubSource, PackageCache, build_package, load_package
 
+pytestmark = pytest.mark.hub
+
 FAST = DownloadPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.05, connect_timeout=2, read_timeout=5)
 
 

@@ -86,6 +86,7 @@ def test_build_from_toml_folder_source(tmp_path: Path, no_backends: object) -> N
     assert load_package(build_package(p, output_dir=tmp_path / "out3", name="override")).name == "override"
 
 
+@pytest.mark.hub
 def test_build_from_toml_hub_source(hub: Hub, tmp_path: Path) -> None:
     repo_id, sha = hub.new_repo(mlp_files())
     p = write_toml(tmp_path, f'name = "hubbed"\nsource = "hf://{repo_id}"\nrevision = "main"\nbackends = ["jax"]\nendpoint = "{hub.endpoint}"\n')
