@@ -214,6 +214,7 @@ def test_cache_builds_once_per_revision(hub: Hub, tmp_path: Path) -> None:
     p1 = build(hub, repo_id, None, cache=cache)
     p2 = build(hub, repo_id, None, cache=cache, revision=sha)
     assert p1 == p2 and p1.parent == cache.packages_dir and sha in p1.name
+    assert load_package(p1).metadata["source"]["requested_revision"] == "main"
     assert len(hub.proxy.requests("GET", "model.safetensors")) == 1
     assert [e.key for e in cache.entries()] == [f"hub/{repo_id}@{sha}"]
 

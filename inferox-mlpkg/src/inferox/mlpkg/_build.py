@@ -420,12 +420,13 @@ def build_from_hub(
     else:
         hub = HubSource(parse_hub_source(source), revision=revision, token=token, endpoint=endpoint, allow_patterns=tuple(allow_patterns) if allow_patterns else None)
     pkg_name = package_name(name or hub.repo_id)
+    requested = hub.revision or "main"
     be = normalize_backends(backends, field="backends") if backends else None
     dl_dir = Path(download_dir) if download_dir else None
 
     def fetch() -> tuple[dict[str, Path], dict[str, Any]]:
         dl = download_repo(hub, policy=policy, download_dir=dl_dir, file_filter=hub_file_filter)
-        src = {"type": "hub", "repo_id": hub.repo_id, "requested_revision": dl.revision, "sha": dl.sha, "endpoint": hub.endpoint}
+        src = {"type": "hub", "repo_id": hub.repo_id, "requested_revision": requested, "sha": dl.sha, "endpoint": hub.endpoint}
         return dict(dl.files), src
 
     def build_into(target: Path, fetched: tuple[dict[str, Path], dict[str, Any]] | None = None) -> Path:
