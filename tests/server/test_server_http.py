@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -275,12 +276,21 @@ def test_request_timeout_is_504(served: ServerThread, client: Any) -> None:
 
 
 def test_client_disconnect_drops_the_request(served: ServerThread) -> None:
+    """A request whose client went away while it waited in the queue never reaches the model."""
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
     server: InferoxServer = served.server
+    model = server.models["slow"].primary.model
     before = server.metrics.failures("slow", "CLIENT_DISCONNECTED")
+    forwards_before = len(model.batch_sizes)
+    busy = threading.Thread(target=lambda: httpx.post(f"{served.url}/v2/models/slow/infer", json=body, timeout=60))
+    busy.start()  # occupies the model for 0.4 s
+    assert wait_until(lambda: len(model.batch_sizes) == forwards_before + 1)
     with pytest.raises(httpx.TimeoutException):
-        httpx.post(f"{served.url}/v2/models/slow/infer", json=body, timeout=0.1)
+        httpx.post(f"{served.url}/v2/models/slow/infer", json=body, timeout=0.1)  # queued behind it, then gone
+    busy.join(60)
     assert wait_until(lambda: server.metrics.failures("slow", "CLIENT_DISCONNECTED") == before + 1, timeout=10)
+    time.sleep(0.5)  # had the dropped request run, it would have by now
+    assert len(model.batch_sizes) == forwards_before + 1
 
 
 def test_metrics_in_prometheus_format(served: ServerThread, client: Any) -> None:
