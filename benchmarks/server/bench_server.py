@@ -235,7 +235,15 @@ def render_markdown(data: dict[str, Any]) -> str:
     ]
     for r in data["results"]:
         lines.append(f"| {r['model']} | {r['server']} | {r['concurrency']} | {r['req_per_s']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |")
-    lines += ["", f"Total wall time: {data['wall_s']} s.", ""]
+    lines += [
+        "",
+        "The load generator (one asyncio + httpx process) shares the machine's CPUs with the server: on a "
+        "machine with few cores it saturates first at high concurrency, so compare servers at equal "
+        "client counts rather than across them.",
+        "",
+        f"Total wall time: {data['wall_s']} s.",
+        "",
+    ]
     return "\n".join(lines)
 
 
