@@ -3,53 +3,20 @@ Hub-compatible server (olah, offline, on loopback) with a fault-injecting proxy 
 
 from __future__ import annotations
 
-import itertools
-import json
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 HERE = Path(__file__).parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from hubserver import FaultProxy, MirrorRepos, OlahServer  # noqa: E402
-
-
-def mlp_tensors(sizes: list[int], seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {}
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        out[f"layers.{i}.weight"] = (rng.standard_normal((b, a)) / np.sqrt(a)).astype(np.float32)
-        out[f"layers.{i}.bias"] = rng.standard_normal(b).astype(np.float32) * 0.1
-    return out
-
-
-def write_mlp_folder(folder: Path, sizes: list[int] | None = None, *, activation: str = "relu", seed: int = 0, extra: dict[str, Any] | None = None) -> Path:
-    """A model folder for the MLP schema: config.json + model.safetensors."""
-    from safetensors.numpy import save_file
-
-    sizes = sizes or [4, 8, 3]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps({"model_type": "mlp", "layer_sizes": sizes, "activation": activation, **(extra or {})}))
-    save_file(mlp_tensors(sizes, seed), str(folder / "model.safetensors"))
-    return folder
-
-
-def mlp_files(sizes: list[int] | None = None, *, activation: str = "relu", seed: int = 0) -> dict[str, bytes]:
-    """The same folder's files as bytes (for committing into a Hub repository)."""
-    from safetensors.numpy import save
-
-    sizes = sizes or [4, 8, 3]
-    return {
-        "config.json": json.dumps({"model_type": "mlp", "layer_sizes": sizes, "activation": activation}).encode(),
-        "model.safetensors": save(mlp_tensors(sizes, seed)),
-    }
+from mlpkg_hubserver import FaultProxy, OlahServer  # noqa: E402
+from mlpkg_testkit import Hub, write_mlp_folder  # noqa: E402
 
 
 @pytest.fixture
@@ -116,26 +83,6 @@ def olah(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OlahServer]:
     server.stop()
 
 
-class Hub:
-    """What a hub test needs: the repos, olah's endpoint and a fresh fault proxy's endpoint."""
-
-    def __init__(self, olah: OlahServer, proxy: FaultProxy, tmp: Path) -> None:
-        self.olah = olah
-        self.repos: MirrorRepos = olah.repos
-        self.proxy = proxy
-        self.endpoint = proxy.endpoint
-        self.download_dir = tmp / "hf-downloads"
-        self._n = 0
-
-    def new_repo(self, files: dict[str, Any] | None = None, *, prefix: str = "repo") -> tuple[str, str]:
-        """A fresh repository ``org/<unique>`` with ``files`` committed on main; returns (repo_id, sha)."""
-        import uuid
-
-        repo_id = f"org/{prefix}-{uuid.uuid4().hex[:8]}"
-        sha = self.repos.create(repo_id, files)
-        return repo_id, sha
-
-
 @pytest.fixture
 def hub(olah: OlahServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hub]:
     """Online mode against olah (through a fault proxy); the root conftest sets HF_HUB_OFFLINE=1."""
@@ -159,9 +106,3 @@ def minilm_repo(olah: OlahServer, minilm_dir: Path) -> tuple[str, str]:
     return "sentence-transformers/all-MiniLM-L6-v2", sha
 
 
-def copy_tree(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
-
-
-Builder = Callable[..., Path]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HERE, write_mlp_folder
+from mlpkg_testkit import HERE, write_mlp_folder
 
 from inferox.core.errors import ConfigError, InferoxError, ModelNotFoundError
 from inferox.mlpkg import PackageCache, build_from_folder, load_package

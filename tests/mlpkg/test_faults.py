@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HERE, write_mlp_folder
+from mlpkg_testkit import HERE, write_mlp_folder
 
 from inferox.core.errors import InferoxIOError, PackageFormatError
 from inferox.mlpkg import PackageCache, build_package, clean_debris, load_package

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HERE, Hub, mlp_files
+from mlpkg_testkit import HERE, Hub, mlp_files
 
 from inferox.core.errors import (
     DownloadError,
@@ -270,8 +270,8 @@ def test_transient_server_errors_are_retried(hub: Hub, tmp_path: Path) -> None:
 
 
 def test_connection_refused_is_a_download_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hubserver import free_port
     from huggingface_hub import constants
+    from mlpkg_hubserver import free_port
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import mlp_tensors, write_mlp_folder
+from mlpkg_testkit import mlp_tensors, write_mlp_folder
 
 from inferox.core.errors import (
     ArchitectureNotFoundError,

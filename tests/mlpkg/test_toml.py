@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Hub, mlp_files, write_mlp_folder
+from mlpkg_testkit import Hub, mlp_files, write_mlp_folder
 
 from inferox.core.errors import ConfigError, PackageNotFoundError
 from inferox.mlpkg import build_package, load_package, parse_model_toml
