@@ -48,6 +48,13 @@ def test_ready_only_after_every_model_warmed_up() -> None:
                 break
             assert r.json() == {"ready": False}
             assert httpx.get(f"{st.url}/v2/health/live").json() == {"live": True}
+            if not model.warmed.is_set() and "warm" in server.models:
+                meta = httpx.get(f"{st.url}/v2/models/warm")
+                infer = httpx.post(f"{st.url}/v2/models/warm/infer", json=BODY)
+                if not model.warmed.is_set():  # still loading when both answered
+                    assert (meta.status_code, meta.json()["code"]) == (503, "UNAVAILABLE")
+                    assert (infer.status_code, infer.json()["code"]) == (503, "UNAVAILABLE")
+                    assert httpx.get(f"{st.url}/v2/models/warm/ready").status_code == 503
             time.sleep(0.05)
         assert seen[0] == (False, 503)
         # Every 200 came after the warm-up had finished.

@@ -3,6 +3,7 @@ requests to the real MiniLM on torch and on jax, the repository extension and it
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from collections.abc import Iterator
@@ -297,3 +298,19 @@ def test_concurrent_text_requests_of_different_lengths_are_batched_exactly(serve
         for name, value in outs.items():
             assert value.shape == ref[name].shape
             np.testing.assert_allclose(value, ref[name], atol=3e-4)
+
+
+def test_text_max_length_and_bad_text(served: ServerThread) -> None:
+    long_text = "one two three four five six seven eight nine ten eleven twelve"
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [long_text], "parameters": {"max_length": 6}}],
+            "outputs": [{"name": "last_hidden_state"}]}
+    r = httpx.post(f"{served.url}/v2/models/minilm/infer", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["shape"] == [1, 6, 384]
+    body["inputs"][0]["parameters"] = {"max_length": "long"}
+    r = httpx.post(f"{served.url}/v2/models/minilm/infer", json=body)
+    assert (r.status_code, r.json()["code"]) == (400, "INVALID_INPUT") and "max_length" in r.json()["error"]
+    raw = b"\xff\xfe"
+    head = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 4 + len(raw)}}]}).encode()
+    r = httpx.post(f"{served.url}/v2/models/minilm/infer", content=head + len(raw).to_bytes(4, "little") + raw, headers={"Inference-Header-Content-Length": str(len(head))})
+    assert (r.status_code, r.json()["code"]) == (400, "INVALID_INPUT") and "UTF-8" in r.json()["error"]
