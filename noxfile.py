@@ -99,7 +99,10 @@ def jax(session: nox.Session) -> None:
 def thirdparty(session: nox.Session) -> None:
     """A third-party plugin installed as its own distribution, found through its entry point alone."""
     _setup(session)
-    _install(session, "-e", "inferox-core[testing]", "tests/plugins/inferox-numpy", *TEST_TOOLS)
+    _install(session, "-e", "inferox-core[testing]", *TEST_TOOLS)
+    # A second step, as a user would: pip does not resolve a local path's inferox-core>=0.1 against
+    # an editable inferox-core named in the same command.
+    _install(session, "tests/plugins/inferox-numpy")
     session.run("python", "-c", "from inferox.core import get_registry as g; names = g().backend_names(); assert 'numpy' in names, names; print('discovered', names)")
     _pytest(session, "tests/plugins/inferox-numpy/tests", cov=("inferox.core",))
 
@@ -111,9 +114,10 @@ def all_(session: nox.Session) -> None:
     _install(
         session,
         "-e", "inferox-core[testing,text]", "-e", "inferox-torch", "-e", "inferox-jax",
-        "-e", "inferox-mlpkg", "-e", "inferox-engine[serve]", "tests/plugins/inferox-numpy",
+        "-e", "inferox-mlpkg", "-e", "inferox-engine[serve]",
         "-r", "tests/requirements.txt", *TEST_TOOLS,
     )
+    _install(session, "tests/plugins/inferox-numpy")
     shared = [p for p in ("tests/mlpkg", "tests/engine", "tests/models", "tests/cli", "tests/server", "tests/integration", "tests/test_test_plan.py") if (ROOT / p).exists()]
     _pytest(session, *shared, cov=("inferox.core", "inferox.torch", "inferox.jax", "inferox.mlpkg", "inferox.engine"))
 
