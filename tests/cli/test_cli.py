@@ -403,3 +403,17 @@ def test_exit_codes_by_error_family(error: str, code: int) -> None:
 
     exc = eval(error, vars(errors))  # a fixed table of constructor calls
     assert exit_code_for(exc) == code
+
+
+def test_run_refuses_corrupt_and_pickled_arrays(tmp_path: Path, mlp_pkg: Path) -> None:
+    (tmp_path / "junk.npy").write_bytes(b"not an npy file at all")
+    result = invoke("run", mlp_pkg, "-f", tmp_path / "junk.npy")
+    assert_error(result, "INVALID_INPUT", 3)
+    assert "junk.npy" in result.output
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert_error(invoke("run", mlp_pkg, "-f", tmp_path / "objects.npy"), "INVALID_INPUT", 3)
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04broken")
+    assert_error(invoke("run", mlp_pkg, "-f", tmp_path / "junk.npz"), "INVALID_INPUT", 3)
+    x = np.ones((1, 4), np.float32)
+    np.save(tmp_path / "named.npy", x)
+    assert invoke("run", mlp_pkg, "-f", tmp_path / "named.npy", "--input-name", "input").exit_code == 0

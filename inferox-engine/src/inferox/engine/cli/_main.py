@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import traceback
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -388,12 +389,16 @@ def _gather_inputs(input_json: str | None, input_file: Path | None, texts: tuple
     if not input_file.is_file():
         raise PackageNotFoundError(f"no such input file: {input_file}", path=str(input_file))
     suffix = input_file.suffix.lower()
-    if suffix == ".npy":
-        arr = np.load(input_file, allow_pickle=False)
-        return ({input_name: arr} if input_name else arr), None
-    if suffix == ".npz":
-        with np.load(input_file, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}, None
+    if suffix in (".npy", ".npz"):
+        try:
+            if suffix == ".npy":
+                arr = np.load(input_file, allow_pickle=False)
+                return ({input_name: arr} if input_name else arr), None
+            with np.load(input_file, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}, None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            # allow_pickle=False also refuses object arrays: numpy says so in the message.
+            raise InvalidInputError(f"cannot read {input_file}: {exc}", name="input-file", actual=str(input_file)) from exc
     if suffix == ".json":
         try:
             return _parse_json_inputs(json.loads(input_file.read_text(encoding="utf-8")), str(input_file))
