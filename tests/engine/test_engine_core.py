@@ -381,16 +381,18 @@ def test_shutdown_drains_in_flight_and_without_drain_refuses_queued(weights: tup
         except ServiceUnavailableError as exc:
             results.append(exc)
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(5)]
     for t in threads:
         t.start()
-    while len(eng._entries["lin"].instances["torch"]._queue) < 2:  # one running, two queued
+    while len(eng._entries["lin"].instances["torch"]._queue) < 2:  # some running, at least two queued
         threading.Event().wait(0.005)
     eng.shutdown(drain=False)
     for t in threads:
         t.join()
-    assert sum(isinstance(r, InferenceResult) for r in results) == 1
-    assert sum(isinstance(r, ServiceUnavailableError) for r in results) == 2
+    served = sum(isinstance(r, InferenceResult) for r in results)
+    refused = [r for r in results if isinstance(r, ServiceUnavailableError)]
+    assert served >= 1 and len(refused) >= 2 and served + len(refused) == 5
+    assert all(r.code == "UNAVAILABLE" for r in refused)
 
 
 def test_context_managers(weights: tuple[np.ndarray, np.ndarray]) -> None:

@@ -556,10 +556,10 @@ class Engine:
             inst = cands[0]
             try:
                 if self.config.batching:
-                    with inst.arriving():
+                    with inst.arriving() as arrival:
                         prepared, _ = self._prepare(inst, inputs)
                         req = inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=return_native)
-                        inst.submit(req)
+                        inst.submit(req, arrival)
                 else:
                     prepared, _ = self._prepare(inst, inputs)
                     req = inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=return_native)
@@ -587,10 +587,10 @@ class Engine:
             inst = cands[0]
             try:
                 if self.config.batching:
-                    with inst.arriving():
+                    with inst.arriving() as arrival:
                         prepared, _ = self._prepare(inst, inputs)
                         req = inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=return_native)
-                        inst.submit(req)
+                        inst.submit(req, arrival, inline_ok=False)
                 else:
                     prepared, _ = self._prepare(inst, inputs)
                     req = inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=return_native)

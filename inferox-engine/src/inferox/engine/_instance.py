@@ -69,6 +69,8 @@ class ModelInstance:
         self._cond = threading.Condition()
         self._queue: collections.deque[Request] = collections.deque()
         self._arriving = 0
+        self._queued_rows = 0
+        self._busy = 0
         self._inflight = 0
         self._closing = False
         self._workers: list[threading.Thread] = []
@@ -98,6 +100,7 @@ class ModelInstance:
             if not drain:
                 dropped = list(self._queue)
                 self._queue.clear()
+                self._queued_rows = 0
             self._cond.notify_all()
         for req in dropped:
             if req.future.set_running_or_notify_cancel():
@@ -119,16 +122,23 @@ class ModelInstance:
 
     # -- building requests ----------------------------------------------------------------------
     @contextlib.contextmanager
-    def arriving(self) -> Iterator[None]:
-        """Mark a caller as on its way to this queue, so the batcher may wait for it."""
+    def arriving(self) -> Iterator[list[bool]]:
+        """Mark a caller as on its way to this queue, so the batcher may wait for it.
+
+        :meth:`submit` with the yielded token ends the arrival atomically with queueing; a caller
+        that fails validation instead ends it on exit.
+        """
+        token = [False]
         with self._cond:
             self._arriving += 1
         try:
-            yield
+            yield token
         finally:
-            with self._cond:
-                self._arriving -= 1
-                self._cond.notify()
+            if not token[0]:
+                with self._cond:
+                    self._arriving -= 1
+                    if self._arriving == 0:
+                        self._cond.notify()
 
     def make_request(
         self,
@@ -163,16 +173,43 @@ class ModelInstance:
         return model
 
     # -- queued execution (batching on) -------------------------------------------------------------
-    def submit(self, req: Request) -> None:
-        """Queue ``req``; its ``future`` resolves to an :class:`InferenceResult` or an error."""
+    def submit(self, req: Request, arrival: list[bool] | None = None, *, inline_ok: bool = True) -> None:
+        """Queue ``req``; its ``future`` resolves to an :class:`InferenceResult` or an error.
+
+        When the instance is idle — nothing queued, no forward pass running, nobody else on the
+        way — the request runs at once in the caller's thread instead: a lone caller pays no
+        thread hand-off, and callers that arrive meanwhile queue and batch as usual. asyncio callers
+        pass ``inline_ok=False``: their thread is the event loop's.
+        """
         with self._cond:
+            if arrival is not None and not arrival[0]:
+                arrival[0] = True
+                self._arriving -= 1
             if self._closing:
                 raise InstanceClosed(self.name)
             if len(self._queue) >= self.config.max_queue_size:
                 raise QueueFullError(self.name, max_queue_size=self.config.max_queue_size, retry_after=max(self.config.max_queue_delay_ms / 1000, 0.01))
             req.enqueued = time.perf_counter()
-            self._queue.append(req)
-            self._cond.notify()
+            inline = inline_ok and not self._queue and self._busy == 0 and self._arriving == 0
+            if inline:
+                self._busy += 1
+                self._inflight += 1
+            else:
+                self._queue.append(req)
+                self._queued_rows += req.rows
+                # Wake the worker only when it has something new to decide on: its first request,
+                # a full batch, or the last expected caller having arrived.
+                if len(self._queue) == 1 or self._queued_rows >= self.config.max_batch_size or self._arriving == 0:
+                    self._cond.notify()
+        if inline:
+            try:
+                with self._forward_lock:
+                    self.execute([req], locked=True)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    self._inflight -= 1
+                    self._cond.notify_all()
 
     def _take(self) -> list[Request] | None:
         """Wait for work; return the next requests to run (``None``: closed and drained)."""
@@ -184,7 +221,7 @@ class ModelInstance:
                     return None
                 self._cond.wait()
             window_end = time.perf_counter() + delay
-            while self._arriving > 0 and not self._closing and sum(r.rows for r in self._queue) < max_rows:
+            while self._arriving > 0 and not self._closing and self._queued_rows < max_rows:
                 remaining = window_end - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -195,6 +232,8 @@ class ModelInstance:
                 req = self._queue.popleft()
                 taken.append(req)
                 rows += req.rows
+            self._queued_rows -= rows
+            self._busy += 1
             return taken
 
     def _worker(self) -> None:
@@ -202,7 +241,14 @@ class ModelInstance:
             taken = self._take()
             if taken is None:
                 return
-            self.execute(taken)
+            try:
+                # Hold the model before checking deadlines, so that time spent waiting for it
+                # (behind a caller running inline, or another worker) counts against them.
+                with self._forward_lock:
+                    self.execute(taken, locked=True)
+            finally:
+                with self._cond:
+                    self._busy -= 1
 
     # -- direct execution (batching off, infer_batch) -----------------------------------------------
     def run_now(self, requests: Sequence[Request]) -> None:
