@@ -313,6 +313,24 @@ def test_serve_failures(tmp_path: Path) -> None:
     assert_error(invoke("serve", tmp_path / "file.txt"), "INVALID_CONFIG", 3)
 
 
+def test_serve_on_a_taken_port_is_an_io_error(mlp_pkg: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = invoke("serve", mlp_pkg, "--port", port, "--host", "127.0.0.1")
+    assert_error(result, "IO_ERROR", 10)
+    assert f"127.0.0.1:{port}" in result.output
+
+
+def test_serve_warns_when_exposed_without_a_token(mlp_pkg: Path) -> None:
+    with socket.socket() as taken:  # the bind then fails, so nothing is served
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        result = invoke("serve", mlp_pkg, "--port", taken.getsockname()[1], "--host", "0.0.0.0")
+    assert "without --token" in result.output and result.exit_code == 10
+
+
 def test_build_server_for_a_package_and_a_repository(tmp_path: Path, mlp_pkg: Path) -> None:
     from inferox.engine.cli import build_server
 

@@ -547,7 +547,7 @@ def serve(
     console = _console(err=True)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         console.print(f"[yellow]warning:[/] listening on {host} without --token: anyone who can reach this port can load and unload models")
-    console.print(f"inferox serving {path} on http://{host}:{port} (Ctrl-C to stop)")
+    console.print(f"starting inferox for {path} on http://{host}:{port} (Ctrl-C to stop)")
     try:
         run_server(server, log_level=log_level)
     except KeyboardInterrupt:

@@ -12,10 +12,10 @@ import time
 from types import TracebackType
 from typing import Any
 
-from inferox.core.errors import ServiceUnavailableError
+from inferox.core.errors import InferoxIOError, ServiceUnavailableError
 from inferox.engine.server.app import InferoxServer
 
-__all__ = ["JsonLogFormatter", "ServerThread", "configure_logging", "run"]
+__all__ = ["JsonLogFormatter", "ServerThread", "bind_socket", "configure_logging", "run"]
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -56,12 +56,30 @@ def _uvicorn_config(server: InferoxServer, *, host: str, port: int, log_level: s
     )
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port``; :class:`InferoxIOError` names the address when
+    it is taken or not ours (so ``inferox serve`` says so in one line, with the I/O exit code)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InferoxIOError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", path=f"{host}:{port}", errno_=exc.errno) from exc
+    return sock
+
+
 def run(server: InferoxServer, *, log_level: str = "info") -> None:
     """Serve in the foreground until SIGINT/SIGTERM; in-flight requests finish before exit."""
     import uvicorn
 
     configure_logging(log_level)
-    uvicorn.Server(_uvicorn_config(server, host=server.config.host, port=server.config.port, log_level=log_level)).run()
+    sock = bind_socket(server.config.host, server.config.port)
+    try:
+        uvicorn.Server(_uvicorn_config(server, host=server.config.host, port=server.config.port, log_level=log_level)).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 class ServerThread:
@@ -76,9 +94,7 @@ class ServerThread:
 
         self.server = server
         self.host = host
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, 0))
+        self._sock = bind_socket(host, 0)
         self.port: int = self._sock.getsockname()[1]
         self._uvicorn = uvicorn.Server(_uvicorn_config(server, host=host, port=self.port, log_level=log_level))
         self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [self._sock]}, name="inferox-server", daemon=True)
