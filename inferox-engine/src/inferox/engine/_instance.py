@@ -209,7 +209,10 @@ class ModelInstance:
                 with self._cond:
                     self._busy -= 1
                     self._inflight -= 1
-                    self._cond.notify_all()
+                    # Wake sleepers only when they have something to do: waking an idle worker
+                    # for nothing costs a GIL round trip, milliseconds on a busy machine.
+                    if self._queue or self._closing:
+                        self._cond.notify_all()
 
     def _take(self) -> list[Request] | None:
         """Wait for work; return the next requests to run (``None``: closed and drained)."""
@@ -266,7 +269,8 @@ class ModelInstance:
         finally:
             with self._cond:
                 self._inflight -= 1
-                self._cond.notify_all()
+                if self._closing:
+                    self._cond.notify_all()
 
     # -- running ------------------------------------------------------------------------------------
     def execute(self, requests: Sequence[Request], *, locked: bool = False) -> None:
