@@ -95,6 +95,8 @@ def test_protect_all_requires_the_token_everywhere() -> None:
         for method, path in [
             ("GET", "/v2/health/live"),
             ("GET", "/v2/health/ready"),
+            ("GET", "/v2"),
+            ("GET", "/v2/models/stats"),
             ("GET", "/v2/models/affine"),
             ("GET", "/v2/models/affine/ready"),
             ("GET", "/metrics"),

@@ -447,6 +447,10 @@ class InferoxServer:
     async def server_metadata(self, request: Request) -> Response:
         from inferox.engine.server import __version__
 
+        denied = self._protect(request)
+        if denied:
+            return denied
+
         return JSONResponse(
             {
                 "name": "inferox",
