@@ -9,6 +9,7 @@ One run measures, on this machine:
    the outputs turned back into numpy. Both sides get the same pre-tokenised inputs, so
    tokenisation is not counted. Calls alternate (direct, engine, direct, …) so that drift of a
    shared machine hits both sides alike; medians are reported.
+   The added cost is the median of the paired differences; the ratio is 1 + added / direct.
 2. ``infer_batch`` of 256 items against 256 single ``infer`` calls.
 3. 64 concurrent single-item clients (threads), with dynamic batching on and off: throughput
    and p50/p95 latency (target: batching ≥ 4x the unbatched throughput for short inputs).
@@ -121,13 +122,17 @@ def overhead(engine: Any, name: str, inputs: Mapping[str, np.ndarray], direct: C
         d.append(t1 - t0)
         e.append(t2 - t1)
     direct_us, engine_us = _median_us(d), _median_us(e)
+    # The added cost is the median of the paired differences (engine_i - direct_i): each pair ran
+    # back to back, so load that other processes put on a shared machine cancels out far better
+    # than in the difference of two medians.
+    added_us = _median_us([b - a for a, b in zip(d, e)])
     return {
         "calls": n,
         "direct_median_us": round(direct_us, 1),
         "engine_median_us": round(engine_us, 1),
-        "added_us": round(engine_us - direct_us, 1),
-        "ratio": round(engine_us / direct_us, 4),
-        "overhead_pct": round((engine_us / direct_us - 1) * 100, 2),
+        "added_us": round(added_us, 1),
+        "ratio": round(1 + added_us / direct_us, 4),
+        "overhead_pct": round(added_us / direct_us * 100, 2),
     }
 
 
@@ -289,6 +294,10 @@ def run(quick: bool, threads: int | None) -> dict[str, Any]:
             any_m = eng.get_model("minilm")
             one = {k: v for k, v in one.items() if k in {s.name for s in any_m.input_specs}}
             results["minilm"]["overhead_batching_on"] = overhead(eng, "minilm", one, direct_call(any_m, one), int(300 * scale))
+            long_text = " ".join(SENTENCES * 4)
+            typical = {k: v for k, v in encoder.encode([long_text]).items() if k in one}
+            results["minilm"]["typical_tokens"] = int(typical["input_ids"].shape[1])
+            results["minilm"]["overhead_typical_batching_on"] = overhead(eng, "minilm", typical, direct_call(any_m, typical), int(100 * scale))
         with Engine(EngineConfig(max_batch_size=32, batching=False)) as eng:
             eng.load(pkg, backend="torch")
             any_m = eng.get_model("minilm")
@@ -330,8 +339,8 @@ def render_markdown(r: Mapping[str, Any]) -> str:
 
     def ovh(label: str, o: Mapping[str, Any], target: str, note: str) -> None:
         lines.append(
-            f"| {label} | {o['engine_median_us']:.0f} µs vs {o['direct_median_us']:.0f} µs direct: ratio {o['ratio']:.3f}, "
-            f"+{o['added_us']:.0f} µs ({o['overhead_pct']:+.1f} %) | {target} | {note} |"
+            f"| {label} | median {o['engine_median_us']:.0f} µs vs {o['direct_median_us']:.0f} µs direct; added (median paired difference) "
+            f"{o['added_us']:+.0f} µs: ratio {o['ratio']:.3f} ({o['overhead_pct']:+.1f} %) | {target} | {note} |"
         )
 
     small_note = "a forward of tens of µs: the fixed per-request cost dominates (no target on this model)"
@@ -359,12 +368,18 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         lines.append(f"| MiniLM rows | not measured | ≤ {target_pct} % / ≥ {gain_target}x | {mini.get('note')} |")
     else:
         o = mini["overhead_batching_on"]
-        met = o["overhead_pct"] <= target_pct
-        note = "met" if met else "missed: the batcher's thread hand-off (queue, condition variable, future) costs a fixed few tens of µs per request, a visible share of a ~ms forward on 2 cores"
-        ovh(f"engine.infer vs direct forward, all-MiniLM-L6-v2 ({mini['tokens_per_sentence']} tokens), batching on", o, f"≤ {target_pct} %", note)
+        note = (
+            "met" if o["overhead_pct"] <= target_pct else
+            "missed on this very short input: the engine's fixed per-request work (validation against the specs and the model's own "
+            "input checks, request bookkeeping, result object, statistics) is ~100-200 µs, a visible share of a few-ms forward"
+        )
+        ovh(f"engine.infer vs direct forward, all-MiniLM-L6-v2, short input ({mini['tokens_per_sentence']} tokens), batching on", o, f"≤ {target_pct} %", note)
         o2 = mini["overhead_batching_off"]
-        note2 = "met" if o2["overhead_pct"] <= target_pct else "missed: validation and conversions per request"
-        ovh(f"engine.infer vs direct forward, all-MiniLM-L6-v2 ({mini['tokens_per_sentence']} tokens), batching off", o2, f"≤ {target_pct} %", note2)
+        note2 = "met" if o2["overhead_pct"] <= target_pct else "missed: same fixed per-request cost as above"
+        ovh(f"engine.infer vs direct forward, all-MiniLM-L6-v2, short input ({mini['tokens_per_sentence']} tokens), batching off", o2, f"≤ {target_pct} %", note2)
+        o3 = mini["overhead_typical_batching_on"]
+        note3 = "met" if o3["overhead_pct"] <= target_pct else "missed: see the notes above; noise on a shared machine is of the same order"
+        ovh(f"engine.infer vs direct forward, all-MiniLM-L6-v2, typical input ({mini['typical_tokens']} tokens), batching on", o3, f"≤ {target_pct} %", note3)
         b2 = mini["infer_batch_256"]
         lines.append(
             f"| infer_batch(256) vs 256 infer calls, MiniLM, text in (tokenised on both sides) | {b2['infer_batch_s']:.2f} s vs {b2['single_calls_s']:.2f} s: {b2['speedup']}x | — | |"

@@ -34,3 +34,11 @@ def direct_engine() -> Iterator[Engine]:
     eng = Engine(EngineConfig(batching=False))
     yield eng
     eng.shutdown()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """An exception escaping any thread (a batcher worker, a client thread) fails the engine test."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning"))

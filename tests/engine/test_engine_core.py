@@ -468,3 +468,27 @@ def test_infer_batch_items_that_are_not_rows(engine: Engine, weights: tuple[np.n
     with pytest.raises(InvalidInputError) as ei2:
         engine.infer_batch("lin", [{}])
     assert ei2.value.index == 0 and ei2.value.name == "x"
+
+
+def test_shutdown_timeout_answers_every_queued_request(weights: tuple[np.ndarray, np.ndarray]) -> None:
+    eng = Engine(EngineConfig(max_batch_size=1))
+    eng.register("lin", TorchLinear(*weights, delay=0.3))
+    outcomes: list[object] = []
+
+    def call() -> None:
+        try:
+            outcomes.append(eng.infer("lin", np.ones((1, IN), np.float32)))
+        except (ServiceUnavailableError, BackendError) as exc:  # a request cut off mid-forward may fail
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(5)]
+    for t in threads:
+        t.start()
+    while len(eng._entries["lin"].instances["torch"]._queue) < 2:
+        threading.Event().wait(0.005)
+    eng.shutdown(timeout=0.05)  # does not wait for the queue to drain
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads)  # nobody is left waiting forever
+    assert len(outcomes) == 5
+    assert sum(isinstance(o, ServiceUnavailableError) for o in outcomes) >= 2

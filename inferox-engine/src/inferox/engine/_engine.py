@@ -506,6 +506,7 @@ class Engine:
         return out
 
     def _current(self, entry: _Entry) -> _Entry:
+        self._check_open()  # a caller re-routed after shutdown() gets UNAVAILABLE, not NOT_FOUND
         if self._entries.get(entry.name) is not entry:
             raise ModelNotFoundError(entry.name, available=self.list_models())
         return entry

@@ -114,11 +114,17 @@ class ModelInstance:
                 if remaining is not None and remaining <= 0:
                     break
                 self._cond.wait(remaining)
+            # Workers that did not finish within ``timeout`` leave requests behind: answer them.
+            dropped = list(self._queue)
+            self._queue.clear()
+            self._queued_rows = 0
+        for req in dropped:
+            if req.future.set_running_or_notify_cancel():
+                req.future.set_exception(ServiceUnavailableError(f"model {self.name!r} was unloaded before this request ran"))
         model, self.model = self.model, None
         if model is not None:
             with contextlib.suppress(Exception):
                 model.model.close()
-        self.text_encoder = None
 
     # -- building requests ----------------------------------------------------------------------
     @contextlib.contextmanager
