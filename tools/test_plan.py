@@ -85,7 +85,8 @@ def node_ids(target: str) -> list[str]:
     """The pytest node ids in a target (empty for N/A and pending)."""
     if _is_pending_or_na(target):
         return []
-    return [t.strip() for t in target.split(";") if t.strip()]
+    # A node id may carry a short comment in parentheses after it: "tests/x.py::test_y (why)".
+    return [t.strip().split(" (", 1)[0] for t in target.split(";") if t.strip()]
 
 
 def build() -> int:
