@@ -169,7 +169,7 @@ def merge_inputs(specs: Mapping[str, TensorSpec], group: Sequence[Request]) -> d
         dtype = spec.dtype.to_numpy()
         arrays = [to_host(r.inputs[name]) for r in group]
         first = arrays[0]
-        shape = [total, *(padded.get((name, ax), first.shape[ax]) for ax in range(1, first.ndim))]
+        shape: list[int] = [total, *(padded[(name, ax)] if (name, ax) in padded else int(first.shape[ax]) for ax in range(1, first.ndim))]
         if all(tuple(a.shape[1:]) == tuple(shape[1:]) for a in arrays):
             merged[name] = np.concatenate([a.astype(dtype, copy=False) for a in arrays], axis=0)
             continue

@@ -237,6 +237,8 @@ class Engine:
     @staticmethod
     def _package_bytes(pkg: Any) -> int:
         path = getattr(pkg, "weights_path", None)
+        if path is None:
+            return 0
         try:
             return int(os.path.getsize(path))
         except (OSError, TypeError):
