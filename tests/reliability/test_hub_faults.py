@@ -1,0 +1,136 @@
+"""The Hub server dying mid-download, and a full disk under the download cache.
+
+Real huggingface_hub against real olah (offline, on loopback) through the fault-injecting proxy of
+``tests/mlpkg/hubserver.py``. "Dying" means the proxy cuts the weights file after a few megabytes
+and then stops listening (every retry and resume is refused) — what a crashed or restarted server
+looks like to a client. Afterwards: a typed :class:`DownloadError`, no package and no corrupt file
+under its final name, the package cache still usable, and a later build (server back) succeeds.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlpkg_hubserver import FaultProxy, OlahServer
+from mlpkg_testkit import mlp_files
+
+from inferox.core.errors import DownloadError, InferoxError, InferoxIOError
+from inferox.mlpkg import DownloadPolicy, PackageCache, build_package, load_package
+
+FAST = DownloadPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.05, connect_timeout=2, read_timeout=5)
+
+
+class DyingProxy(FaultProxy):
+    """A proxy that, once it has cut a file short (``faults.drop``), stops listening for good."""
+
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__(upstream_port)
+        self.died = threading.Event()
+
+    def _send(self, h: Any, status: int, headers: Any, body: bytes, method: str, *, cut: int | None = None) -> None:
+        super()._send(h, status, headers, body, method, cut=cut)
+        if cut is not None and not self.died.is_set():
+            self.died.set()
+            threading.Thread(target=self.stop, daemon=True).start()
+
+
+def _new_repo(olah: OlahServer, files: dict[str, bytes]) -> str:
+    repo_id = f"org/rel-{uuid.uuid4().hex[:8]}"
+    olah.repos.create(repo_id, files)
+    return repo_id
+
+
+def test_hub_dying_mid_file_is_a_download_error_and_a_later_build_succeeds(
+    olah: OlahServer, hub_env: pytest.MonkeyPatch, tmp_path: Path, figures: Any
+) -> None:
+    files = mlp_files([1024, 3000, 2])  # ~12 MB: huggingface_hub writes 10 MiB chunks
+    size = len(files["model.safetensors"])
+    repo_id = _new_repo(olah, files)
+    cache = PackageCache(tmp_path / "cache")
+    download = tmp_path / "dl"
+    dying = DyingProxy(olah.port)
+    dying.faults.drop["model.safetensors"] = (size // 2, 1)
+    hub_env.setenv("HF_ENDPOINT", dying.endpoint)
+    try:
+        with pytest.raises(DownloadError) as ei:
+            build_package(f"hf://{repo_id}", cache=cache, endpoint=dying.endpoint, policy=FAST, download_dir=download)
+    finally:
+        dying.stop()
+    assert dying.died.is_set()  # the server really died mid-file
+    err = ei.value
+    assert type(err) is DownloadError and err.code == "DOWNLOAD_ERROR" and err.repo_id == repo_id
+    assert "gave up after" in str(err)
+    # nothing corrupt under a final name: no package, no cache entry, no full-named partial weights
+    assert cache.entries() == []
+    assert not list(cache.packages_dir.glob("*")) if cache.packages_dir.exists() else True
+    finished = [p for p in download.rglob("model.safetensors") if p.is_file()] if download.exists() else []
+    assert all(p.stat().st_size == size and p.read_bytes() == files["model.safetensors"] for p in finished)
+    # the server comes back: the same cache builds the package, complete and verified
+    back = FaultProxy(olah.port)
+    hub_env.setenv("HF_ENDPOINT", back.endpoint)
+    try:
+        path = build_package(f"hf://{repo_id}", cache=cache, endpoint=back.endpoint, policy=FAST, download_dir=download)
+    finally:
+        back.stop()
+    pkg = load_package(path, verify=True)
+    assert (path / "model.safetensors").read_bytes() == files["model.safetensors"]
+    assert pkg.source_repo_id == repo_id and [e.key.split("@")[0] for e in cache.entries()] == [f"hub/{repo_id}"]
+    figures.record(file_bytes=size, cut_after_bytes=size // 2, faults_injected=1, retries_refused=len(dying.requests()))
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Any]:
+    """Mount small tmpfs disks (``tmpfs(size)``) for the test: needs root and mount permission."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        mnt = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+        mnt.mkdir()
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True, text=True)
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_while_downloading_into_the_cache(
+    olah: OlahServer, proxy: FaultProxy, hub_env: pytest.MonkeyPatch, tmpfs: Any, tmp_path: Path, figures: Any
+) -> None:
+    disk = tmpfs("1m")
+    big = mlp_files([256, 1200, 16])  # ~1.3 MB of weights: the download cannot fit
+    repo_big = _new_repo(olah, big)
+    hub_env.setenv("HF_ENDPOINT", proxy.endpoint)
+    cache = PackageCache(disk / "cache")
+    with pytest.raises(InferoxError) as ei:
+        build_package(f"hf://{repo_big}", cache=cache, endpoint=proxy.endpoint, policy=FAST, download_dir=disk / "dl")
+    err = ei.value
+    assert isinstance(err, (InferoxIOError, DownloadError)), err
+    assert err.code in ("IO_ERROR", "DOWNLOAD_ERROR")
+    if isinstance(err, InferoxIOError):
+        assert err.errno == errno.ENOSPC
+    assert "no space left" in str(err).lower()
+    assert cache.entries() == []
+    # the cache is usable at once: a package that fits builds into the same cache on the same disk
+    small = mlp_files([4, 8, 3])
+    repo_small = _new_repo(olah, small)
+    for p in (disk / "dl").rglob("*"):  # the failed download's partial file is what filled the disk
+        if p.is_file() and p.name.endswith(".incomplete"):
+            p.unlink()
+    path = build_package(f"hf://{repo_small}", cache=cache, endpoint=proxy.endpoint, policy=FAST, download_dir=disk / "dl")
+    assert load_package(path, verify=True).source_repo_id == repo_small
+    assert (path / "model.safetensors").read_bytes() == small["model.safetensors"]
+    figures.record(disk_bytes=2**20, download_bytes=len(big["model.safetensors"]), error_code=err.code)
