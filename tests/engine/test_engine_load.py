@@ -148,3 +148,36 @@ def test_minilm_infer_batch_pads_and_trims_to_single_results(minilm_engine: Engi
             assert res["last_hidden_state"].shape == single["last_hidden_state"].shape  # trimmed back to its own length
             for key in single:
                 np.testing.assert_allclose(res[key], single[key], rtol=1e-4, atol=1e-4)
+
+
+def _cuda_available() -> bool:
+    from inferox.core import get_registry
+
+    return get_registry().get_backend("torch").is_device_available("cuda:0")
+
+
+@pytest.mark.skipif(_cuda_available(), reason="this machine has CUDA: the unavailable-device path cannot be shown")
+def test_load_on_an_unavailable_device_is_typed(mlp_package: tuple[Path, dict[str, np.ndarray]]) -> None:
+    from inferox.core.errors import DeviceUnavailableError
+
+    path, _ = mlp_package
+    with Engine() as eng:
+        with pytest.raises(DeviceUnavailableError) as ei:
+            eng.load(path, backend="torch", device="cuda:0")
+        assert ei.value.code == "DEVICE_UNAVAILABLE" and ei.value.device == "cuda:0"
+        assert eng.list_models() == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA device")
+def test_load_on_cuda_batches_and_returns_numpy(mlp_package: tuple[Path, dict[str, np.ndarray]]) -> None:
+    path, tensors = mlp_package
+    with Engine() as eng:
+        info = eng.load(path, backend="torch", device="cuda:0")
+        assert info.instances[0].device == "cuda:0"
+        x = np.random.default_rng(3).standard_normal((6, 4)).astype(np.float32)
+        res = eng.infer("mlp", x)
+        assert res.device == "cuda:0" and isinstance(res["output"], np.ndarray)
+        np.testing.assert_allclose(res["output"], mlp_reference(x, tensors), rtol=1e-4, atol=1e-4)
+        out = eng.infer_batch("mlp", list(x))
+        np.testing.assert_allclose(np.stack([r["output"] for r in out]), mlp_reference(x, tensors), rtol=1e-4, atol=1e-4)
