@@ -127,13 +127,38 @@ def test_full_disk_while_downloading_into_the_cache(
         assert err.errno == errno.ENOSPC
     assert "no space left" in str(err).lower()
     assert cache.entries() == []
+    # the partial download is only ever a resumable ``.incomplete`` blob, never under its final name
+    assert not [p for p in (disk / "dl").rglob("model.safetensors")]
     # the cache is usable at once: a package that fits builds into the same cache on the same disk
     small = mlp_files([4, 8, 3])
     repo_small = _new_repo(olah, small)
-    for p in (disk / "dl").rglob("*"):  # the failed download's partial file is what filled the disk
+    for p in (disk / "dl").rglob("*"):  # free the space the partial download took (what a user would do)
         if p.is_file() and p.name.endswith(".incomplete"):
             p.unlink()
     path = build_package(f"hf://{repo_small}", cache=cache, endpoint=proxy.endpoint, policy=FAST, download_dir=disk / "dl")
     assert load_package(path, verify=True).source_repo_id == repo_small
     assert (path / "model.safetensors").read_bytes() == small["model.safetensors"]
     figures.record(disk_bytes=2**20, download_bytes=len(big["model.safetensors"]), error_code=err.code)
+
+
+def test_full_disk_while_assembling_into_the_cache(
+    olah: OlahServer, proxy: FaultProxy, hub_env: pytest.MonkeyPatch, tmpfs: Any, tmp_path: Path, figures: Any
+) -> None:
+    disk = tmpfs("1m")
+    big = mlp_files([256, 1200, 16])  # the download (on the normal disk) works; the package does not fit
+    repo_big = _new_repo(olah, big)
+    hub_env.setenv("HF_ENDPOINT", proxy.endpoint)
+    cache = PackageCache(disk / "cache")
+    with pytest.raises(InferoxIOError) as ei:
+        build_package(f"hf://{repo_big}", cache=cache, endpoint=proxy.endpoint, policy=FAST, download_dir=tmp_path / "dl")
+    err = ei.value
+    assert err.code == "IO_ERROR" and err.errno == errno.ENOSPC and err.path
+    assert cache.entries() == []
+    leftovers = [p for p in (disk / "cache").rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json")]
+    assert leftovers == [], leftovers  # no half-written package in the cache
+    small = mlp_files([4, 8, 3])
+    repo_small = _new_repo(olah, small)
+    path = build_package(f"hf://{repo_small}", cache=cache, endpoint=proxy.endpoint, policy=FAST, download_dir=tmp_path / "dl")
+    assert load_package(path, verify=True).source_repo_id == repo_small
+    assert [e.key.split("@")[0] for e in cache.entries()] == [f"hub/{repo_small}"]
+    figures.record(disk_bytes=2**20, package_bytes=len(big["model.safetensors"]), error_code=err.code)
