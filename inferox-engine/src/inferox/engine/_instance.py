@@ -3,9 +3,11 @@
 Each instance owns a bounded FIFO queue and ``num_workers`` worker threads. A worker takes the
 oldest request, and — while other callers are known to be on their way (they have been routed
 here but are still validating their inputs) — waits up to ``max_queue_delay_ms`` for more to
-arrive, then takes requests in FIFO order up to ``max_batch_size`` rows. A lone sequential caller
-therefore never waits for a batching window, while concurrent callers coalesce: requests that
-arrive while a forward pass runs are all taken by the next one.
+arrive, then takes requests in FIFO order up to ``max_batch_size`` rows. When the instance is
+idle, a synchronous caller's request runs at once in its own thread (:meth:`ModelInstance.submit`),
+so a lone sequential caller pays neither a batching window nor a thread hand-off, while
+concurrent callers coalesce: requests that arrive while a forward pass runs are all taken by the
+next one.
 
 Requests that can share a forward pass (see :mod:`inferox.engine._batching`) are stacked and run
 once; the outputs are split back to each caller's future. When a combined forward pass fails, each
