@@ -1,0 +1,39 @@
+"""Scale Inferox out on Ray Serve: the same packages and the same V2 REST API across a cluster.
+
+Needs the ``ray`` extra (``pip install inferox-engine[serve,ray]``); importing
+:mod:`inferox.engine` never imports Ray, only this package does::
+
+    from ray import serve
+    from inferox.engine.ray import build_app
+
+    serve.run(build_app("models/", replicas=2, num_cpus=1), route_prefix="/")
+
+See ``docs/deployment-ray.md``.
+"""
+
+from __future__ import annotations
+
+try:
+    import ray as _ray  # noqa: F401
+    from ray import serve as _serve  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("inferox.engine.ray needs Ray Serve: pip install 'inferox-engine[ray]'") from exc
+
+from inferox.engine.ray._app import APP_NAME, build_app, replica_class, serve_on_ray
+from inferox.engine.ray._ingress import UNSUPPORTED, InferoxIngress
+from inferox.engine.ray._replica import BATCHING_MODES, HttpReply, InferoxReplica, call_asgi, metadata_digest, package_digests
+
+__all__ = [
+    "APP_NAME",
+    "BATCHING_MODES",
+    "UNSUPPORTED",
+    "HttpReply",
+    "InferoxIngress",
+    "InferoxReplica",
+    "build_app",
+    "call_asgi",
+    "metadata_digest",
+    "package_digests",
+    "replica_class",
+    "serve_on_ray",
+]

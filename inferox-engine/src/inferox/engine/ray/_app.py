@@ -1,0 +1,131 @@
+"""Building and running the Inferox Ray Serve application."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+
+from inferox.core.errors import ConfigError
+from inferox.engine.ray._ingress import InferoxIngress
+from inferox.engine.ray._replica import BATCHING_MODES, InferoxReplica, package_digests
+from inferox.engine.server._repository import ModelRepository
+from inferox.engine.server.app import ServerConfig
+
+__all__ = ["APP_NAME", "build_app", "replica_class", "serve_on_ray"]
+
+#: The Ray Serve application name ``inferox serve --ray`` deploys under.
+APP_NAME = "inferox"
+
+
+def replica_class(*, max_models_per_replica: int = 3, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.005) -> type[InferoxReplica]:
+    """:class:`InferoxReplica` with its multiplexing and ``@serve.batch`` limits set (Ray Serve
+    reads them from the decorators, so each setting gets its own subclass)."""
+
+    class Replica(InferoxReplica):
+        @serve.multiplexed(max_num_models_per_replica=max_models_per_replica)
+        async def get_model(self, model_id: str) -> Any:
+            return await self.load(model_id)
+
+        @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)
+        async def _batched(self, engines: list[Any], names: list[str], inputs: list[dict[str, Any]]) -> list[Any]:
+            return await self.run_batch(engines, names, inputs)
+
+    Replica.__name__ = Replica.__qualname__ = "InferoxReplica"
+    return Replica
+
+
+def build_app(
+    repository: str | Path,
+    *,
+    config: ServerConfig | None = None,
+    replicas: int | None = None,
+    autoscaling_config: Mapping[str, Any] | None = None,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    batching: str = "engine",
+    max_models_per_replica: int = 3,
+    max_ongoing_requests: int = 64,
+    serve_batch_size: int = 32,
+    serve_batch_wait_s: float = 0.005,
+    health_check_period_s: float = 10.0,
+    ray_actor_options: Mapping[str, Any] | None = None,
+) -> Any:
+    """The Ray Serve application (``serve.Application``) serving ``repository`` over the V2 API.
+
+    ``repository`` is a model repository folder that every node can read at the same path (a
+    shared file system, or the same packages copied to each node); the digests of its packages are
+    taken here, on the driver, and every replica checks its copy against them before loading.
+    ``replicas`` (default 1) or ``autoscaling_config`` (Ray Serve's own keys, passed through) size the model
+    deployment; ``num_cpus``/``num_gpus`` are each replica's resources; ``batching`` is
+    ``"engine"`` (the engine's dynamic batcher) or ``"serve"`` (``@serve.batch``).
+    Compose it in your own graph or run it with ``serve.run(build_app(...), route_prefix="/")``.
+    """
+    if batching not in BATCHING_MODES:
+        raise ConfigError(f"batching must be one of {BATCHING_MODES}", field="batching", value=batching)
+    if replicas is not None and autoscaling_config is not None:
+        raise ConfigError("give either replicas or autoscaling_config, not both", field="replicas", value=replicas)
+    if replicas is not None and replicas < 1:
+        raise ConfigError("replicas must be at least 1", field="replicas", value=replicas)
+    root = ModelRepository(repository).root
+    digests = package_digests(root)
+    config = config or ServerConfig(access_log=False)
+    options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus, **dict(ray_actor_options or {})}
+    scale: dict[str, Any] = {"autoscaling_config": dict(autoscaling_config)} if autoscaling_config is not None else {"num_replicas": replicas or 1}
+    models = serve.deployment(
+        replica_class(max_models_per_replica=max_models_per_replica, max_batch_size=serve_batch_size, batch_wait_timeout_s=serve_batch_wait_s),
+        name="InferoxModels",
+        ray_actor_options=options,
+        max_ongoing_requests=max_ongoing_requests,
+        health_check_period_s=health_check_period_s,
+        health_check_timeout_s=max(30.0, health_check_period_s),
+        **scale,
+    )
+    ingress = serve.deployment(
+        serve.ingress()(InferoxIngress),
+        name="InferoxIngress",
+        ray_actor_options={"num_cpus": 0},  # routing only: never competes with replicas for CPUs
+        max_ongoing_requests=max(256, max_ongoing_requests * 4),
+    )
+    return ingress.bind(
+        models.bind(str(root), digests=digests, config=config, batching=batching),
+        digests=digests,
+        token=config.token,
+        protect_all=config.protect_all,
+        max_body_bytes=config.max_body_bytes,
+        request_timeout_s=config.request_timeout_s,
+    )
+
+
+def serve_on_ray(
+    app: Any,
+    *,
+    address: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    blocking: bool = True,
+    num_cpus: int | None = None,
+) -> Any:
+    """Connect to (``address``) or start a local Ray cluster, start Ray Serve's HTTP proxy on
+    ``host:port`` and deploy ``app`` as application :data:`APP_NAME` at ``/``. With ``blocking``,
+    serve until interrupted, then delete the application; otherwise return its handle."""
+    import ray
+
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False)
+    serve.start(http_options={"host": host, "port": port})
+    handle = serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    if not blocking:
+        return handle
+    try:
+        while True:
+            time.sleep(1.0)
+    finally:
+        serve.delete(APP_NAME)
+    return handle  # pragma: no cover - only reached when the loop above is broken out of
