@@ -1,0 +1,185 @@
+"""The Ray Serve deployment on a real local Ray cluster, driven by the real tritonclient.http:
+the V2 endpoints, MiniLM text requests on torch and on jax, multiplexing across models, and a
+replica killed under load."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import raykit
+
+pytestmark = pytest.mark.timeout(240)
+
+TEXTS = ["A man is eating food.", "Inferox serves models on any backend.", "The quick brown fox jumps over the lazy dog."]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, mlp_package: Path, minilm_package: Path) -> Path:
+    root = tmp_path_factory.mktemp("ray-repo")
+    raykit.add_model(root, "mlp", mlp_package)
+    raykit.add_model(root, "mlp_b", mlp_package)
+    raykit.add_model(root, "minilm", minilm_package, backends=("torch", "jax"), extra="max_batch_size = 8\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def deployed(ray_cluster: str, repo: Path) -> Iterator[str]:
+    """The repository deployed as application 'inferox' with two replicas; the ingress address."""
+    from ray import serve
+
+    from inferox.engine.ray import APP_NAME, build_app, serve_on_ray
+
+    host, port = ray_cluster.split(":")
+    app = build_app(repo, replicas=2, num_cpus=0.5, max_models_per_replica=2, health_check_period_s=1.0)
+    serve_on_ray(app, host=host, port=int(port), blocking=False)
+    try:
+        yield ray_cluster
+    finally:
+        serve.delete(APP_NAME)
+
+
+def _mlp_reference(package: Path, x: np.ndarray) -> np.ndarray:
+    from inferox.mlpkg import load_model
+
+    return np.asarray(load_model(package, backend="torch").forward_any({"input": x})["output"])
+
+
+def test_v2_endpoints_through_tritonclient(deployed: str, mlp_package: Path) -> None:
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    client = httpclient.InferenceServerClient(deployed, network_timeout=120.0)
+    assert client.is_server_live() and client.is_server_ready()
+    meta = client.get_server_metadata()
+    assert meta["name"] == "inferox" and "binary_tensor_data" in meta["extensions"]
+    assert client.is_model_ready("mlp")
+    mmeta = client.get_model_metadata("mlp")
+    assert mmeta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}] and mmeta["parameters"]["backends"] == ["torch"]
+    x = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    for binary in (True, False):
+        inp = httpclient.InferInput("input", [5, 4], "FP32")
+        inp.set_data_from_numpy(x, binary_data=binary)
+        out = httpclient.InferRequestedOutput("output", binary_data=binary)
+        result = client.infer("mlp", [inp], outputs=[out], request_id=f"ray-{binary}")
+        assert result.get_response()["id"] == f"ray-{binary}"
+        np.testing.assert_allclose(result.as_numpy("output"), _mlp_reference(mlp_package, x), rtol=1e-5, atol=1e-6)
+    index = client.get_model_repository_index()
+    assert [m["name"] for m in index] == ["minilm", "mlp", "mlp_b"]
+    client.load_model("mlp_b")
+    with pytest.raises(InferenceServerException) as ei:
+        client.infer("ghost", [inp])
+    assert ei.value.status() == "404" and "ghost" in ei.value.message()
+    bad = httpclient.InferInput("input", [1, 5], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 5), np.float32))
+    with pytest.raises(InferenceServerException) as ei:
+        client.infer("mlp", [bad])
+    assert ei.value.status() == "400"
+    r = httpx.post(f"http://{deployed}/v2/models/mlp/infer", content=b"{not json", timeout=60)
+    assert r.status_code == 400 and r.json()["code"] == "INVALID_INPUT"
+    client.close()
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_minilm_text_on_each_backend(deployed: str, minilm_package: Path, backend: str) -> None:
+    import tritonclient.http as httpclient
+
+    from inferox.core.text import TextEncoder
+    from inferox.mlpkg import load_model
+
+    client = httpclient.InferenceServerClient(deployed, network_timeout=180.0)
+    inp = httpclient.InferInput("text", [len(TEXTS)], "BYTES")
+    inp.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object), binary_data=True)
+    result = client.infer("minilm", [inp], parameters={"backend": backend}, request_id=f"text-{backend}")
+    response = result.get_response()
+    assert response["parameters"]["backend"] == backend and response["id"] == f"text-{backend}"
+    ref_model = load_model(minilm_package, backend="torch")
+    encoded = TextEncoder.from_file(minilm_package / "tokenizer.json").encode(TEXTS)
+    ref = ref_model.forward_any({k: v for k, v in encoded.items() if k in {s.name for s in ref_model.input_specs}})
+    names = {o["name"] for o in response["outputs"]}
+    assert names == set(ref)
+    for name in names:
+        got = result.as_numpy(name)
+        assert got.dtype == np.float32 and got.shape == ref[name].shape and got.shape[0] == 3
+        np.testing.assert_allclose(got, ref[name], atol=3e-4)
+    client.close()
+
+
+def test_models_multiplex_across_replicas(deployed: str, mlp_package: Path) -> None:
+    """Three models on two replicas of at most two models each: all keep answering correctly
+    while Ray Serve places them and evicts the least recently used."""
+    x = np.ones((2, 4), np.float32)
+    expected = _mlp_reference(mlp_package, x)
+    body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 4], "data": x.ravel().tolist()}]})
+    with httpx.Client(base_url=f"http://{deployed}", timeout=120) as client:
+        for _ in range(3):
+            for name in ("mlp", "mlp_b"):
+                r = client.post(f"/v2/models/{name}/infer", content=body)
+                assert r.status_code == 200, r.text
+                np.testing.assert_allclose(np.asarray(r.json()["outputs"][0]["data"]).reshape(2, 3), expected, rtol=1e-5)
+            assert client.get("/v2/models/minilm/ready").status_code == 200
+
+
+def _replica_actors() -> list[Any]:
+    import ray
+
+    return [a for a in ray.util.list_named_actors(all_namespaces=True) if "InferoxModels" in a["name"]]
+
+
+def _running_replicas() -> int:
+    from ray import serve
+
+    status = serve.status().applications["inferox"].deployments["InferoxModels"]
+    return int(status.replica_states.get("RUNNING", 0))
+
+
+def test_replica_killed_under_load_recovers(deployed: str, mlp_package: Path) -> None:
+    import ray
+
+    assert raykit.wait_until(lambda: _running_replicas() == 2, timeout=60)
+    x = np.full((1, 4), 0.5, np.float32)
+    expected = _mlp_reference(mlp_package, x)
+    body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": x.ravel().tolist()}]})
+    outcomes: list[tuple[int, str]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=f"http://{deployed}", timeout=90) as client:
+            while not stop.is_set():
+                r = client.post("/v2/models/mlp/infer", content=body)
+                if r.status_code == 200:
+                    np.testing.assert_allclose(np.asarray(r.json()["outputs"][0]["data"]).reshape(1, 3), expected, rtol=1e-5)
+                    code = "OK"
+                else:
+                    code = r.json()["code"]  # every failure is a V2 error body with a code
+                with lock:
+                    outcomes.append((r.status_code, code))
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    assert raykit.wait_until(lambda: len(outcomes) >= 20, timeout=60)
+    victim = _replica_actors()[0]
+    ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+    killed_at = len(outcomes)
+    assert raykit.wait_until(lambda: len(outcomes) >= killed_at + 40, timeout=90)
+    stop.set()
+    for t in threads:
+        t.join(timeout=100)
+        assert not t.is_alive(), "a request hung"
+    failures = {(s, c) for s, c in outcomes if c != "OK"}
+    assert failures <= {(503, "UNAVAILABLE")}, failures
+    assert sum(1 for _, c in outcomes[killed_at:] if c == "OK") >= 20
+    # Ray Serve replaces the killed replica, and the deployment serves from both again.
+    assert raykit.wait_until(lambda: _running_replicas() == 2 and len(_replica_actors()) == 2, timeout=120)
+    with httpx.Client(base_url=f"http://{deployed}", timeout=90) as client:
+        for _ in range(6):
+            assert client.post("/v2/models/mlp/infer", content=body).status_code == 200
+        assert client.get("/v2/health/ready").json() == {"ready": True}
