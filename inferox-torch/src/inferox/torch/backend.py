@@ -43,8 +43,8 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
-
 import torch
+
 from inferox.core.backend import Backend
 from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo
 from inferox.core.dtype import DType

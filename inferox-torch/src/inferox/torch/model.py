@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
 import torch
+from torch import nn
+
 from inferox.core.backend import Backend
 from inferox.core.device import DeviceId
 from inferox.core.dtype import DType
@@ -41,7 +42,6 @@ from inferox.core.model import Model, ModelMetadata
 from inferox.core.spec import TensorSpec
 from inferox.torch._errors import BACKEND_NAME, torch_errors
 from inferox.torch.tensor import numpy_to_torch
-from torch import nn
 
 if TYPE_CHECKING:
     from inferox.torch.backend import TorchBackend

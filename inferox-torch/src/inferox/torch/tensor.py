@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import ml_dtypes
 import numpy as np
-
 import torch
+from torch.utils.dlpack import from_dlpack
+
 from inferox.core.device import DeviceId
 from inferox.core.tensor import Tensor, TensorBuilder
 from inferox.torch._errors import torch_errors
-from torch.utils.dlpack import from_dlpack
 
 if TYPE_CHECKING:
     from inferox.torch.backend import TorchBackend
