@@ -76,6 +76,8 @@ def show_tensors(backends: list[str]) -> None:
 
 
 def _pointer(native: object) -> int | None:
+    if isinstance(native, np.ndarray):
+        return int(native.__array_interface__["data"][0])
     for attr in ("data_ptr", "unsafe_buffer_pointer"):
         fn = getattr(native, attr, None)
         if fn is not None:
