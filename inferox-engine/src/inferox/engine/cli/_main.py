@@ -499,6 +499,14 @@ def run(
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--allow-pickle", is_flag=True, help="Accept pickle weights in packages.")
 @click.option("--trust-code", is_flag=True, help="Run code shipped inside packages.")
+@click.option("--ray", "use_ray", is_flag=True, help="Deploy the repository on Ray Serve (extra inferox-engine[ray]); see docs/deployment-ray.md.")
+@click.option("--address", help="--ray: Ray cluster address (e.g. ray://head:10001 or auto); default: start a local cluster.")
+@click.option("--replicas", type=click.IntRange(min=1), help="--ray: model replicas (default 1).")
+@click.option("--autoscaling", help='--ray: Ray Serve autoscaling_config as JSON, e.g. \'{"min_replicas": 1, "max_replicas": 4}\'.')
+@click.option("--num-cpus", type=click.FloatRange(min=0), default=1.0, show_default=True, help="--ray: CPUs per replica.")
+@click.option("--num-gpus", type=click.FloatRange(min=0), default=0.0, show_default=True, help="--ray: GPUs per replica.")
+@click.option("--max-models-per-replica", type=click.IntRange(min=1), default=3, show_default=True, help="--ray: models a replica keeps (LRU eviction).")
+@click.option("--ray-batching", type=click.Choice(["engine", "serve"]), default="engine", show_default=True, help="--ray: the engine's dynamic batcher or @serve.batch.")
 def serve(
     path: Path,
     host: str,
@@ -517,6 +525,14 @@ def serve(
     log_level: str,
     allow_pickle: bool,
     trust_code: bool,
+    use_ray: bool = False,
+    address: str | None = None,
+    replicas: int | None = None,
+    autoscaling: str | None = None,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    max_models_per_replica: int = 3,
+    ray_batching: str = "engine",
 ) -> None:
     """Serve a package, or a model repository folder, over the Open Inference Protocol (KServe V2).
 
@@ -542,6 +558,19 @@ def serve(
         allow_pickle=allow_pickle,
         trust_code=trust_code,
     )
+    if use_ray:
+        _serve_on_ray(
+            server,
+            path,
+            address=address,
+            replicas=replicas,
+            autoscaling=autoscaling,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            max_models_per_replica=max_models_per_replica,
+            batching=ray_batching,
+        )
+        return
     from inferox.engine.server import run as run_server
 
     console = _console(err=True)
@@ -553,6 +582,52 @@ def serve(
     except KeyboardInterrupt:
         # uvicorn re-raises the Ctrl-C it handled *after* finishing in-flight requests: a clean stop.
         console.print("inferox server stopped")
+
+
+def _serve_on_ray(
+    server: Any,
+    path: Path,
+    *,
+    address: str | None,
+    replicas: int | None,
+    autoscaling: str | None,
+    num_cpus: float,
+    num_gpus: float,
+    max_models_per_replica: int,
+    batching: str,
+) -> None:
+    """``inferox serve --ray``: the repository as a Ray Serve application (same V2 API)."""
+    if server.repository is None:
+        raise ConfigError("--ray serves a model repository folder (NAME/ package folders), not a single package", field="path", value=str(path))
+    scaling: dict[str, Any] | None = None
+    if autoscaling is not None:
+        try:
+            scaling = json.loads(autoscaling)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--autoscaling is not JSON: {exc}", field="autoscaling", value=autoscaling) from exc
+        if not isinstance(scaling, dict):
+            raise ConfigError("--autoscaling must be a JSON object", field="autoscaling", value=autoscaling)
+    try:
+        from inferox.engine.ray import build_app, serve_on_ray
+    except ImportError as exc:
+        raise ConfigError(f"{exc}", field="ray") from exc
+    app = build_app(
+        server.repository.root,
+        config=server.config,
+        replicas=replicas,
+        autoscaling_config=scaling,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        max_models_per_replica=max_models_per_replica,
+        batching=batching,
+    )
+    console = _console(err=True)
+    where = address or "a local Ray cluster"
+    console.print(f"deploying {path} on {where}; V2 API on http://{server.config.host}:{server.config.port} (Ctrl-C to stop)")
+    try:
+        serve_on_ray(app, address=address, host=server.config.host, port=server.config.port)
+    except KeyboardInterrupt:
+        console.print("inferox Ray Serve application deleted")
 
 
 def build_server(
