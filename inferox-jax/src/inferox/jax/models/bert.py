@@ -70,7 +70,7 @@ def bert_apply(
     x = _layer_norm(x, emb["norm"], cfg.layer_norm_eps)
     mask = jnp.ones((b, n), dtype) if attention_mask is None else attention_mask.astype(dtype)
     # Additive mask with the dtype's minimum: a row of padding gets uniform attention, never NaN.
-    bias = ((1.0 - mask) * jnp.finfo(dtype).min)[:, None, None, :]
+    bias = ((1.0 - mask) * jnp.finfo(dtype).min)[:, None, None, :]  # type: ignore[no-untyped-call]
     heads, hd = cfg.num_attention_heads, cfg.head_dim
     scale = 1.0 / float(np.sqrt(hd))
     act = _ACT[cfg.hidden_act]
@@ -236,8 +236,8 @@ class BertModel(JaxModel):
         for b in self.buckets.warmup_batch:
             for s in self.buckets.warmup_sequence or self.buckets.sequence[:1]:
                 shape = (self.buckets.batch_bucket(b), self.buckets.sequence_bucket(s))
-                struct = jax.ShapeDtypeStruct(shape, int_type)
-                yield {"input_ids": struct, "attention_mask": struct, "token_type_ids": struct}  # type: ignore[misc]
+                struct: Any = jax.ShapeDtypeStruct(shape, int_type)  # type: ignore[no-untyped-call]
+                yield {"input_ids": struct, "attention_mask": struct, "token_type_ids": struct}
 
     @staticmethod
     def _value_range(value: Any) -> tuple[int, int]:

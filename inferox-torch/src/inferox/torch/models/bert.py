@@ -10,7 +10,7 @@ the model's device, as the package's pre-processing settings say.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ from inferox.torch.models._common import check_float, read_weights
 
 __all__ = ["BertEncoder", "BertModel", "create_model"]
 
-_ACT = {
+_ACT: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
     "relu": F.relu,
     "tanh": torch.tanh,
@@ -55,7 +55,7 @@ class _Layer(nn.Module):
         self.inter = nn.Linear(h, cfg.intermediate_size)
         self.out = nn.Linear(cfg.intermediate_size, h)
         self.out_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
-        self.act = _ACT[cfg.hidden_act]
+        self.act: Callable[[torch.Tensor], torch.Tensor] = _ACT[cfg.hidden_act]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, n, h = x.shape
@@ -64,7 +64,8 @@ class _Layer(nn.Module):
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         ctx = ctx.transpose(1, 2).reshape(b, n, h)
         x = self.attn_norm(self.attn_out(ctx) + x)
-        return self.out_norm(self.out(self.act(self.inter(x))) + x)
+        out: torch.Tensor = self.out_norm(self.out(self.act(self.inter(x))) + x)
+        return out
 
 
 class BertEncoder(nn.Module):
