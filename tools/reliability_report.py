@@ -90,16 +90,17 @@ def soak_engine_section(data: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def soak_server_section(data: dict[str, Any] | None) -> list[str]:
-    lines = ["## Soak: HTTP server (`benchmarks/soak/soak_server.py`)", ""]
+def soak_server_section(data: dict[str, Any] | None, source: str = "soak_server.json") -> list[str]:
+    lines = [f"## Soak: HTTP server (`benchmarks/soak/soak_server.py` → `{source}`)", ""]
     if data is None:
         return [*lines, "Not run (no `benchmarks/results/soak_server.json`).", ""]
     scale = data["scale"]
+    env = {k: v for k, v in (data.get("server_env") or {}).items() if v is not None}
     ran = f"{scale['run_duration_s']:,.0f} s of the {scale['requested_duration_s']:,.0f} s specified"
     if scale.get("stopped_early"):
         ran += " (**reduced scale**)"
     lines += [
-        f"Model: {data['model']}; {scale['clients']} concurrent clients; finished {data['finished']}.",
+        f"Model: {data['model']}; {scale['clients']} concurrent clients; server environment: {_fmt(env) if env else 'default'}; finished {data['finished']}.",
         "",
         "| figure | value |",
         "|---|---|",
@@ -110,12 +111,24 @@ def soak_server_section(data: dict[str, Any] | None) -> list[str]:
         f"| errors | {_fmt(data['errors'])} |",
         f"| throughput, latency p50 / p99 | {data['throughput_rps']:,.1f} requests/s, {data['latency_ms']['p50']} / {data['latency_ms']['p99']} ms |",
         f"| server RSS after warm-up → end (max) | {data['server_rss_after_warmup_mb']} MB → {data['server_rss_end_mb']} MB ({data['server_rss_max_mb']} MB) |",
-        f"| server RSS growth after warm-up | {data['server_rss_growth_pct']} % |",
+        f"| server RSS growth after warm-up | {data['server_rss_growth_pct']} % (limit {data.get('server_rss_growth_limit_pct', 5.0)} %) |",
+        f"| server RSS over time (s: MB) | {_curve(data.get('server_rss_samples_mb') or [])} |",
         f"| server alive and ready afterwards | {_yes(data['server_alive_after'])} |",
-        f"| passed (nothing lost, mismatched or failed) | {_yes(data['passed'])} |",
+        f"| server log problems | {len(data.get('server_log_problems') or []) if 'server_log_problems' in data else 'not recorded'} |",
+        f"| passed (nothing lost, mismatched or failed; RSS growth under the limit) | {_yes(data['passed'] and data['server_rss_growth_pct'] < data.get('server_rss_growth_limit_pct', 5.0))} |",
         "",
     ]
     return lines
+
+
+def _curve(samples: list[Any], points: int = 8) -> str:
+    if not samples:
+        return "n/a"
+    step = max(1, len(samples) // points)
+    picked = samples[::step]
+    if picked[-1] != samples[-1]:
+        picked.append(samples[-1])
+    return ", ".join(f"{t:.0f}: {mb:.0f}" for t, mb in picked)
 
 
 def tests_sections(data: dict[str, Any] | None) -> list[str]:
@@ -181,15 +194,15 @@ def coverage_section(data: dict[str, Any] | None) -> list[str]:
 
 def render(results: Path = RESULTS) -> str:
     engine = _load(results / "soak_engine.json")
-    server = _load(results / "soak_server.json")
+    servers = {p.name: _load(p) for p in sorted(results.glob("soak_server*.json"))}
     tests = _load(results / "reliability_tests.json")
     flaky = _load(results / "flaky.json")
     cov = _load(results / "coverage.json")
     scale = []
     if engine:
         scale.append(f"in-process soak {engine['scale']['run']:,} requests (specified {engine['scale'].get('specified', engine['scale']['requested']):,})")
-    if server:
-        scale.append(f"HTTP soak {server['scale']['run_duration_s']:,.0f} s (specified {server['scale']['requested_duration_s']:,.0f} s)")
+    for name, data in servers.items():
+        scale.append(f"HTTP soak ({name}) {data['scale']['run_duration_s']:,.0f} s (specified {data['scale']['requested_duration_s']:,.0f} s)")
     lines = [
         "# Reliability report",
         "",
@@ -203,7 +216,10 @@ def render(results: Path = RESULTS) -> str:
         "",
     ]
     lines += soak_engine_section(engine)
-    lines += soak_server_section(server)
+    if not servers:
+        lines += soak_server_section(None)
+    for name, data in servers.items():
+        lines += soak_server_section(data, name)
     lines += tests_sections(tests)
     lines += flaky_section(flaky)
     lines += coverage_section(cov)

