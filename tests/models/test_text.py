@@ -128,3 +128,34 @@ def test_core_imports_and_reports_without_tokenizers(minilm_dir: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.startswith("BACKEND_UNAVAILABLE") and "inferox-core[text]" in out.stdout
+
+
+def test_missing_tokenizers_is_backend_unavailable_in_process(monkeypatch: pytest.MonkeyPatch, minilm_dir: Path) -> None:
+    from inferox.core.errors import BackendUnavailableError
+
+    monkeypatch.setitem(sys.modules, "tokenizers", None)
+    with pytest.raises(BackendUnavailableError) as ei:
+        TextEncoder.from_file(minilm_dir / "tokenizer.json")
+    assert ei.value.code == "BACKEND_UNAVAILABLE" and "inferox-core[text]" in ei.value.reason
+
+
+@pytest.mark.parametrize(("vocab", "pad_id"), [({"w": 0, "x": 1, "[PAD]": 2}, 2), ({"w": 0, "<pad>": 1}, 1), ({"w": 0, "b": 1}, 0)])
+def test_pad_id_without_padding_config(vocab: dict[str, int], pad_id: int) -> None:
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    tok = Tokenizer(WordLevel(vocab, unk_token="w"))
+    tok.pre_tokenizer = Whitespace()
+    enc = TextEncoder(tok, max_length=8, limit=16)
+    assert enc.pad_id == pad_id and enc.max_length == 8 and enc.path is None
+    out = enc.encode(["w", "w w w"])
+    assert out["input_ids"][0].tolist() == [0, pad_id, pad_id] and out["attention_mask"][0].tolist() == [1, 0, 0]
+
+
+def test_default_max_length_without_package_setting(tmp_path: Path, minilm_dir: Path) -> None:
+    import shutil
+
+    shutil.copy(minilm_dir / "tokenizer.json", tmp_path / "tokenizer.json")
+    assert TextEncoder.from_file(tmp_path / "tokenizer.json").max_length == 512
+    assert TextEncoder.from_file(tmp_path / "tokenizer.json", limit=64).max_length == 64
