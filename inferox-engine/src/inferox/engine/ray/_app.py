@@ -26,12 +26,13 @@ def replica_class(*, max_models_per_replica: int = 3, max_batch_size: int = 32, 
     reads them from the decorators, so each setting gets its own subclass)."""
 
     class Replica(InferoxReplica):
-        @serve.multiplexed(max_num_models_per_replica=max_models_per_replica)
+        @serve.multiplexed(max_num_models_per_replica=max_models_per_replica)  # type: ignore[untyped-decorator]
         async def get_model(self, model_id: str) -> Any:
             return await self.load(model_id)
 
-        @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)
-        async def _batched(self, engines: list[Any], names: list[str], inputs: list[dict[str, Any]]) -> list[Any]:
+        # Ray Serve calls the batched method once per request and hands the lists to this body.
+        @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)  # type: ignore[arg-type]
+        async def _batched(self, engines: list[Any], names: list[str], inputs: list[dict[str, Any]]) -> list[Any]:  # type: ignore[override,misc]
             return await self.run_batch(engines, names, inputs)
 
     Replica.__name__ = Replica.__qualname__ = "InferoxReplica"
@@ -75,7 +76,7 @@ def build_app(
     config = config or ServerConfig(access_log=False)
     options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus, **dict(ray_actor_options or {})}
     scale: dict[str, Any] = {"autoscaling_config": dict(autoscaling_config)} if autoscaling_config is not None else {"num_replicas": replicas or 1}
-    models = serve.deployment(
+    models: Any = serve.deployment(
         replica_class(max_models_per_replica=max_models_per_replica, max_batch_size=serve_batch_size, batch_wait_timeout_s=serve_batch_wait_s),
         name="InferoxModels",
         ray_actor_options=options,
@@ -84,7 +85,7 @@ def build_app(
         health_check_timeout_s=max(30.0, health_check_period_s),
         **scale,
     )
-    ingress = serve.deployment(
+    ingress: Any = serve.deployment(
         serve.ingress()(InferoxIngress),
         name="InferoxIngress",
         ray_actor_options={"num_cpus": 0},  # routing only: never competes with replicas for CPUs
