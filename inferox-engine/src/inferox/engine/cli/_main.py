@@ -622,6 +622,8 @@ def _serve_on_ray(
         batching=batching,
     )
     console = _console(err=True)
+    if server.config.host not in ("127.0.0.1", "localhost", "::1") and not server.config.token:
+        console.print(f"[yellow]warning:[/] Ray Serve listening on {server.config.host} without --token: anyone who can reach this port can call the models")
     where = address or "a local Ray cluster"
     console.print(f"deploying {path} on {where}; V2 API on http://{server.config.host}:{server.config.port} (Ctrl-C to stop)")
     try:
