@@ -43,6 +43,7 @@ __all__ = [
     "bert_input_specs",
     "bert_output_specs",
     "bert_weight_names",
+    "bert_weight_shapes",
     "check_bert_inputs",
     "mlp_input_specs",
     "mlp_output_specs",
@@ -279,6 +280,28 @@ def bert_weight_names(cfg: BertConfig) -> list[str]:
             names += [p + sub + ".weight", p + sub + ".bias"]
     names += ["pooler.dense.weight", "pooler.dense.bias"]
     return names
+
+
+def bert_weight_shapes(cfg: BertConfig) -> dict[str, tuple[int, ...]]:
+    """The shape every Hugging Face BERT weight must have under ``cfg`` (both backends check the same)."""
+    h, inter = cfg.hidden_size, cfg.intermediate_size
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name in bert_weight_names(cfg):
+        if name.startswith("embeddings.word_embeddings"):
+            shapes[name] = (cfg.vocab_size, h)
+        elif name.startswith("embeddings.position_embeddings"):
+            shapes[name] = (cfg.max_position_embeddings, h)
+        elif name.startswith("embeddings.token_type_embeddings"):
+            shapes[name] = (cfg.type_vocab_size, h)
+        elif "intermediate.dense" in name:
+            shapes[name] = (inter, h) if name.endswith("weight") else (inter,)
+        elif ".output.dense" in name and "attention" not in name:
+            shapes[name] = (h, inter) if name.endswith("weight") else (h,)
+        elif name.endswith("weight") and "LayerNorm" not in name:
+            shapes[name] = (h, h)
+        else:
+            shapes[name] = (h,)
+    return shapes
 
 
 def _shape(value: Any) -> tuple[int, ...]:

@@ -24,7 +24,7 @@ from inferox.core.architectures import (
     Preprocessing,
     bert_input_specs,
     bert_output_specs,
-    bert_weight_names,
+    bert_weight_shapes,
     check_bert_inputs,
     select_weights,
 )
@@ -149,27 +149,6 @@ class BertEncoder(nn.Module):
         self.load_state_dict(sd, strict=True, assign=True)
 
 
-def _expected_shapes(cfg: BertConfig) -> dict[str, tuple[int, ...]]:
-    h, inter = cfg.hidden_size, cfg.intermediate_size
-    shapes: dict[str, tuple[int, ...]] = {}
-    for name in bert_weight_names(cfg):
-        if name.startswith("embeddings.word_embeddings"):
-            shapes[name] = (cfg.vocab_size, h)
-        elif name.startswith("embeddings.position_embeddings"):
-            shapes[name] = (cfg.max_position_embeddings, h)
-        elif name.startswith("embeddings.token_type_embeddings"):
-            shapes[name] = (cfg.type_vocab_size, h)
-        elif "intermediate.dense" in name:
-            shapes[name] = (inter, h) if name.endswith("weight") else (inter,)
-        elif ".output.dense" in name and "attention" not in name:
-            shapes[name] = (h, inter) if name.endswith("weight") else (h,)
-        elif name.endswith("weight") and "LayerNorm" not in name:
-            shapes[name] = (h, h)
-        else:
-            shapes[name] = (h,)
-    return shapes
-
-
 class BertModel(TorchModel):
     """A :class:`BertEncoder` behind the Inferox model interface.
 
@@ -255,7 +234,7 @@ def create_model(
     cfg = BertConfig.from_dict(config)
     pre = Preprocessing.from_options(options, limit=cfg.max_position_embeddings)
     tensors, source = read_weights(weights)
-    chosen = check_float(select_weights(tensors, _expected_shapes(cfg), prefixes=("", "bert."), source=source), source)
+    chosen = check_float(select_weights(tensors, bert_weight_shapes(cfg), prefixes=("", "bert."), source=source), source)
     with torch.device("meta"):
         module = BertEncoder(cfg, pre)
     module.load_hf_weights(chosen)
