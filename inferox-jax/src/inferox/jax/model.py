@@ -42,13 +42,12 @@ from inferox.core.errors import (
     BackendError,
     DTypeError,
     InvalidInputError,
-    PackageFormatError,
     ServiceUnavailableError,
     backend_errors,
-    from_os_error,
 )
 from inferox.core.model import Model, ModelMetadata
 from inferox.core.spec import TensorSpec
+from inferox.core.weights import load_safetensors
 from inferox.jax.backend import x64_enabled
 
 if TYPE_CHECKING:
@@ -153,15 +152,7 @@ def load_params(
     """
     target = _check_param_dtype(dtype)
     if isinstance(weights, (str, Path)):
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-
-        try:
-            host: Mapping[str, np.ndarray] = load_file(str(weights))
-        except OSError as exc:
-            raise from_os_error(exc, path=str(weights)) from exc
-        except (SafetensorError, ValueError, RuntimeError) as exc:
-            raise PackageFormatError(f"cannot read safetensors weights: {exc}", path=str(weights), field="weights") from exc
+        host: Mapping[str, np.ndarray] = load_safetensors(weights, framework="numpy")
     elif isinstance(weights, Mapping):
         host = weights
     else:

@@ -36,10 +36,10 @@ from inferox.core.errors import (
     DTypeError,
     PackageFormatError,
     ServiceUnavailableError,
-    from_os_error,
 )
 from inferox.core.model import Model, ModelMetadata
 from inferox.core.spec import TensorSpec
+from inferox.core.weights import load_safetensors
 from inferox.torch._errors import BACKEND_NAME, torch_errors
 from inferox.torch.tensor import numpy_to_torch
 
@@ -94,16 +94,7 @@ def load_state_dict(weights: str | Path | Mapping[str, Any]) -> dict[str, torch.
                 # Shared where possible: Module.load_state_dict copies into the parameters anyway.
                 out[key] = numpy_to_torch(np.asarray(value))
         return out
-    path = Path(weights)
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except OSError as exc:
-        raise from_os_error(exc, path=str(path)) from exc
-    except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise PackageFormatError(f"cannot read safetensors weights: {exc}", path=str(path)) from exc
+    return load_safetensors(weights, framework="torch")
 
 
 def _set_eval(module: nn.Module) -> bool:

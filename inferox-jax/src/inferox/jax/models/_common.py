@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from inferox.core.errors import ConfigError, PackageFormatError, from_os_error
+from inferox.core.errors import ConfigError, PackageFormatError
+from inferox.core.weights import load_safetensors
 from inferox.jax.model import BucketPolicy
 
 __all__ = ["bucket_policy", "check_float", "read_weights"]
@@ -19,15 +20,7 @@ def read_weights(weights: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[d
     if isinstance(weights, Mapping):
         return {str(k): np.asarray(v) for k, v in weights.items()}, None
     source = os.fspath(weights)
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    try:
-        return load_file(source), source
-    except OSError as exc:
-        raise from_os_error(exc, path=source) from exc
-    except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise PackageFormatError(f"cannot read safetensors weights: {exc}", path=source, field="weights") from exc
+    return load_safetensors(source, framework="numpy"), source
 
 
 def check_float(arrays: Mapping[str, np.ndarray], source: str | None) -> dict[str, np.ndarray]:

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from inferox.core.errors import PackageFormatError, from_os_error
+from inferox.core.errors import PackageFormatError
+from inferox.core.weights import load_safetensors
 from inferox.torch.model import load_state_dict
 
 __all__ = ["check_float", "read_weights"]
@@ -24,15 +25,7 @@ def read_weights(weights: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[d
         # Copy: the module is built with assign=True, and must not alias arrays the caller still owns.
         return {k: v.clone() for k, v in load_state_dict(weights).items()}, None
     source = os.fspath(weights)
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(source), source
-    except OSError as exc:
-        raise from_os_error(exc, path=source) from exc
-    except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise PackageFormatError(f"cannot read safetensors weights: {exc}", path=source, field="weights") from exc
+    return load_safetensors(source, framework="torch"), source
 
 
 def check_float(tensors: Mapping[str, torch.Tensor], source: str | None) -> dict[str, torch.Tensor]:
