@@ -11,6 +11,7 @@ Sessions (``nox -l``):
   jax         core + inferox-jax
   thirdparty  core + the third-party NumPy plugin under tests/plugins/, discovered by entry point
   all         every distribution together: the tests shared by several distributions run here, once
+  ray         inferox serve --ray on a local Ray cluster (inferox-engine[ray])
   coverage    combines the sessions' coverage data and gates each distribution on its bar
   lint        ruff
   types       mypy on inferox-core
@@ -39,7 +40,7 @@ COVERAGE_BARS: dict[str, tuple[str, int]] = {
 
 TEST_TOOLS = ["pytest>=8", "pytest-cov>=5", "pytest-timeout>=2.3", "hypothesis>=6.100", "coverage[toml]>=7.4"]
 
-nox.options.sessions = ["lint", "types", "core", "torch", "jax", "thirdparty", "all", "coverage"]
+nox.options.sessions = ["lint", "types", "core", "torch", "jax", "thirdparty", "all", "ray", "coverage"]
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_missing_interpreters = True
@@ -120,6 +121,20 @@ def all_(session: nox.Session) -> None:
     _install(session, "tests/plugins/inferox-numpy")
     shared = [p for p in ("tests/mlpkg", "tests/engine", "tests/models", "tests/cli", "tests/server", "tests/integration", "tests/test_test_plan.py") if (ROOT / p).exists()]
     _pytest(session, *shared, cov=("inferox.core", "inferox.torch", "inferox.jax", "inferox.mlpkg", "inferox.engine"))
+
+
+@nox.session(python=PYTHON)
+def ray(session: nox.Session) -> None:
+    """Inferox on Ray Serve: a local Ray cluster on loopback, started and torn down by the tests."""
+    _setup(session)
+    _install(
+        session,
+        "-e", "inferox-core[testing,text]", "-e", "inferox-torch", "-e", "inferox-jax",
+        "-e", "inferox-mlpkg", "-e", "inferox-engine[serve,ray]",
+        "-r", "tests/requirements.txt", *TEST_TOOLS,
+    )
+    session.env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster
+    _pytest(session, "tests/ray", cov=("inferox.engine",))
 
 
 @nox.session(python=PYTHON)
