@@ -113,12 +113,22 @@ def soak_server_section(data: dict[str, Any] | None, source: str = "soak_server.
         f"| server RSS after warm-up → end (max) | {data['server_rss_after_warmup_mb']} MB → {data['server_rss_end_mb']} MB ({data['server_rss_max_mb']} MB) |",
         f"| server RSS growth after warm-up | {data['server_rss_growth_pct']} % (limit {data.get('server_rss_growth_limit_pct', 5.0)} %) |",
         f"| server RSS over time (s: MB) | {_curve(data.get('server_rss_samples_mb') or [])} |",
+        f"| server RSS growth over the second half of the run | {_second_half_growth(data.get('server_rss_samples_mb') or [])} |",
         f"| server alive and ready afterwards | {_yes(data['server_alive_after'])} |",
         f"| server log problems | {len(data.get('server_log_problems') or []) if 'server_log_problems' in data else 'not recorded'} |",
         f"| passed (nothing lost, mismatched or failed; RSS growth under the limit) | {_yes(data['passed'] and data['server_rss_growth_pct'] < data.get('server_rss_growth_limit_pct', 5.0))} |",
         "",
     ]
     return lines
+
+
+def _second_half_growth(samples: list[Any]) -> str:
+    """RSS growth from the sample nearest mid-run to the last one (shows whether growth flattens)."""
+    if len(samples) < 4:
+        return "n/a"
+    end_t = samples[-1][0]
+    mid = min(samples, key=lambda s: abs(s[0] - end_t / 2))
+    return f"{100 * (samples[-1][1] - mid[1]) / mid[1]:.2f} % ({mid[1]:.0f} MB at {mid[0]:.0f} s → {samples[-1][1]:.0f} MB)"
 
 
 def _curve(samples: list[Any], points: int = 8) -> str:
