@@ -229,8 +229,8 @@ class InferoxReplica:
         try:
             req = parse_infer_request(body, lower.get(HEADER_LENGTH.lower()))
             version = path.split("/versions/")[1].split("/")[0] if "/versions/" in path else None
-            served = server._served(name, version)
-            inputs = server._build_inputs(served, req)
+            served = server.served_model(name, version)
+            inputs = server.build_inputs(served, req)
             result = await self._batched(served.engine, name, inputs)
             if isinstance(result, InferoxError):
                 raise result

@@ -382,7 +382,8 @@ class InferoxServer:
             return _error(401, UNAUTHORIZED, "missing or invalid bearer token", {"www-authenticate": "Bearer"})
         return None
 
-    def _served(self, name: str, version: str | None) -> ServedModel:
+    def served_model(self, name: str, version: str | None = None) -> ServedModel:
+        """The model serving ``name`` (at ``version`` when given); :class:`ModelNotFoundError` otherwise."""
         served = self.models.get(name)
         if served is None or served.state == ModelState.UNLOADING:
             raise ModelNotFoundError(name, available=sorted(n for n, m in self.models.items() if m.state == ModelState.READY))
@@ -483,7 +484,7 @@ class InferoxServer:
         if denied:
             return denied
         try:
-            served = self._served(request.path_params["name"], request.path_params.get("version"))
+            served = self.served_model(request.path_params["name"], request.path_params.get("version"))
             if served.state != ModelState.READY:
                 raise ServiceUnavailableError(f"model {served.name!r} is {served.state.lower()}: {served.reason}".rstrip(": "))
         except InferoxError as exc:
@@ -495,7 +496,7 @@ class InferoxServer:
         if denied:
             return denied
         try:
-            served = self._served(request.path_params["name"], request.path_params.get("version"))
+            served = self.served_model(request.path_params["name"], request.path_params.get("version"))
         except InferoxError as exc:
             return _inferox_error_response(exc)
         ok = served.state == ModelState.READY and not self._shutting_down
@@ -504,7 +505,8 @@ class InferoxServer:
     def _protect(self, request: Request) -> JSONResponse | None:
         return self._check_token(request) if self.config.protect_all else None
 
-    def _build_inputs(self, served: ServedModel, req: InferRequest) -> dict[str, Any]:
+    def build_inputs(self, served: ServedModel, req: InferRequest) -> dict[str, Any]:
+        """A V2 request's tensors as engine inputs; BYTES text goes through the model's text encoder."""
         inputs: dict[str, Any] = {}
         spec_names = {s.name for s in served.primary.input_specs}
         encoder = served.text_encoder
@@ -568,12 +570,12 @@ class InferoxServer:
                 req = parse_infer_request(body, header_length)
             if req.id:
                 request_id = req.id
-            served = self._served(name, request.path_params.get("version"))
+            served = self.served_model(name, request.path_params.get("version"))
             if served.state != ModelState.READY:
                 raise ServiceUnavailableError(f"model {name!r} is not ready ({served.state.lower()})")
             served.in_flight += 1
             try:
-                inputs = self._build_inputs(served, req)
+                inputs = self.build_inputs(served, req)
                 backend = req.parameters.get("backend")
                 if backend is not None and not isinstance(backend, str):
                     raise InvalidInputError("parameters.backend must be a string", name="backend", actual=backend)
@@ -727,7 +729,7 @@ class InferoxServer:
             if name is None:
                 chosen = [m for m in self.models.values() if m.state == ModelState.READY]
             else:
-                chosen = [self._served(name, request.path_params.get("version"))]
+                chosen = [self.served_model(name, request.path_params.get("version"))]
             return JSONResponse({"model_stats": [self._model_stats(m) for m in chosen]})
         except InferoxError as exc:
             return _inferox_error_response(exc)
