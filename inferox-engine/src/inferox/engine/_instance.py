@@ -4,7 +4,8 @@ Each instance owns a bounded FIFO queue and ``num_workers`` worker threads. A wo
 oldest request, and — while other callers are known to be on their way (they have been routed
 here but are still validating their inputs) — waits up to ``max_queue_delay_ms`` for more to
 arrive, then takes requests in FIFO order up to ``max_batch_size`` rows. When the instance is
-idle, a synchronous caller's request runs at once in its own thread (:meth:`ModelInstance.submit`),
+idle, a synchronous caller's request without a deadline runs at once in its own thread
+(:meth:`ModelInstance.submit`; one with a deadline is queued, so its caller can give up on time),
 so a lone sequential caller pays neither a batching window nor a thread hand-off, while
 concurrent callers coalesce: requests that arrive while a forward pass runs are all taken by the
 next one.
@@ -26,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from inferox.core.errors import (
+    BackendError,
     InferoxError,
     InferoxTimeoutError,
     InvalidInputError,
@@ -198,7 +200,9 @@ class ModelInstance:
             if len(self._queue) >= self.config.max_queue_size:
                 raise QueueFullError(self.name, max_queue_size=self.config.max_queue_size, retry_after=max(self.config.max_queue_delay_ms / 1000, 0.01))
             req.enqueued = time.perf_counter()
-            inline = inline_ok and not self._queue and self._busy == 0 and self._arriving == 0
+            # A request with a deadline never runs inline: its caller must stay free to give up
+            # when the deadline passes, even if the forward pass hangs.
+            inline = inline_ok and req.deadline is None and not self._queue and self._busy == 0 and self._arriving == 0
             if inline:
                 self._busy += 1
                 self._inflight += 1
@@ -322,6 +326,30 @@ class ModelInstance:
             return InvalidInputError(str(exc), name=self.name)
         return wrap_backend_error(exc, backend=self.backend_name, model=self.name)
 
+    def _check_outputs(self, outputs: Any, rows: int) -> None:
+        """A model's outputs must match its output specs (rank, fixed sizes, one row per input
+        row): a wrong shape is the model's error, raised to its callers, never handed on as data
+        (in a batch it would shift every other caller's rows)."""
+        if not isinstance(outputs, dict):
+            raise BackendError(f"model {self.name!r} returned {type(outputs).__name__}, not a dict of outputs", backend=self.backend_name, model=self.name)
+        for name, spec in self.output_specs.items():
+            value = outputs.get(name)
+            if value is None:
+                if spec.optional:
+                    continue
+                raise BackendError(f"model {self.name!r} returned no output {name!r}", backend=self.backend_name, model=self.name)
+            shape = tuple(int(d) for d in getattr(value, "shape", ()))
+            ok = len(shape) == len(spec.shape) and all(want is None or want == got for want, got in zip(spec.shape, shape))
+            if ok and self.batchable and spec.is_batched:
+                ok = shape[0] == rows
+            if not ok:
+                want = ["?" if d is None else d for d in spec.shape]
+                raise BackendError(
+                    f"model {self.name!r} returned output {name!r} of shape {shape}, expected {want} with {rows} rows",
+                    backend=self.backend_name,
+                    model=self.name,
+                )
+
     def _forward(self, group: list[Request], locked: bool = False) -> list[InferenceResult]:
         model = self.model
         if model is None:
@@ -338,6 +366,7 @@ class ModelInstance:
             if profiling:
                 model.backend.synchronize(model.device)
             t3 = time.perf_counter()
+        self._check_outputs(outputs, rows)
         if len(group) == 1:
             native_split: list[dict[str, Any]] | None = [outputs]
             host_split = [model.outputs_to_numpy(outputs)] if not group[0].return_native else None
