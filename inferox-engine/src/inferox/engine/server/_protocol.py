@@ -113,9 +113,15 @@ def _numpy_dtype(datatype: Any, name: str) -> np.dtype[Any] | None:
         raise DTypeError(f"unknown datatype {datatype!r}", name=name, expected=exc.expected, actual=datatype) from exc
 
 
+#: numpy refuses to build (even an empty) array whose non-zero dimensions multiply past this.
+_MAX_ELEMENTS = 2**59
+
+
 def _check_shape(shape: Any, name: str) -> tuple[int, ...]:
     if not isinstance(shape, list) or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
         raise InvalidInputError("shape must be a list of non-negative integers", name=name, expected="[int, ...]", actual=shape)
+    if math.prod(d for d in shape if d) > _MAX_ELEMENTS:
+        raise InvalidInputError("shape is too large", name=name, expected=f"at most {_MAX_ELEMENTS} elements", actual=shape)
     return tuple(shape)
 
 
@@ -192,7 +198,10 @@ def _decode_json_data(data: Any, datatype: str, np_dtype: np.dtype[Any] | None, 
         lo, hi = min(flat), max(flat)
         if lo < info.min or hi > info.max:
             raise InvalidInputError(f"values out of range for {datatype}", name=name, expected=f"[{info.min}, {info.max}]", actual=f"[{lo}, {hi}]")
-    return np.asarray(flat, dtype=np_dtype).reshape(shape)
+    try:
+        return np.asarray(flat, dtype=np_dtype).reshape(shape)
+    except (OverflowError, ValueError) as exc:  # e.g. an integer beyond float range for FP32
+        raise InvalidInputError(f"values out of range for {datatype}: {exc}", name=name, expected=datatype, actual="out of range") from exc
 
 
 def _decode_binary_data(raw: memoryview, datatype: str, np_dtype: np.dtype[Any] | None, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -243,8 +252,10 @@ def parse_infer_request(body: bytes, header_length: str | int | None = None) -> 
         hlen = len(body)
     try:
         header = json.loads(body[:hlen])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, and ints beyond Python's digit limit
         raise InvalidInputError(f"request body is not valid JSON: {exc}", name="body") from exc
+    except RecursionError:
+        raise InvalidInputError("request body is not valid JSON: nested too deeply", name="body") from None
     if not isinstance(header, dict):
         raise InvalidInputError("request body must be a JSON object", name="body", expected="object", actual=type(header).__name__)
     binary = memoryview(body)[hlen:]
