@@ -70,8 +70,10 @@ def read_json(path: Path, *, rel: str | None = None) -> Any:
             return json.load(fh)
     except FileNotFoundError:
         raise PackageNotFoundError(f"missing {name}", path=name) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, and ints beyond Python's digit limit
         raise PackageFormatError(f"{name} is not valid JSON: {exc}", path=name) from exc
+    except RecursionError:
+        raise PackageFormatError(f"{name} is not valid JSON: nested too deeply", path=name) from None
 
 
 def write_json(path: Path, data: Any) -> None:

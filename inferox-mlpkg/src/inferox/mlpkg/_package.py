@@ -15,6 +15,7 @@ from inferox.core.errors import (
     PackageFormatError,
     PackageIntegrityError,
     PackageNotFoundError,
+    UnsafePackageError,
 )
 from inferox.core.model import ModelMetadata
 from inferox.core.spec import TensorSpec
@@ -230,13 +231,31 @@ def _specs(info: Mapping[str, Any], key: str) -> list[TensorSpec]:
     return out
 
 
-def _safe_rel(rel: Any) -> str:
+def _safe_rel(rel: Any, field: str = "files") -> str:
     if not isinstance(rel, str) or not rel:
-        raise PackageFormatError(f"{METADATA_FILE}: a files entry has no path", path=METADATA_FILE, field="files")
+        what = "a files entry has no path" if field == "files" else f"{field} must be a non-empty relative path"
+        raise PackageFormatError(f"{METADATA_FILE}: {what}", path=METADATA_FILE, field=field)
     pp = PurePosixPath(rel)
-    if pp.is_absolute() or ".." in pp.parts:
-        raise PackageFormatError(f"{METADATA_FILE}: file path {rel!r} escapes the package", path=METADATA_FILE, field="files")
+    if pp.is_absolute() or ".." in pp.parts or "\0" in rel:
+        raise PackageFormatError(f"{METADATA_FILE}: file path {rel!r} escapes the package", path=METADATA_FILE, field=field)
     return rel
+
+
+def check_no_escaping_symlinks(root: Path) -> None:
+    """Refuse a package holding a symlink whose target lies outside the package folder: loading
+    would read (and a rebuild copy) files the package does not own."""
+    base = root.resolve()
+    for p in sorted(root.rglob("*")):
+        if p.is_symlink() and not p.resolve().is_relative_to(base):
+            rel = p.relative_to(root).as_posix()
+            raise UnsafePackageError(f"{rel} is a symlink to {p.resolve()}, outside the package", path=rel)
+
+
+def _backend_overrides(metadata: Mapping[str, Any]) -> list[str]:
+    value = metadata.get("backend_overrides") or []
+    if not isinstance(value, list) or not all(isinstance(b, str) and b and "/" not in b and "\\" not in b and b not in (".", "..") for b in value):
+        raise PackageFormatError(f"{METADATA_FILE}: backend_overrides must be a list of backend names", path=METADATA_FILE, field="backend_overrides")
+    return value
 
 
 def validate_files(root: Path, files: Sequence[Any], *, hashes: bool) -> None:
@@ -246,9 +265,13 @@ def validate_files(root: Path, files: Sequence[Any], *, hashes: bool) -> None:
             raise PackageFormatError(f"{METADATA_FILE}: files entries must be objects", path=METADATA_FILE, field="files")
         rel = _safe_rel(entry.get("path"))
         p = root / rel
-        if not p.is_file():
+        try:
+            exists = p.is_file()
+            size = p.stat().st_size if exists else -1
+        except OSError as exc:  # e.g. a name longer than the filesystem allows
+            raise PackageFormatError(f"{METADATA_FILE}: file path {rel[:80]!r} cannot be read: {exc.strerror}", path=METADATA_FILE, field="files") from None
+        if not exists:
             raise PackageNotFoundError(f"package file {rel} is missing", path=rel)
-        size = p.stat().st_size
         if size != entry.get("size"):
             raise PackageIntegrityError(f"{rel} has {size} bytes, metadata.json records {entry.get('size')}", path=rel, field="size")
         if hashes and sha256_file(p) != entry.get("sha256"):
@@ -267,6 +290,7 @@ def load_package(path: str | Path, *, verify: bool = False) -> Package:
         raise PackageNotFoundError(f"no package at {root}", path=str(root))
     if not root.is_dir():
         raise PackageFormatError(f"{root} is not a package folder", path=str(root))
+    check_no_escaping_symlinks(root)
     metadata = read_json(root / METADATA_FILE, rel=METADATA_FILE)
     if not isinstance(metadata, dict):
         raise PackageFormatError(f"{METADATA_FILE} must hold a JSON object", path=METADATA_FILE)
@@ -282,13 +306,17 @@ def load_package(path: str | Path, *, verify: bool = False) -> Package:
     config = read_json(root / CONFIG_FILE, rel=CONFIG_FILE)
     if not isinstance(config, dict):
         raise PackageFormatError(f"{CONFIG_FILE} must hold a JSON object", path=CONFIG_FILE)
-    weights_rel = str(metadata.get("weights") or WEIGHTS_FILE)
+    weights_rel = _safe_rel(metadata.get("weights") or WEIGHTS_FILE, "weights")
     weights = root / weights_rel
-    if not weights.is_file():
+    try:
+        weights_found = weights.is_file()
+    except OSError as exc:
+        raise PackageFormatError(f"{METADATA_FILE}: weights path {weights_rel[:80]!r} cannot be read: {exc.strerror}", path=METADATA_FILE, field="weights") from None
+    if not weights_found:
         raise PackageNotFoundError(f"weights file {weights_rel} is missing", path=weights_rel)
     if weights.suffix == ".safetensors":
         read_safetensors_header(weights, rel=weights_rel)
-    for backend in metadata.get("backend_overrides") or []:
+    for backend in _backend_overrides(metadata):
         rel = f"{BACKENDS_DIR}/{backend}"
         if not (root / rel).is_dir():
             raise PackageNotFoundError(f"backend folder {rel} is missing", path=rel, field="backend_overrides")

@@ -38,8 +38,10 @@ def read_safetensors_header(path: Path, *, rel: str | None = None) -> dict[str, 
             header = json.loads(fh.read(n))
     except FileNotFoundError:
         raise PackageNotFoundError(f"missing weights file {name}", path=name) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         raise PackageFormatError(f"{name} has a corrupt safetensors header: {exc}", path=name) from exc
+    except RecursionError:
+        raise PackageFormatError(f"{name} has a corrupt safetensors header: nested too deeply", path=name) from None
     if not isinstance(header, dict):
         raise PackageFormatError(f"{name} has a corrupt safetensors header", path=name)
     data_len = size - 8 - n
@@ -47,7 +49,9 @@ def read_safetensors_header(path: Path, *, rel: str | None = None) -> dict[str, 
         if key == "__metadata__":
             continue
         offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1] <= data_len):
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+            raise PackageFormatError(f"{name}: tensor {key!r} has no valid data_offsets (two integers)", path=name, field=key)
+        if not 0 <= offsets[0] <= offsets[1] <= data_len:
             raise PackageFormatError(f"{name} is truncated: tensor {key!r} lies beyond the end of the file", path=name, field=key)
     return header
 
