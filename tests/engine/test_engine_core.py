@@ -384,7 +384,10 @@ def test_shutdown_drains_in_flight_and_without_drain_refuses_queued(weights: tup
     threads = [threading.Thread(target=call, args=(i,)) for i in range(5)]
     for t in threads:
         t.start()
-    while len(eng._entries["lin"].instances["torch"]._queue) < 2:  # some running, at least two queued
+    inst = eng._entries["lin"].instances["torch"]
+    # Wait until one request is really running (taken by the worker or inline) and two more are
+    # queued: on a loaded machine the worker may not have taken anything yet when two are queued.
+    while not (inst._busy >= 1 and len(inst._queue) >= 2):
         threading.Event().wait(0.005)
     eng.shutdown(drain=False)
     for t in threads:
