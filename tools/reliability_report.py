@@ -146,15 +146,15 @@ def tests_sections(data: dict[str, Any] | None) -> list[str]:
         return ["## Fault injection and hostile input", "", "Not run (no `benchmarks/results/reliability_tests.json`).", ""]
     lines: list[str] = []
     runs = data.get("runs", [])
-    lines += ["## Test runs", "", "| run | hypothesis profile | finished | tests | passed | failed | skipped |", "|---|---|---|---|---|---|---|"]
+    lines += ["## Test runs", "", "| # | run | hypothesis profile | finished | tests | passed | failed | skipped |", "|---|---|---|---|---|---|---|---|"]
     for i, run in enumerate(runs, 1):
         outcomes = [t.get("outcome") for t in run["tests"].values()]
         lines.append(
-            f"| {i} | {run['profile']} | {run['finished']} | {len(outcomes)} | {outcomes.count('passed')} | {outcomes.count('failed')} | {outcomes.count('skipped')} |"
+            f"| {i} | {run.get('run', run['profile'])} | {run['profile']} | {run['finished']} | {len(outcomes)} | {outcomes.count('passed')} | {outcomes.count('failed')} | {outcomes.count('skipped')} |"
         )
     lines.append("")
     for file, title in SECTIONS.items():
-        lines += [f"## {title} (`tests/reliability/{file}`)", "", "| test | profile | outcome | figures |", "|---|---|---|---|"]
+        lines += [f"## {title} (`tests/reliability/{file}`)", "", "| test | run | outcome | figures |", "|---|---|---|---|"]
         found = False
         for run in runs:
             for node, figs in sorted(run["tests"].items()):
@@ -162,7 +162,7 @@ def tests_sections(data: dict[str, Any] | None) -> list[str]:
                     continue
                 found = True
                 shown = {k: v for k, v in figs.items() if k not in ("outcome",)}
-                lines.append(f"| `{node.split('::', 1)[1]}` | {run['profile']} | {figs.get('outcome', '?')} | {_fmt(shown) if shown else ''} |")
+                lines.append(f"| `{node.split('::', 1)[1]}` | {run.get('run', run['profile'])} | {figs.get('outcome', '?')} | {_fmt(shown) if shown else ''} |")
         if not found:
             lines.append("| (not run) | | | |")
         lines.append("")
@@ -171,9 +171,10 @@ def tests_sections(data: dict[str, Any] | None) -> list[str]:
         for figs in run["tests"].values():
             for key in ("inputs_tried", "typed_errors", "accepted", "faults_injected", "requests", "cycles"):
                 if isinstance(figs.get(key), int):
-                    totals[f"{run['profile']}:{key}"] = totals.get(f"{run['profile']}:{key}", 0) + figs[key]
+                    label = f"{run.get('run', run['profile'])}: {key}"
+                    totals[label] = totals.get(label, 0) + figs[key]
     if totals:
-        lines += ["## Totals", "", "| profile: figure | total |", "|---|---|"]
+        lines += ["## Totals", "", "| run: figure | total |", "|---|---|"]
         lines += [f"| {k} | {v:,} |" for k, v in sorted(totals.items())]
         lines.append("")
     return lines

@@ -65,7 +65,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         except ValueError:
             previous = {}
     runs = previous.get("runs", [])
-    runs.append({"profile": PROFILE, "exitstatus": int(exitstatus), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tests": FIGURES.data})
+    runs.append({"run": os.environ.get("INFEROX_RELIABILITY_RUN", PROFILE), "profile": PROFILE, "exitstatus": int(exitstatus), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tests": FIGURES.data})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"runs": runs}, indent=2, sort_keys=True) + "\n")
 
