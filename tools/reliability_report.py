@@ -100,7 +100,8 @@ def soak_server_section(data: dict[str, Any] | None, source: str = "soak_server.
     if scale.get("stopped_early"):
         ran += " (**reduced scale**)"
     lines += [
-        f"Model: {data['model']}; {scale['clients']} concurrent clients; server environment: {_fmt(env) if env else 'default'}; finished {data['finished']}.",
+        f"Model: {data['model']}; {scale['clients']} concurrent clients; server environment: {_fmt(env) if env else 'default'}; "
+        f"client keep-alive expiry: {_keepalive(data)} (uvicorn closes idle connections after 5 s); finished {data['finished']}.",
         "",
         "| figure | value |",
         "|---|---|",
@@ -120,6 +121,14 @@ def soak_server_section(data: dict[str, Any] | None, source: str = "soak_server.
         "",
     ]
     return lines
+
+
+def _keepalive(data: dict[str, Any]) -> str:
+    if "client_keepalive_expiry_s" in data:
+        return f"{data['client_keepalive_expiry_s']} s"
+    # Runs from before the field was recorded: the script version that added ``server_env`` used
+    # 2 s; the one before it httpx's default, 5 s.
+    return "2.0 s" if "server_env" in data else "5 s (httpx default)"
 
 
 def _second_half_growth(samples: list[Any]) -> str:

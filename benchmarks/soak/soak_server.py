@@ -36,6 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 INFEROX = str(Path(sys.executable).parent / "inferox")
+#: Client-side idle expiry of keep-alive connections; must stay below uvicorn's 5 s (see ``drive``).
+KEEPALIVE_EXPIRY_S = 2.0
 WORDS = "the a cat dog model engine server batch request answer quickly slowly runs serves returns text vector".split()
 
 
@@ -120,7 +122,7 @@ async def drive(url: str, sentences: list[str], expected: np.ndarray, clients: i
 
     # Idle connections expire on the client side first (2 s < uvicorn's 5 s keep-alive): with both at
     # 5 s, a request sent on a connection the server is just closing is reset (the keep-alive race).
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients, keepalive_expiry=2.0)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients, keepalive_expiry=KEEPALIVE_EXPIRY_S)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
         await asyncio.gather(sampler(), *(client(c, http) for c in range(clients)))
     rss.append((round(time.monotonic() - started, 1), rss_bytes(pid)))
@@ -193,6 +195,7 @@ def run(duration: float, clients: int, warmup: float, pool: int, sample_s: float
         **figures,
         "server_alive_after": alive,
         "server_env": {"MALLOC_ARENA_MAX": malloc_arena_max},
+        "client_keepalive_expiry_s": KEEPALIVE_EXPIRY_S,
         "server_log_lines": len(server_log),
         "server_log_problems": [line[:300] for line in server_log if "ERROR" in line or "Traceback" in line or "WARNING" in line][:20],
         "passed": passed,
