@@ -15,11 +15,13 @@ Sessions (``nox -l``):
   coverage    combines the sessions' coverage data and gates each distribution on its bar
   lint        ruff
   types       mypy on inferox-core
-Outside CI (not run by default): soak, bench.
+Outside CI (not run by default): soak, fuzz, flaky, reliability (all four write the JSON that
+tools/reliability_report.py turns into docs/reliability.md) and bench.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -35,7 +37,7 @@ COVERAGE_BARS: dict[str, tuple[str, int]] = {
     "inferox-torch": ("inferox-torch/src/*", 85),
     "inferox-jax": ("inferox-jax/src/*", 85),
     "inferox-mlpkg": ("inferox-mlpkg/src/*", 90),
-    "inferox-engine": ("inferox-engine/src/*", 85),
+    "inferox-engine": ("inferox-engine/src/*", 90),
 }
 
 TEST_TOOLS = ["pytest>=8", "pytest-cov>=5", "pytest-timeout>=2.3", "hypothesis>=6.100", "coverage[toml]>=7.4"]
@@ -119,7 +121,7 @@ def all_(session: nox.Session) -> None:
         "-r", "tests/requirements.txt", *TEST_TOOLS,
     )
     _install(session, "tests/plugins/inferox-numpy")
-    shared = [p for p in ("tests/mlpkg", "tests/engine", "tests/models", "tests/cli", "tests/server", "tests/integration", "tests/test_test_plan.py") if (ROOT / p).exists()]
+    shared = [p for p in ("tests/mlpkg", "tests/engine", "tests/models", "tests/cli", "tests/server", "tests/reliability", "tests/integration", "tests/test_test_plan.py") if (ROOT / p).exists()]
     _pytest(session, *shared, cov=("inferox.core", "inferox.torch", "inferox.jax", "inferox.mlpkg", "inferox.engine"))
 
 
@@ -175,8 +177,92 @@ def bench(session: nox.Session) -> None:
     _install(
         session,
         "-e", "inferox-core[text]", "-e", "inferox-torch", "-e", "inferox-jax", "-e", "inferox-mlpkg",
-        "-e", "inferox-engine[serve]", "-r", "tests/requirements.txt",
+        "-e", "inferox-engine[serve,ray]", "-r", "tests/requirements.txt",
     )
     for script in sorted((ROOT / "benchmarks").glob("*/bench_*.py")):
         session.run("python", str(script), *session.posargs)
 
+
+
+# -- reliability (outside CI) --------------------------------------------------------------------------
+RESULTS = ROOT / "benchmarks" / "results"
+RELIABILITY_JSON = RESULTS / "reliability_tests.json"
+
+
+def _reliability_env(session: nox.Session) -> None:
+    _setup(session)
+    _install(
+        session,
+        "-e", "inferox-core[testing,text]", "-e", "inferox-torch", "-e", "inferox-jax",
+        "-e", "inferox-mlpkg", "-e", "inferox-engine[serve]",
+        "-r", "tests/requirements.txt", *TEST_TOOLS,
+    )
+    _install(session, "tests/plugins/inferox-numpy")
+
+
+def _run_soak(session: nox.Session) -> None:
+    session.run("python", "benchmarks/soak/soak_engine.py", "--requests", os.environ.get("INFEROX_SOAK_REQUESTS", "1000000"))
+    session.run("python", "benchmarks/soak/soak_server.py", "--duration", os.environ.get("INFEROX_SOAK_SECONDS", "600"))
+    session.run(
+        "python", "-m", "pytest", "-p", "no:cacheprovider", "tests/reliability/test_reload_memory.py",
+        env={"INFEROX_RELOAD_CYCLES": "100", "INFEROX_RELIABILITY_RUN": "soak: 100 MiniLM reloads", "INFEROX_RELIABILITY_OUT": str(RELIABILITY_JSON)},
+    )
+
+
+def _run_fuzz(session: nox.Session) -> None:
+    session.run(
+        "python", "-m", "pytest", "-p", "no:cacheprovider", "tests/reliability/test_hostile_packages.py",
+        "tests/reliability/test_hostile_http.py", "--timeout=3600",
+        env={
+            "INFEROX_HYPOTHESIS_PROFILE": "fuzz",
+            "INFEROX_FUZZ_EXAMPLES": os.environ.get("INFEROX_FUZZ_EXAMPLES", "2000"),
+            "INFEROX_RELIABILITY_RUN": "fuzz",
+            "INFEROX_RELIABILITY_OUT": str(RELIABILITY_JSON),
+        },
+    )
+
+
+def _run_flaky(session: nox.Session, runs: int = 3) -> None:
+    xmls = [str(RESULTS / f".flaky-{i}.xml") for i in range(1, runs + 1)]
+    for xml in xmls:  # keep going after a failing run: the summary below fails the session
+        session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "tests", f"--junitxml={xml}", success_codes=[0, 1])
+    session.run("python", "tools/reliability_report.py", "flaky-junit", str(RESULTS / "flaky.json"), *xmls)
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """1,000,000 in-process requests, 10 minutes of HTTP at 64 clients on MiniLM, 100 MiniLM reloads."""
+    _reliability_env(session)
+    _run_soak(session)
+
+
+@nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """The hostile-input tests with the long hypothesis profile (INFEROX_FUZZ_EXAMPLES, default 2000)."""
+    _reliability_env(session)
+    _run_fuzz(session)
+
+
+@nox.session(python=PYTHON)
+def flaky(session: nox.Session) -> None:
+    """The full test suite three times in a row; fails unless every run passes."""
+    _reliability_env(session)
+    _run_flaky(session)
+
+
+@nox.session(python=PYTHON)
+def reliability(session: nox.Session) -> None:
+    """Default reliability tests, fuzz, soak and flaky, then docs/reliability.md from their JSON output."""
+    _reliability_env(session)
+    RELIABILITY_JSON.unlink(missing_ok=True)
+    session.run(
+        "python", "-m", "pytest", "-p", "no:cacheprovider", "tests/reliability",
+        env={"INFEROX_RELIABILITY_RUN": "default run (short profile)", "INFEROX_RELIABILITY_OUT": str(RELIABILITY_JSON)},
+    )
+    _run_fuzz(session)
+    _run_soak(session)
+    _run_flaky(session)
+    cov = COVERAGE_DIR / ".coverage"
+    if cov.exists():
+        session.run("python", "tools/reliability_report.py", "coverage", str(RESULTS / "coverage.json"), str(cov), "--how", "nox -s coverage (combined sessions)")
+    session.run("python", "tools/reliability_report.py")
