@@ -61,6 +61,20 @@ def _setup(session: nox.Session) -> None:
     COVERAGE_DIR.mkdir(parents=True, exist_ok=True)
 
 
+def _install_everything(session: nox.Session, *, engine_extras: str = "serve", with_thirdparty: bool = True) -> None:
+    """Every distribution (editable), the shared tests' requirements and the test tools."""
+    _install(
+        session,
+        "-e", "inferox-core[testing,text]", "-e", "inferox-torch", "-e", "inferox-jax",
+        "-e", "inferox-mlpkg", "-e", f"inferox-engine[{engine_extras}]",
+        "-r", "tests/requirements.txt", *TEST_TOOLS,
+    )
+    if with_thirdparty:
+        # A second step, as a user would: pip does not resolve a local path's inferox-core>=0.1
+        # against an editable inferox-core named in the same command.
+        _install(session, "tests/plugins/inferox-numpy")
+
+
 def _pytest(session: nox.Session, *paths: str, cov: tuple[str, ...]) -> None:
     args = ["-p", "no:cacheprovider", *[f"--cov={c}" for c in cov], "--cov-report=", "--cov-append", *paths, *session.posargs]
     session.run("python", "-m", "pytest", *args)
@@ -114,13 +128,7 @@ def thirdparty(session: nox.Session) -> None:
 def all_(session: nox.Session) -> None:
     """Every distribution together; the tests shared by several distributions run here, once."""
     _setup(session)
-    _install(
-        session,
-        "-e", "inferox-core[testing,text]", "-e", "inferox-torch", "-e", "inferox-jax",
-        "-e", "inferox-mlpkg", "-e", "inferox-engine[serve]",
-        "-r", "tests/requirements.txt", *TEST_TOOLS,
-    )
-    _install(session, "tests/plugins/inferox-numpy")
+    _install_everything(session)
     shared = [p for p in ("tests/mlpkg", "tests/engine", "tests/models", "tests/cli", "tests/server", "tests/reliability", "tests/integration", "tests/test_test_plan.py") if (ROOT / p).exists()]
     _pytest(session, *shared, cov=("inferox.core", "inferox.torch", "inferox.jax", "inferox.mlpkg", "inferox.engine"))
 
@@ -129,12 +137,7 @@ def all_(session: nox.Session) -> None:
 def ray(session: nox.Session) -> None:
     """Inferox on Ray Serve: a local Ray cluster on loopback, started and torn down by the tests."""
     _setup(session)
-    _install(
-        session,
-        "-e", "inferox-core[testing,text]", "-e", "inferox-torch", "-e", "inferox-jax",
-        "-e", "inferox-mlpkg", "-e", "inferox-engine[serve,ray]",
-        "-r", "tests/requirements.txt", *TEST_TOOLS,
-    )
+    _install_everything(session, engine_extras="serve,ray", with_thirdparty=False)
     session.env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster
     _pytest(session, "tests/ray", cov=("inferox.engine",))
 
@@ -191,13 +194,7 @@ RELIABILITY_JSON = RESULTS / "reliability_tests.json"
 
 def _reliability_env(session: nox.Session) -> None:
     _setup(session)
-    _install(
-        session,
-        "-e", "inferox-core[testing,text]", "-e", "inferox-torch", "-e", "inferox-jax",
-        "-e", "inferox-mlpkg", "-e", "inferox-engine[serve]",
-        "-r", "tests/requirements.txt", *TEST_TOOLS,
-    )
-    _install(session, "tests/plugins/inferox-numpy")
+    _install_everything(session)
 
 
 def _run_soak(session: nox.Session) -> None:

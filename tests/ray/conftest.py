@@ -19,15 +19,17 @@ except ImportError:  # without the ray extra (inferox-engine[ray]) this folder i
 
 import raykit
 
+from tests.server.packages import build_minilm_package, build_mlp_package  # the same real packages the server tests use
+
 
 @pytest.fixture(scope="session")
 def mlp_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return raykit.build_mlp_package(tmp_path_factory.mktemp("mlp"))
+    return build_mlp_package(tmp_path_factory.mktemp("mlp"))
 
 
 @pytest.fixture(scope="session")
 def minilm_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return raykit.build_minilm_package(tmp_path_factory.mktemp("minilm"))
+    return build_minilm_package(tmp_path_factory.mktemp("minilm"))
 
 
 @pytest.fixture(scope="session")
