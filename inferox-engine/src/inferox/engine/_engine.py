@@ -547,25 +547,37 @@ class Engine:
                 return item, False
         return {k: (v[None] if hasattr(v, "shape") else [v]) for k, v in mapping.items()}, True
 
+    def _next_instance(self, entry: _Entry, backend: str | None, tried: set[str], last: BackendError | None) -> ModelInstance:
+        """The instance to try next (preferred backend first, then the fallback order). When every
+        one has been tried, the last backend error is the caller's answer (or, with no instance at
+        all, :class:`ModelNotFoundError`)."""
+        cands = self._candidates(self._current(entry), backend, tried)
+        if cands:
+            return cands[0]
+        if last is not None:
+            raise last
+        raise ModelNotFoundError(entry.name, backend=backend, available=self.list_models())
+
+    def _request(self, inst: ModelInstance, inputs: Any, deadline: float | None, timeout: float | None, return_native: bool, *, inline_ok: bool) -> Request:
+        """Validate ``inputs`` for ``inst`` and build the request. With batching on it is handed to
+        the batcher here; otherwise the caller runs it with ``inst.run_now``."""
+        if not self.config.batching:
+            prepared, _ = self._prepare(inst, inputs)
+            return inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=return_native)
+        with inst.arriving() as arrival:
+            prepared, _ = self._prepare(inst, inputs)
+            req = inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=return_native)
+            inst.submit(req, arrival, inline_ok=inline_ok)
+        return req
+
     def _dispatch(self, entry: _Entry, inputs: Any, backend: str | None, deadline: float | None, timeout: float | None, return_native: bool) -> InferenceResult:
         tried: set[str] = set()
         last: BackendError | None = None
         while True:
-            cands = self._candidates(self._current(entry), backend, tried)
-            if not cands:
-                if last is not None:
-                    raise last
-                raise ModelNotFoundError(entry.name, backend=backend, available=self.list_models())
-            inst = cands[0]
+            inst = self._next_instance(entry, backend, tried, last)
             try:
-                if self.config.batching:
-                    with inst.arriving() as arrival:
-                        prepared, _ = self._prepare(inst, inputs)
-                        req = inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=return_native)
-                        inst.submit(req, arrival)
-                else:
-                    prepared, _ = self._prepare(inst, inputs)
-                    req = inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=return_native)
+                req = self._request(inst, inputs, deadline, timeout, return_native, inline_ok=True)
+                if not self.config.batching:
                     inst.run_now([req])
                 return self._wait(req.future, entry.name, deadline, timeout)
             except InstanceClosed:
@@ -582,21 +594,11 @@ class Engine:
         tried: set[str] = set()
         last: BackendError | None = None
         while True:
-            cands = self._candidates(self._current(entry), backend, tried)
-            if not cands:
-                if last is not None:
-                    raise last
-                raise ModelNotFoundError(entry.name, backend=backend, available=self.list_models())
-            inst = cands[0]
+            inst = self._next_instance(entry, backend, tried, last)
             try:
-                if self.config.batching:
-                    with inst.arriving() as arrival:
-                        prepared, _ = self._prepare(inst, inputs)
-                        req = inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=return_native)
-                        inst.submit(req, arrival, inline_ok=False)
-                else:
-                    prepared, _ = self._prepare(inst, inputs)
-                    req = inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=return_native)
+                # asyncio callers never run inline: their thread is the event loop's.
+                req = self._request(inst, inputs, deadline, timeout, return_native, inline_ok=False)
+                if not self.config.batching:
                     await asyncio.to_thread(inst.run_now, [req])
                 return await self._await(req.future, entry.name, deadline, timeout)
             except InstanceClosed:
@@ -611,12 +613,7 @@ class Engine:
         tried: set[str] = set()
         last: BackendError | None = None
         while True:
-            cands = self._candidates(self._current(entry), backend, tried)
-            if not cands:
-                if last is not None:
-                    raise last
-                raise ModelNotFoundError(entry.name, backend=backend, available=self.list_models())
-            inst = cands[0]
+            inst = self._next_instance(entry, backend, tried, last)
             try:
                 reqs: list[Request] = []
                 for i, item in enumerate(items):
