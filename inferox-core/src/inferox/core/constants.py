@@ -14,6 +14,7 @@ __all__ = [
     "ENV_CACHE_SIZE_LIMIT",
     "ENV_ENGINE_VARS",
     "ENV_HF_TOKEN",
+    "ENV_MMAP_THRESHOLD",
     "ENV_PACKAGE_DIR",
     "PROJECT_NAME",
     "blocked_plugins",
@@ -38,6 +39,10 @@ ENV_CACHE_SIZE_LIMIT = "INFEROX_CACHE_SIZE_LIMIT"
 ENV_PACKAGE_DIR = "INFEROX_PACKAGE_DIR"
 #: Hugging Face token, read the same way huggingface_hub reads it.
 ENV_HF_TOKEN = "HF_TOKEN"
+#: Serving processes (``inferox serve``, Ray replicas) fix glibc's mmap threshold at this many bytes
+#: (default 256 KiB) so tensor buffers of ever-new shapes do not fragment the heap; ``0`` leaves
+#: glibc's own adaptive threshold (see ``inferox.engine.limit_heap_fragmentation``).
+ENV_MMAP_THRESHOLD = "INFEROX_MMAP_THRESHOLD"
 
 #: Engine settings (``inferox.engine.EngineConfig.from_env``), one variable per config field.
 ENV_MAX_BATCH_SIZE = "INFEROX_MAX_BATCH_SIZE"

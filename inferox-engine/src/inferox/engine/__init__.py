@@ -13,7 +13,8 @@ The public names are listed in ``__all__``; the modules behind them are implemen
 from __future__ import annotations
 
 from inferox.engine._config import EngineConfig
-from inferox.engine._engine import Engine, release_memory
+from inferox.engine._engine import Engine
+from inferox.engine._memory import limit_heap_fragmentation, release_memory
 from inferox.engine._session import Session
 from inferox.engine._types import InferenceResult, InstanceInfo, LatencySummary, ModelInfo, ModelStats
 
@@ -26,5 +27,6 @@ __all__ = [
     "ModelInfo",
     "ModelStats",
     "Session",
+    "limit_heap_fragmentation",
     "release_memory",
 ]

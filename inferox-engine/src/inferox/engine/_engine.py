@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
-import functools
-import gc
 import os
 import threading
 import time
@@ -31,6 +27,7 @@ from inferox.core.model import AnyModel, Model
 from inferox.engine._batching import Request
 from inferox.engine._config import EngineConfig
 from inferox.engine._instance import InstanceClosed, ModelInstance
+from inferox.engine._memory import release_memory
 from inferox.engine._session import Session
 from inferox.engine._stats import StatsCollector
 from inferox.engine._types import InferenceResult, ModelInfo, ModelStats
@@ -50,30 +47,6 @@ class _Entry:
         self.name = name
         self.instances: dict[str, ModelInstance] = {}
         self.stats = StatsCollector(name)
-
-
-@functools.lru_cache(maxsize=1)
-def _malloc_trim() -> Any:
-    """glibc's ``malloc_trim``, or ``None`` (looked up once: ``find_library`` spawns processes)."""
-    if os.name != "posix":  # pragma: no cover - Windows
-        return None
-    for name in ("libc.so.6", ctypes.util.find_library("c")):
-        if not name:
-            continue
-        try:
-            return ctypes.CDLL(name).malloc_trim
-        except (OSError, AttributeError):  # pragma: no cover - musl or macOS libc: no malloc_trim
-            continue
-    return None  # pragma: no cover
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so that an
-    unloaded model's memory shows up as freed in the process RSS."""
-    gc.collect()
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 #: Below this many freed bytes a full ``gc.collect`` (a few hundred ms with torch and jax loaded)
