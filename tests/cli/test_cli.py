@@ -349,7 +349,7 @@ def test_serve_in_a_real_subprocess(mlp_pkg: Path) -> None:
     import tritonclient.http as httpclient
 
     port = _free_port()
-    env = {**os.environ, "INFEROX_SERVER_TOKEN": "tok"}
+    env = {**{k: v for k, v in os.environ.items() if k not in ("INFEROX_MMAP_THRESHOLD", "MALLOC_MMAP_THRESHOLD_")}, "INFEROX_SERVER_TOKEN": "tok"}
     proc = subprocess.Popen(
         [INFEROX, "serve", str(mlp_pkg), "--port", str(port), "--backend", "torch", "--max-batch-size", "8", "--log-level", "info"],
         stdout=subprocess.PIPE,
@@ -387,6 +387,9 @@ def test_serve_in_a_real_subprocess(mlp_pkg: Path) -> None:
     assert proc.returncode == 0, err
     access = [json.loads(line) for line in err.splitlines() if line.startswith("{") and '"request_id"' in line]
     assert any(rec["request_id"] == "from-subprocess" and rec["status"] == 200 for rec in access), err
+    # The serving process fixed glibc's mmap threshold before serving (inferox.engine._memory).
+    messages = [json.loads(line).get("message") for line in err.splitlines() if line.startswith("{")]
+    assert "malloc mmap threshold: 262144 bytes (fixed)" in messages, err
 
 
 @pytest.mark.parametrize(

@@ -170,3 +170,27 @@ def test_fixing_a_failed_model_makes_the_server_ready(tmp_path: Any, mlp_package
         r = httpx.post(f"{st.url}/v2/repository/models/late/load")
         assert r.status_code == 200 and r.json()["state"] == "READY"
         assert httpx.get(f"{st.url}/v2/health/ready").status_code == 200
+
+
+def _get_live(sock: Any) -> bytes:
+    sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\n\r\n")
+    return bytes(sock.recv(4096))
+
+
+@pytest.mark.parametrize(("keep_alive_s", "idle_s", "still_open"), [(1, 2.5, False), (75, 6.0, True)])
+def test_idle_keep_alive_connections_outlive_client_expiry(keep_alive_s: int, idle_s: float, still_open: bool) -> None:
+    """A connection idle for 6 s (beyond httpx's 5 s expiry and uvicorn's own 5 s default) is
+    still open by default, so clients close idle connections first, never the server under a
+    request in flight; ``keep_alive_s`` sets it (here 1 s: closed by the server)."""
+    import socket
+
+    server = InferoxServer(config=ServerConfig(keep_alive_s=keep_alive_s))
+    server.add_model("affine", AffineModel())
+    with ServerThread(server) as st, socket.create_connection((st.host, st.port), timeout=10) as sock:
+        assert _get_live(sock).startswith(b"HTTP/1.1 200")
+        time.sleep(idle_s)
+        try:
+            answer = _get_live(sock)
+        except ConnectionError:
+            answer = b""
+        assert answer.startswith(b"HTTP/1.1 200") is still_open, answer

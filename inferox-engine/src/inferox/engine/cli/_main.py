@@ -496,6 +496,7 @@ def run(
 @click.option("--no-batching", is_flag=True, help="Run each request on its own.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="Per-request timeout, seconds.")
 @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True, help="Request body size limit.")
+@click.option("--keep-alive-s", type=click.IntRange(min=1), default=75, show_default=True, help="Idle keep-alive connections close after this long; keep it above your clients' and load balancer's idle timeout.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--allow-pickle", is_flag=True, help="Accept pickle weights in packages.")
 @click.option("--trust-code", is_flag=True, help="Run code shipped inside packages.")
@@ -522,6 +523,7 @@ def serve(
     no_batching: bool,
     timeout_s: float,
     max_body_mb: float,
+    keep_alive_s: int,
     log_level: str,
     allow_pickle: bool,
     trust_code: bool,
@@ -555,6 +557,7 @@ def serve(
         batching=not no_batching,
         timeout_s=timeout_s,
         max_body_bytes=int(max_body_mb * 2**20),
+        keep_alive_s=keep_alive_s,
         allow_pickle=allow_pickle,
         trust_code=trust_code,
     )
@@ -627,7 +630,7 @@ def _serve_on_ray(
     where = address or "a local Ray cluster"
     console.print(f"deploying {path} on {where}; V2 API on http://{server.config.host}:{server.config.port} (Ctrl-C to stop)")
     try:
-        serve_on_ray(app, address=address, host=server.config.host, port=server.config.port)
+        serve_on_ray(app, address=address, host=server.config.host, port=server.config.port, keep_alive_s=server.config.keep_alive_s)
     except KeyboardInterrupt:
         console.print("inferox Ray Serve application deleted")
 
@@ -648,6 +651,7 @@ def build_server(
     batching: bool = True,
     timeout_s: float | None = 60.0,
     max_body_bytes: int = 64 * 2**20,
+    keep_alive_s: float = 75.0,
     allow_pickle: bool = False,
     trust_code: bool = False,
 ) -> Any:
@@ -670,6 +674,7 @@ def build_server(
         token=token,
         protect_all=protect_all,
         max_body_bytes=max_body_bytes,
+        keep_alive_s=keep_alive_s,
         request_timeout_s=timeout_s,
         defaults=defaults,
         engine_config=EngineConfig(batching=batching),

@@ -10,6 +10,7 @@ from typing import Any
 from ray import serve
 
 from inferox.core.errors import ConfigError
+from inferox.engine._memory import limit_heap_fragmentation
 from inferox.engine.ray._ingress import InferoxIngress
 from inferox.engine.ray._replica import BATCHING_MODES, InferoxReplica, package_digests
 from inferox.engine.server._repository import ModelRepository
@@ -26,6 +27,11 @@ def replica_class(*, max_models_per_replica: int = 3, max_batch_size: int = 32, 
     reads them from the decorators, so each setting gets its own subclass)."""
 
     class Replica(InferoxReplica):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            # The replica's worker process is ours: keep its heap from fragmenting (see _memory).
+            limit_heap_fragmentation()
+            super().__init__(*args, **kwargs)
+
         @serve.multiplexed(max_num_models_per_replica=max_models_per_replica)  # type: ignore[untyped-decorator]
         async def get_model(self, model_id: str) -> Any:
             return await self.load(model_id)
@@ -109,10 +115,13 @@ def serve_on_ray(
     port: int = 8000,
     blocking: bool = True,
     num_cpus: int | None = None,
+    keep_alive_s: float = 75.0,
 ) -> Any:
     """Connect to (``address``) or start a local Ray cluster, start Ray Serve's HTTP proxy on
-    ``host:port`` and deploy ``app`` as application :data:`APP_NAME` at ``/``. With ``blocking``,
-    serve until interrupted, then delete the application; otherwise return its handle."""
+    ``host:port`` (idle keep-alive connections stay open ``keep_alive_s``, see
+    ``ServerConfig.keep_alive_s``) and deploy ``app`` as application :data:`APP_NAME` at ``/``.
+    With ``blocking``, serve until interrupted, then delete the application; otherwise return its
+    handle."""
     import ray
 
     if not ray.is_initialized():
@@ -120,7 +129,7 @@ def serve_on_ray(
             ray.init(address=address)
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=False)
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": host, "port": port, "keep_alive_timeout_s": int(keep_alive_s)})
     handle = serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     if not blocking:
         return handle

@@ -13,9 +13,12 @@ from types import TracebackType
 from typing import Any
 
 from inferox.core.errors import InferoxIOError, ServiceUnavailableError
+from inferox.engine._memory import limit_heap_fragmentation
 from inferox.engine.server.app import InferoxServer
 
 __all__ = ["JsonLogFormatter", "ServerThread", "bind_socket", "configure_logging", "run"]
+
+log = logging.getLogger("inferox.server")
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -51,6 +54,7 @@ def _uvicorn_config(server: InferoxServer, *, host: str, port: int, log_level: s
         log_level=log_level,
         access_log=False,  # inferox writes its own structured access log
         timeout_graceful_shutdown=int(server.config.graceful_timeout_s),
+        timeout_keep_alive=int(server.config.keep_alive_s),
         lifespan="on",
         log_config=None,
     )
@@ -71,10 +75,16 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def run(server: InferoxServer, *, log_level: str = "info") -> None:
-    """Serve in the foreground until SIGINT/SIGTERM; in-flight requests finish before exit."""
+    """Serve in the foreground until SIGINT/SIGTERM; in-flight requests finish before exit.
+
+    The process is the server's own, so glibc's mmap threshold is fixed first
+    (:func:`~inferox.engine.limit_heap_fragmentation`): without it RSS climbs for minutes under
+    traffic of varying shapes."""
     import uvicorn
 
     configure_logging(log_level)
+    threshold = limit_heap_fragmentation()
+    log.info("malloc mmap threshold: %s", f"{threshold} bytes (fixed)" if threshold else "glibc default (adaptive)")
     sock = bind_socket(server.config.host, server.config.port)
     try:
         uvicorn.Server(_uvicorn_config(server, host=server.config.host, port=server.config.port, log_level=log_level)).run(sockets=[sock])

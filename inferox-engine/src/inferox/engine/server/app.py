@@ -87,7 +87,8 @@ class ServerConfig:
     ``max_body_bytes`` bounds request bodies (413 beyond); ``request_timeout_s`` bounds each
     inference request (504 beyond) unless a model's settings give a shorter one; ``defaults`` are
     the serving settings for models without their own; ``engine_config`` is the base engine
-    configuration each model's engine starts from.
+    configuration each model's engine starts from; ``keep_alive_s`` is how long idle keep-alive
+    connections stay open.
     """
 
     host: str = "127.0.0.1"
@@ -100,6 +101,10 @@ class ServerConfig:
     engine_config: Any = None
     access_log: bool = True
     graceful_timeout_s: float = 30.0
+    #: How long an idle keep-alive connection stays open. Longer than clients' own idle expiry
+    #: (httpx 5 s, cloud load balancers 60 s): were the server to close first, a request sent just
+    #: then would meet a reset connection.
+    keep_alive_s: float = 75.0
     allow_pickle: bool = False
     trust_code: bool = False
 
