@@ -101,7 +101,7 @@ def soak_server_section(data: dict[str, Any] | None, source: str = "soak_server.
         ran += " (**reduced scale**)"
     lines += [
         f"Model: {data['model']}; {scale['clients']} concurrent clients; server environment: {_fmt(env) if env else 'default'}; "
-        f"client keep-alive expiry: {_keepalive(data)} (uvicorn closes idle connections after 5 s); finished {data['finished']}.",
+        f"client keep-alive expiry: {_keepalive(data)}, server's: {data.get('server_keep_alive_s', 5)} s; finished {data['finished']}.",
         "",
         "| figure | value |",
         "|---|---|",
@@ -112,6 +112,7 @@ def soak_server_section(data: dict[str, Any] | None, source: str = "soak_server.
         f"| errors | {_fmt(data['errors'])} |",
         f"| throughput, latency p50 / p99 | {data['throughput_rps']:,.1f} requests/s, {data['latency_ms']['p50']} / {data['latency_ms']['p99']} ms |",
         f"| server RSS after warm-up → end (max) | {data['server_rss_after_warmup_mb']} MB → {data['server_rss_end_mb']} MB ({data['server_rss_max_mb']} MB) |",
+        f"| server heap (glibc mmap threshold) | {_heap(data)} |",
         f"| server RSS growth after warm-up | {data['server_rss_growth_pct']} % (limit {data.get('server_rss_growth_limit_pct', 5.0)} %) |",
         f"| server RSS over time (s: MB) | {_curve(data.get('server_rss_samples_mb') or [])} |",
         f"| server RSS growth over the second half of the run | {_second_half_growth(data.get('server_rss_samples_mb') or [])} |",
@@ -121,6 +122,16 @@ def soak_server_section(data: dict[str, Any] | None, source: str = "soak_server.
         "",
     ]
     return lines
+
+
+def _heap(data: dict[str, Any]) -> str:
+    env = data.get("server_env") or {}
+    if "INFEROX_MMAP_THRESHOLD" not in env:
+        return "adaptive (glibc default; the server did not fix it yet)"
+    value = env["INFEROX_MMAP_THRESHOLD"]
+    if value is None:
+        return "fixed by the server at its default, 256 KiB (`limit_heap_fragmentation`)"
+    return "adaptive (glibc default: `INFEROX_MMAP_THRESHOLD=0`)" if value == 0 else f"fixed at {value:,} bytes (`INFEROX_MMAP_THRESHOLD`)"
 
 
 def _keepalive(data: dict[str, Any]) -> str:

