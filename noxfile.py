@@ -193,8 +193,10 @@ RELIABILITY_JSON = RESULTS / "reliability_tests.json"
 
 
 def _reliability_env(session: nox.Session) -> None:
+    # Everything, Ray included: the flaky session's "full suite" is every test folder in one run.
     _setup(session)
-    _install_everything(session)
+    _install_everything(session, engine_extras="serve,ray")
+    session.env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster, as in the ray session
 
 
 def _run_soak(session: nox.Session) -> None:
