@@ -208,7 +208,14 @@ def flaky_section(data: dict[str, Any] | None) -> list[str]:
     for i, run in enumerate(data["runs"], 1):
         lines.append(f"| {i} | {run['tests']:,} | {run['failures']} | {run['errors']} | {run['skipped']} | {run['time_s']:,.0f} s |")
     ok = all(r["failures"] == 0 and r["errors"] == 0 for r in data["runs"])
-    lines += ["", f"Every run passed: {_yes(ok)}.", ""]
+    lines += ["", f"Every run passed: {_yes(ok)}."]
+    failed = sorted({t for r in data["runs"] for t in r.get("failed", [])})
+    if failed:
+        lines += ["", "Tests that failed in at least one run (in how many):", ""]
+        lines += [f"- `{t}` ({sum(t in r.get('failed', []) for r in data['runs'])} of {len(data['runs'])})" for t in failed]
+    if data["runs"] and data["runs"][0].get("started"):
+        lines += ["", f"First run started {data['runs'][0]['started']}."]
+    lines.append("")
     return lines
 
 
@@ -264,6 +271,11 @@ def flaky_from_junit(out: Path, files: list[Path]) -> dict[str, Any]:
         root = ET.parse(f).getroot()
         suite = root if root.tag == "testsuite" else root.find("testsuite")
         assert suite is not None, f"{f}: no testsuite"
+        failed = sorted(
+            f"{case.get('classname', '')}::{case.get('name', '')}"
+            for case in suite.iter("testcase")
+            if case.find("failure") is not None or case.find("error") is not None
+        )
         runs.append(
             {
                 "file": f.name,
@@ -272,6 +284,8 @@ def flaky_from_junit(out: Path, files: list[Path]) -> dict[str, Any]:
                 "errors": int(suite.get("errors", 0)),
                 "skipped": int(suite.get("skipped", 0)),
                 "time_s": float(suite.get("time", 0.0)),
+                "started": suite.get("timestamp", ""),
+                "failed": failed,
             }
         )
     data = {"runs": runs}
