@@ -49,11 +49,16 @@ def test_serve_ray_command_deploys_and_stops(ray_cluster: str, tmp_path: Path, m
     application on Ctrl-C. (Ray Serve keeps the cluster's existing HTTP proxy, hence its port.)"""
     import ray
 
-    raykit.add_model(tmp_path, "mlp", mlp_package)
+    repo = tmp_path / "repo"
+    raykit.add_model(repo, "mlp", mlp_package)
     host, port = ray_cluster.split(":")
     address = ray.get_runtime_context().gcs_address
-    cmd = [INFEROX, "serve", str(tmp_path), "--ray", "--address", address, "--port", port, "--num-cpus", "0.5", "--autoscaling", '{"min_replicas": 1, "max_replicas": 2}']
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True)
+    cmd = [INFEROX, "serve", str(repo), "--ray", "--address", address, "--port", port, "--num-cpus", "0.5", "--autoscaling", '{"min_replicas": 1, "max_replicas": 2}']
+    # Output to a file, not a pipe: Ray streams every worker's log lines to this driver, and an
+    # unread pipe, once full, blocks the command in write() where it can no longer act on Ctrl-C.
+    log_path = tmp_path / "serve.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True)
     try:
         body = '{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}'
 
@@ -75,4 +80,5 @@ def test_serve_ray_command_deploys_and_stops(ray_cluster: str, tmp_path: Path, m
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        print(proc.stdout.read().decode(errors="replace")[-3000:] if proc.stdout else "")
+        log.close()
+        print(log_path.read_text(errors="replace")[-3000:])
