@@ -8,6 +8,7 @@ Frameworks, packages and the server are imported inside the commands that need t
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -629,10 +630,9 @@ def _serve_on_ray(
         console.print(f"[yellow]warning:[/] Ray Serve listening on {server.config.host} without --token: anyone who can reach this port can call the models")
     where = address or "a local Ray cluster"
     console.print(f"deploying {path} on {where}; V2 API on http://{server.config.host}:{server.config.port} (Ctrl-C to stop)")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C during deployment, before the handlers are in
         serve_on_ray(app, address=address, host=server.config.host, port=server.config.port, keep_alive_s=server.config.keep_alive_s)
-    except KeyboardInterrupt:
-        console.print("inferox Ray Serve application deleted")
+    console.print("inferox Ray Serve application deleted")
 
 
 def build_server(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -120,8 +122,8 @@ def serve_on_ray(
     """Connect to (``address``) or start a local Ray cluster, start Ray Serve's HTTP proxy on
     ``host:port`` (idle keep-alive connections stay open ``keep_alive_s``, see
     ``ServerConfig.keep_alive_s``) and deploy ``app`` as application :data:`APP_NAME` at ``/``.
-    With ``blocking``, serve until interrupted, then delete the application; otherwise return its
-    handle."""
+    With ``blocking``, serve until SIGINT or SIGTERM, then delete the application and return;
+    otherwise return its handle at once."""
     import ray
 
     if not ray.is_initialized():
@@ -134,8 +136,27 @@ def serve_on_ray(
     if not blocking:
         return handle
     try:
-        while True:
-            time.sleep(1.0)
+        _wait_for_stop_signal()
     finally:
         serve.delete(APP_NAME)
-    return handle  # pragma: no cover - only reached when the loop above is broken out of
+    return handle
+
+
+def _wait_for_stop_signal() -> None:
+    """Block until SIGINT (Ctrl-C) or SIGTERM (what Kubernetes and systemd send).
+
+    The handlers only set an event: a KeyboardInterrupt raised wherever the main thread happens to
+    be (inside a finalizer of one of Ray's objects, say) can be swallowed there, and the full test
+    suite saw Ctrl-C lost that way. Off the main thread no handler can be installed, so there it
+    waits for a KeyboardInterrupt as before."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # pragma: no cover - serve --ray runs on the main thread
+        while True:
+            time.sleep(1.0)
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
