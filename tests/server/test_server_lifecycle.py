@@ -173,8 +173,25 @@ def test_fixing_a_failed_model_makes_the_server_ready(tmp_path: Any, mlp_package
 
 
 def _get_live(sock: Any) -> bytes:
+    """Send one request and read exactly one whole response (b"" when the server has closed).
+
+    The server may write the head and the body separately; reading one ``recv`` would leave the
+    body in the socket, where the next request's read would find it instead of a status line."""
     sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\n\r\n")
-    return bytes(sock.recv(4096))
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return answer
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 @pytest.mark.parametrize(("keep_alive_s", "idle_s", "still_open"), [(1, 2.5, False), (75, 6.0, True)])
