@@ -323,6 +323,23 @@ def test_build_app_validates_its_settings(repo: Path) -> None:
     assert type(app).__name__ == "Application"
 
 
+def test_serve_on_ray_names_a_bad_mmap_threshold_before_starting_anything(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replicas apply INFEROX_MMAP_THRESHOLD in their constructors, where a bad value would only
+    show in Ray's logs; the driver names it first, before Ray or Serve starts."""
+    import ray
+
+    from inferox.core.constants import ENV_MMAP_THRESHOLD
+    from inferox.engine.ray import serve_on_ray
+
+    was_running = ray.is_initialized()
+    monkeypatch.setenv(ENV_MMAP_THRESHOLD, "lots")
+    with pytest.raises(ConfigError) as ei:
+        serve_on_ray(build_app(repo), blocking=False)
+    assert ei.value.code == "INVALID_CONFIG" and ei.value.field == ENV_MMAP_THRESHOLD and ei.value.value == "lots"
+    assert ENV_MMAP_THRESHOLD in str(ei.value)
+    assert ray.is_initialized() == was_running
+
+
 def test_importing_the_engine_does_not_import_ray() -> None:
     import subprocess
     import sys

@@ -63,7 +63,9 @@ def release_memory() -> None:
         libc.malloc_trim(0)
 
 
-def _threshold_from_env() -> int:
+def mmap_threshold_from_env() -> int:
+    """The threshold ``INFEROX_MMAP_THRESHOLD`` asks for (the default when unset, ``0`` for off);
+    :class:`ConfigError` naming the variable when its value is not a byte count in range."""
     raw = os.environ.get(ENV_MMAP_THRESHOLD, "").strip()
     if not raw:
         return DEFAULT_MMAP_THRESHOLD
@@ -86,7 +88,7 @@ def limit_heap_fragmentation(threshold: int | None = None) -> int | None:
     replicas call it at start; call it once in your own long-running process that serves an
     :class:`~inferox.engine.Engine`. It is process-wide, so a library never calls it on import.
     """
-    value = _threshold_from_env() if threshold is None else threshold
+    value = mmap_threshold_from_env() if threshold is None else threshold
     if not 0 <= value <= _MAX_THRESHOLD:
         raise ConfigError(f"threshold must be between 0 and {_MAX_THRESHOLD} bytes, got {value}", field="threshold", value=value)
     libc = _libc()

@@ -12,7 +12,7 @@ from typing import Any
 from ray import serve
 
 from inferox.core.errors import ConfigError
-from inferox.engine._memory import limit_heap_fragmentation
+from inferox.engine._memory import limit_heap_fragmentation, mmap_threshold_from_env
 from inferox.engine.ray._ingress import InferoxIngress
 from inferox.engine.ray._replica import BATCHING_MODES, InferoxReplica, package_digests
 from inferox.engine.server._repository import ModelRepository
@@ -126,6 +126,10 @@ def serve_on_ray(
     otherwise return its handle at once."""
     import ray
 
+    # Replicas of a local cluster inherit this environment and apply INFEROX_MMAP_THRESHOLD in
+    # their constructors; a bad value is named here, before anything starts, instead of failing
+    # every replica (and Ray's retries of it) in logs the user never sees.
+    mmap_threshold_from_env()
     if not ray.is_initialized():
         if address:
             ray.init(address=address)
