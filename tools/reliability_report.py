@@ -204,6 +204,8 @@ def flaky_section(data: dict[str, Any] | None) -> list[str]:
     lines = ["## Flakiness: the full suite several times in a row (`nox -s flaky`)", ""]
     if data is None:
         return [*lines, "Not run (no `benchmarks/results/flaky.json`).", ""]
+    if data.get("how"):
+        lines += [f"Run as: {data['how']}.", ""]
     lines += ["| run | tests | failures | errors | skipped | time |", "|---|---|---|---|---|---|"]
     for i, run in enumerate(data["runs"], 1):
         lines.append(f"| {i} | {run['tests']:,} | {run['failures']} | {run['errors']} | {run['skipped']} | {run['time_s']:,.0f} s |")
@@ -264,8 +266,9 @@ def render(results: Path = RESULTS) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def flaky_from_junit(out: Path, files: list[Path]) -> dict[str, Any]:
-    """Summarise pytest ``--junitxml`` files (one per run) into ``flaky.json``."""
+def flaky_from_junit(out: Path, files: list[Path], how: str = "") -> dict[str, Any]:
+    """Summarise pytest ``--junitxml`` files (one per run) into ``flaky.json``; ``how`` says how
+    the suite was run (shown in the doc)."""
     runs = []
     for f in files:
         root = ET.parse(f).getroot()
@@ -288,7 +291,7 @@ def flaky_from_junit(out: Path, files: list[Path]) -> dict[str, Any]:
                 "failed": failed,
             }
         )
-    data = {"runs": runs}
+    data: dict[str, Any] = {"how": how, "runs": runs} if how else {"runs": runs}
     out.write_text(json.dumps(data, indent=2) + "\n")
     return data
 
@@ -327,13 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("args", nargs="*", type=Path)
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--out", type=Path, default=DOC)
-    ap.add_argument("--how", default="", help="coverage: how the data was measured (shown in the doc)")
+    ap.add_argument("--how", default="", help="coverage, flaky-junit: how the data was measured or the suite run (shown in the doc)")
     ap.add_argument("--check", action="store_true", help="exit 1 if the doc differs from what the JSON gives")
     ns = ap.parse_args(argv)
     if ns.command == "flaky-junit":
         if len(ns.args) < 2:
             ap.error("flaky-junit OUT.json RUN.xml [RUN.xml ...]")
-        data = flaky_from_junit(ns.args[0], ns.args[1:])
+        data = flaky_from_junit(ns.args[0], ns.args[1:], ns.how)
         bad = [r for r in data["runs"] if r["failures"] or r["errors"]]
         print(f"{len(data['runs'])} runs, {len(bad)} with failures")
         return 1 if bad else 0
