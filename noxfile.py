@@ -40,6 +40,9 @@ COVERAGE_BARS: dict[str, tuple[str, int]] = {
     "inferox-engine": ("inferox-engine/src/*", 90),
 }
 
+#: Every distribution's import name: what the ``all`` session measures, and the flaky runs trace.
+ALL_PACKAGES = ("inferox.core", "inferox.torch", "inferox.jax", "inferox.mlpkg", "inferox.engine")
+
 TEST_TOOLS = ["pytest>=8", "pytest-cov>=5", "pytest-timeout>=2.3", "hypothesis>=6.100", "coverage[toml]>=7.4"]
 
 nox.options.sessions = ["lint", "types", "core", "torch", "jax", "thirdparty", "all", "ray", "coverage"]
@@ -219,10 +222,6 @@ def _run_fuzz(session: nox.Session) -> None:
             "INFEROX_RELIABILITY_OUT": str(RELIABILITY_JSON),
         },
     )
-
-
-#: Every distribution's import name: what the ``all`` session measures, and the flaky runs trace.
-ALL_PACKAGES = ("inferox.core", "inferox.torch", "inferox.jax", "inferox.mlpkg", "inferox.engine")
 
 
 def _run_flaky(session: nox.Session, runs: int = 3) -> None:

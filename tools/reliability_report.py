@@ -291,7 +291,7 @@ def flaky_from_junit(out: Path, files: list[Path], how: str = "") -> dict[str, A
                 "failed": failed,
             }
         )
-    data: dict[str, Any] = {"how": how, "runs": runs} if how else {"runs": runs}
+    data = {"how": how, "runs": runs}
     out.write_text(json.dumps(data, indent=2) + "\n")
     return data
 
