@@ -103,6 +103,14 @@ def soak_server_section(data: dict[str, Any] | None, source: str = "soak_server.
         f"Model: {data['model']}; {scale['clients']} concurrent clients; server environment: {_fmt(env) if env else 'default'}; "
         f"client keep-alive expiry: {_keepalive(data)}, server's: {data.get('server_keep_alive_s', 5)} s; finished {data['finished']}.",
         "",
+    ]
+    if (data.get("server_env") or {}).get("INFEROX_MMAP_THRESHOLD") == 0:
+        lines += [
+            "A comparison run, not how `inferox serve` runs: the server's fixed mmap threshold was turned off "
+            "(`soak_server.py --mmap-threshold 0`), to show what `limit_heap_fragmentation` changes.",
+            "",
+        ]
+    lines += [
         "| figure | value |",
         "|---|---|",
         f"| duration (scale actually run) | {ran} |",
