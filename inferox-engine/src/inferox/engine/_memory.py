@@ -88,9 +88,12 @@ def limit_heap_fragmentation(threshold: int | None = None) -> int | None:
     replicas call it at start; call it once in your own long-running process that serves an
     :class:`~inferox.engine.Engine`. It is process-wide, so a library never calls it on import.
     """
-    value = mmap_threshold_from_env() if threshold is None else threshold
-    if not 0 <= value <= _MAX_THRESHOLD:
-        raise ConfigError(f"threshold must be between 0 and {_MAX_THRESHOLD} bytes, got {value}", field="threshold", value=value)
+    if threshold is None:
+        value = mmap_threshold_from_env()  # range-checked there, naming the variable
+    elif not 0 <= threshold <= _MAX_THRESHOLD:
+        raise ConfigError(f"threshold must be between 0 and {_MAX_THRESHOLD} bytes, got {threshold}", field="threshold", value=threshold)
+    else:
+        value = threshold
     libc = _libc()
     if value == 0 or libc is None or os.environ.get(_GLIBC_ENV):
         return None

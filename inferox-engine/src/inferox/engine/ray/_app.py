@@ -117,7 +117,7 @@ def serve_on_ray(
     port: int = 8000,
     blocking: bool = True,
     num_cpus: int | None = None,
-    keep_alive_s: float = 75.0,
+    keep_alive_s: float = ServerConfig.keep_alive_s,
 ) -> Any:
     """Connect to (``address``) or start a local Ray cluster, start Ray Serve's HTTP proxy on
     ``host:port`` (idle keep-alive connections stay open ``keep_alive_s``, see
