@@ -54,7 +54,7 @@ from inferox.engine._config import EngineConfig, ModelOptions
 from inferox.engine._engine import Engine, version_key
 from inferox.engine._types import InferenceResult
 from inferox.engine.server._config import ModelState, ServerConfig
-from inferox.engine.server._metrics import Metrics
+from inferox.engine.server._metrics import UNKNOWN_MODEL, Metrics
 from inferox.engine.server._protocol import BYTES, InferRequest, encode_infer_response, parse_infer_request
 from inferox.engine.server._repository import ModelRepository, ServingSettings, check_model_name
 
@@ -290,11 +290,10 @@ class DataPlane:
         if self.repository is None:
             raise ModelNotFoundError(name, available=[])
         entry = self.repository.entry(name)
-        version = entry.latest
         settings = self._settings(entry.settings)
-        served = ServedVersion(name=name, version=version, path=entry.versions[version], settings=settings)
+        versions = [ServedVersion(name=name, version=v, path=entry.versions[v], settings=settings) for v in entry.served_versions()]
         async with self.lock():
-            return await self._load_versions(name, [served])
+            return await self._load_versions(name, versions)
 
     async def unload(self, name: str) -> None:
         """Stop serving ``name``: new requests get MODEL_NOT_FOUND, in-flight ones finish."""
@@ -554,10 +553,20 @@ class DataPlane:
                 out.append(self._version_stats(n, v))
         return {"model_stats": out}
 
-    def record(self, name: str, *, started: float, result: InferenceResult | None = None, code: str | None = None) -> None:
-        """Record one finished request in the server's metrics."""
+    def record(self, name: str, *, started: float, result: InferenceResult | None = None, code: str | None = None, version: str | None = None) -> None:
+        """Record one finished request in the server's metrics. Label values come only from
+        served models: another name counts as ``_unknown``, a version not served as ``""``."""
         duration = time.perf_counter() - started
+        model = self.models.get(name)
+        if result is not None and result.version is not None:
+            version = result.version
+        if model is None:
+            name, version = UNKNOWN_MODEL, ""
+        elif version is None or version not in model.versions:
+            version = model.version if version is None and model.versions else ""
         if result is None:
-            self.metrics.record_failure(name, code or "INTERNAL", duration=duration)
+            self.metrics.record_failure(name, code or "INTERNAL", duration=duration, version=version)
         else:
-            self.metrics.record_success(name, duration=duration, queue=result.queue_time_s, compute=result.compute_time_s, batch_size=result.batch_size)
+            self.metrics.record_success(
+                name, duration=duration, queue=result.queue_time_s, compute=result.compute_time_s, batch_size=result.batch_size, version=version
+            )
