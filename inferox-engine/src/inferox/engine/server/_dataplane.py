@@ -55,7 +55,7 @@ from inferox.engine._engine import Engine, version_key
 from inferox.engine._types import InferenceResult
 from inferox.engine.server._config import ModelState, ServerConfig
 from inferox.engine.server._metrics import UNKNOWN_MODEL, Metrics
-from inferox.engine.server._protocol import BYTES, InferRequest, encode_infer_response, parse_infer_request
+from inferox.engine.server._protocol import BYTES, InferRequest, RequestedOutput, encode_infer_response, parse_infer_request
 from inferox.engine.server._repository import ModelRepository, ServingSettings, check_model_name
 
 __all__ = ["EXTENSIONS", "DataPlane", "ServedModel", "ServedVersion", "server_metadata"]
@@ -426,13 +426,17 @@ class DataPlane:
         return served, result
 
     def encode(self, served: ServedVersion, req: InferRequest, result: InferenceResult) -> tuple[bytes, dict[str, str]]:
-        """The V2 response body and headers of ``result``."""
+        """The V2 response body and headers of ``result``: the outputs the request names, else the
+        package's default outputs, else every output."""
+        requested = req.outputs
+        if requested is None and served.default_outputs:
+            requested = [RequestedOutput(n) for n in served.default_outputs]
         return encode_infer_response(
             model_name=served.name,
             model_version=served.version,
             request_id=req.id,
             outputs=dict(result),
-            requested=req.outputs,
+            requested=requested,
             binary_default=req.binary_data_output,
             parameters={"backend": result.backend} if result.backend else None,
         )
