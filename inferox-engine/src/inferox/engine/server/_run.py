@@ -14,6 +14,7 @@ from typing import Any
 
 from inferox.core.errors import InferoxIOError, ServiceUnavailableError
 from inferox.engine._memory import limit_heap_fragmentation
+from inferox.engine.server._timing import timed_access_log
 from inferox.engine.server.app import InferoxServer
 
 __all__ = ["JsonLogFormatter", "ServerThread", "bind_socket", "configure_logging", "run"]
@@ -48,7 +49,7 @@ def _uvicorn_config(server: InferoxServer, *, host: str, port: int, log_level: s
     import uvicorn
 
     return uvicorn.Config(
-        server.app,
+        timed_access_log(server.app),
         host=host,
         port=port,
         log_level=log_level,

@@ -55,6 +55,7 @@ from inferox.engine.server._protocol import (
     parse_infer_request,
 )
 from inferox.engine.server._repository import ModelRepository, ServingSettings, check_model_name, is_package
+from inferox.engine.server._timing import ACCESS_RECORD
 
 __all__ = ["InferoxServer", "ModelState", "ServedModel", "ServerConfig", "create_app", "text_encoder_for"]
 
@@ -440,6 +441,10 @@ class InferoxServer:
             record["model"] = model
         if code is not None:
             record["code"] = code
+        slot = request.scope.get(ACCESS_RECORD)
+        if slot is not None:  # under uvicorn: logged once the response's last byte is written
+            slot[:] = [record]
+            return
         access_log.info(json.dumps(record, separators=(",", ":")))
 
     # -- endpoints -----------------------------------------------------------------------------------
