@@ -585,7 +585,11 @@ class InferoxServer:
                 raise ServiceUnavailableError(f"model {name!r} is not ready ({served.state.lower()})")
             served.in_flight += 1
             try:
-                inputs = self.build_inputs(served, req)
+                if any(t.datatype == BYTES for t in req.inputs):
+                    # Tokenising (text → ids, per request, before queueing) runs off the event loop.
+                    inputs = await asyncio.to_thread(self.build_inputs, served, req)
+                else:
+                    inputs = self.build_inputs(served, req)
                 backend = req.parameters.get("backend")
                 if backend is not None and not isinstance(backend, str):
                     raise InvalidInputError("parameters.backend must be a string", name="backend", actual=backend)
