@@ -16,6 +16,7 @@ of the error class (429 adds ``Retry-After``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import gzip
@@ -197,6 +198,9 @@ class InferoxServer:
         self._in_flight = 0
         self._drained = asyncio.Event()
         self._load_lock: asyncio.Lock | None = None
+        #: One thread tokenises every text request, in arrival order, off the event loop: a pool
+        #: of threads would only take turns holding the GIL.
+        self._tokeniser = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="inferox-tokenise")
         self.app = self._build_app()
 
     # -- programmatic models ------------------------------------------------------------------------
@@ -376,6 +380,7 @@ class InferoxServer:
         for served in list(self.models.values()):
             if served.engine is not None:
                 await asyncio.to_thread(served.engine.shutdown)
+        self._tokeniser.shutdown(wait=False)
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _check_token(self, request: Request) -> JSONResponse | None:
@@ -587,7 +592,7 @@ class InferoxServer:
             try:
                 if any(t.datatype == BYTES for t in req.inputs):
                     # Tokenising (text → ids, per request, before queueing) runs off the event loop.
-                    inputs = await asyncio.to_thread(self.build_inputs, served, req)
+                    inputs = await asyncio.get_running_loop().run_in_executor(self._tokeniser, self.build_inputs, served, req)
                 else:
                     inputs = self.build_inputs(served, req)
                 backend = req.parameters.get("backend")
