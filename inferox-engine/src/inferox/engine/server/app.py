@@ -114,6 +114,21 @@ class InferoxServer:
         self._drained = asyncio.Event()
         self.app = self._build_app()
 
+    @classmethod
+    def for_path(cls, path: str | Path, *, config: ServerConfig | None = None, name: str | None = None) -> InferoxServer:
+        """The server of a package folder (served as ``name``, default its metadata name) or of a
+        model repository folder (what ``inferox serve PATH`` runs; nothing loads until it starts)."""
+        from inferox.core.errors import ConfigError, PackageNotFoundError
+
+        p = Path(path)
+        if not p.exists():
+            raise PackageNotFoundError(f"no such package or model repository: {p}", path=str(p))
+        if not p.is_dir():
+            raise ConfigError("PATH must be a package folder or a model repository folder", field="path", value=str(p))
+        if is_package(p):
+            return cls(packages={name or package_name(p): p}, config=config)
+        return cls(repository=p, config=config)
+
     # -- the data plane's state, for callers of the old API ------------------------------------------------
     @property
     def repository(self) -> ModelRepository | None:
@@ -299,11 +314,12 @@ class InferoxServer:
 
     async def _infer(self, request: Request, name: str, request_id: str, started: float) -> tuple[Response, str | None]:
         dp = self.dataplane
+        version = request.path_params.get("version")
         try:
             try:
                 body = await self._read_body(request)
             except _BodyTooLarge:
-                dp.record(name, started=started, code=PAYLOAD_TOO_LARGE)
+                dp.record(name, version=version, started=started, code=PAYLOAD_TOO_LARGE)
                 return _error(413, PAYLOAD_TOO_LARGE, f"request body exceeds {self.config.max_body_bytes} bytes"), PAYLOAD_TOO_LARGE
             header_length = request.headers.get(HEADER_LENGTH.lower())
             if len(body) > _DECODE_IN_THREAD_BYTES:
@@ -312,9 +328,9 @@ class InferoxServer:
                 req = dp.decode(body, header_length)
             if req.id:
                 request_id = req.id
-            answer = await self._run_until_disconnect(request, name, req, request.path_params.get("version"))
+            answer = await self._run_until_disconnect(request, name, req, version)
             if answer is None:
-                dp.record(name, started=started, code=CLIENT_DISCONNECTED)
+                dp.record(name, version=version, started=started, code=CLIENT_DISCONNECTED)
                 return Response(status_code=499), CLIENT_DISCONNECTED
             served, result = answer
             # Large outputs (JSON especially) would stall the event loop while encoded.
@@ -325,13 +341,13 @@ class InferoxServer:
             dp.record(name, started=started, result=result)
             return Response(payload, headers=headers), None
         except InferoxError as exc:
-            dp.record(name, started=started, code=exc.code)
+            dp.record(name, version=version, started=started, code=exc.code)
             response = _inferox_error_response(exc)
             response.headers["x-request-id"] = request_id
             return response, exc.code
         except Exception as exc:
             log.exception("internal error serving %s", name)
-            dp.record(name, started=started, code=INTERNAL)
+            dp.record(name, version=version, started=started, code=INTERNAL)
             return _error(500, INTERNAL, f"internal server error ({type(exc).__name__})", {"x-request-id": request_id}), INTERNAL
 
     async def _run_until_disconnect(self, request: Request, name: str, req: Any, version: str | None) -> tuple[ServedVersion, InferenceResult] | None:
