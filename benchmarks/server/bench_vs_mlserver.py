@@ -19,6 +19,11 @@ servers put the same bytes on the wire. Cells, per server:
   (for Inferox) with the server's own logged ``duration_ms`` of the same requests (first request
   byte read to last response byte written).
 
+Each cell also records the server process's CPU time per answered request (``/proc``), which does
+not stretch with the machine's load as wall-clock figures do. Both servers (and the ceiling below)
+run torch with ``--torch-threads`` intra-op threads, 1 by default: on a shared 2-CPU machine a
+descheduled OpenMP thread stalls its sibling at every barrier, which swamps everything else.
+
 The same run measures the model's own batch-32 ceiling (``Engine.infer_batch``, in this process,
 while both servers idle). Rounds interleave the servers (A B, B A, A B); every figure is the median
 of the rounds. ``--profile`` also records py-spy profiles of the Inferox server during the first
