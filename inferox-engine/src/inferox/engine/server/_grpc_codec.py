@@ -15,7 +15,6 @@ metadata key :data:`CODE_KEY`.
 
 from __future__ import annotations
 
-import hmac
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 
 from inferox.core.errors import InvalidInputError
 from inferox.engine._proto import grpc_service_pb2 as pb
+from inferox.engine.server._auth import bearer_ok as _bearer_ok
 from inferox.engine.server._protocol import (
     BYTES,
     InferRequest,
@@ -92,15 +92,8 @@ def grpc_status_name(http_status: int) -> str:
 
 
 def bearer_ok(metadata: Iterable[tuple[str, str | bytes]] | None, token: str) -> bool:
-    """Whether the call's ``authorization`` metadata is ``Bearer <token>`` (constant-time compare)."""
-    for key, value in metadata or ():
-        if key.lower() != "authorization":
-            continue
-        text = value.decode("latin-1") if isinstance(value, bytes) else value
-        scheme, _, given = text.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
-            return True
-    return False
+    """Whether the call's ``authorization`` metadata is ``Bearer <token>`` (the REST rule)."""
+    return any(key.lower() == "authorization" and _bearer_ok(value, token) for key, value in metadata or ())
 
 
 def _param_value(p: Any) -> Any:
