@@ -42,7 +42,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory, mlp_package: Path, minilm_pac
 
 @pytest.fixture(scope="module")
 def served(repo: Path) -> Iterator[ServerThread]:
-    server = InferoxServer(repository=repo, config=ServerConfig(token=TOKEN))
+    server = InferoxServer(repository=repo, config=ServerConfig(token=TOKEN, exit_on_error=False))
     with ServerThread(server) as st:
         yield st
 

@@ -343,10 +343,8 @@ def convert(source: Path, destination: Path | None, allow_pickle: bool) -> None:
     if not allow_pickle:
         raise UnsafePackageError(f"refusing to unpickle {source}: pass --allow-pickle if you trust it", path=str(source))
     dst = destination or source.with_suffix(".safetensors")
-    try:
-        from inferox.mlpkg import convert_pickle_to_safetensors
-    except ImportError:  # pragma: no cover - older mlpkg without the public alias
-        from inferox.mlpkg._weights import convert_pickle_to_safetensors
+    from inferox.mlpkg import convert_pickle_to_safetensors
+
     out = convert_pickle_to_safetensors(source, dst)
     click.echo(str(out or dst))
 
@@ -448,24 +446,24 @@ def run(
     inputs, text_list = _gather_inputs(input_json, input_file, texts, input_name)
     if output is not None and output.suffix.lower() not in (".npz", ".json"):
         raise InvalidInputError("output file must end in .npz or .json", name="output", expected=".npz or .json", actual=output.suffix)
-    from inferox.engine import Engine, EngineConfig
-    from inferox.mlpkg import load_model
+    from inferox.engine import Engine, EngineConfig, compose_model
 
     if not Path(package).exists():
         raise PackageNotFoundError(f"no such package: {package}", path=str(package))
-    model = load_model(package, backend=backend, device=device, trust_code=trust_code, allow_pickle=allow_pickle)
+    # The same composition (instances, text encoder and its truncation) as Engine.load and the server.
+    composed = compose_model(package, backends=(backend,), device=device, trust_code=trust_code, allow_pickle=allow_pickle)
+    model = composed.instances[0]
     if text_list is not None:
-        from inferox.engine.server.app import text_encoder_for
-
-        encoder = text_encoder_for(model, Path(package))
+        encoder = composed.text_encoder
         if encoder is None:
+            composed.close()
             raise InvalidInputError(f"model {model.name!r} takes no text input", name="text", expected=[s.name for s in model.input_specs])
         encoded = encoder.encode(text_list)
         names = {s.name for s in model.input_specs}
         inputs = {**{k: v for k, v in encoded.items() if k in names}, **(inputs if isinstance(inputs, dict) else {})}
     engine = Engine(EngineConfig(batching=False))
     try:
-        engine.register(model.name, model, warmup=False)
+        engine.register(model.name, model, warmup=False, text_encoder=composed.text_encoder)
         result = engine.infer(model.name, inputs)
         outputs = {k: np.asarray(v) for k, v in result.items()}
     finally:
