@@ -484,6 +484,8 @@ def run(
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0 exposes the server to the network).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--grpc-port", type=click.IntRange(0, 65535), help="Also serve V2 over gRPC (tritonclient.grpc, KServe) on this port; needs inferox-engine[grpc].")
+@click.option("--truncate-text/--no-truncate-text", default=True, show_default=True, help="Cut text longer than a model's max_seq_length (off: refuse it, naming the limit), on every protocol.")
 @click.option("--name", help="Model name when PATH is a single package (default: the package's name).")
 @click.option("--backend", "backends_", multiple=True, help="Backend(s) to load models on (repeat for several).")
 @click.option("--device", help="Device for every model (cpu, cuda:0 …).")
@@ -511,6 +513,8 @@ def serve(
     path: Path,
     host: str,
     port: int,
+    grpc_port: int | None,
+    truncate_text: bool,
     name: str | None,
     backends_: tuple[str, ...],
     device: str | None,
@@ -535,7 +539,9 @@ def serve(
     max_models_per_replica: int = 3,
     ray_batching: str = "engine",
 ) -> None:
-    """Serve a package, or a model repository folder, over the Open Inference Protocol (KServe V2).
+    """Serve a package, or a model repository folder, over three protocols: the Open Inference
+    Protocol (KServe V2) over HTTP on --port, V2 over gRPC on --grpc-port (when given), and
+    OpenAI-compatible embeddings (POST /v1/embeddings, GET /v1/models) on --port.
 
     A repository holds packages as NAME/ or NAME/VERSION/ (the highest version is served), each
     with an optional NAME/serving.toml (backends, device, max_batch_size, batch_delay_ms,
@@ -545,6 +551,8 @@ def serve(
         path,
         host=host,
         port=port,
+        grpc_port=grpc_port,
+        truncate_text=truncate_text,
         name=name,
         backends=backends_,
         device=device,
@@ -638,6 +646,8 @@ def build_server(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
+    grpc_port: int | None = None,
+    truncate_text: bool = True,
     name: str | None = None,
     backends: Sequence[str] = (),
     device: str | None = None,
@@ -669,6 +679,8 @@ def build_server(
     config = ServerConfig(
         host=host,
         port=port,
+        grpc_port=grpc_port,
+        truncate_text=truncate_text,
         token=token,
         protect_all=protect_all,
         max_body_bytes=max_body_bytes,

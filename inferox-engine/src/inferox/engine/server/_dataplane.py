@@ -188,6 +188,9 @@ class DataPlane:
     def _register(self, served: ServedVersion, instances: Sequence[Model | AnyModel]) -> None:
         """Warm up and register ``instances`` as ``served`` (a hot swap when the version is served)."""
         options = _options(served.settings, self.config.request_timeout_s)
+        if served.text_encoder is not None and hasattr(served.text_encoder, "truncate"):
+            # One server-wide rule for over-long text, whichever protocol brings it.
+            served.text_encoder.truncate = self.config.truncate_text
         backends: list[str] = []
         for inst in instances:
             any_model = inst if isinstance(inst, AnyModel) else AnyModel(inst)
