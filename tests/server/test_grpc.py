@@ -392,3 +392,29 @@ def test_serve_help_names_the_protocols() -> None:
     out = CliRunner().invoke(cli, ["serve", "--help"], terminal_width=200).output
     assert "Open Inference Protocol (KServe V2) over HTTP" in out and "V2 over gRPC on --grpc-port" in out and "/v1/embeddings" in out
     assert "--grpc-port" in out and "--no-truncate-text" in out
+
+
+def test_grpc_and_truncation_settings_are_layered(tmp_path: Path) -> None:
+    from inferox.core.errors import ConfigError
+    from inferox.engine.server._settings import resolve
+
+    conf = tmp_path / "serve.toml"
+    conf.write_text("[server]\ngrpc_port = 9101\ntruncate_text = false\n")
+    got = resolve(file=conf, environ={})
+    assert (got.config.grpc_port, got.config.truncate_text) == (9101, False)
+    assert got.sources["server.grpc_port"] == (9101, "file")
+    env = resolve(file=conf, environ={"INFEROX_SERVER_GRPC_PORT": "9102", "INFEROX_SERVER_TRUNCATE_TEXT": "true"})
+    assert (env.config.grpc_port, env.config.truncate_text) == (9102, True)
+    assert resolve(file=conf, environ={"INFEROX_SERVER_GRPC_PORT": "none"}, flags={"server.grpc_port": 9103}).config.grpc_port == 9103
+    assert resolve(environ={}).config.grpc_port is None  # off unless asked for
+    with pytest.raises(ConfigError) as ei:
+        resolve(environ={"INFEROX_SERVER_GRPC_PORT": "grpc"})
+    assert ei.value.field == "INFEROX_SERVER_GRPC_PORT"
+    conf.write_text("[server]\ngrpc_port = 70000\n")
+    with pytest.raises(ConfigError) as ei:
+        resolve(file=conf, environ={})
+    assert (ei.value.field, ei.value.value, ei.value.path) == ("server.grpc_port", 70000, str(conf))
+    conf.write_text('[server]\ntruncate_text = "no"\n')
+    with pytest.raises(ConfigError) as ei:
+        resolve(file=conf, environ={})
+    assert ei.value.field == "server.truncate_text"

@@ -123,6 +123,21 @@ class InferoxServer:
                 bind_socket(self.config.host, self.config.grpc_port).close()  # a taken port: InferoxIOError naming it, as for --port
         self.app = self._build_app()
 
+    @classmethod
+    def for_path(cls, path: str | Path, *, config: ServerConfig | None = None, name: str | None = None) -> InferoxServer:
+        """The server of a package folder (served as ``name``, default its metadata name) or of a
+        model repository folder (what ``inferox serve PATH`` runs; nothing loads until it starts)."""
+        from inferox.core.errors import ConfigError, PackageNotFoundError
+
+        p = Path(path)
+        if not p.exists():
+            raise PackageNotFoundError(f"no such package or model repository: {p}", path=str(p))
+        if not p.is_dir():
+            raise ConfigError("PATH must be a package folder or a model repository folder", field="path", value=str(p))
+        if is_package(p):
+            return cls(packages={name or package_name(p): p}, config=config)
+        return cls(repository=p, config=config)
+
     # -- the data plane's state, for callers of the old API ------------------------------------------------
     @property
     def repository(self) -> ModelRepository | None:
