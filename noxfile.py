@@ -201,6 +201,9 @@ def bench(session: nox.Session) -> None:
         session,
         "-e", "inferox-core[text]", "-e", "inferox-torch", "-e", "inferox-jax", "-e", "inferox-mlpkg",
         "-e", "inferox-engine[serve,grpc,ray]", "-r", "tests/requirements.txt",
+        # bench_vs_mlserver's clients (requests) and its --profile option (py-spy); MLServer itself
+        # gets its own environment, made by the script (it pins an older FastAPI).
+        "requests", "py-spy",
     )
     for script in sorted((ROOT / "benchmarks").glob("*/bench_*.py")):
         session.run("python", str(script), *session.posargs)

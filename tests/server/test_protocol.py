@@ -184,3 +184,37 @@ def test_error_response_parts() -> None:
     assert headers == {"retry-after": "3"}
     status, body, headers = error_response_parts(ModelNotFoundError("m"))
     assert (status, body, headers) == (404, {"error": "model 'm' not found", "code": "MODEL_NOT_FOUND"}, {})
+
+
+def test_json_round_trip_keeps_the_stdlib_forms_orjson_would_change() -> None:
+    """Non-finite floats are written as NaN/Infinity (never null), float32 values come back exactly,
+    integers keep their values, and request JSON that orjson refuses (NaN literals, numbers beyond
+    double range) is still read by the stdlib — or refused with its typed error."""
+    outputs = {
+        "f": np.array([0.1, -2.5, 1e-8], np.float32),
+        "n": np.array([np.nan, np.inf, 1.0], np.float32),
+        "i": np.array([2**40, -3], np.int64),
+        "b": np.array([True, False]),
+        "h": np.array([0.5, 3.0], np.float16),
+    }
+    payload, _ = encode_infer_response(model_name="m", model_version=None, request_id=None, outputs=outputs, requested=None, binary_default=False)
+    assert b"NaN" in payload and b"Infinity" in payload and b"null" not in payload
+    back = {o["name"]: o["data"] for o in json.loads(payload)["outputs"]}
+    np.testing.assert_array_equal(np.asarray(back["f"], np.float32), outputs["f"])
+    assert back["i"] == [2**40, -3] and back["b"] == [True, False] and back["h"] == [0.5, 3.0]
+    assert np.isnan(back["n"][0]) and back["n"][1:] == [float("inf"), 1.0]
+
+    req = parse_infer_request(b'{"inputs": [{"name": "x", "datatype": "FP64", "shape": [2], "data": [NaN, 1.5]}]}')
+    assert np.isnan(req.inputs[0].data[0]) and req.inputs[0].data[1] == 1.5
+    # An integer literal beyond 64 bits is read as a float: no INT64, but a valid FP64 value.
+    with pytest.raises(DTypeError) as derr:
+        parse_infer_request(b'{"inputs": [{"name": "big", "datatype": "INT64", "shape": [1], "data": [%d]}]}' % 2**70)
+    assert derr.value.code == "INVALID_DTYPE" and derr.value.name == "big"
+    big = parse_infer_request(b'{"inputs": [{"name": "big", "datatype": "FP64", "shape": [1], "data": [%d]}]}' % 2**70)
+    assert big.inputs[0].data[0] == float(2**70)
+    with pytest.raises(InvalidInputError) as err:
+        parse_infer_request(b'{"inputs": [{"name": "huge", "datatype": "FP32", "shape": [1], "data": [1%s]}]}' % (b"0" * 400))
+    assert err.value.code == "INVALID_INPUT" and err.value.name == "huge" and "out of range" in err.value.message
+    with pytest.raises(InvalidInputError) as err:
+        parse_infer_request(b'{"inputs": [')
+    assert err.value.name == "body" and "not valid JSON" in err.value.message

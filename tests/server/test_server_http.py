@@ -316,6 +316,8 @@ def test_access_log_has_request_id(served: ServerThread, caplog: pytest.LogCaptu
     record = json.loads(next(r.getMessage() for r in caplog.records if "log-me-7" in r.getMessage()))
     assert record["request_id"] == "log-me-7" and record["status"] == 200 and record["model"] == "affine"
     assert record["path"] == "/v2/models/affine/infer" and record["duration_ms"] > 0
+    # duration_ms runs to the response's last byte written; handler_ms stops when the endpoint returns.
+    assert 0 < record["handler_ms"] <= record["duration_ms"]
 
 
 def test_repository_endpoints_need_the_token(served: ServerThread) -> None:

@@ -213,3 +213,20 @@ def test_idle_keep_alive_connections_outlive_client_expiry(keep_alive_s: int, id
         except ConnectionError:
             answer = b""
         assert answer.startswith(b"HTTP/1.1 200") is still_open, answer
+
+
+def test_connections_are_served_with_nagle_off() -> None:
+    """Every accepted connection has TCP_NODELAY set. asyncio sets it only on sockets whose
+    ``proto`` is IPPROTO_TCP; a listener made with proto 0 hands proto 0 (and Nagle on) to its
+    connections, and a small response written as headers + body then waits ~40 ms for the client's
+    delayed ACK."""
+    import socket
+
+    server = InferoxServer()
+    server.add_model("affine", AffineModel())
+    with ServerThread(server) as st, socket.create_connection((st.host, st.port), timeout=10) as sock:
+        assert _get_live(sock).startswith(b"HTTP/1.1 200")
+        connections = list(st._uvicorn.server_state.connections)
+        assert len(connections) == 1
+        served = connections[0].transport.get_extra_info("socket")
+        assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

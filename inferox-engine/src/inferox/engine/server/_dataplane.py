@@ -38,6 +38,7 @@ for transports that hold no data plane (the Ray ingress).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -154,6 +155,10 @@ class DataPlane:
         self.startup_error: BaseException | None = None
         self.shutting_down = False
         self._lock: asyncio.Lock | None = None
+        #: One thread tokenises every text request, in arrival order, off the event loop (a pool
+        #: of threads would only take turns holding the GIL). Still per request and before
+        #: queueing: each request reaches the engine with its own token length.
+        self._tokeniser = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="inferox-tokenise")
 
     # -- readiness ------------------------------------------------------------------------------------
     @property
@@ -349,6 +354,7 @@ class DataPlane:
         """Stop taking requests and shut the engine down (queued requests finish first)."""
         self.shutting_down = True
         await asyncio.to_thread(self.engine.shutdown)
+        self._tokeniser.shutdown(wait=False)
 
     # -- inference --------------------------------------------------------------------------------------
     def served(self, name: str, version: str | None = None, *, ready: bool = True) -> ServedVersion:
@@ -417,7 +423,10 @@ class DataPlane:
         model = self.models[name]
         model.in_flight += 1
         try:
-            inputs = self.build_inputs(served, req)
+            if any(t.datatype == BYTES for t in req.inputs):
+                inputs = await asyncio.get_running_loop().run_in_executor(self._tokeniser, self.build_inputs, served, req)
+            else:
+                inputs = self.build_inputs(served, req)
             backend = req.parameters.get("backend")
             if backend is not None and not isinstance(backend, str):
                 raise InvalidInputError("parameters.backend must be a string", name="backend", actual=backend)

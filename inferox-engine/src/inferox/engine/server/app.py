@@ -44,6 +44,7 @@ from inferox.engine.server._dataplane import DataPlane, ServedModel, ServedVersi
 from inferox.engine.server._openai_http import OpenAIEmbeddings
 from inferox.engine.server._protocol import HEADER_LENGTH, error_response_parts
 from inferox.engine.server._repository import ModelRepository, ServingSettings, check_model_name, is_package
+from inferox.engine.server._timing import ACCESS_RECORD
 
 __all__ = ["InferoxServer", "ModelState", "ServedModel", "ServerConfig", "check_bearer", "create_app", "http_error"]
 
@@ -254,6 +255,10 @@ class InferoxServer:
             record["model"] = model
         if code is not None:
             record["code"] = code
+        slot = request.scope.get(ACCESS_RECORD)
+        if slot is not None:  # under uvicorn: logged once the response's last byte is written
+            slot[:] = [record]
+            return
         access_log.info(json.dumps(record, separators=(",", ":")))
 
     # -- endpoints -----------------------------------------------------------------------------------
