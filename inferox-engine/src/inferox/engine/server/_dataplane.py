@@ -42,7 +42,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -414,6 +414,11 @@ class DataPlane:
         if asked is None:
             return model_timeout
         return asked if model_timeout is None else min(asked, model_timeout)
+
+    async def tokenise(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the tokeniser thread: for transports that turn text into token ids
+        themselves (the OpenAI embeddings API), in the same order and thread as V2 text requests."""
+        return await asyncio.get_running_loop().run_in_executor(self._tokeniser, fn, *args)
 
     async def infer(self, name: str, req: InferRequest, *, version: str | None = None) -> tuple[ServedVersion, InferenceResult]:
         """Run a decoded request on the engine; the served version (the one that answered) and the result."""

@@ -13,7 +13,6 @@ Auth follows the V2 inference routes: with ``protect_all`` a request needs ``Aut
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from typing import Any
@@ -38,8 +37,6 @@ __all__ = ["EMBEDDING_OUTPUT", "OpenAIEmbeddings"]
 
 #: The output the embeddings API returns (sentence-transformers' name, which packages keep).
 EMBEDDING_OUTPUT = "sentence_embedding"
-#: Batches longer than this are tokenised in a worker thread, off the event loop.
-_TOKENISE_IN_THREAD = 16
 
 
 def _error(status: int, code: str, message: str, *, param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -118,7 +115,7 @@ class OpenAIEmbeddings:
             served = self.dp.served(name)
             encoder = served.text_encoder
             encode = (lambda: encoder.encode(req.texts)) if req.texts is not None else (lambda: encoder.encode_ids(req.token_ids))
-            tensors = await asyncio.to_thread(encode) if len(req) > _TOKENISE_IN_THREAD else encode()
+            tensors = await self.dp.tokenise(encode)
             spec_names = {s.name for s in self.dp.engine.model_info(name, version=served.version or None).input_specs}
             v2 = InferRequest(
                 id=None,
