@@ -418,3 +418,13 @@ def test_grpc_and_truncation_settings_are_layered(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as ei:
         resolve(file=conf, environ={})
     assert ei.value.field == "server.truncate_text"
+
+
+def test_ray_deployments_refuse_a_grpc_port(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from inferox.engine.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", str(tmp_path), "--ray", "--grpc-port", "9100"], catch_exceptions=False)
+    assert result.exit_code == 3, result.output
+    assert "error [INVALID_CONFIG]:" in result.output and "--grpc-port" in result.output

@@ -128,6 +128,9 @@ def serve(
         raise click.UsageError("PATH is required (a package folder or a model repository folder)")
     from inferox.engine.server.app import InferoxServer
 
+    if use_ray and resolved.config.grpc_port is not None:
+        # The Ray ingress is an HTTP deployment: V2 over gRPC is this process's transport.
+        raise ConfigError("--ray serves V2 over HTTP only; drop --grpc-port (server.grpc_port)", field="server.grpc_port", value=resolved.config.grpc_port)
     server = InferoxServer.for_path(path, config=resolved.config, name=name)
     config = server.config
     if use_ray:
