@@ -138,3 +138,9 @@ def test_models_list() -> None:
             {"id": "e5", "object": "model", "created": 1700000001, "owned_by": "inferox"},
         ],
     }
+
+
+def test_non_finite_embeddings_are_written_not_dropped() -> None:
+    # orjson would write null for NaN; the stdlib path writes what the model produced.
+    body = encode_embeddings_response(model="m", embeddings=np.array([[np.nan, 1.0]], np.float32), encoding_format="float", prompt_tokens=2)
+    assert b"[NaN,1.0]" in body

@@ -17,7 +17,6 @@ builds, so the shapes are tested here on their own.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -25,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from inferox.core.errors import InferoxError, InvalidInputError
+from inferox.engine.server._protocol import _dumps, _loads
 
 __all__ = [
     "MAX_INPUTS",
@@ -93,7 +93,7 @@ def parse_embeddings_request(body: bytes | str | Mapping[str, Any]) -> Embedding
         data: Any = body
     else:
         try:
-            data = json.loads(body)
+            data = _loads(body.encode("utf-8") if isinstance(body, str) else body)
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidInputError(f"request body is not valid JSON: {exc}", name="body") from exc
         except RecursionError:
@@ -141,9 +141,10 @@ def encode_embeddings_response(*, model: str, embeddings: np.ndarray, encoding_f
         little = rows.astype("<f4", copy=False)
         data = [{"object": "embedding", "index": i, "embedding": base64.b64encode(little[i].tobytes()).decode("ascii")} for i in range(len(little))]
     else:
-        data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows.tolist())]
+        # float32 rows as they are: orjson writes each element's shortest round-trip form.
+        data = [{"object": "embedding", "index": i, "embedding": rows[i]} for i in range(len(rows))]
     body = {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": int(prompt_tokens), "total_tokens": int(prompt_tokens)}}
-    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+    return _dumps(body, finite=bool(np.isfinite(rows).all()))
 
 
 def _error_type(status: int) -> str:
