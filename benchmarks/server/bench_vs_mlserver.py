@@ -394,12 +394,14 @@ def run(*, rounds: int, duration_64: float, duration_1: float, warmup: float, pr
                         plan += [(kind, conc, duration_64 if conc > 1 else duration_1) for kind, conc in PROTOCOL_CELLS]
                     for kind, conc, dur in plan:
                         prof_out = None
-                        if profile and r == 0 and server == "inferox" and kind == "http.client":
-                            prof_out = workdir / f"profile-{conc}.raw"
+                        profiled = kind == "http.client" or (kind in PROTOCOL_KINDS and conc > 1)
+                        if profile and r == 0 and server == "inferox" and profiled:
+                            prof_out = workdir / f"profile-{kind}-{conc}.raw"
                         with profiling(pids.get(server, 0), prof_out, warmup + dur):
                             res = closed_loop(kind, ports["inferox-grpc" if kind == "grpc" else server], conc, dur, warmup)
                         if prof_out is not None and prof_out.exists():
-                            profiles[f"{conc} client{'s' if conc > 1 else ''}"] = summarise_profile(prof_out)
+                            via = "" if kind == "http.client" else f", {kind}"
+                            profiles[f"{conc} client{'s' if conc > 1 else ''}{via}"] = summarise_profile(prof_out)
                         if server == "inferox":
                             logged = logged_durations(logs["inferox"], res["wall_from"], res["wall_to"])
                             res["server_logged_p50_ms"] = statistics.median(logged) if logged else None
@@ -547,9 +549,9 @@ def render_markdown(data: dict[str, Any]) -> str:
             cats = ", ".join(f"{k} {v} %" for k, v in p["categories"].items())
             lines.append(f"- **{cell}** ({p['samples']} samples): {cats}.")
             lines.append("  Top frames: " + "; ".join(f"`{x['frame']}` {x['pct']} %" for x in p["top_leaves"][:6]) + ".")
-    notes = HERE / "vs_mlserver_notes.md"
-    if notes.exists():
-        lines += ["", notes.read_text(encoding="utf-8").strip()]
+    for notes in (HERE / "vs_mlserver_notes.md", HERE / "protocols_notes.md"):
+        if notes.exists():
+            lines += ["", notes.read_text(encoding="utf-8").strip()]
     lines += ["", f"Total wall time: {data['wall_s']} s.", ""]
     return "\n".join(lines)
 
@@ -560,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--duration-64", type=float, default=10.0, help="measured seconds of each 64-client cell")
     parser.add_argument("--duration-1", type=float, default=5.0, help="measured seconds of each 1-client cell")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each cell")
-    parser.add_argument("--profile", action="store_true", help="py-spy the Inferox server in the first round's http.client cells")
+    parser.add_argument("--profile", action="store_true", help="py-spy the Inferox server in the first round's http.client cells and 64-client gRPC / OpenAI cells")
     parser.add_argument("--profile-before", type=Path, help="a results JSON whose profile is shown as 'before'")
     parser.add_argument("--quick", action="store_true", help="one short round (a smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS / "server_vs_mlserver.json")
