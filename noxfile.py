@@ -16,7 +16,8 @@ Sessions (``nox -l``):
   lint        ruff
   types       mypy on inferox-core
 Outside CI (not run by default): soak, fuzz, flaky, reliability (all four write the JSON that
-tools/reliability_report.py turns into docs/reliability.md) and bench.
+tools/reliability_report.py turns into docs/reliability.md), bench, and protos (regenerates the
+committed V2 gRPC code from its .proto files).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def _setup(session: nox.Session) -> None:
     COVERAGE_DIR.mkdir(parents=True, exist_ok=True)
 
 
-def _install_everything(session: nox.Session, *, engine_extras: str = "serve", with_thirdparty: bool = True) -> None:
+def _install_everything(session: nox.Session, *, engine_extras: str = "serve,grpc", with_thirdparty: bool = True) -> None:
     """Every distribution (editable), the shared tests' requirements and the test tools."""
     _install(
         session,
@@ -177,13 +178,29 @@ def types(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def protos(session: nox.Session) -> None:
+    """Regenerate inferox-engine's committed V2 gRPC code (``_proto/*_pb2*``) from its ``.proto`` files
+    with the grpcio-tools version tools/gen_protos.py pins (outside CI: the code is committed, and
+    tests/server/test_grpc_proto.py fails when it is stale). ``nox -s protos -- --check`` only checks."""
+    _setup(session)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_protos", ROOT / "tools" / "gen_protos.py")
+    assert spec and spec.loader
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    _install(session, f"grpcio-tools=={gen.GRPCIO_TOOLS_VERSION}")
+    session.run("python", str(ROOT / "tools" / "gen_protos.py"), *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks (outside CI): each writes JSON and a Markdown table under benchmarks/results/."""
     _setup(session)
     _install(
         session,
         "-e", "inferox-core[text]", "-e", "inferox-torch", "-e", "inferox-jax", "-e", "inferox-mlpkg",
-        "-e", "inferox-engine[serve,ray]", "-r", "tests/requirements.txt",
+        "-e", "inferox-engine[serve,grpc,ray]", "-r", "tests/requirements.txt",
         # bench_vs_mlserver's clients (requests) and its --profile option (py-spy); MLServer itself
         # gets its own environment, made by the script (it pins an older FastAPI).
         "requests", "py-spy",

@@ -24,6 +24,10 @@ not stretch with the machine's load as wall-clock figures do. Both servers (and 
 run torch with ``--torch-threads`` intra-op threads, 1 by default: on a shared 2-CPU machine a
 descheduled OpenMP thread stalls its sibling at every barrier, which swamps everything else.
 
+The same Inferox server also answers V2 over gRPC (``--grpc-port``) and OpenAI's ``/v1/embeddings``;
+its rounds add those cells (``protocol_clients.py``: ``tritonclient.grpc`` and ``http.client`` posting
+the same sentence, 64 clients and 1), compared with its own V2 REST cells of the same rounds.
+
 The same run measures the model's own batch-32 ceiling (``Engine.infer_batch``, in this process,
 while both servers idle). Rounds interleave the servers (A B, B A, A B); every figure is the median
 of the rounds. ``--profile`` also records py-spy profiles of the Inferox server during the first
@@ -59,6 +63,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from protocol_clients import PROTOCOL_KINDS, make_protocol_caller  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 INFEROX = str(Path(sys.executable).parent / "inferox")
 MLSERVER_ENV = ROOT / ".nox" / "bench-mlserver"
@@ -70,6 +77,11 @@ CLIENTS_1 = ("http.client", "httpx", "tritonclient", "requests")
 #: The clients the "within 2 ms of the server's logged duration" target covers (requests is studied apart).
 TARGET_CLIENTS = ("http.client", "httpx", "tritonclient")
 TARGETS = {"req_per_s_ratio_64": 1.25, "p99_ratio_64": 1.1, "p50_ratio_1": 1.0, "client_gap_ms": 2.0}
+#: The other protocols of the same Inferox server, against its V2 REST (http.client) figures of the same round:
+#: gRPC req/s at 64 clients >= 0.95 x REST's; /v1/embeddings within 10 % of V2 REST (req/s at 64 clients, p50 at 1).
+PROTOCOL_TARGETS = {"grpc_req_per_s_ratio_64": 0.95, "openai_req_per_s_ratio_64": 0.90, "openai_p50_ratio_1": 1.10}
+#: (client kind, concurrency) cells only Inferox runs (protocol_clients.py): gRPC and OpenAI embeddings.
+PROTOCOL_CELLS = (("grpc", 64), ("openai", 64), ("grpc", 1), ("openai", 1))
 
 
 def _free_port() -> int:
@@ -163,6 +175,8 @@ def request_payload() -> bytes:
 
 def make_caller(kind: str, port: int) -> tuple[Callable[[], None], Callable[[], None]]:
     """(call, close) for one client connection of ``kind``; ``call`` sends one request and checks it."""
+    if kind in PROTOCOL_KINDS:
+        return make_protocol_caller(kind, port, model=MODEL, output=OUTPUT, sentence=SENTENCE)
     payload = request_payload()
     path = f"/v2/models/{MODEL}/infer"
     headers = {"content-type": "application/json"}
@@ -382,10 +396,10 @@ def run(*, rounds: int, duration_64: float, duration_1: float, warmup: float, pr
     profiles: dict[str, Any] = {}
     try:
         pkg = build_package(workdir)
-        ports = {"inferox": _free_port(), "mlserver": _free_port()}
+        ports = {"inferox": _free_port(), "mlserver": _free_port(), "inferox-grpc": _free_port()}
         logs = {"inferox": workdir / "inferox.log", "mlserver": workdir / "mlserver.log"}
         inferox_cmd = [INFEROX, "serve", str(pkg), "--port", str(ports["inferox"]), "--backend", "torch", "--log-level", "info",
-                       "--max-batch-size", "32", "--batch-delay-ms", "5"]
+                       "--max-batch-size", "32", "--batch-delay-ms", "5", "--grpc-port", str(ports["inferox-grpc"])]
         ml_root = mlserver_folder(workdir, http_port=ports["mlserver"])
         ml_cmd = [str(ml_env / "bin" / "mlserver"), "start", str(ml_root)]
         # Both servers get the same intra-op thread count (OMP_NUM_THREADS: torch reads it at import).
@@ -397,19 +411,23 @@ def run(*, rounds: int, duration_64: float, duration_1: float, warmup: float, pr
                 order = ["inferox", "mlserver"] if r % 2 == 0 else ["mlserver", "inferox"]
                 for server in order:
                     plan = [("http.client", 64, duration_64)] + [(kind, 1, duration_1) for kind in CLIENTS_1]
+                    if server == "inferox":
+                        plan += [(kind, conc, duration_64 if conc > 1 else duration_1) for kind, conc in PROTOCOL_CELLS]
                     for kind, conc, dur in plan:
                         prof_out = None
-                        if profile and r == 0 and server == "inferox" and kind == "http.client":
-                            prof_out = workdir / f"profile-{conc}.raw"
+                        profiled = kind == "http.client" or (kind in PROTOCOL_KINDS and conc > 1)
+                        if profile and r == 0 and server == "inferox" and profiled:
+                            prof_out = workdir / f"profile-{kind}-{conc}.raw"
                         cpu0 = cpu_seconds(pids[server])
                         with profiling(pids[server], prof_out, warmup + dur):
-                            res = closed_loop(kind, ports[server], conc, dur, warmup)
+                            res = closed_loop(kind, ports["inferox-grpc" if kind == "grpc" else server], conc, dur, warmup)
                         # Server CPU per answered request (warm-up included on both sides): the
                         # figure the machine's load does not scale.
                         answered = res["requests"] * (warmup + dur) / dur
                         res["server_cpu_ms_per_request"] = (cpu_seconds(pids[server]) - cpu0) * 1e3 / answered if answered else None
                         if prof_out is not None and prof_out.exists():
-                            profiles[f"{conc} client{'s' if conc > 1 else ''}"] = summarise_profile(prof_out)
+                            via = "" if kind == "http.client" else f", {kind}"
+                            profiles[f"{conc} client{'s' if conc > 1 else ''}{via}"] = summarise_profile(prof_out)
                         if server == "inferox":
                             logged = logged_durations(logs["inferox"], res["wall_from"], res["wall_to"])
                             res["server_logged_p50_ms"] = statistics.median(logged) if logged else None
@@ -430,7 +448,9 @@ def run(*, rounds: int, duration_64: float, duration_1: float, warmup: float, pr
         "settings": {
             "rounds": rounds, "torch_threads": threads or "torch's default", "duration_64_s": duration_64, "duration_1_s": duration_1, "warmup_s": warmup,
             "request": f"V2 JSON, BYTES input of one sentence ({SENTENCE!r}), outputs [{OUTPUT}]",
-            "inferox": "inferox serve PKG --backend torch --max-batch-size 32 --batch-delay-ms 5",
+            "inferox": "inferox serve PKG --backend torch --max-batch-size 32 --batch-delay-ms 5 --grpc-port P",
+            "protocols": "grpc: tritonclient.grpc, BYTES input in raw_input_contents, outputs [sentence_embedding]; "
+                         "openai: http.client POST /v1/embeddings {model, input: the same sentence, encoding_format: float}",
             "mlserver": "mlserver 1.7.1, custom runtime (transformers + mean pooling + L2), max_batch_size 32, max_batch_time 5 ms, parallel_workers 0",
         },
         "wall_s": round(time.perf_counter() - t_start, 1),
@@ -476,6 +496,10 @@ def summarise(cells: list[dict[str, Any]], ceilings: list[float]) -> dict[str, A
         "share_of_ceiling_64": ratio(i64.get("req_per_s"), ceiling),
         "client_gap_ms": {},
     }
+    g64, o64, o1 = row("inferox", "grpc", 64), row("inferox", "openai", 64), row("inferox", "openai", 1)
+    targets["grpc_req_per_s_ratio_64"] = ratio(g64.get("req_per_s"), i64.get("req_per_s"))
+    targets["openai_req_per_s_ratio_64"] = ratio(o64.get("req_per_s"), i64.get("req_per_s"))
+    targets["openai_p50_ratio_1"] = ratio(o1.get("p50_ms"), i1.get("p50_ms"))
     for client in CLIENTS_1:
         r = row("inferox", client, 1)
         if r.get("p50_ms") is not None and r.get("server_logged_p50_ms") is not None:
@@ -536,6 +560,13 @@ def render_markdown(data: dict[str, Any]) -> str:
             lines.append(f"| {client}, 1 client: p50 within {TARGETS['client_gap_ms']:.0f} ms of the server's logged duration | {gap:+.2f} ms | {verdict(gap <= TARGETS['client_gap_ms'])} |")
         else:
             lines.append(f"| {client}, 1 client (studied, not a target): client p50 - server's logged p50 | {gap:+.2f} ms | — |")
+    g, o, o1 = t.get("grpc_req_per_s_ratio_64"), t.get("openai_req_per_s_ratio_64"), t.get("openai_p50_ratio_1")
+    if g is not None or o is not None:
+        lines += [
+            f"| Inferox over gRPC (tritonclient.grpc): req/s at 64 clients ≥ {PROTOCOL_TARGETS['grpc_req_per_s_ratio_64']}x its V2 REST | {_f(g, '.2f')}x | {verdict(None if g is None else g >= PROTOCOL_TARGETS['grpc_req_per_s_ratio_64'])} |",
+            f"| Inferox `/v1/embeddings`: req/s at 64 clients within 10 % of its V2 REST | {_f(o, '.2f')}x | {verdict(None if o is None else o >= PROTOCOL_TARGETS['openai_req_per_s_ratio_64'])} |",
+            f"| Inferox `/v1/embeddings`: p50 at 1 client within 10 % of its V2 REST | {_f(o1, '.2f')}x | {verdict(None if o1 is None else o1 <= PROTOCOL_TARGETS['openai_p50_ratio_1'])} |",
+        ]
     errs = [r for r in s["rows"] if r["errors"]]
     if errs:
         lines += ["", "Errors: " + "; ".join(f"{r['server']} {r['client']} c={r['concurrency']}: {r['errors']} ({r['first_error']})" for r in errs)]
@@ -547,9 +578,9 @@ def render_markdown(data: dict[str, Any]) -> str:
             cats = ", ".join(f"{k} {v} %" for k, v in p["categories"].items())
             lines.append(f"- **{cell}** ({p['samples']} samples): {cats}.")
             lines.append("  Top frames: " + "; ".join(f"`{x['frame']}` {x['pct']} %" for x in p["top_leaves"][:6]) + ".")
-    notes = HERE / "vs_mlserver_notes.md"
-    if notes.exists():
-        lines += ["", notes.read_text(encoding="utf-8").strip()]
+    for notes in (HERE / "vs_mlserver_notes.md", HERE / "protocols_notes.md"):
+        if notes.exists():
+            lines += ["", notes.read_text(encoding="utf-8").strip()]
     lines += ["", f"Total wall time: {data['wall_s']} s.", ""]
     return "\n".join(lines)
 
@@ -565,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="intra-op threads of both servers and the ceiling (0: torch's default). 1 by default: on a shared machine an OpenMP "
         "thread that is descheduled stalls its sibling at every barrier, which swamps every other effect",
     )
-    parser.add_argument("--profile", action="store_true", help="py-spy the Inferox server in the first round's http.client cells")
+    parser.add_argument("--profile", action="store_true", help="py-spy the Inferox server in the first round's http.client cells and 64-client gRPC / OpenAI cells")
     parser.add_argument("--profile-before", type=Path, help="a results JSON whose profile is shown as 'before'")
     parser.add_argument("--quick", action="store_true", help="one short round (a smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS / "server_vs_mlserver.json")

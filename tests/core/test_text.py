@@ -112,6 +112,55 @@ def test_lengths_are_bounded_by_the_limit(tokenizer_file: Path, length: Any, exp
         TextEncoder.from_file(tokenizer_file, max_length=length, limit=8)
 
 
+def test_truncation_off_refuses_long_text_naming_the_limit(tokenizer_file: Path) -> None:
+    strict = TextEncoder.from_file(tokenizer_file, max_length=4, truncate=False)
+    assert strict.truncate is False
+    # At the limit it encodes exactly as the truncating encoder does.
+    assert strict.encode("a b")["input_ids"].tolist() == TextEncoder.from_file(tokenizer_file, max_length=4).encode("a b")["input_ids"].tolist()
+    with pytest.raises(InvalidInputError) as ei:
+        strict.encode(["a", "a b c d e"])
+    err = ei.value
+    assert (err.code, err.name, err.expected, err.actual, err.index) == ("INVALID_INPUT", "text", "at most 4 tokens", 7, 1)
+    assert "limit of 4" in err.message
+    # Per call, either way round; the encoder's own setting does not change.
+    assert strict.encode("a b c d e", truncate=True)["input_ids"].tolist() == [[2, 6, 7, 3]]
+    with pytest.raises(InvalidInputError):
+        TextEncoder.from_file(tokenizer_file, max_length=4).encode("a b c d e", truncate=False)
+    assert strict.encode("a b c", max_length=5)["input_ids"].shape == (1, 5)
+
+
+def test_encode_ids_pads_and_truncates_like_text(tokenizer_file: Path) -> None:
+    enc = TextEncoder.from_file(tokenizer_file, max_length=4)
+    text = enc.encode(["hello world", "a"])
+    ids = enc.encode_ids([[2, 4, 5, 3], [2, 6, 3]])
+    assert {k: v.tolist() for k, v in ids.items()} == {k: v.tolist() for k, v in text.items()}
+    assert all(v.dtype == np.int64 for v in ids.values())
+    assert enc.encode_ids([np.array([2, 6, 7, 8, 9, 3])])["input_ids"].tolist() == [[2, 6, 7, 8]]
+    with pytest.raises(InvalidInputError) as ei:
+        enc.encode_ids([[2, 6], [2, 6, 7, 8, 9, 3]], truncate=False)
+    assert (ei.value.name, ei.value.expected, ei.value.actual, ei.value.index) == ("input_ids", "at most 4 tokens", 6, 1)
+
+
+@pytest.mark.parametrize(
+    ("ids", "expected", "actual", "index"),
+    [
+        ([], "list[list[int]]", "list", None),
+        ("hello", "list[list[int]]", "str", None),
+        ([[2, 3], []], "list[int]", "list", 1),
+        ([[2, 3], "ab"], "list[int]", "str", 1),
+        ([[2, len(VOCAB)]], f"integers in [0, {len(VOCAB)})", len(VOCAB), 0),
+        ([[-1]], f"integers in [0, {len(VOCAB)})", -1, 0),
+        ([[2, True]], f"integers in [0, {len(VOCAB)})", True, 0),
+        ([[2.0]], f"integers in [0, {len(VOCAB)})", 2.0, 0),
+    ],
+)
+def test_encode_ids_rejects_bad_ids(tokenizer_file: Path, ids: Any, expected: str, actual: Any, index: int | None) -> None:
+    with pytest.raises(InvalidInputError) as ei:
+        TextEncoder.from_file(tokenizer_file).encode_ids(ids)
+    err = ei.value
+    assert (err.code, err.name, err.expected, err.actual, err.index) == ("INVALID_INPUT", "input_ids", expected, actual, index)
+
+
 def test_limit_must_leave_room_for_special_tokens(tokenizer_file: Path) -> None:
     with pytest.raises(ConfigError) as ei:
         TextEncoder.from_file(tokenizer_file, limit=1)

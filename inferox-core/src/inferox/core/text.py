@@ -60,12 +60,18 @@ class TextEncoder:
     ``limit`` is the most any call may ask for (the model's position table, 512 for BERT): asking for
     more is an :class:`InvalidInputError` naming ``max_length``. A batch is padded to its longest
     item (not to ``max_length``), which is what sentence-transformers does and what keeps short
-    requests cheap.
+    requests cheap. With ``truncate=False`` (per encoder, or per call) a longer text is an
+    :class:`InvalidInputError` naming the limit and the text's length instead of being cut.
     """
 
-    def __init__(self, tokenizer: Any, *, max_length: int | None = None, limit: int | None = None, path: str | None = None) -> None:
+    def __init__(
+        self, tokenizer: Any, *, max_length: int | None = None, limit: int | None = None, path: str | None = None, truncate: bool = True
+    ) -> None:
         self._tokenizer = tokenizer
         self.path = path
+        #: Whether text longer than ``max_length`` tokens is cut to it (sentence-transformers' rule,
+        #: the default) or refused with an :class:`InvalidInputError` naming the limit.
+        self.truncate = bool(truncate)
         self.limit = int(limit) if limit is not None else DEFAULT_MAX_LENGTH
         if self.limit < 2:
             raise ConfigError("the length limit must be at least 2 (room for [CLS] and [SEP])", field="limit", value=limit, path=path)
@@ -75,7 +81,7 @@ class TextEncoder:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], *, max_length: int | None = None, limit: int | None = None) -> TextEncoder:
+    def from_file(cls, path: str | os.PathLike[str], *, max_length: int | None = None, limit: int | None = None, truncate: bool = True) -> TextEncoder:
         """Load a ``tokenizer.json``; ``max_length`` defaults to the folder's ``sentence_bert_config.json``."""
         tokenizers = _import_tokenizers()
         path = Path(path)
@@ -89,7 +95,7 @@ class TextEncoder:
             max_length = read_max_seq_length(path.parent)
             if max_length is not None and limit is not None:
                 max_length = min(max_length, limit)
-        return cls(tok, max_length=max_length, limit=limit, path=str(path))
+        return cls(tok, max_length=max_length, limit=limit, path=str(path), truncate=truncate)
 
     # -- helpers ------------------------------------------------------------------------------
     def _check_length(self, value: Any, *, field: str) -> int:
@@ -116,11 +122,12 @@ class TextEncoder:
         return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
 
     # -- encoding -----------------------------------------------------------------------------
-    def encode(self, texts: Sequence[str] | str, *, max_length: int | None = None) -> dict[str, np.ndarray]:
+    def encode(self, texts: Sequence[str] | str, *, max_length: int | None = None, truncate: bool | None = None) -> dict[str, np.ndarray]:
         """Tokenise ``texts`` (one string or a sequence) into a batch of model inputs (``i64``).
 
         Each text is truncated to ``max_length`` tokens (special tokens included; default: this
-        encoder's) and the batch is padded to its longest item with the pad id and mask 0.
+        encoder's) — or, with ``truncate=False`` (default: this encoder's setting), refused when
+        longer — and the batch is padded to its longest item with the pad id and mask 0.
         """
         if isinstance(texts, str):
             texts = [texts]
@@ -132,22 +139,67 @@ class TextEncoder:
             if not isinstance(t, str):
                 raise InvalidInputError("text items must be strings", name="text", expected="str", actual=type(t).__name__, index=i)
         length = self.max_length if max_length is None else self._check_length(max_length, field="max_length")
+        cut = self.truncate if truncate is None else bool(truncate)
         tok = self._tokenizer
         with self._lock:
-            tok.enable_truncation(max_length=length)
+            if cut:
+                tok.enable_truncation(max_length=length)
+            else:
+                # Whole texts, so that an over-long one is reported with its real length.
+                tok.no_truncation()
             tok.no_padding()
             encodings = tok.encode_batch(list(texts))
-        longest = max(len(e.ids) for e in encodings)
-        n = len(encodings)
+        if not cut:
+            for i, e in enumerate(encodings):
+                if len(e.ids) > length:
+                    raise InvalidInputError(
+                        f"text {i} is {len(e.ids)} tokens long, more than the model's limit of {length} (truncation is off)",
+                        name="text", expected=f"at most {length} tokens", actual=len(e.ids), index=i,
+                    )
+        return self._batch([e.ids for e in encodings], masks=[e.attention_mask for e in encodings], types=[e.type_ids for e in encodings])
+
+    def encode_ids(self, ids: Sequence[Sequence[int]], *, max_length: int | None = None, truncate: bool | None = None) -> dict[str, np.ndarray]:
+        """A batch of token-id sequences (the model's own vocabulary, special tokens as given) into the
+        same model inputs :meth:`encode` makes, under the same length rule: each sequence is cut to
+        ``max_length`` ids, or refused when longer with ``truncate=False``. Ids outside the
+        vocabulary, empty sequences and non-integers are :class:`InvalidInputError` naming the item.
+        """
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) or len(ids) == 0:
+            raise InvalidInputError("token ids must be a non-empty list of id lists", name="input_ids", expected="list[list[int]]", actual=type(ids).__name__)
+        length = self.max_length if max_length is None else self._check_length(max_length, field="max_length")
+        cut = self.truncate if truncate is None else bool(truncate)
+        vocab = self.vocab_size
+        rows: list[list[int]] = []
+        for i, seq in enumerate(ids):
+            if isinstance(seq, np.ndarray) and seq.ndim == 1:
+                seq = seq.tolist()
+            if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence) or len(seq) == 0:
+                raise InvalidInputError("each token-id sequence must be a non-empty list of integers", name="input_ids", expected="list[int]", actual=type(seq).__name__, index=i)
+            if not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) and 0 <= t < vocab for t in seq):
+                bad = next(t for t in seq if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < vocab)
+                raise InvalidInputError(f"token id {bad!r} is not in the model's vocabulary", name="input_ids", expected=f"integers in [0, {vocab})", actual=bad, index=i)
+            if len(seq) > length and not cut:
+                raise InvalidInputError(
+                    f"token sequence {i} is {len(seq)} tokens long, more than the model's limit of {length} (truncation is off)",
+                    name="input_ids", expected=f"at most {length} tokens", actual=len(seq), index=i,
+                )
+            rows.append([int(t) for t in seq[:length]])
+        return self._batch(rows)
+
+    def _batch(self, rows: Sequence[Sequence[int]], *, masks: Sequence[Sequence[int]] | None = None, types: Sequence[Sequence[int]] | None = None) -> dict[str, np.ndarray]:
+        """Pad ``rows`` to the longest with the pad id (mask 0); masks default to 1 and type ids to 0."""
+        longest = max(len(r) for r in rows)
+        n = len(rows)
         ids = np.full((n, longest), self.pad_id, dtype=np.int64)
         mask = np.zeros((n, longest), dtype=np.int64)
-        types = np.zeros((n, longest), dtype=np.int64)
-        for i, e in enumerate(encodings):
-            k = len(e.ids)
-            ids[i, :k] = e.ids
-            mask[i, :k] = e.attention_mask
-            types[i, :k] = e.type_ids
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        type_ids = np.zeros((n, longest), dtype=np.int64)
+        for i, row in enumerate(rows):
+            k = len(row)
+            ids[i, :k] = row
+            mask[i, :k] = masks[i] if masks is not None else 1
+            if types is not None:
+                type_ids[i, :k] = types[i]
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": type_ids}
 
     __call__ = encode
 

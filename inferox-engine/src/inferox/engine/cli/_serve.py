@@ -23,6 +23,8 @@ from inferox.engine.cli._group import EPILOG, cli, console
 _FLAG_KEYS: dict[str, tuple[str, Any]] = {
     "host": ("server.host", None),
     "port": ("server.port", None),
+    "grpc_port": ("server.grpc_port", None),
+    "truncate_text": ("server.truncate_text", None),
     "token": ("server.token", None),
     "protect_all": ("server.protect_all", None),
     "timeout_s": ("server.request_timeout_s", None),
@@ -58,6 +60,8 @@ def _given_flags(ctx: click.Context) -> dict[str, Any]:
 @click.option("--print-config", is_flag=True, help="Print each effective setting and its source (default, file, environment, flag), then exit.")
 @click.option("--host", help="Interface to bind (default 127.0.0.1; 0.0.0.0 exposes the server to the network).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default 8000).")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), help="Also serve V2 over gRPC (tritonclient.grpc, KServe) on this port (default: off); needs inferox-engine[grpc].")
+@click.option("--truncate-text/--no-truncate-text", default=True, help="Cut text longer than a model's max_seq_length (default), or refuse it naming the limit; on every protocol.")
 @click.option("--name", help="Model name when PATH is a single package (default: the package's name).")
 @click.option("--backend", "backends_", multiple=True, help="Backend(s) to load models on (repeat for several).")
 @click.option("--device", help="Device for every model (cpu, cuda:0 …).")
@@ -102,7 +106,9 @@ def serve(
     ray_batching: str | None,
     **_flags: Any,
 ) -> None:
-    """Serve a package, or a model repository folder, over the Open Inference Protocol (KServe V2).
+    """Serve a package, or a model repository folder, over three protocols: the Open Inference
+    Protocol (KServe V2) over HTTP on --port, V2 over gRPC on --grpc-port (when given), and
+    OpenAI-compatible embeddings (POST /v1/embeddings, GET /v1/models) on --port.
 
     A repository holds packages as NAME/ or NAME/VERSION/, each with an optional NAME/serving.toml
     (backends, device, max_batch_size, batch_delay_ms, max_queue_size, timeout_s, warmup,
@@ -123,6 +129,9 @@ def serve(
         raise click.UsageError("PATH is required (a package folder or a model repository folder)")
     from inferox.engine.server.app import InferoxServer
 
+    if use_ray and resolved.config.grpc_port is not None:
+        # The Ray ingress is an HTTP deployment: V2 over gRPC is this process's transport.
+        raise ConfigError("--ray serves V2 over HTTP only; drop --grpc-port (server.grpc_port)", field="server.grpc_port", value=resolved.config.grpc_port)
     server = InferoxServer.for_path(path, config=resolved.config, name=name)
     config = server.config
     if use_ray:
@@ -143,7 +152,8 @@ def serve(
     err = console(err=True)
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.token:
         err.print(f"[yellow]warning:[/] listening on {config.host} without --token: anyone who can reach this port can load and unload models")
-    err.print(f"starting inferox for {path} on http://{config.host}:{config.port} (Ctrl-C to stop)")
+    grpc = f" and gRPC on {config.host}:{config.grpc_port}" if config.grpc_port is not None else ""
+    err.print(f"starting inferox for {path} on http://{config.host}:{config.port}{grpc} (Ctrl-C to stop)")
     try:
         run_server(server, log_level=log_level)
     except KeyboardInterrupt:

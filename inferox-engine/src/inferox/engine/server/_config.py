@@ -55,3 +55,8 @@ class ServerConfig:
     trust_code: bool = False
     exit_on_error: bool = True
     strict_readiness: bool = True
+    #: The V2 gRPC port (``None``: no gRPC; 0: a free port). Needs the ``[grpc]`` extra.
+    grpc_port: int | None = None
+    #: Text longer than a model's ``max_seq_length`` tokens is truncated (sentence-transformers'
+    #: rule); ``False`` makes it an error naming the limit, on every protocol.
+    truncate_text: bool = True

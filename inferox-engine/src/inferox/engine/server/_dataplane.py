@@ -42,7 +42,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,6 +208,9 @@ class DataPlane:
     def _register(self, served: ServedVersion, instances: Sequence[Model | AnyModel]) -> None:
         """Warm up and register ``instances`` as ``served`` (a hot swap when the version is served)."""
         options = _options(served.settings, self.config.request_timeout_s)
+        if served.text_encoder is not None and hasattr(served.text_encoder, "truncate"):
+            # One server-wide rule for over-long text, whichever protocol brings it.
+            served.text_encoder.truncate = self.config.truncate_text
         backends: list[str] = []
         for inst in instances:
             any_model = inst if isinstance(inst, AnyModel) else AnyModel(inst)
@@ -427,6 +430,11 @@ class DataPlane:
         if asked is None:
             return model_timeout
         return asked if model_timeout is None else min(asked, model_timeout)
+
+    async def tokenise(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the tokeniser thread: for transports that turn text into token ids
+        themselves (the OpenAI embeddings API), in the same order and thread as V2 text requests."""
+        return await asyncio.get_running_loop().run_in_executor(self._tokeniser, fn, *args)
 
     async def infer(self, name: str, req: InferRequest, *, version: str | None = None) -> tuple[ServedVersion, InferenceResult]:
         """Run a decoded request on the engine; the served version (the one that answered) and the result."""

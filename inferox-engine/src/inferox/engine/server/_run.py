@@ -130,6 +130,13 @@ class ServerThread:
         """``host:port``, as ``tritonclient.http.InferenceServerClient`` takes it."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def grpc_address(self) -> str:
+        """``host:port`` of the V2 gRPC transport (``ServerConfig(grpc_port=0)`` picks a free port)."""
+        if self.server.grpc is None:
+            raise ServiceUnavailableError("this server runs no gRPC transport (ServerConfig.grpc_port is None)")
+        return f"{self.host}:{self.server.grpc.port}"
+
     def start(self, *, wait_ready: bool = True, timeout: float = 120.0) -> ServerThread:
         """Start serving; with ``wait_ready``, block until startup loading has finished. A model
         that fails to load with ``exit_on_error`` stops the server and raises its error here."""

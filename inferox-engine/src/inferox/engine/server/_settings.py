@@ -58,6 +58,8 @@ SERVER_ENV: dict[str, str] = {
     "access_log": "INFEROX_SERVER_ACCESS_LOG",
     "exit_on_error": "INFEROX_SERVER_EXIT_ON_ERROR",
     "strict_readiness": "INFEROX_SERVER_STRICT_READINESS",
+    "grpc_port": "INFEROX_SERVER_GRPC_PORT",
+    "truncate_text": "INFEROX_SERVER_TRUNCATE_TEXT",
 }
 
 _SERVER_FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig) if f.name not in ("defaults", "engine_config")}
@@ -95,12 +97,12 @@ def _parse_server_env(name: str, var: str, raw: str) -> Any:
         raise ConfigError(f"expected true/false, got {raw!r}", field=var, value=raw)
     if name == "token" or name == "host":
         return text or None if name == "token" else text
-    if name == "request_timeout_s" and text.lower() in ("", "none", "null"):
+    if name in ("request_timeout_s", "grpc_port") and text.lower() in ("", "none", "null"):
         return None
     try:
         if name == "max_body_bytes":
             return parse_size(text)
-        if name == "port":
+        if name in ("port", "grpc_port"):
             return int(text)
         return float(text)
     except ValueError as exc:
@@ -191,6 +193,11 @@ def _check_server(config: ServerConfig, where: str | None) -> None:
     """Range checks of server settings (engine ones are EngineConfig's own)."""
     checks: list[tuple[str, Any, bool]] = [
         ("port", config.port, isinstance(config.port, int) and not isinstance(config.port, bool) and 0 <= config.port <= 65535),
+        (
+            "grpc_port",
+            config.grpc_port,
+            config.grpc_port is None or (isinstance(config.grpc_port, int) and not isinstance(config.grpc_port, bool) and 0 <= config.grpc_port <= 65535),
+        ),
         ("max_body_bytes", config.max_body_bytes, isinstance(config.max_body_bytes, int) and config.max_body_bytes > 0),
         ("keep_alive_s", config.keep_alive_s, isinstance(config.keep_alive_s, (int, float)) and config.keep_alive_s >= 1),
         ("graceful_timeout_s", config.graceful_timeout_s, isinstance(config.graceful_timeout_s, (int, float)) and config.graceful_timeout_s >= 0),
@@ -203,6 +210,6 @@ def _check_server(config: ServerConfig, where: str | None) -> None:
     for name, value, ok in checks:
         if not ok:
             raise ConfigError(f"invalid value {value!r}", field=f"server.{name}", value=value, path=where)
-    for name in ("protect_all", "access_log", "allow_pickle", "trust_code", "exit_on_error", "strict_readiness"):
+    for name in ("protect_all", "access_log", "allow_pickle", "trust_code", "exit_on_error", "strict_readiness", "truncate_text"):
         if not isinstance(getattr(config, name), bool):
             raise ConfigError("must be true or false", field=f"server.{name}", value=getattr(config, name), path=where)

@@ -41,6 +41,7 @@ from inferox.core.model import AnyModel, Model
 from inferox.engine._types import InferenceResult
 from inferox.engine.server._config import ModelState, ServerConfig
 from inferox.engine.server._dataplane import DataPlane, ServedModel, ServedVersion
+from inferox.engine.server._openai_http import OpenAIEmbeddings
 from inferox.engine.server._protocol import HEADER_LENGTH, error_response_parts
 from inferox.engine.server._repository import ModelRepository, ServingSettings, check_model_name, is_package
 from inferox.engine.server._timing import ACCESS_RECORD
@@ -112,6 +113,15 @@ class InferoxServer:
         self._pending: list[tuple[str, Model | AnyModel | Sequence[Model | AnyModel], ServingSettings, str]] = []
         self._in_flight = 0
         self._drained = asyncio.Event()
+        #: The V2 gRPC transport while it runs (``config.grpc_port``), else ``None``.
+        self.grpc: Any = None
+        if self.config.grpc_port is not None:
+            from inferox.engine.server._grpc import require_grpc
+            from inferox.engine.server._run import bind_socket
+
+            require_grpc()  # a missing [grpc] extra fails here, before anything listens
+            if self.config.grpc_port:
+                bind_socket(self.config.host, self.config.grpc_port).close()  # a taken port: InferoxIOError naming it, as for --port
         self.app = self._build_app()
 
     @classmethod
@@ -438,6 +448,11 @@ class InferoxServer:
             # Models load in the background: the server is live (and answers /ready with 503)
             # while packages load and warm up, as KServe and Triton do. With exit_on_error a
             # model that fails to load stops the server (see ``inferox serve``).
+            if self.config.grpc_port is not None:
+                from inferox.engine.server._grpc import GrpcServer
+
+                self.grpc = GrpcServer(self.dataplane, config=self.config, port=self.config.grpc_port)
+                await self.grpc.start()
             loading = asyncio.create_task(self._startup_or_exit())
             try:
                 yield
@@ -446,6 +461,8 @@ class InferoxServer:
                     loading.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await loading
+                if self.grpc is not None:
+                    await self.grpc.stop()
                 await self.shutdown()
 
         routes = [
@@ -467,6 +484,7 @@ class InferoxServer:
             Route("/v2/repository/models/{name}/load", self.repository_load, methods=["POST"]),
             Route("/v2/repository/models/{name}/unload", self.repository_unload, methods=["POST"]),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
+            *OpenAIEmbeddings(self).routes(),
         ]
         return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
 
