@@ -5,7 +5,7 @@ The public names are listed in ``__all__``; the modules behind them are implemen
 
 from __future__ import annotations
 
-from inferox.core._version import __version__
+from inferox.core._lazy import distribution_version, lazy_exports
 from inferox.core.backend import Backend
 from inferox.core.constants import CONTRACT_VERSION
 from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo
@@ -44,6 +44,8 @@ from inferox.core.plugins import (
 )
 from inferox.core.spec import TensorSpec
 from inferox.core.tensor import Tensor, TensorBuilder
+
+__version__ = distribution_version("inferox-core")
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -85,7 +87,9 @@ __all__ = [
     "TypeMismatchError",
     "__version__",
     "can_cast_safely",
+    "distribution_version",
     "get_backend",
     "get_registry",
     "hookimpl",
+    "lazy_exports",
 ]
