@@ -134,7 +134,9 @@ def backends(as_json: bool, no_devices: bool) -> None:
                     {"id": str(d.id), "name": d.name, "available": d.available, "memory_total": getattr(d.memory, "total", None) if d.memory else None}
                     for d in backend.devices()
                 ]
-                row["versions"] = {**info.versions, info.name: backend.version}
+                # The framework's own version string, apart: labelling it with the backend's name
+                # read as if a distribution of that name were installed ("npdemo 2.4.6").
+                row["backend_version"] = backend.version
             except InferoxError as exc:
                 row["available"], row["reason"] = False, exc.message
         rows.append(row)
@@ -148,6 +150,8 @@ def backends(as_json: bool, no_devices: bool) -> None:
         table.add_column(col)
     for row in rows:
         versions = ", ".join(f"{k} {v or 'missing'}" for k, v in row["versions"].items())
+        if row.get("backend_version") and row["backend_version"] not in row["versions"].values():
+            versions = ", ".join(filter(None, [versions, f"reports {row['backend_version']}"]))
         avail = "[green]yes[/]" if row["available"] else f"[red]no[/]: {row['reason']}"
         devices = ", ".join(d["id"] + ("" if d["available"] else " (unavailable)") for d in row["devices"]) or "-"
         table.add_row(row["name"], f"{row['plugin']} {row['plugin_version'] or ''}".strip(), versions, avail, devices, ", ".join(row["architectures"]) or "-")
