@@ -90,8 +90,9 @@ class ArrayTensorBuilder(TensorBuilder):
 class ArrayBackend(Backend):
     """A CPU backend derived from an array module :attr:`xp` (see the module docstring for what it assumes)."""
 
-    #: The array module: ``xp.asarray`` and ``xp.from_dlpack`` are all the base calls.
-    xp: ClassVar[Any] = None
+    #: The array module: ``xp.asarray`` and ``xp.from_dlpack`` are all the base calls. (Not a
+    #: ClassVar, so that a subclass declares it with a plain ``xp = numpy``.)
+    xp: Any = None
     #: The dtypes the library holds (default: every Inferox dtype).
     dtypes: ClassVar[frozenset[DType]] = frozenset(DType)
     #: Shown by ``inferox backends``.

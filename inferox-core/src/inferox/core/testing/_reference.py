@@ -24,7 +24,7 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 
 def gelu_exact(x: np.ndarray) -> np.ndarray:
     """``x · Φ(x)`` with the normal CDF through erf (``F.gelu``, Hugging Face ``"gelu"``)."""
-    return np.asarray(0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64)), dtype=np.float64)
+    return np.asarray(0.5 * x * (1.0 + np.asarray(_erf(x / math.sqrt(2.0)), dtype=np.float64)), dtype=np.float64)
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:

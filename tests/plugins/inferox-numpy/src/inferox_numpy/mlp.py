@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,9 +15,9 @@ from inferox.core.architectures import MLPConfig, mlp_input_specs, mlp_output_sp
 __all__ = ["MLPModel", "create_mlp"]
 
 _erf = np.frompyfunc(math.erf, 1, 1)
-_ACTIVATIONS = {
+_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "relu": lambda x: np.maximum(x, 0),
-    "gelu": lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2)).astype(x.dtype)),  # exact (erf) GELU, as the schema says
+    "gelu": lambda x: 0.5 * x * (1 + np.asarray(_erf(x / math.sqrt(2)), dtype=x.dtype)),  # exact (erf) GELU, as the schema says
     "tanh": np.tanh,
     "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
     "identity": lambda x: x,
