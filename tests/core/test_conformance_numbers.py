@@ -19,6 +19,7 @@ from inferox.core import (
     ArrayBackend,
     Backend,
     BackendSpec,
+    ConfigError,
     DeviceId,
     DType,
     DTypeError,
@@ -37,6 +38,7 @@ from inferox.core.testing import (
     gelu_exact,
     gelu_tanh,
     mlp_reference,
+    refused_dtype_error,
 )
 
 Reference = Callable[..., dict[str, np.ndarray]]
@@ -66,12 +68,17 @@ class SchemaModel(Model):
         return self._run(inputs)
 
 
-def registry_with(architecture: str, compute: Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any], dict[str, Any]], dict[str, np.ndarray]]) -> PluginRegistry:
+def registry_with(
+    architecture: str,
+    compute: Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any], dict[str, Any]], dict[str, np.ndarray]],
+    *,
+    dtype_check: bool = True,
+) -> PluginRegistry:
     """A registry where backend ``refnp`` implements ``architecture`` with ``compute(config, weights, inputs, options)``."""
     registry = PluginRegistry()
 
     def factory(*, backend: Backend, config: Mapping[str, Any], weights: Mapping[str, Any], metadata: ModelMetadata, device: Any = None, dtype: Any = None, **options: Any) -> Model:
-        if dtype is not None and DType.parse(dtype) is not DType.F32:
+        if dtype_check and dtype is not None and DType.parse(dtype) is not DType.F32:
             raise DTypeError("refnp models compute in f32 only", name="dtype", expected="f32", actual=str(dtype))
         schema = registry.schema(architecture)
         specs = schema.specs(config, options.get("preprocessing", {}))
@@ -165,3 +172,33 @@ def test_gelu_reference_is_the_exact_erf_form() -> None:
     # Φ(x) from erf, checked against known values of x·Φ(x).
     np.testing.assert_allclose(gelu_exact(x), [-0.0040496, -0.1586553, 0.0, 0.3457312, 1.9544997], atol=1e-6)
     assert np.max(np.abs(gelu_exact(x) - gelu_tanh(x))) > 1e-4  # the two forms differ measurably
+
+
+def test_a_wrong_shape_fails_and_an_architecture_without_reference_is_refused() -> None:
+    registry = registry_with("mlp", lambda c, w, i, o: {k: v[:, :2] for k, v in mlp_reference(c, w, i).items()})
+    backend = registry.get_backend("refnp")
+    with pytest.raises(ArchitectureMismatch, match=r"output 'output' has shape \(3, 2\), the reference \(3, 3\)"):
+        check_architecture(backend, "mlp", registry=registry)
+    import dataclasses
+
+    registry.register_plugin(_schema_plugin(dataclasses.replace(registry.schema("mlp"), name="noref", model_types=(), reference=None)), name="noref")
+    with pytest.raises(ConfigError) as ei:
+        check_architecture(backend, "noref", registry=registry)
+    assert ei.value.code == "INVALID_CONFIG" and ei.value.field == "reference" and "'noref' has no reference implementation" in str(ei.value)
+    assert checked_architectures("refnp", registry) == ["mlp"]
+
+
+def test_the_dtype_check_sees_a_factory_that_ignores_dtype() -> None:
+    registry = registry_with("mlp", correct(mlp_reference))
+    backend = registry.get_backend("refnp")
+    err = refused_dtype_error(backend, "mlp", registry=registry)
+    assert isinstance(err, DTypeError) and err.name == "dtype"
+    registry = registry_with("mlp", correct(mlp_reference), dtype_check=False)
+    assert refused_dtype_error(registry.get_backend("refnp"), "mlp", registry=registry) is None  # accepted i32: the suite reports it
+
+
+def _schema_plugin(schema: Any) -> types.ModuleType:
+    plugin = types.ModuleType("schema_only")
+    plugin.inferox_contract_version = hookimpl(lambda: CONTRACT_VERSION)  # type: ignore[attr-defined]
+    plugin.inferox_register_schemas = hookimpl(lambda register: register(schema))  # type: ignore[attr-defined]
+    return plugin

@@ -56,6 +56,11 @@ def test_backends_lists_the_plugins_architectures() -> None:
     # labelled with the backend's name as if it were a distribution.
     assert set(rows["numpy"]["versions"]) == {"numpy"} and rows["numpy"]["backend_version"] == np.__version__
     assert set(rows["jax"]["versions"]) == {"jax", "jaxlib"} and "jaxlib" in rows["jax"]["backend_version"]
+    archs = {a["name"]: a for a in json.loads(proc.stdout)["architectures"]}
+    assert archs["linear"] == {"name": "linear", "plugin": "numpy", "model_types": ["linear"], "backends": ["numpy"]}
+    assert archs["mlp"]["plugin"] == "inferox-core" and {"torch", "jax", "numpy"} <= set(archs["mlp"]["backends"])
+    table = _inferox("backends", "--no-devices")
+    assert table.returncode == 0 and "architecture linear (plugin numpy): numpy" in table.stdout
 
 
 def test_pack_verify_serve_and_a_v2_request(linear_folder: tuple[Path, np.ndarray, np.ndarray], tmp_path: Path) -> None:

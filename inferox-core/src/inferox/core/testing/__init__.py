@@ -40,7 +40,14 @@ if importlib.util.find_spec("pytest") is None:
 
 from inferox.core.testing._capabilities import ACCELERATOR_KINDS, Capabilities
 from inferox.core.testing._conformance import TINY_IN, TINY_OUT, BackendConformance, NotTheModel
-from inferox.core.testing._numbers import TOLERANCES, ArchitectureMismatch, NumbersReport, check_architecture, checked_architectures
+from inferox.core.testing._numbers import (
+    TOLERANCES,
+    ArchitectureMismatch,
+    NumbersReport,
+    check_architecture,
+    checked_architectures,
+    refused_dtype_error,
+)
 from inferox.core.testing._reference import bert_reference, gelu_exact, gelu_tanh, mlp_reference
 from inferox.core.testing._values import sample_array, to_python_list
 
@@ -60,6 +67,7 @@ __all__ = [
     "gelu_exact",
     "gelu_tanh",
     "mlp_reference",
+    "refused_dtype_error",
     "sample_array",
     "to_python_list",
 ]

@@ -18,11 +18,12 @@ import numpy as np
 
 from inferox.core.backend import Backend
 from inferox.core.dtype import DType
+from inferox.core.errors import ConfigError
 from inferox.core.model import AnyModel, ModelMetadata
 from inferox.core.plugins import PluginRegistry
 from inferox.core.schema import random_weights
 
-__all__ = ["TOLERANCES", "ArchitectureMismatch", "NumbersReport", "check_architecture", "checked_architectures"]
+__all__ = ["TOLERANCES", "ArchitectureMismatch", "NumbersReport", "check_architecture", "checked_architectures", "refused_dtype_error"]
 
 #: ``dtype the model computes in → (atol, rtol)``: ``|got - want| <= atol + rtol * |want|`` elementwise.
 #: The reference runs in float64; f32 leaves room for summation order and fused kernels, f16/bf16
@@ -77,7 +78,7 @@ def check_architecture(
     schema = registry.schema(architecture)
     reference = schema.load_reference()
     if reference is None:
-        raise ValueError(f"architecture {schema.name!r} has no reference implementation")
+        raise ConfigError(f"architecture {schema.name!r} has no reference implementation to check numbers against", field="reference", value=schema.name)
     compute = DType.parse(dtype) if dtype is not None else DType.F32
     atol, rtol = TOLERANCES.get(compute, TOLERANCES[DType.F32])
     config = dict(schema.example_config)
