@@ -60,3 +60,33 @@ def test_mlp_reference_matches_torch_for_every_activation(activation: str) -> No
     weights = random_weights(schema, config, rng, scale=0.5)
     inputs = schema.golden(config, {}, rng)
     np.testing.assert_allclose(_torch_outputs("mlp", config, weights, inputs)["output"], mlp_reference(config, weights, inputs)["output"], atol=5e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("dtype", "compute"), [(None, "float32"), ("f32", "float32"), ("f16", "float16"), ("bf16", "bfloat16")])
+def test_mlp_dtype_is_the_compute_dtype_and_outputs_keep_their_spec(dtype: str | None, compute: str) -> None:
+    import torch
+
+    schema = get_registry().schema("mlp")
+    config = dict(schema.example_config)
+    weights = random_weights(schema, config, np.random.default_rng(6))
+    backend = get_registry().get_backend("torch")
+    model = get_registry().architecture_factory("torch", "mlp")(
+        backend=backend, config=config, weights=weights, metadata=ModelMetadata("dtype"), device="cpu", dtype=dtype
+    )
+    assert {p.dtype for p in model.module.parameters()} == {getattr(torch, compute)}  # honoured: parameters and compute
+    out = AnyModel(model).forward_any(schema.golden(config, {}, np.random.default_rng(7)))["output"]
+    assert out.dtype == np.float32  # the output spec's dtype, whatever the compute dtype
+
+
+@pytest.mark.parametrize("dtype", ["f64", "i32"])
+def test_mlp_refuses_a_dtype_it_cannot_compute_in(dtype: str) -> None:
+    from inferox.core.errors import DTypeError
+
+    schema = get_registry().schema("mlp")
+    config = dict(schema.example_config)
+    with pytest.raises(DTypeError) as ei:
+        get_registry().architecture_factory("torch", "mlp")(
+            backend=get_registry().get_backend("torch"), config=config, weights=random_weights(schema, config, np.random.default_rng(0)),
+            metadata=ModelMetadata("dtype"), device="cpu", dtype=dtype,
+        )
+    assert ei.value.code == "INVALID_DTYPE" and ei.value.name == "dtype" and dtype in str(ei.value)
