@@ -1,4 +1,4 @@
-"""Plugin discovery: the plugin manager, lazy backend specs and architecture factories.
+"""Plugin discovery: the plugin manager, lazy backend specs, architecture schemas and factories.
 
 :func:`get_registry` builds (once, on first call — never at import) a :class:`PluginRegistry`
 from the ``inferox`` entry-point group. The registry is the typed wrapper callers use; nobody
