@@ -14,7 +14,7 @@ Sessions (``nox -l``):
   ray         inferox serve --ray on a local Ray cluster (inferox-engine[ray])
   coverage    combines the sessions' coverage data and gates each distribution on its bar
   lint        ruff
-  types       mypy on inferox-core
+  types       mypy --strict on every distribution (the third-party example included)
 Outside CI (not run by default): soak, fuzz, flaky, reliability (all four write the JSON that
 tools/reliability_report.py turns into docs/reliability.md), bench, and protos (regenerates the
 committed V2 gRPC code from its .proto files).
@@ -170,11 +170,27 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
 
 
+#: Every distribution's source folder and import name, each checked by ``mypy --strict``.
+TYPED_SOURCES = (
+    ("inferox-core/src", "inferox.core"),
+    ("inferox-torch/src", "inferox.torch"),
+    ("inferox-jax/src", "inferox.jax"),
+    ("inferox-mlpkg/src", "inferox.mlpkg"),
+    ("inferox-engine/src", "inferox.engine"),
+    ("tests/plugins/inferox-numpy/src", "inferox_numpy"),
+)
+
+
 @nox.session(python=PYTHON)
 def types(session: nox.Session) -> None:
+    """mypy --strict (pyproject's [tool.mypy]: strict = true) on every distribution, third-party example included."""
     _setup(session)
-    _install(session, "mypy>=1.10", "-e", "inferox-core[testing]", "pytest>=8")
-    session.run("mypy", "inferox-core/src/inferox/core")
+    _install_everything(session)
+    _install(session, "mypy>=1.10")
+    # One run over every package: a MYPYPATH holding each src folder maps the shared `inferox`
+    # namespace the way the installed distributions do.
+    session.env["MYPYPATH"] = os.pathsep.join(src for src, _ in TYPED_SOURCES)
+    session.run("mypy", *[arg for _, pkg in TYPED_SOURCES for arg in ("-p", pkg)])
 
 
 @nox.session(python=PYTHON)

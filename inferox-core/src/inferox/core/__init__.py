@@ -5,7 +5,8 @@ The public names are listed in ``__all__``; the modules behind them are implemen
 
 from __future__ import annotations
 
-from inferox.core._version import __version__
+from inferox.core._lazy import distribution_version, lazy_exports
+from inferox.core.arraylib import ArrayBackend, ArrayTensor, ArrayTensorBuilder
 from inferox.core.backend import Backend
 from inferox.core.constants import CONTRACT_VERSION
 from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo
@@ -42,14 +43,21 @@ from inferox.core.plugins import (
     get_backend,
     get_registry,
 )
+from inferox.core.schema import ArchitectureSchema, random_weights
 from inferox.core.spec import TensorSpec
 from inferox.core.tensor import Tensor, TensorBuilder
+
+__version__ = distribution_version("inferox-core")
 
 __all__ = [
     "CONTRACT_VERSION",
     "AnyModel",
     "ArchitectureNotFoundError",
+    "ArchitectureSchema",
     "ArchitectureSpec",
+    "ArrayBackend",
+    "ArrayTensor",
+    "ArrayTensorBuilder",
     "Backend",
     "BackendError",
     "BackendInfo",
@@ -85,7 +93,10 @@ __all__ = [
     "TypeMismatchError",
     "__version__",
     "can_cast_safely",
+    "distribution_version",
     "get_backend",
     "get_registry",
     "hookimpl",
+    "lazy_exports",
+    "random_weights",
 ]

@@ -16,10 +16,13 @@ Dtype rule (JAX runs without 64-bit mode unless ``JAX_ENABLE_X64`` is set, proce
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from inferox.core import distribution_version, lazy_exports
+from inferox.jax.plugin import DISTRIBUTION
 
 if TYPE_CHECKING:
+    from inferox.jax._errors import jax_errors, wrap_jax_error
     from inferox.jax.backend import JaxBackend, x64_enabled
     from inferox.jax.model import BucketPolicy, JaxModel, cast_params, load_params
     from inferox.jax.tensor import JaxTensor, JaxTensorBuilder, aligned_empty, is_zero_copy_eligible
@@ -30,14 +33,17 @@ __all__ = [
     "JaxModel",
     "JaxTensor",
     "JaxTensorBuilder",
+    "__version__",
     "aligned_empty",
     "cast_params",
     "is_zero_copy_eligible",
+    "jax_errors",
     "load_params",
+    "wrap_jax_error",
     "x64_enabled",
 ]
 
-_LAZY = {
+_LAZY: dict[str, str] = {
     "JaxBackend": "inferox.jax.backend",
     "x64_enabled": "inferox.jax.backend",
     "JaxTensor": "inferox.jax.tensor",
@@ -48,17 +54,10 @@ _LAZY = {
     "JaxModel": "inferox.jax.model",
     "cast_params": "inferox.jax.model",
     "load_params": "inferox.jax.model",
+    "jax_errors": "inferox.jax._errors",
+    "wrap_jax_error": "inferox.jax._errors",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'inferox.jax' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__version__ = distribution_version(DISTRIBUTION)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, eager=["__version__"])

@@ -42,8 +42,10 @@ import numpy as np
 from inferox.core.backend import Backend, narrow_checked
 from inferox.core.device import Device, DeviceId, MemoryInfo
 from inferox.core.dtype import DType
-from inferox.core.errors import DTypeError, InvalidInputError, backend_errors
+from inferox.core.errors import DTypeError, InvalidInputError
 from inferox.core.tensor import Tensor
+from inferox.jax._errors import jax_errors
+from inferox.jax.plugin import BACKEND_NAME
 from inferox.jax.tensor import JaxTensor, JaxTensorBuilder
 
 __all__ = ["JaxBackend", "x64_enabled"]
@@ -91,7 +93,7 @@ def _device_memory(device: Any) -> MemoryInfo | None:  # pragma: gpu - only acce
 class JaxBackend(Backend):
     """The JAX backend (``get_backend("jax")``). See the module docstring for the dtype rule."""
 
-    name = "jax"
+    name = BACKEND_NAME
     device_kinds = frozenset({"cpu", "cuda", "tpu"})
     supports_dlpack = True
 
@@ -185,7 +187,7 @@ class JaxBackend(Backend):
     def synchronize(self, device: DeviceId | str | None = None) -> None:
         """Block until every live array on ``device`` is computed (``block_until_ready``)."""
         jdev = self.jax_device(device)
-        with backend_errors(self.name):
+        with jax_errors():
             for arr in jax.live_arrays():  # type: ignore[no-untyped-call]
                 if jdev in arr.devices():
                     arr.block_until_ready()
@@ -237,20 +239,20 @@ class JaxBackend(Backend):
         if isinstance(tensor, Tensor) and tensor.backend.name != self.name:
             return self.tensor_builder(dev).from_dlpack_or_copy(tensor)  # type: ignore[return-value]
         native = self._native_of(tensor)
-        with backend_errors(self.name):
+        with jax_errors():
             return self.wrap(jax.device_put(native, self.jax_device(dev)))
 
     def cast(self, tensor: Tensor | Any, dtype: DType | str) -> JaxTensor:
         """``tensor`` as ``dtype`` (any cast, including lossy ones; 64-bit targets need x64)."""
         target = self._require_dtype(DType.parse(dtype))
         native = self._native_of(tensor)
-        with backend_errors(self.name):
+        with jax_errors():
             return self.wrap(native.astype(target.to_jax()))
 
     def to_numpy(self, native: Any) -> np.ndarray:
         """``np.asarray``: a read-only zero-copy view for CPU arrays, a host copy otherwise."""
         arr = self._native_of(native)
-        with backend_errors(self.name):
+        with jax_errors():
             return np.asarray(arr)
 
     def as_native(self, value: Any, *, dtype: DType | str | None = None, device: DeviceId | str | None = None, narrow_floats: bool = False) -> Any:
@@ -272,8 +274,8 @@ class JaxBackend(Backend):
             except DTypeError:
                 src = None
             if src is not None and src.is_int and src is not target:
-                with backend_errors(self.name):
+                with jax_errors():
                     host = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
                 value = narrow_checked(host, self.narrowed_dtype(target, dev))
-        with backend_errors(self.name):
+        with jax_errors():
             return super().as_native(value, dtype=target, device=dev)

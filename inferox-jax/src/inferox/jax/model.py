@@ -43,12 +43,13 @@ from inferox.core.errors import (
     DTypeError,
     InvalidInputError,
     ServiceUnavailableError,
-    backend_errors,
 )
 from inferox.core.model import Model, ModelMetadata
 from inferox.core.spec import TensorSpec
 from inferox.core.weights import load_safetensors
+from inferox.jax._errors import jax_errors
 from inferox.jax.backend import x64_enabled
+from inferox.jax.plugin import BACKEND_NAME
 
 if TYPE_CHECKING:
     from inferox.jax.backend import JaxBackend
@@ -134,7 +135,7 @@ def cast_params(params: Any, dtype: DType | str) -> Any:
     def cast(leaf: Any) -> Any:
         return leaf.astype(jdt) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
 
-    with backend_errors("jax"):
+    with jax_errors():
         return jax.tree_util.tree_map(cast, params)
 
 
@@ -157,7 +158,7 @@ def load_params(
         host = weights
     else:
         raise InvalidInputError("weights must be a path or a mapping of arrays", name="weights", expected="str, Path or Mapping[str, ndarray]", actual=type(weights).__name__)
-    with backend_errors("jax"):
+    with jax_errors():
         return {name: jax.device_put(_host_leaf(arr, target), device) for name, arr in host.items()}
 
 
@@ -185,7 +186,7 @@ class JaxModel(Model):
         self.bucketing = buckets is not None or type(self).default_bucketing
         jdev = backend.jax_device(dev)
         self._jax_device = jdev
-        with backend_errors("jax", model=metadata.name):
+        with jax_errors(model=metadata.name):
             tree = jax.tree_util.tree_map(lambda leaf: _host_leaf(np.asarray(leaf), self.dtype) if isinstance(leaf, np.ndarray) else leaf, params)
             if self.dtype is not None:
                 tree = cast_params(tree, self.dtype)
@@ -338,12 +339,12 @@ class JaxModel(Model):
     def forward(self, inputs: Mapping[str, Any]) -> dict[str, jax.Array]:
         """Pad to the bucket, run the cached executable, slice back (see the module docstring)."""
         self._check_open()
-        with backend_errors("jax", model=self.name):
+        with jax_errors(model=self.name):
             arrays = {k: self._to_jax(k, v) for k, v in inputs.items()}
             padded, batch, seq = self.pad_inputs(arrays)
             outputs = self.compiled_for(padded)(self.params, padded)
             if not isinstance(outputs, Mapping):
-                raise BackendError(f"{type(self).__name__}.apply must return a dict of arrays, got {type(outputs).__name__}", backend="jax", model=self.name)
+                raise BackendError(f"{type(self).__name__}.apply must return a dict of arrays, got {type(outputs).__name__}", backend=BACKEND_NAME, model=self.name)
             return self.unpad_outputs(outputs, batch=batch, sequence=seq)
 
     def warmup_inputs(self) -> Iterator[dict[str, jax.Array]]:
@@ -377,6 +378,6 @@ class JaxModel(Model):
     def warmup(self) -> None:
         """Compile the executables for the common buckets (:attr:`BucketPolicy.warmup_batch` x sequence)."""
         self._check_open()
-        with backend_errors("jax", model=self.name):
+        with jax_errors(model=self.name):
             for example in self.warmup_inputs():
                 self.compiled_for(example)

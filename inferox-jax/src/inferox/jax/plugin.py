@@ -1,10 +1,13 @@
-"""The ``jax`` plugin module: registers the JAX backend and its architectures *lazily*.
+"""The ``jax`` entry point of the ``inferox`` plugin group (``jax = "inferox.jax.plugin"``).
 
-This module is what the ``inferox`` entry point ``jax = "inferox.jax.plugin"`` names. It imports
-no framework: the backend is a :class:`~inferox.core.BackendSpec` whose loader string is imported
-the first time the backend is used, and each architecture is a ``"module:factory"`` string.
-Listing backends therefore never imports jax, and a broken jax install shows up as
-"backend 'jax' unavailable: why" rather than as an import crash during discovery.
+Registers the JAX backend as a *lazy* spec and the JAX implementations of the standard
+architectures as ``"module:factory"`` strings. Importing this module imports no framework: jax is
+imported only when the backend or an architecture factory is first used, so a broken jax install
+shows up as "backend 'jax' unavailable: why" rather than as an import crash during discovery.
+
+Every backend distribution of this repository follows the same template (see docs/plugin-guide.md,
+"The backend template"): ``plugin.py`` holds the constants :data:`DISTRIBUTION`,
+:data:`BACKEND_NAME` and :data:`ARCHITECTURES` and the four hooks below.
 """
 
 from __future__ import annotations
@@ -12,18 +15,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from inferox.core import CONTRACT_VERSION, BackendSpec, hookimpl
+from inferox.core import CONTRACT_VERSION, BackendSpec, distribution_version, hookimpl
 
-__all__ = ["ARCHITECTURES", "BACKEND_NAME", "inferox_contract_version", "inferox_register_architectures", "inferox_register_backends"]
+__all__ = [
+    "ARCHITECTURES",
+    "BACKEND_NAME",
+    "DISTRIBUTION",
+    "inferox_contract_version",
+    "inferox_plugin_info",
+    "inferox_register_architectures",
+    "inferox_register_backends",
+]
 
+#: The distribution this plugin ships in (its version is the plugin's version).
+DISTRIBUTION = "inferox-jax"
+#: The registry name of the backend.
 BACKEND_NAME = "jax"
-
-#: ``(architecture, "module:factory")`` pairs this plugin registers for the ``jax`` backend.
-#: Model implementations append their entry here (the factories are imported only when used).
-ARCHITECTURES: list[tuple[str, str]] = [
+#: ``(architecture, "module:factory")`` pairs registered for the backend, imported on first use.
+ARCHITECTURES: tuple[tuple[str, str], ...] = (
     ("mlp", "inferox.jax.models.mlp:create_model"),
     ("bert", "inferox.jax.models.bert:create_model"),
-]
+)
 
 
 @hookimpl
@@ -46,7 +58,13 @@ def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
 
 
 @hookimpl
-def inferox_register_architectures(register: Callable[..., Any]) -> None:
-    """Register every architecture in :data:`ARCHITECTURES` for the ``jax`` backend."""
+def inferox_register_architectures(register: Callable[..., None]) -> None:
+    """Register a factory for every architecture in :data:`ARCHITECTURES`."""
     for arch, factory in ARCHITECTURES:
         register(BACKEND_NAME, arch, factory)
+
+
+@hookimpl
+def inferox_plugin_info() -> dict[str, Any]:
+    """What ``inferox backends`` shows about this plugin."""
+    return {"description": "The JAX backend for Inferox", "version": distribution_version(DISTRIBUTION)}

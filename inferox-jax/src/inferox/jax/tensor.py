@@ -42,9 +42,11 @@ import numpy as np
 
 from inferox.core.device import DeviceId
 from inferox.core.dtype import DType
-from inferox.core.errors import DTypeError, backend_errors
+from inferox.core.errors import DTypeError
 from inferox.core.spec import coerce_untyped
 from inferox.core.tensor import Tensor, TensorBuilder, validate_shape
+from inferox.jax._errors import jax_errors
+from inferox.jax.plugin import BACKEND_NAME
 
 if TYPE_CHECKING:
     from inferox.jax.backend import JaxBackend
@@ -81,7 +83,7 @@ class JaxTensor(Tensor):
 
     __slots__ = ("_backend",)
 
-    backend_name = "jax"
+    backend_name = BACKEND_NAME
 
     def __init__(self, native: Any, backend: JaxBackend) -> None:
         super().__init__(native)
@@ -101,12 +103,12 @@ class JaxTensor(Tensor):
 
     def data_ptr(self) -> int:
         """Address of the device buffer (``unsafe_buffer_pointer``), for checking memory sharing."""
-        with backend_errors("jax"):
+        with jax_errors():
             return int(self._native.unsafe_buffer_pointer())
 
     def block_until_ready(self) -> JaxTensor:
         """Wait until this tensor's value has been computed (JAX dispatches asynchronously)."""
-        with backend_errors("jax"):
+        with jax_errors():
             self._native.block_until_ready()
         return self
 
@@ -144,7 +146,7 @@ class JaxTensorBuilder(TensorBuilder):
     def _from_numpy(self, array: np.ndarray) -> Any:
         """``jax.device_put``: shares aligned C-contiguous host memory on the CPU, copies otherwise."""
         self._check_dtype(DType.from_numpy(array.dtype))
-        with backend_errors("jax"):
+        with jax_errors():
             return jax.device_put(array, self._jax_device)
 
     def full(self, shape: Sequence[int], value: float | int | bool, *, dtype: DType | str = DType.F32) -> JaxTensor:
@@ -156,7 +158,7 @@ class JaxTensorBuilder(TensorBuilder):
         target = self._check_dtype(DType.parse(dtype))
         dims = validate_shape(shape)
         scalar = coerce_untyped(np.asarray(value), target, name="value")
-        with backend_errors("jax"):
+        with jax_errors():
             native = jnp.full(dims, scalar, dtype=target.to_jax(), device=self._jax_device)
         return self.backend.wrap(native)
 
@@ -165,7 +167,7 @@ class JaxTensorBuilder(TensorBuilder):
         src = _producer_dtype(obj)
         if src is not None:
             self._check_dtype(src)
-        with backend_errors("jax"):
+        with jax_errors():
             arr = jnp.from_dlpack(obj)
             if self._jax_device not in arr.devices():
                 arr = jax.device_put(arr, self._jax_device)  # pragma: gpu

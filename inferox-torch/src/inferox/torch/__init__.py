@@ -6,10 +6,10 @@ import torch; the first access to :class:`TorchBackend`, :class:`TorchTensor` â€
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from inferox.torch._version import __version__
+from inferox.core import distribution_version, lazy_exports
+from inferox.torch.plugin import DISTRIBUTION
 
 if TYPE_CHECKING:
     from inferox.torch._errors import torch_errors, wrap_torch_error
@@ -53,14 +53,5 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'inferox.torch' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__version__ = distribution_version(DISTRIBUTION)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, eager=["__version__"])

@@ -16,10 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from inferox.core.errors import DeviceUnavailableError, InferoxError, OutOfMemoryError, wrap_backend_error
+from inferox.torch.plugin import BACKEND_NAME
 
-__all__ = ["BACKEND_NAME", "torch_errors", "wrap_torch_error"]
-
-BACKEND_NAME = "torch"
+__all__ = ["torch_errors", "wrap_torch_error"]
 
 # Lower-cased fragments of torch messages that mean "this device does not exist here".
 _DEVICE_MISSING = (

@@ -50,7 +50,8 @@ from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo
 from inferox.core.dtype import DType
 from inferox.core.errors import DeviceError, DTypeError, InvalidInputError
 from inferox.core.tensor import Tensor
-from inferox.torch._errors import BACKEND_NAME, torch_errors
+from inferox.torch._errors import torch_errors
+from inferox.torch.plugin import BACKEND_NAME
 from inferox.torch.tensor import TorchTensor, TorchTensorBuilder
 
 __all__ = ["TorchBackend", "device_id_of", "host_memory_info", "torch_device"]

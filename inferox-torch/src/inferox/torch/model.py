@@ -40,7 +40,8 @@ from inferox.core.errors import (
 from inferox.core.model import Model, ModelMetadata
 from inferox.core.spec import TensorSpec
 from inferox.core.weights import load_safetensors
-from inferox.torch._errors import BACKEND_NAME, torch_errors
+from inferox.torch._errors import torch_errors
+from inferox.torch.plugin import BACKEND_NAME
 from inferox.torch.tensor import numpy_to_torch
 
 if TYPE_CHECKING:

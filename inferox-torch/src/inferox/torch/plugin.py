@@ -1,8 +1,12 @@
-"""The ``torch`` entry point of the ``inferox`` plugin group.
+"""The ``torch`` entry point of the ``inferox`` plugin group (``torch = "inferox.torch.plugin"``).
 
 Registers the PyTorch backend as a *lazy* spec and the torch implementations of the standard
 architectures as ``"module:factory"`` strings. Importing this module imports no framework: torch is
 imported only when the backend or an architecture factory is first used.
+
+Every backend distribution of this repository follows the same template (see docs/plugin-guide.md,
+"The backend template"): ``plugin.py`` holds the constants :data:`DISTRIBUTION`,
+:data:`BACKEND_NAME` and :data:`ARCHITECTURES` and the four hooks below.
 """
 
 from __future__ import annotations
@@ -10,31 +14,41 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from inferox.core.constants import CONTRACT_VERSION
-from inferox.core.hookspecs import hookimpl
-from inferox.core.plugins import BackendSpec
-from inferox.torch._version import __version__
+from inferox.core import CONTRACT_VERSION, BackendSpec, distribution_version, hookimpl
 
 __all__ = [
+    "ARCHITECTURES",
+    "BACKEND_NAME",
+    "DISTRIBUTION",
     "inferox_contract_version",
     "inferox_plugin_info",
     "inferox_register_architectures",
     "inferox_register_backends",
 ]
 
-BACKEND = "torch"
+#: The distribution this plugin ships in (its version is the plugin's version).
+DISTRIBUTION = "inferox-torch"
+#: The registry name of the backend.
+BACKEND_NAME = "torch"
+#: ``(architecture, "module:factory")`` pairs registered for the backend, imported on first use.
+ARCHITECTURES: tuple[tuple[str, str], ...] = (
+    ("mlp", "inferox.torch.models.mlp:create_model"),
+    ("bert", "inferox.torch.models.bert:create_model"),
+)
 
 
 @hookimpl
 def inferox_contract_version() -> str:
+    """The plugin contract this plugin was written for."""
     return CONTRACT_VERSION
 
 
 @hookimpl
 def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
+    """Register the ``torch`` backend as a lazy spec (no torch import)."""
     register(
         BackendSpec(
-            BACKEND,
+            BACKEND_NAME,
             loader="inferox.torch.backend:TorchBackend",
             requires=("torch",),
             description="PyTorch: cpu, cuda:N and mps devices; DLPack zero-copy exchange",
@@ -44,15 +58,12 @@ def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
 
 @hookimpl
 def inferox_register_architectures(register: Callable[..., None]) -> None:
-    # (architecture, "module:factory") pairs, imported lazily on first use. Append new ones here.
-    architectures: list[tuple[str, str]] = [
-        ("mlp", "inferox.torch.models.mlp:create_model"),
-        ("bert", "inferox.torch.models.bert:create_model"),
-    ]
-    for arch, factory in architectures:
-        register(BACKEND, arch, factory)
+    """Register a factory for every architecture in :data:`ARCHITECTURES`."""
+    for arch, factory in ARCHITECTURES:
+        register(BACKEND_NAME, arch, factory)
 
 
 @hookimpl
 def inferox_plugin_info() -> dict[str, Any]:
-    return {"description": "The PyTorch backend for Inferox", "version": __version__}
+    """What ``inferox backends`` shows about this plugin."""
+    return {"description": "The PyTorch backend for Inferox", "version": distribution_version(DISTRIBUTION)}

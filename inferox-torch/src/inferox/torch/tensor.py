@@ -31,6 +31,7 @@ from torch.utils.dlpack import from_dlpack
 from inferox.core.device import DeviceId
 from inferox.core.tensor import Tensor, TensorBuilder
 from inferox.torch._errors import torch_errors
+from inferox.torch.plugin import BACKEND_NAME
 
 if TYPE_CHECKING:
     from inferox.torch.backend import TorchBackend
@@ -57,7 +58,7 @@ class TorchTensor(Tensor):
 
     __slots__ = ("_backend",)
 
-    backend_name = "torch"
+    backend_name = BACKEND_NAME
 
     def __init__(self, native: torch.Tensor, backend: TorchBackend) -> None:
         super().__init__(native)

@@ -39,7 +39,7 @@ def replica_class(*, max_models_per_replica: int = 3, max_batch_size: int = 32, 
             return await self.load(model_id)
 
         # Ray Serve calls the batched method once per request and hands the lists to this body.
-        @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)  # type: ignore[arg-type]
+        @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)  # type: ignore[arg-type,untyped-decorator]
         async def _batched(self, engines: list[Any], names: list[str], inputs: list[dict[str, Any]]) -> list[Any]:  # type: ignore[override,misc]
             return await self.run_batch(engines, names, inputs)
 
