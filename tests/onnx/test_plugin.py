@@ -95,7 +95,7 @@ def test_registered_in_a_private_registry() -> None:
 
 
 def test_unknown_lazy_name() -> None:
-    with pytest.raises(AttributeError, match="module 'inferox.onnx' has no attribute 'nope'"):
+    with pytest.raises(AttributeError, match=r"module 'inferox\.onnx' has no attribute 'nope'"):
         inferox.onnx.nope  # noqa: B018
 
 

@@ -183,7 +183,8 @@ class OnnxModel(Model):
         """Run the session on ``inputs``; ONNX Runtime errors wrapped."""
         session = self.session
         with onnx_errors(device=str(self.device), model=self.name):
-            host = {k: self.backend.to_numpy(v) if v is not None else None for k, v in inputs.items()}
+            # Optional inputs the caller left out arrive as None: feeds() fills in their defaults.
+            host = {k: self.backend.to_numpy(v) for k, v in inputs.items() if v is not None}
             values = session.run(self._graph_outputs, self.feeds(host))
             return self.outputs(dict(zip(self._graph_outputs, values)))
 

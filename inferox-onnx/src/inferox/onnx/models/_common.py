@@ -70,6 +70,8 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------------------ graphs
+#: ONNX Runtime's contrib-operator domain (fused attention, Gelu, …).
+MS_DOMAIN = "com.microsoft"
 #: The default-domain opset the graphs are written in (LayerNormalization needs 17).
 OPSET = 17
 
@@ -154,7 +156,10 @@ class GraphBuilder:
     def build(self, *, opset: int = OPSET, producer: str = "inferox-onnx") -> onnx.ModelProto:
         """The checked ``ModelProto``."""
         graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name=producer)
+        opsets = [helper.make_opsetid("", opset)]
+        if any(n.domain == MS_DOMAIN for n in self.nodes):
+            opsets.append(helper.make_opsetid(MS_DOMAIN, 1))  # ONNX Runtime's contrib operators
+        model = helper.make_model(graph, opset_imports=opsets, producer_name=producer)
         model.ir_version = min(model.ir_version, 9)  # readable by every onnxruntime >= 1.16
         onnx.checker.check_model(model, full_check=False)
         return model
@@ -213,7 +218,7 @@ def cache_key(parts: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def write_atomic(target: Path, write: Callable[[Path], None]) -> Path:
+def write_atomic(target: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` for a temporary path beside ``target``, then rename it onto ``target``.
 
     The temporary file is removed if ``write`` fails, so no partial file is ever left under the

@@ -41,10 +41,7 @@ def build_mlp_graph(cfg: MLPConfig, weights: Mapping[str, np.ndarray]) -> onnx.M
                 x = g.op(_ACTIVATIONS[cfg.activation], [x])
     g.rename_output(x, "output")
     g.output("output", DType.F32, ["batch", cfg.layer_sizes[-1]])
-    model = g.build()
-    if cfg.activation == "gelu":
-        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
-    return model
+    return g.build()
 
 
 class MLPModel(OnnxModel):
