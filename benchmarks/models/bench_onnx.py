@@ -64,14 +64,53 @@ def _minilm_bench() -> Any:
 
 def parity_sentences() -> list[str]:
     """The sentences of the MiniLM parity tests (tests/models/test_minilm_parity.py)."""
-    spec = importlib.util.spec_from_file_location("_parity", ROOT / "tests" / "models" / "test_minilm_parity.py")
     text = (ROOT / "tests" / "models" / "test_minilm_parity.py").read_text()
     start = text.index("SENTENCES = [")
     end = text.index("]\n", start)
     namespace: dict[str, Any] = {}
     exec(text[start:end + 1], namespace)  # the list literal only; the test module itself needs pytest
-    del spec
     return list(namespace["SENTENCES"])
+
+
+def profile_ops(threads: int, *, batch: int = 32, seq: int = 128, runs: int = 3) -> dict[str, Any]:
+    """ONNX Runtime's own profiler on the fused fp32 and the int8 graphs at ``batch`` x ``seq``: the
+    share of kernel time per operator type (py-spy sees one native call, ``InferenceSession.run``,
+    for all of it)."""
+    import collections
+
+    import onnxruntime as ort
+
+    from inferox.core import ModelMetadata
+    from inferox.core.architectures import read_sentence_transformers_config
+    from inferox.core.plugins import get_registry
+
+    bench = _minilm_bench()
+    d = bench.model_dir()
+    registry = get_registry()
+    factory = registry.architecture_factory("onnx", "bert")
+    x = bench.token_batch(batch, seq)
+    out: dict[str, Any] = {"batch": batch, "seq": seq, "runs": runs, "threads": threads, "ops": {}}
+    for name, options in (("inferox-onnx", {}), ("inferox-onnx-int8", {"int8": True})):
+        model = factory(backend=registry.get_backend("onnx"), config=json.loads((d / "config.json").read_text()), weights=d / "model.safetensors",
+                        metadata=ModelMetadata("m", architecture="bert"), device="cpu", dtype=None,
+                        preprocessing=read_sentence_transformers_config(d), threads=threads, **options)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort")
+        session = ort.InferenceSession(str(model.graph_path), opts, providers=["CPUExecutionProvider"])
+        feeds = model.feeds(x)
+        session.run(None, feeds)
+        for _ in range(runs):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+        totals: collections.Counter[str] = collections.Counter()
+        for e in events:
+            if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+                totals[e["args"]["op_name"]] += int(e["dur"])
+        whole = sum(totals.values()) or 1
+        out["ops"][name] = {op: round(us / whole, 4) for op, us in totals.most_common() if us / whole >= 0.001}
+    return out
 
 
 def load_contenders(threads: int) -> tuple[dict[str, Callable[[dict[str, np.ndarray]], Callable[[], Any]]], dict[str, Any]]:
@@ -235,6 +274,12 @@ def render(data: dict[str, Any]) -> str:
             continue
         fusions = ", ".join(f"{k} {v}" for k, v in (fact.get("fusions") or {}).items()) or "-"
         lines.append(f"| `{key}` | {fact['load_s']} | {fact['from_cache']} | {fact['weight_bytes']:,} | {fusions} |")
+    profile = data.get("profile")
+    if profile:
+        lines += ["", f"## Where the time goes (ONNX Runtime's profiler, batch {profile['batch']} x {profile['seq']}, "
+                      f"{profile['threads']} thread(s), share of kernel time per operator type)", ""]
+        for name, ops in profile["ops"].items():
+            lines.append(f"- `{name}`: " + ", ".join(f"{op} {share:.1%}" for op, share in ops.items()))
     lines += ["", "## Notes", ""]
     if misses:
         lines += ["Targets missed in this run: " + "; ".join(misses) + ".", ""]
@@ -251,13 +296,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "onnx.json")
     parser.add_argument("--notes", type=Path, default=HERE / "onnx_notes.md", help="Markdown appended under Notes")
     parser.add_argument("--render", action="store_true", help="only re-render the Markdown from the JSON")
+    parser.add_argument("--profile-only", action="store_true", help="only (re-)run the operator profile into the existing JSON")
     args = parser.parse_args(argv)
-    if args.render:
+    # A private graph cache: the first load of each onnx contender builds (timed in "Loads").
+    os.environ.setdefault("INFEROX_CACHE_DIR", tempfile.mkdtemp(prefix="inferox-bench-"))
+    if args.render or args.profile_only:
         data = json.loads(args.out.read_text())
     else:
-        # A private graph cache: the first load of each onnx contender builds (timed in "Loads").
-        os.environ.setdefault("INFEROX_CACHE_DIR", tempfile.mkdtemp(prefix="inferox-bench-"))
         data = run(args)
+    if not args.render:
+        data["profile"] = profile_ops(args.threads)
     if args.notes.is_file():
         data["notes"] = [args.notes.read_text().strip()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
