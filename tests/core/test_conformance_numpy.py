@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from inferox_numpy.models import LinearModel
+from inferox_numpy.linear import LinearModel
 
 from inferox.core import Backend, DType, Model, ModelMetadata
 from inferox.core.plugins import PluginRegistry

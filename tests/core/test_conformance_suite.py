@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from inferox_numpy.backend import NumpyBackend, NumpyTensor
+from inferox_numpy.backend import NumpyBackend
 
+from inferox.core import ArrayTensor as NumpyTensor
 from inferox.core import DType
 from inferox.core import plugins as P
 from inferox.core.testing import BackendConformance, Capabilities, sample_array, to_python_list
@@ -29,8 +30,10 @@ SCENARIOS = '''
 from typing import Any
 
 import numpy as np
-from inferox_numpy.backend import NumpyBackend, NumpyTensorBuilder
-from inferox_numpy.models import LinearModel
+from inferox_numpy.backend import NumpyBackend
+
+from inferox.core import ArrayTensorBuilder as NumpyTensorBuilder
+from inferox_numpy.linear import LinearModel
 
 from inferox.core import DType, ModelMetadata
 
@@ -72,7 +75,7 @@ import types
 
 import numpy as np
 import pytest
-from inferox_numpy.models import LinearModel
+from inferox_numpy.linear import LinearModel
 from scenario_backends import Forgiving
 
 from inferox.core import BackendSpec, DType, ModelMetadata, hookimpl

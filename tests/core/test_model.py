@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 from inferox_numpy.backend import NumpyBackend
-from inferox_numpy.models import LinearModel
+from inferox_numpy.linear import LinearModel
 
 from inferox.core import (
     AnyModel,

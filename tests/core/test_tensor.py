@@ -7,8 +7,9 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 import pytest
-from inferox_numpy.backend import NumpyBackend, NumpyTensor
+from inferox_numpy.backend import NumpyBackend
 
+from inferox.core import ArrayTensor as NumpyTensor
 from inferox.core import DeviceId, DType, DTypeError, InvalidInputError, Tensor
 from inferox.core.tensor import validate_shape
 
@@ -51,7 +52,7 @@ def test_shape_accessors(backend: NumpyBackend, shape: tuple[int, ...]) -> None:
     assert tensor.ndim == len(shape)
     assert tensor.size == int(np.prod(shape))
     assert tensor.nbytes == tensor.size * 2
-    assert repr(tensor) == f"NumpyTensor(shape={shape}, dtype=i16, device=cpu)"
+    assert repr(tensor) == f"ArrayTensor(shape={shape}, dtype=i16, device=cpu)"
 
 
 def test_from_slice_and_buffer(backend: NumpyBackend) -> None:

@@ -92,6 +92,20 @@ def test_load_uses_backend_preference(mlp_package: tuple[Path, dict[str, np.ndar
         assert eng.infer("mlp", np.ones((1, 4), np.float32)).backend == "jax"
 
 
+def _backend_without_architectures() -> str:
+    """A backend that implements no architecture, registered into the process-wide registry (every
+    installed backend, inferox-numpy's included, implements mlp)."""
+    import types
+
+    from inferox.core import CONTRACT_VERSION, BackendSpec, get_registry, hookimpl
+
+    plugin = types.ModuleType("bare_plugin")
+    plugin.inferox_contract_version = hookimpl(lambda: CONTRACT_VERSION)  # type: ignore[attr-defined]
+    plugin.inferox_register_backends = hookimpl(lambda register: register(BackendSpec("bare", loader="inferox.core.arraylib:ArrayBackend")))  # type: ignore[attr-defined]
+    get_registry().register_plugin(plugin, name="bare")
+    return "bare"
+
+
 def test_load_errors_come_from_mlpkg_typed(mlp_package: tuple[Path, dict[str, np.ndarray]], tmp_path: Path) -> None:
     path, _ = mlp_package
     with Engine() as eng:
@@ -102,9 +116,14 @@ def test_load_errors_come_from_mlpkg_typed(mlp_package: tuple[Path, dict[str, np
         with pytest.raises(BackendUnavailableError) as ei2:
             eng.load(path, backend="tensorflow")
         assert ei2.value.backend == "tensorflow"
-        with pytest.raises(ArchitectureNotFoundError) as ei3:
-            eng.load(path, backend="numpy")
-        assert ei3.value.architecture == "mlp" and ei3.value.backend == "numpy"
+        from inferox.core.plugins import reset_registry
+
+        try:
+            with pytest.raises(ArchitectureNotFoundError) as ei3:
+                eng.load(path, backend=_backend_without_architectures())
+        finally:
+            reset_registry()  # the next user rediscovers the installed plugins, without "bare"
+        assert ei3.value.architecture == "mlp" and ei3.value.backend == "bare"
         broken = tmp_path / "broken"
         broken.mkdir()
         (broken / "metadata.json").write_text("{not json")

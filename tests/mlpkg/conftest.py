@@ -61,12 +61,25 @@ def only_ref_backend(ref_plugin: Any) -> Any:
 
 @pytest.fixture
 def no_backends() -> Iterator[Any]:
-    """A registry with no plugins at all."""
-    from inferox.core import plugins
+    """A registry where no backend implements any architecture: builds record the backends they
+    name (torch, jax: known, as a package may be built on a machine that cannot run it) but compute
+    no golden outputs, and loading finds no factory."""
+    import types
+
+    from inferox.core import CONTRACT_VERSION, BackendSpec, hookimpl, plugins
     from inferox.core.plugins import PluginRegistry, reset_registry
 
+    names_only = types.ModuleType("names_only_plugin")
+    names_only.inferox_contract_version = hookimpl(lambda: CONTRACT_VERSION)  # type: ignore[attr-defined]
+
+    def register_backends(register: Any) -> None:
+        register(BackendSpec("torch", loader="inferox.torch.backend:TorchBackend", requires=("torch",)))
+        register(BackendSpec("jax", loader="inferox.jax.backend:JaxBackend", requires=("jax",)))
+
+    names_only.inferox_register_backends = hookimpl(register_backends)  # type: ignore[attr-defined]
     reset_registry()
     plugins._registry = PluginRegistry()
+    plugins._registry.register_plugin(names_only, name="names-only")
     yield plugins._registry
     reset_registry()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,13 +20,11 @@ from inferox.core.errors import (
 )
 from inferox.mlpkg import (
     FORMAT_VERSION,
-    ArchitectureDef,
     build_from_folder,
     build_package,
     get_architecture,
     known_architectures,
     load_package,
-    register_architecture,
 )
 
 
@@ -114,7 +113,7 @@ def test_unknown_model_type_names_file_and_field(tmp_path: Path) -> None:
     assert ei2.value.field == "model_type"
     with pytest.raises(ArchitectureNotFoundError) as ei3:
         build_package(src, output_dir=tmp_path / "out", architecture="wavenet")
-    assert ei3.value.code == "ARCHITECTURE_NOT_FOUND" and ei3.value.architecture == "wavenet" and "mlp" in (ei3.value.available or [])
+    assert ei3.value.code == "ARCHITECTURE_NOT_FOUND" and ei3.value.architecture == "wavenet" and "mlp" in (ei3.value.known or [])
     # architecture= overrides a missing model_type
     assert load_package(build_package(src, output_dir=tmp_path / "out", architecture="MLP", golden=False)).architecture == "mlp"
 
@@ -279,18 +278,32 @@ def test_rebuild_from_a_package_folder(mlp_dir: Path, tmp_path: Path, no_backend
     assert {f["path"]: f["sha256"] for f in second.files}["model.safetensors"] == {f["path"]: f["sha256"] for f in first.files}["model.safetensors"]
 
 
-def test_architecture_registry_is_extensible(tmp_path: Path) -> None:
-    assert {"bert", "mlp"} <= set(known_architectures())
+def test_architectures_come_from_plugins(tmp_path: Path, no_backends: Any) -> None:
+    import dataclasses
+    import types
+
+    from inferox.core import CONTRACT_VERSION, hookimpl
+    from inferox.core.errors import PluginError
+
+    assert {"bert", "mlp"} <= set(known_architectures())  # core's built-in plugin
     assert get_architecture("BERT").family == "encoder"
-    mlp = get_architecture("mlp")
-    with pytest.raises(ValueError, match="already defined"):
-        register_architecture(mlp)
-    custom = ArchitectureDef("tinyconv", "conv", ("tiny-conv",), mlp.specs, mlp.describe, mlp.golden)
-    register_architecture(custom)
-    register_architecture(custom, replace=True)
+    mlp = get_architecture("mlp").schema
+    assert mlp.plugin == "inferox-core"
+    custom = dataclasses.replace(mlp, name="tinyconv", family="conv", model_types=("tiny-conv",))
+    plugin = types.ModuleType("tinyconv_plugin")
+    plugin.inferox_contract_version = hookimpl(lambda: CONTRACT_VERSION)  # type: ignore[attr-defined]
+    plugin.inferox_register_schemas = hookimpl(lambda register: register(custom))  # type: ignore[attr-defined]
+    no_backends.register_plugin(plugin, name="tinyconv")
     src = write_mlp_folder(tmp_path / "src", extra={"model_type": "tiny-conv"})
     pkg = load_package(build_package(src, output_dir=tmp_path / "out", golden=False))
     assert pkg.architecture == "tinyconv" and pkg.family == "conv" and pkg.model_type == "tiny-conv"
+    # A second plugin defining the same architecture is refused, naming both plugins.
+    clash = types.ModuleType("clash_plugin")
+    clash.inferox_contract_version = hookimpl(lambda: CONTRACT_VERSION)  # type: ignore[attr-defined]
+    clash.inferox_register_schemas = hookimpl(lambda register: register(custom))  # type: ignore[attr-defined]
+    with pytest.raises(PluginError) as ei:
+        no_backends.register_plugin(clash, name="clash")
+    assert ei.value.code == "PLUGIN_ERROR" and "'tinyconv'" in str(ei.value) and "'clash'" in str(ei.value)
 
 
 def test_symlinked_sources_become_regular_readable_files(tmp_path: Path, no_backends: object) -> None:

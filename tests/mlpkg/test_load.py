@@ -27,8 +27,6 @@ from inferox.core.model import AnyModel
 from inferox.mlpkg import (
     Package,
     as_backend,
-    as_jax,
-    as_torch,
     build_package,
     convert_pickle_to_safetensors,
     load_model,
@@ -189,10 +187,10 @@ def test_load_model_on_the_reference_backend(pkg_path: Path) -> None:
     assert model.metadata.extra["package_path"] == str(pkg_path) and model.metadata.architecture == "mlp"
     assert isinstance(as_backend(model, "mlpkgref"), mlpkg_refplugin.RefMLP)
     with pytest.raises(TypeMismatchError) as ei:
-        as_torch(model)
+        as_backend(model, "torch")
     assert ei.value.code == "TYPE_MISMATCH" and ei.value.expected == "torch" and ei.value.actual == "mlpkgref"
     with pytest.raises(TypeMismatchError):
-        as_jax(model)
+        as_backend(model, "jax")
     with pytest.raises(TypeMismatchError):
         as_backend("not a model", "torch")  # type: ignore[arg-type]
 
@@ -350,7 +348,7 @@ def test_mlp_package_on_real_backends(backend: str, tmp_path: Path) -> None:
     pkg = load_package(build_package(src, output_dir=tmp_path / "out", backends=[backend]))
     assert pkg.metadata["golden"]["backend"] == backend
     model = load_model(pkg, backend=backend.upper(), device="cpu")
-    concrete = as_torch(model) if backend == "torch" else as_jax(model)
+    concrete = as_backend(model, backend)
     assert concrete is model.model
     x = np.random.default_rng(2).standard_normal((3, 6)).astype(np.float32)
     want = mlpkg_refplugin.reference_mlp(pkg.config, mlp_tensors([6, 16, 16, 2]), x)

@@ -6,6 +6,7 @@ The public names are listed in ``__all__``; the modules behind them are implemen
 from __future__ import annotations
 
 from inferox.core._lazy import distribution_version, lazy_exports
+from inferox.core.arraylib import ArrayBackend, ArrayTensor, ArrayTensorBuilder
 from inferox.core.backend import Backend
 from inferox.core.constants import CONTRACT_VERSION
 from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo
@@ -42,6 +43,7 @@ from inferox.core.plugins import (
     get_backend,
     get_registry,
 )
+from inferox.core.schema import ArchitectureSchema, random_weights
 from inferox.core.spec import TensorSpec
 from inferox.core.tensor import Tensor, TensorBuilder
 
@@ -51,7 +53,11 @@ __all__ = [
     "CONTRACT_VERSION",
     "AnyModel",
     "ArchitectureNotFoundError",
+    "ArchitectureSchema",
     "ArchitectureSpec",
+    "ArrayBackend",
+    "ArrayTensor",
+    "ArrayTensorBuilder",
     "Backend",
     "BackendError",
     "BackendInfo",
@@ -92,4 +98,5 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "lazy_exports",
+    "random_weights",
 ]

@@ -26,8 +26,9 @@ PROJECT_NAME = "inferox"
 ENTRY_POINT_GROUP = "inferox"
 
 #: The plugin contract's version, "MAJOR.MINOR". A plugin built for another major, or for a newer
-#: minor than this core, is refused with both versions named.
-CONTRACT_VERSION = "1.0"
+#: minor than this core, is refused with both versions named. 1.1 added ``inferox_register_schemas``
+#: (architectures as plugins); 1.0 plugins load unchanged.
+CONTRACT_VERSION = "1.1"
 
 #: Comma-separated plugin (entry-point) names to skip at discovery, e.g. ``INFEROX_BLOCKED_PLUGINS=jax``.
 ENV_BLOCKED_PLUGINS = "INFEROX_BLOCKED_PLUGINS"

@@ -230,8 +230,11 @@ class ArchitectureNotFoundError(InferoxError, LookupError):
     code = "ARCHITECTURE_NOT_FOUND"
     http_status = 404
 
-    def __init__(self, architecture: str, *, backend: str | None = None, available: list[str] | None = None) -> None:
-        if backend:
+    def __init__(self, architecture: str, *, backend: str | None = None, available: list[str] | None = None, known: list[str] | None = None) -> None:
+        if known is not None:
+            # No plugin contributes the architecture's schema at all (``known``: the architectures that are).
+            msg = f"no installed plugin defines architecture {architecture!r}; known architectures: {', '.join(sorted(known)) or '(none)'}"
+        elif backend:
             msg = f"backend {backend!r} does not implement architecture {architecture!r}"
         else:
             msg = f"no installed backend implements architecture {architecture!r}"
@@ -241,6 +244,7 @@ class ArchitectureNotFoundError(InferoxError, LookupError):
         self.architecture = architecture
         self.backend = backend
         self.available = available
+        self.known = known
 
 
 class InferoxTimeoutError(InferoxError, TimeoutError):

@@ -6,21 +6,26 @@ given (as simonw/llm plugins do), so a plugin never touches the plugin manager i
 module must not import its framework at import time: it registers *lazy* specs, and the framework is
 imported the first time the backend or architecture is used.
 
-A complete plugin::
+A plugin contributes two kinds of things, separately: **architectures** (an
+:class:`~inferox.core.ArchitectureSchema`: what the model is, the same for every backend) and
+**backends**, with a factory per architecture each backend implements. A complete plugin that
+brings a backend ``mylib`` and implements the standard ``mlp`` on it::
 
-    from inferox.core import BackendSpec, hookimpl
+    from inferox.core import CONTRACT_VERSION, BackendSpec, hookimpl
 
     @hookimpl
     def inferox_contract_version():
-        return "1.0"
+        return CONTRACT_VERSION
 
     @hookimpl
     def inferox_register_backends(register):
-        register(BackendSpec("onnx", loader="inferox_onnx.backend:OnnxBackend", requires=("onnxruntime",)))
+        register(BackendSpec("mylib", loader="inferox_mylib.backend:MylibBackend", requires=("mylib",)))
 
     @hookimpl
     def inferox_register_architectures(register):
-        register("onnx", "mlp", "inferox_onnx.models:create_mlp")
+        register("mylib", "mlp", "inferox_mylib.models:create_mlp")
+
+A plugin bringing a new architecture adds ``inferox_register_schemas`` (contract 1.1).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from inferox.core.constants import PROJECT_NAME
 
 if TYPE_CHECKING:
     from inferox.core.plugins import BackendSpec
+    from inferox.core.schema import ArchitectureSchema
 
 __all__ = ["hookimpl", "hookspec"]
 
@@ -43,7 +49,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 @hookspec
 def inferox_contract_version() -> str:  # type: ignore[empty-body]
-    """Return the plugin contract version this plugin was written for (``"1.0"``).
+    """Return the plugin contract version this plugin was written for (``"1.1"``).
 
     The plugin manager calls each plugin's implementation separately and refuses a plugin whose
     major version differs from core's :data:`~inferox.core.constants.CONTRACT_VERSION`, or whose
@@ -63,14 +69,31 @@ def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
 
 
 @hookspec
+def inferox_register_schemas(register: Callable[[ArchitectureSchema], None]) -> None:
+    """Register architectures by calling ``register(ArchitectureSchema(...))`` once per architecture (contract 1.1).
+
+    The schema is what the architecture *is* for every backend: config parsing, weight names and
+    shapes, input/output specs, default outputs, the ``model_type`` values that recognise it in a
+    Hugging Face folder, golden inputs and an optional NumPy reference. ``inferox pack``,
+    ``inferox verify``, the engine and the conformance suite find architectures here only. Two
+    plugins registering the same name, or claiming the same ``model_type``, is an error naming both.
+    """
+
+
+@hookspec
 def inferox_register_architectures(register: Callable[..., None]) -> None:
-    """Register architecture factories by calling ``register(backend, architecture, factory)``.
+    """Register backends' factories for architectures by calling ``register(backend, architecture, factory)``.
 
     ``factory`` is a callable or a lazy ``"module:attribute"`` string naming one, with the signature
     ``factory(*, backend, config, weights, metadata, device, dtype, **options) -> Model``:
     ``config`` is the package's ``config.json`` (a dict), ``weights`` a path to a safetensors file
-    (or a mapping of names to numpy arrays), ``metadata`` a :class:`~inferox.core.ModelMetadata`.
-    Registering the same (backend, architecture) from two plugins is an error naming both.
+    (or a mapping of names to numpy arrays), ``metadata`` a :class:`~inferox.core.ModelMetadata`,
+    ``device`` ``None`` (the backend's default) or a device id, ``dtype`` ``None`` (the weights' own
+    float dtype) or the float dtype to hold parameters and compute in — inputs and outputs keep the
+    dtypes the specs declare, and a dtype the model cannot compute in is a ``DTypeError`` naming
+    ``dtype``. ``options`` are the package's recorded options (``preprocessing``) and the caller's
+    keyword options; a factory ignores those it does not know. Registering the same (backend,
+    architecture) from two plugins is an error naming both.
     """
 
 

@@ -1,4 +1,4 @@
-"""Plugin discovery: the plugin manager, lazy backend specs and architecture factories.
+"""Plugin discovery: the plugin manager, lazy backend specs, architecture schemas and factories.
 
 :func:`get_registry` builds (once, on first call — never at import) a :class:`PluginRegistry`
 from the ``inferox`` entry-point group. The registry is the typed wrapper callers use; nobody
@@ -10,10 +10,11 @@ instead of crashing discovery.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata as md
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -25,10 +26,12 @@ from inferox.core.constants import CONTRACT_VERSION, ENTRY_POINT_GROUP, PROJECT_
 from inferox.core.errors import (
     ArchitectureNotFoundError,
     BackendUnavailableError,
+    ConfigError,
     InferoxError,
     PluginError,
     PluginVersionError,
 )
+from inferox.core.schema import ArchitectureSchema
 
 if TYPE_CHECKING:
     from inferox.core.backend import Backend
@@ -135,19 +138,29 @@ def check_contract_version(plugin: str, version: Any) -> None:
 
 
 class PluginRegistry:
-    """Discovered plugins, backends and architectures; thread-safe backend instantiation."""
+    """Discovered plugins, backends, architecture schemas and factories; thread-safe backend instantiation.
 
-    def __init__(self) -> None:
+    Core's built-in plugin (the ``mlp`` and ``bert`` schemas) is registered first, under the name
+    ``inferox-core``, through the same hook as every other plugin; ``builtin=False`` leaves it out.
+    """
+
+    def __init__(self, *, builtin: bool = True) -> None:
         self.pm = pluggy.PluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self._backends: dict[str, BackendSpec] = {}
         self._architectures: dict[tuple[str, str], ArchitectureSpec] = {}
+        self._schemas: dict[str, ArchitectureSchema] = {}
+        self._model_types: dict[str, str] = {}
         self._instances: dict[str, Backend] = {}
         self._instance_errors: dict[str, str] = {}
         self._plugin_versions: dict[str, str | None] = {}
         self.failures: list[PluginFailure] = []
         self.blocked: list[str] = []
         self._lock = threading.RLock()
+        if builtin:
+            from inferox.core import _builtin
+
+            self.register_plugin(_builtin, name=_builtin.PLUGIN_NAME, version=_dist_version("inferox-core"))
 
     # -- loading plugins ------------------------------------------------------------------------
     def load_entry_points(self, distributions: Iterable[md.Distribution] | None = None, *, blocked: Iterable[str] | None = None) -> None:
@@ -157,7 +170,7 @@ class PluginRegistry:
         ``importlib.metadata.Distribution`` objects. ``blocked`` defaults to ``INFEROX_BLOCKED_PLUGINS``.
         """
         block = {b.lower() for b in (blocked if blocked is not None else blocked_plugins())}
-        seen: set[str] = set()
+        seen: set[str] = {name for name, _ in self.pm.list_name_plugin()}  # the built-in plugin's name is taken
         for dist in distributions if distributions is not None else md.distributions():
             for ep in dist.entry_points:
                 if ep.group != ENTRY_POINT_GROUP or ep.name in seen:
@@ -170,6 +183,16 @@ class PluginRegistry:
                     module = ep.load()
                 except Exception as exc:  # noqa: BLE001 - a broken plugin must not break discovery
                     self.failures.append(PluginFailure(ep.name, f"import of {ep.value!r} failed: {type(exc).__name__}: {exc}", exc))
+                    continue
+                if not isinstance(module, ModuleType):
+                    # A common slip: "pkg.plugin:MyBackend" instead of "pkg.plugin". Say so, rather
+                    # than report the hooks a class does not have.
+                    err = PluginError(
+                        f"entry point {ep.name!r} = {ep.value!r} names a {type(module).__name__}, not a module: an inferox entry point "
+                        f"must name the plugin module that holds the hooks (e.g. {ep.value.partition(':')[0]!r})",
+                        plugin=ep.name,
+                    )
+                    self.failures.append(PluginFailure(ep.name, str(err), err))
                     continue
                 try:
                     self.register_plugin(module, name=ep.name, version=dist.version)
@@ -203,6 +226,13 @@ class PluginRegistry:
         def register_architecture(backend: str, name: str, factory: str | Factory) -> None:
             new_archs.append(ArchitectureSpec(backend.lower(), name.lower(), factory, plugin_name))
 
+        new_schemas: list[ArchitectureSchema] = []
+
+        def register_schema(schema: ArchitectureSchema) -> None:
+            if not isinstance(schema, ArchitectureSchema):
+                raise PluginError(f"plugin {plugin_name!r} registered {schema!r}, not an ArchitectureSchema", plugin=plugin_name)
+            new_schemas.append(dataclasses.replace(schema, name=schema.name.lower(), model_types=tuple(t.lower() for t in schema.model_types), plugin=plugin_name))
+
         # Call this plugin's implementations only, so each registration is attributed to its plugin.
         for impl in self.pm.hook.inferox_register_backends.get_hookimpls():
             if impl.plugin_name == plugin_name:
@@ -210,6 +240,22 @@ class PluginRegistry:
         for impl in self.pm.hook.inferox_register_architectures.get_hookimpls():
             if impl.plugin_name == plugin_name:
                 impl.function(register=register_architecture)
+        for impl in self.pm.hook.inferox_register_schemas.get_hookimpls():
+            if impl.plugin_name == plugin_name:
+                impl.function(register=register_schema)
+        model_types: dict[str, str] = {}
+        for schema in new_schemas:
+            if schema.name in self._schemas or any(s.name == schema.name for s in new_schemas if s is not schema):
+                other = self._schemas[schema.name].plugin if schema.name in self._schemas else plugin_name
+                raise PluginError(f"architecture {schema.name!r} defined by both {other!r} and {plugin_name!r}", plugin=plugin_name)
+            for mt in {*schema.model_types, schema.name}:
+                owner = self._model_types.get(mt) or model_types.get(mt)
+                if owner is not None and owner != schema.name:
+                    other = self._schemas[owner].plugin if owner in self._schemas else plugin_name
+                    raise PluginError(
+                        f"model_type {mt!r} claimed by architecture {owner!r} ({other!r}) and {schema.name!r} ({plugin_name!r})", plugin=plugin_name
+                    )
+                model_types[mt] = schema.name
         for spec in new_backends:
             if spec.name in self._backends:
                 other = self._backends[spec.name].plugin
@@ -223,6 +269,8 @@ class PluginRegistry:
                 )
         self._backends.update({s.name: s for s in new_backends})
         self._architectures.update({(a.backend, a.name): a for a in new_archs})
+        self._schemas.update({s.name: s for s in new_schemas})
+        self._model_types.update(model_types)
 
     # -- backends -----------------------------------------------------------------------------
     def backend_names(self) -> list[str]:
@@ -320,6 +368,35 @@ class PluginRegistry:
             return spec.load()
         except Exception as exc:
             raise BackendUnavailableError(backend, reason=f"architecture {architecture!r} failed to load: {type(exc).__name__}: {exc}") from exc
+
+
+    # -- architecture schemas -------------------------------------------------------------------
+    def schema_names(self) -> list[str]:
+        """Every architecture some plugin defines (``["bert", "mlp", ...]``)."""
+        return sorted(self._schemas)
+
+    def schema(self, architecture: str) -> ArchitectureSchema:
+        """The schema of ``architecture`` (by name or by a ``model_type`` it claims).
+
+        :class:`ArchitectureNotFoundError` names the architectures that are known.
+        """
+        key = architecture.lower()
+        name = key if key in self._schemas else self._model_types.get(key)
+        if name is None:
+            raise ArchitectureNotFoundError(architecture, known=self.schema_names())
+        return self._schemas[name]
+
+    def schema_for_model_type(self, model_type: str) -> ArchitectureSchema | None:
+        """The schema that claims ``config.json``'s ``model_type`` (how a Hugging Face folder is recognised), or ``None``."""
+        name = self._model_types.get(model_type.lower())
+        return None if name is None else self._schemas[name]
+
+    def parse_config(self, architecture: str, config: Any) -> Any:
+        """``config`` checked against ``architecture``'s schema; a :class:`ConfigError` names the field."""
+        schema = self.schema(architecture)
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"a {schema.name} config must be an object", field="config", value=type(config).__name__)
+        return schema.parse(config)
 
 
 def _backend_base() -> type[Backend]:

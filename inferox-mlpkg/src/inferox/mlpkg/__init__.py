@@ -7,37 +7,29 @@ release writes.
 
 from __future__ import annotations
 
-from inferox.mlpkg._architectures import (
-    ArchitectureDef,
-    architecture_for_config,
-    get_architecture,
-    known_architectures,
-    register_architecture,
-)
+from inferox.mlpkg._architectures import PackageArchitecture, architecture_for_config, get_architecture, known_architectures
 from inferox.mlpkg._build import build_from_folder, build_from_hub, build_from_toml, build_package
 from inferox.mlpkg._cache import CacheEntry, PackageCache
 from inferox.mlpkg._format import FORMAT_VERSION
 from inferox.mlpkg._fs import clean_debris
 from inferox.mlpkg._hub import DownloadPolicy, HubSource
-from inferox.mlpkg._loading import VerifyReport, as_backend, as_jax, as_torch, load_model, verify_package
+from inferox.mlpkg._loading import VerifyReport, as_backend, load_model, verify_package
 from inferox.mlpkg._package import Package, load_package
 from inferox.mlpkg._toml import ModelToml, parse_model_toml
 from inferox.mlpkg._weights import convert_pickle_to_safetensors
 
 __all__ = [
     "FORMAT_VERSION",
-    "ArchitectureDef",
     "CacheEntry",
     "DownloadPolicy",
     "HubSource",
     "ModelToml",
     "Package",
+    "PackageArchitecture",
     "PackageCache",
     "VerifyReport",
     "architecture_for_config",
     "as_backend",
-    "as_jax",
-    "as_torch",
     "build_from_folder",
     "build_from_hub",
     "build_from_toml",
@@ -49,6 +41,5 @@ __all__ = [
     "load_model",
     "load_package",
     "parse_model_toml",
-    "register_architecture",
     "verify_package",
 ]

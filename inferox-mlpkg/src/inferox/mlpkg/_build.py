@@ -23,7 +23,7 @@ from inferox.core.errors import (
 )
 from inferox.core.model import ModelMetadata
 from inferox.core.plugins import get_registry
-from inferox.mlpkg._architectures import ArchitectureDef, architecture_for_config, get_architecture
+from inferox.mlpkg._architectures import PackageArchitecture, architecture_for_config, get_architecture
 from inferox.mlpkg._format import (
     BACKENDS_DIR,
     CONFIG_FILE,
@@ -195,7 +195,7 @@ def normalize_preprocessing(files: Mapping[str, Path]) -> dict[str, Any]:
 
 # -- golden cases -------------------------------------------------------------------------------------------
 def _golden_outputs(
-    arch: ArchitectureDef,
+    arch: PackageArchitecture,
     config: Mapping[str, Any],
     weights: Path,
     inputs: Mapping[str, np.ndarray],

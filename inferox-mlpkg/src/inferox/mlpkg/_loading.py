@@ -31,7 +31,7 @@ from inferox.mlpkg._fs import sha256_file
 from inferox.mlpkg._package import Package, as_package, load_package
 from inferox.mlpkg._weights import load_pickle_weights
 
-__all__ = ["VerifyReport", "as_backend", "as_jax", "as_torch", "instantiate", "load_model", "verify_package"]
+__all__ = ["VerifyReport", "as_backend", "instantiate", "load_model", "verify_package"]
 
 OVERRIDE_MODULE = "model.py"
 OVERRIDE_FACTORY = "create_model"
@@ -182,16 +182,6 @@ def as_backend(model: AnyModel, backend: str) -> Model:
             f"model {model.name!r} runs on {model.backend_name!r}, not {backend!r}", expected=backend, actual=model.backend_name
         )
     return model.model
-
-
-def as_torch(model: AnyModel) -> Model:
-    """The concrete inferox-torch model (its ``torch.nn.Module`` and tensors), or :class:`TypeMismatchError`."""
-    return as_backend(model, "torch")
-
-
-def as_jax(model: AnyModel) -> Model:
-    """The concrete inferox-jax model, or :class:`TypeMismatchError`."""
-    return as_backend(model, "jax")
 
 
 @dataclass

@@ -28,8 +28,6 @@ else:  # pragma: no cover
 
 __all__ = ["ModelToml", "normalize_backends", "parse_model_toml"]
 
-#: First-party backends accepted even when not installed on the building machine.
-FIRST_PARTY_BACKENDS = frozenset({"torch", "jax"})
 _KNOWN_KEYS = {"name", "version", "source", "revision", "architecture", "backends", "allow_patterns", "description", "endpoint"}
 
 
@@ -50,9 +48,10 @@ class ModelToml:
 
 
 def known_backends() -> set[str]:
+    """The backends some installed plugin registers (the registry is the only list of backends)."""
     from inferox.core.plugins import get_registry
 
-    return set(get_registry().backend_names()) | set(FIRST_PARTY_BACKENDS)
+    return set(get_registry().backend_names())
 
 
 def normalize_backends(value: Any, *, path: str | None = None, field: str = "backends") -> tuple[str, ...]:

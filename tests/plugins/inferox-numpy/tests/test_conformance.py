@@ -10,7 +10,7 @@ from inferox.core.testing import BackendConformance, Capabilities
 
 pytest.importorskip("inferox_numpy", reason="the inferox-numpy distribution is not installed in this environment")
 
-from inferox_numpy.models import LinearModel  # after the importorskip on purpose
+from inferox_numpy.linear import LinearModel  # after the importorskip on purpose
 
 
 class TestNumpyConformance(BackendConformance):

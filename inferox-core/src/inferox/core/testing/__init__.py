@@ -16,24 +16,58 @@ backend's test module subclasses :class:`BackendConformance`::
 
 Mandatory tests (tensor round trip for every declared dtype, constructors, zero-size shapes,
 shape and dtype errors, device listing, the ``AnyModel`` round trip, error wrapping, discovery)
-never skip. Capability tests (DLPack, zero-copy with numpy, each accelerator kind) skip only
+never skip. The architecture tests check *numbers*: for every architecture the backend registers a
+factory for whose schema has a NumPy reference (``mlp`` and ``bert`` here, in
+:mod:`inferox.core.testing._reference`), the schema's golden inputs go through the backend and the
+reference, compared per output with the tolerance of the dtype (:data:`TOLERANCES`); a mismatch names
+the output and the largest difference (:class:`ArchitectureMismatch`). Capability tests (DLPack, zero-copy with numpy, each accelerator kind) skip only
 through :meth:`BackendConformance.require`, when the capability is not declared or the device is
 absent from this machine.
 """
 
 from __future__ import annotations
 
+import importlib.util
+
+from inferox.core.errors import PluginError
+
+if importlib.util.find_spec("pytest") is None:
+    # Say what to install instead of a bare ModuleNotFoundError from deep inside the suite.
+    raise PluginError(
+        "inferox.core.testing needs pytest, which is not installed: install the testing extra, "
+        "pip install 'inferox-core[testing]'"
+    )
+
 from inferox.core.testing._capabilities import ACCELERATOR_KINDS, Capabilities
 from inferox.core.testing._conformance import TINY_IN, TINY_OUT, BackendConformance, NotTheModel
+from inferox.core.testing._numbers import (
+    TOLERANCES,
+    ArchitectureMismatch,
+    NumbersReport,
+    check_architecture,
+    checked_architectures,
+    refused_dtype_error,
+)
+from inferox.core.testing._reference import bert_reference, gelu_exact, gelu_tanh, mlp_reference
 from inferox.core.testing._values import sample_array, to_python_list
 
 __all__ = [
     "ACCELERATOR_KINDS",
+    "TINY_IN",
+    "TINY_OUT",
+    "TOLERANCES",
+    "ArchitectureMismatch",
     "BackendConformance",
     "Capabilities",
     "NotTheModel",
-    "TINY_IN",
-    "TINY_OUT",
+    "NumbersReport",
+    "bert_reference",
+    "check_architecture",
+    "checked_architectures",
+    "gelu_exact",
+    "gelu_tanh",
+    "mlp_reference",
+    "refused_dtype_error",
     "sample_array",
     "to_python_list",
 ]

@@ -24,6 +24,7 @@ from inferox.core.plugins import PluginRegistry, get_registry
 from inferox.core.spec import TensorSpec
 from inferox.core.tensor import Tensor
 from inferox.core.testing._capabilities import ACCELERATOR_KINDS, Capabilities
+from inferox.core.testing._numbers import ArchitectureMismatch, check_architecture, checked_architectures, refused_dtype_error
 from inferox.core.testing._values import sample_array, to_python_list
 
 __all__ = ["BackendConformance", "NotTheModel"]
@@ -77,6 +78,9 @@ class BackendConformance:
     backend_name: ClassVar[str] = ""
     #: What the backend declares; decides which capability tests run.
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: Dtypes the architecture factories are also checked in, beyond the default f32
+    #: (``(DType.F16, DType.BF16)`` for a backend whose models compute in them).
+    model_dtypes: ClassVar[tuple[DType, ...]] = ()
 
     # -- what a backend's test module provides -----------------------------------------------------
     def make_tiny_model(self, backend: Backend, weight: np.ndarray, bias: np.ndarray) -> Model:
@@ -412,6 +416,36 @@ class BackendConformance:
         assert err.model == any_model.name
         assert err.__cause__ is not None, "the framework's exception must be kept as __cause__"
         assert not isinstance(err.__cause__, InferoxError), "the cause must be the framework's own exception"
+
+    # =================================================================================================
+    # Architectures: the numbers, against the schema's NumPy reference
+    # =================================================================================================
+    def test_architecture_numbers(self, backend: Backend, registry: PluginRegistry) -> None:
+        """Every architecture the backend implements that has a reference: golden inputs through the
+        backend's factory, compared with the reference per output, in f32 and each of model_dtypes."""
+        archs = checked_architectures(backend.name, registry)
+        if not archs:
+            pytest.skip(f"no architecture with a reference implementation is registered for backend {backend.name!r}")
+        failures: list[str] = []
+        for arch in archs:
+            for dtype in (None, *self.model_dtypes):
+                try:
+                    check_architecture(backend, arch, registry=registry, dtype=dtype)
+                except ArchitectureMismatch as exc:
+                    failures.append(str(exc))
+        _collect(failures)
+
+    def test_architecture_factories_refuse_a_dtype_they_cannot_compute_in(self, backend: Backend, registry: PluginRegistry) -> None:
+        """A factory given ``dtype="i32"`` raises DTypeError naming ``dtype`` (never ignores it)."""
+        archs = [a for a in sorted(registry.architectures(backend.name)) if a in registry.schema_names()]
+        if not archs:
+            pytest.skip(f"no factory for an architecture with a schema is registered for backend {backend.name!r}")
+        failures: list[str] = []
+        for arch in archs:
+            err = refused_dtype_error(backend, arch, registry=registry)
+            if not isinstance(err, DTypeError) or err.code != "INVALID_DTYPE" or getattr(err, "name", None) != "dtype":
+                failures.append(f"{arch}: dtype='i32' gave {type(err).__name__}: {err} (expected a DTypeError naming 'dtype')")
+        _collect(failures)
 
     # =================================================================================================
     # Mandatory: discovery

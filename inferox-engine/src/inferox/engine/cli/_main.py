@@ -134,13 +134,20 @@ def backends(as_json: bool, no_devices: bool) -> None:
                     {"id": str(d.id), "name": d.name, "available": d.available, "memory_total": getattr(d.memory, "total", None) if d.memory else None}
                     for d in backend.devices()
                 ]
-                row["versions"] = {**info.versions, info.name: backend.version}
+                # The framework's own version string, apart: labelling it with the backend's name
+                # read as if a distribution of that name were installed ("npdemo 2.4.6").
+                row["backend_version"] = backend.version
             except InferoxError as exc:
                 row["available"], row["reason"] = False, exc.message
         rows.append(row)
     failures = [{"plugin": f.name, "error": f.error} for f in registry.failures]
+    # Every architecture some plugin defines, who defines it, and which backends implement it.
+    schemas = [
+        {"name": s.name, "plugin": s.plugin, "model_types": list(s.model_types), "backends": registry.backends_for(s.name)}
+        for s in (registry.schema(n) for n in registry.schema_names())
+    ]
     if as_json:
-        click.echo(json.dumps({"backends": rows, "plugin_failures": failures, "blocked": sorted(registry.blocked)}, indent=2))
+        click.echo(json.dumps({"backends": rows, "architectures": schemas, "plugin_failures": failures, "blocked": sorted(registry.blocked)}, indent=2))
         return
     console = _console()
     table = Table(title="Inferox backends")
@@ -148,10 +155,14 @@ def backends(as_json: bool, no_devices: bool) -> None:
         table.add_column(col)
     for row in rows:
         versions = ", ".join(f"{k} {v or 'missing'}" for k, v in row["versions"].items())
+        if row.get("backend_version") and row["backend_version"] not in row["versions"].values():
+            versions = ", ".join(filter(None, [versions, f"reports {row['backend_version']}"]))
         avail = "[green]yes[/]" if row["available"] else f"[red]no[/]: {row['reason']}"
         devices = ", ".join(d["id"] + ("" if d["available"] else " (unavailable)") for d in row["devices"]) or "-"
         table.add_row(row["name"], f"{row['plugin']} {row['plugin_version'] or ''}".strip(), versions, avail, devices, ", ".join(row["architectures"]) or "-")
     console.print(table)
+    for a in schemas:
+        console.print(f"architecture {a['name']} (plugin {a['plugin']}): {', '.join(a['backends']) or 'no backend implements it'}")
     if not rows:
         console.print("no backend plugins installed (pip install inferox-torch or inferox-jax)")
     for f in failures:

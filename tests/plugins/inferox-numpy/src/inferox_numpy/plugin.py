@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from inferox.core import BackendSpec, hookimpl
+from inferox.core import ArchitectureSchema, BackendSpec, hookimpl
 
 
 @hookimpl
 def inferox_contract_version() -> str:
-    return "1.0"
+    return "1.1"  # the contract this plugin was written for: 1.1 added inferox_register_schemas
 
 
 @hookimpl
@@ -20,8 +20,16 @@ def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
 
 
 @hookimpl
+def inferox_register_schemas(register: Callable[[ArchitectureSchema], None]) -> None:
+    from inferox_numpy.linear import LINEAR  # NumPy and core only: no framework
+
+    register(LINEAR)
+
+
+@hookimpl
 def inferox_register_architectures(register: Callable[..., None]) -> None:
-    register("numpy", "linear", "inferox_numpy.models:create_linear")
+    register("numpy", "linear", "inferox_numpy.linear:create_linear")
+    register("numpy", "mlp", "inferox_numpy.mlp:create_mlp")
 
 
 @hookimpl
