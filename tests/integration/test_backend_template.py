@@ -17,7 +17,7 @@ from inferox.core.plugins import PluginRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 #: (import package, distribution, backend name, prefix of the error helpers)
-BACKENDS = [("inferox.torch", "inferox-torch", "torch"), ("inferox.jax", "inferox-jax", "jax")]
+BACKENDS = [("inferox.torch", "inferox-torch", "torch"), ("inferox.jax", "inferox-jax", "jax"), ("inferox.onnx", "inferox-onnx", "onnx")]
 TEMPLATE_MODULES = {"__init__.py", "_errors.py", "backend.py", "model.py", "plugin.py", "py.typed", "tensor.py"}
 TEMPLATE_MODEL_MODULES = {"__init__.py", "_common.py", "bert.py", "mlp.py"}
 

@@ -15,7 +15,7 @@ import pytest
 from inferox.core import AnyModel, Model, ModelMetadata
 from inferox.core.plugins import get_registry
 
-BACKENDS = ("torch", "jax")
+BACKENDS = ("torch", "jax", "onnx")
 
 
 def model_dir() -> Path:
