@@ -334,8 +334,9 @@ def test_serve_warns_when_exposed_without_a_token(mlp_pkg: Path) -> None:
 def test_build_server_for_a_package_and_a_repository(tmp_path: Path, mlp_pkg: Path) -> None:
     from inferox.engine.cli import build_server
 
-    single = build_server(mlp_pkg, max_batch_size=4, backends=("torch",), token="t")
+    single = build_server(mlp_pkg, max_batch_size=4, max_batch_tokens=512, backends=("torch",), token="t")
     assert single.packages == {"mlp": mlp_pkg} and single.repository is None
+    assert single.config.defaults.max_batch_tokens == 512
     assert single.config.defaults.max_batch_size == 4 and single.config.token == "t" and single.config.host == "127.0.0.1"
     named = build_server(mlp_pkg, name="other")
     assert list(named.packages) == ["other"]

@@ -34,6 +34,8 @@ class StatsCollector:
         self._errors: Counter[str] = Counter()
         self._by_backend: Counter[str] = Counter()
         self._batch_sizes: Counter[int] = Counter()
+        self._tokens = 0
+        self._padding = 0
         self._queue: deque[float] = deque(maxlen=WINDOW)
         self._compute: deque[float] = deque(maxlen=WINDOW)
 
@@ -52,9 +54,12 @@ class StatsCollector:
             if backend:
                 self._by_backend[backend] += 1
 
-    def record_batch(self, rows: int) -> None:
+    def record_batch(self, rows: int, *, tokens: int = 0, padding: int = 0) -> None:
+        """One forward pass of ``rows`` rows holding ``tokens`` real tokens and ``padding`` pad ones."""
         with self._lock:
             self._batch_sizes[rows] += 1
+            self._tokens += tokens
+            self._padding += padding
 
     def snapshot(self) -> ModelStats:
         with self._lock:
@@ -67,5 +72,7 @@ class StatsCollector:
                 requests_by_backend=dict(self._by_backend),
                 batches=sum(self._batch_sizes.values()),
                 batch_sizes=dict(sorted(self._batch_sizes.items())),
+                tokens=self._tokens,
+                padding_tokens=self._padding,
             )
         return ModelStats(model=self.model, queue_time=_summary(queue), compute_time=_summary(compute), **stats)  # type: ignore[arg-type]

@@ -113,6 +113,9 @@ class ModelStats:
 
     ``requests`` counts finished requests (served or failed); ``errors_by_code`` counts failures by
     ``InferoxError.code``; ``batch_sizes`` maps rows-per-forward → number of forward passes.
+    ``tokens`` counts the real tokens (items' lengths on paddable axes) the forward passes
+    computed and ``padding_tokens`` the pad positions added to batch them (``padding_fraction``:
+    the share of computed positions that were padding).
     Timings keep the most recent 10,000 samples.
     """
 
@@ -124,6 +127,8 @@ class ModelStats:
     requests_by_backend: Mapping[str, int] = field(default_factory=dict)
     batches: int = 0
     batch_sizes: Mapping[int, int] = field(default_factory=dict)
+    tokens: int = 0
+    padding_tokens: int = 0
     queue_time: LatencySummary = field(default_factory=LatencySummary)
     compute_time: LatencySummary = field(default_factory=LatencySummary)
 
@@ -131,6 +136,11 @@ class ModelStats:
     def mean_batch_size(self) -> float:
         total = sum(self.batch_sizes.values())
         return sum(k * v for k, v in self.batch_sizes.items()) / total if total else 0.0
+
+    @property
+    def padding_fraction(self) -> float:
+        computed = self.tokens + self.padding_tokens
+        return self.padding_tokens / computed if computed else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +153,9 @@ class ModelStats:
             "batches": self.batches,
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
             "mean_batch_size": self.mean_batch_size,
+            "tokens": self.tokens,
+            "padding_tokens": self.padding_tokens,
+            "padding_fraction": self.padding_fraction,
             "queue_time": self.queue_time.to_dict(),
             "compute_time": self.compute_time.to_dict(),
         }

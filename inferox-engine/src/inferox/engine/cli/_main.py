@@ -492,6 +492,7 @@ def run(
 @click.option("--token", envvar="INFEROX_SERVER_TOKEN", help="Bearer token required by the load/unload endpoints (env INFEROX_SERVER_TOKEN).")
 @click.option("--protect-all", is_flag=True, help="Require the token on every endpoint.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), help="Dynamic batching: most rows per forward pass.")
+@click.option("--max-batch-tokens", type=click.IntRange(min=1), help="Length-aware batching: most tokens (rows * padded length) per forward pass.")
 @click.option("--batch-delay-ms", type=click.FloatRange(min=0), help="Dynamic batching: how long to wait for a batch to fill.")
 @click.option("--max-queue-size", type=click.IntRange(min=1), help="Requests waiting per model beyond which the server answers 429.")
 @click.option("--no-batching", is_flag=True, help="Run each request on its own.")
@@ -519,6 +520,7 @@ def serve(
     token: str | None,
     protect_all: bool,
     max_batch_size: int | None,
+    max_batch_tokens: int | None,
     batch_delay_ms: float | None,
     max_queue_size: int | None,
     no_batching: bool,
@@ -540,7 +542,7 @@ def serve(
     """Serve a package, or a model repository folder, over the Open Inference Protocol (KServe V2).
 
     A repository holds packages as NAME/ or NAME/VERSION/ (the highest version is served), each
-    with an optional NAME/serving.toml (backends, device, max_batch_size, batch_delay_ms,
+    with an optional NAME/serving.toml (backends, device, max_batch_size, max_batch_tokens, batch_delay_ms,
     max_queue_size, timeout_s, warmup) overriding these options. Binds 127.0.0.1 unless --host says
     otherwise; --token protects the load/unload endpoints (--protect-all: every endpoint)."""
     server = build_server(
@@ -553,6 +555,7 @@ def serve(
         token=token,
         protect_all=protect_all,
         max_batch_size=max_batch_size,
+        max_batch_tokens=max_batch_tokens,
         batch_delay_ms=batch_delay_ms,
         max_queue_size=max_queue_size,
         batching=not no_batching,
@@ -646,6 +649,7 @@ def build_server(
     token: str | None = None,
     protect_all: bool = False,
     max_batch_size: int | None = None,
+    max_batch_tokens: int | None = None,
     batch_delay_ms: float | None = None,
     max_queue_size: int | None = None,
     batching: bool = True,
@@ -666,7 +670,7 @@ def build_server(
     if not path.is_dir():
         raise ConfigError("PATH must be a package folder or a model repository folder", field="path", value=str(path))
     defaults = ServingSettings(
-        backends=tuple(backends), device=device, max_batch_size=max_batch_size, batch_delay_ms=batch_delay_ms, max_queue_size=max_queue_size, timeout_s=timeout_s
+        backends=tuple(backends), device=device, max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens, batch_delay_ms=batch_delay_ms, max_queue_size=max_queue_size, timeout_s=timeout_s
     )
     config = ServerConfig(
         host=host,

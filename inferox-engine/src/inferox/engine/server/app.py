@@ -230,6 +230,8 @@ class InferoxServer:
         changes: dict[str, Any] = {}
         if settings.max_batch_size is not None:
             changes["max_batch_size"] = settings.max_batch_size
+        if settings.max_batch_tokens is not None:
+            changes["max_batch_tokens"] = settings.max_batch_tokens
         if settings.batch_delay_ms is not None:
             changes["max_queue_delay_ms"] = settings.batch_delay_ms
         if settings.max_queue_size is not None:
