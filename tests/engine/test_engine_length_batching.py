@@ -54,6 +54,15 @@ def test_batch_groups_nearest_lengths_under_the_token_budget() -> None:
     assert [(r.tokens, r.passed) for r in queue] == [(13, 0)]  # the youngest: never passed over
 
 
+def test_requests_that_would_add_mostly_padding_wait_for_their_own_batch() -> None:
+    queue = deque([_req(10, 0), _req(11, 1), _req(60, 2), _req(30, 3), _req(4, 4)])
+    taken = take_length_aware(queue, max_rows=8, max_tokens=10_000, now=0.0)
+    # 30 would pad two rows from 11 to 30: 3 * 30 - 2 * 11 = 68 added > 2 * 30 + 16; 60 even more.
+    # 4 in a batch padded to 11 adds 11 ≤ 2 * 4 + 16.
+    assert [r.tokens for r in taken] == [10, 11, 4]
+    assert [r.tokens for r in take_length_aware(queue, max_rows=8, max_tokens=10_000, now=0.0)] == [60, 30]
+
+
 def test_rows_limit_counts_rows_not_requests() -> None:
     queue = deque([_req(8, 0, rows=3), _req(8, 1, rows=3), _req(8, 2, rows=2)])
     taken = take_length_aware(queue, max_rows=5, max_tokens=10_000, now=0.0)

@@ -181,6 +181,12 @@ def _split_ambiguous(group: list[Request]) -> list[list[Request]]:
 
 #: A queued request may be passed over by at most this many batches that take younger requests.
 OVERTAKE_LIMIT = 2
+#: A request joins a length-aware batch by choice only when the positions it adds — its own row
+#: padded to the batch, plus the padding a longer request forces on the rows already there — are
+#: at most ``WASTE_FACTOR`` * its own tokens + ``WASTE_SLACK`` (about what a forward pass of its
+#: own costs in fixed overhead); otherwise it waits for a batch of its own length.
+WASTE_FACTOR = 2
+WASTE_SLACK = 16
 
 
 def take_length_aware(queue: deque[Request], *, max_rows: int, max_tokens: int, now: float, urgent_s: float = 0.0) -> list[Request]:
@@ -191,7 +197,8 @@ def take_length_aware(queue: deque[Request], *, max_rows: int, max_tokens: int, 
     ``OVERTAKE_LIMIT`` times, or whose deadline (``time.monotonic()`` seconds) is less than
     ``urgent_s`` after ``now`` — oldest first, then the compatible requests nearest in token length
     to the oldest one, while the batch holds at most ``max_rows`` rows and ``rows * longest``
-    stays within ``max_tokens``. A request bigger than the budget by itself still runs (alone).
+    stays within ``max_tokens``, skipping those that would add too much padding (see
+    ``WASTE_FACTOR``). A request bigger than the budget by itself still runs (alone).
     Every request left behind that is older than the youngest one taken has been passed over once
     more.
     """
@@ -203,6 +210,10 @@ def take_length_aware(queue: deque[Request], *, max_rows: int, max_tokens: int, 
 
         def fits(r: Request) -> bool:
             return rows + r.rows <= max_rows and (rows + r.rows) * max(longest, r.tokens) <= max_tokens
+
+        def worth_it(r: Request) -> bool:
+            added = (rows + r.rows) * max(longest, r.tokens) - rows * longest
+            return added <= r.rows * (WASTE_FACTOR * r.tokens + WASTE_SLACK)
 
         must = [r for r in compat if r.passed >= OVERTAKE_LIMIT or (r.deadline is not None and r.deadline - now < urgent_s)]
         blocked = False
@@ -218,7 +229,7 @@ def take_length_aware(queue: deque[Request], *, max_rows: int, max_tokens: int, 
             for r in sorted((r for r in compat if id(r) not in taken), key=lambda r: (abs(r.tokens - head.tokens), r.seq)):
                 if rows >= max_rows:
                     break
-                if fits(r):
+                if fits(r) and worth_it(r):
                     chosen.append(r)
                     rows, longest = rows + r.rows, max(longest, r.tokens)
     taken_ids = {id(r) for r in chosen}
