@@ -247,3 +247,21 @@ def test_token_budget_splits_long_requests_into_more_passes(minilm_package: Path
     assert all(r.batch_size * long_n <= 3 * long_n for r in results)
     for res in results:
         np.testing.assert_allclose(res["sentence_embedding"], reference[LONG]["sentence_embedding"], rtol=1e-4, atol=1e-4)
+
+
+def test_infer_batch_groups_items_by_length(minilm_package: Path, reference: dict[str, InferenceResult]) -> None:
+    texts = [SHORT, LONG] * 4
+    long_n = int(reference[LONG]["last_hidden_state"].shape[1])
+    counts = {}
+    for tokens in (None, 4 * long_n):
+        with Engine(EngineConfig(max_batch_size=4, max_batch_tokens=tokens)) as eng:
+            eng.load(minilm_package, backend="torch")
+            eng._entries["minilm"].stats.__init__("minilm")
+            results = eng.infer_batch("minilm", texts)
+            counts[tokens] = eng.stats("minilm")
+        for text, res in zip(texts, results):  # each item's own answer, in item order
+            np.testing.assert_allclose(res["sentence_embedding"], reference[text]["sentence_embedding"], rtol=1e-4, atol=1e-4)
+    fifo, aware = counts[None], counts[4 * long_n]
+    assert fifo.batch_sizes == {4: 2} and fifo.padding_tokens > 0  # item order: two mixed passes
+    assert aware.batch_sizes == {4: 2} and aware.padding_tokens == 0  # the 4 short ones, then the 4 long ones
+    assert aware.tokens == fifo.tokens

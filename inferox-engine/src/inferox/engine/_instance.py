@@ -298,7 +298,7 @@ class ModelInstance:
                 req.enqueued = time.perf_counter()
             # Take the model first, so a deadline that passes while waiting for it is honoured.
             with self._forward_lock:
-                self.execute(requests, locked=True)
+                self.execute(requests, locked=True, by_length=True)
         finally:
             with self._cond:
                 self._inflight -= 1
@@ -306,8 +306,12 @@ class ModelInstance:
                     self._cond.notify_all()
 
     # -- running ------------------------------------------------------------------------------------
-    def execute(self, requests: Sequence[Request], *, locked: bool = False) -> None:
-        """Drop expired and cancelled requests, batch the rest, run, and resolve every future."""
+    def execute(self, requests: Sequence[Request], *, locked: bool = False, by_length: bool = False) -> None:
+        """Drop expired and cancelled requests, batch the rest, run, and resolve every future.
+
+        ``by_length`` (``infer_batch``, whose items are all at hand): with ``max_batch_tokens`` set,
+        passes are formed by length as the batcher forms them, not in item order.
+        """
         now = time.perf_counter()
         live: list[Request] = []
         for req in requests:
@@ -319,6 +323,16 @@ class ModelInstance:
             req.started = now
             live.append(req)
         max_rows = self.config.max_batch_size if self.batchable else 1
+        max_tokens = self.config.max_batch_tokens
+        if by_length and max_tokens is not None and self.batchable and len(live) > 1:
+            pending = collections.deque(live)
+            for i, req in enumerate(pending):
+                req.seq = i
+            while pending:
+                # Through group_requests too: it keeps items with ambiguous trims apart.
+                for group in group_requests(take_length_aware(pending, max_rows=max_rows, max_tokens=max_tokens, now=time.monotonic()), max_rows):
+                    self._run_group(group, locked)
+            return
         for group in group_requests(live, max_rows):
             self._run_group(group, locked)
 
