@@ -63,6 +63,22 @@ def test_requests_that_would_add_mostly_padding_wait_for_their_own_batch() -> No
     assert [r.tokens for r in take_length_aware(queue, max_rows=8, max_tokens=10_000, now=0.0)] == [60, 30]
 
 
+def test_a_request_that_batches_with_none_runs_alone() -> None:
+    lone = Request({"input_ids": np.ones((1, 5), np.int64)}, rows=1, key=None, lengths={})
+    queue = deque([lone, _req(5, 1), _req(5, 2)])
+    assert take_length_aware(queue, max_rows=8, max_tokens=10_000, now=0.0) == [lone]
+    assert [r.seq for r in take_length_aware(queue, max_rows=8, max_tokens=10_000, now=0.0)] == [1, 2]
+
+
+def test_a_must_run_request_that_does_not_fit_ends_the_batch() -> None:
+    queue = deque([_req(5, 0), _req(200, 1), _req(6, 2)])
+    queue[1].passed = OVERTAKE_LIMIT
+    # 2 x 200 tokens exceed the budget: the batch is the head alone, and nothing younger overtakes 200.
+    assert [r.seq for r in take_length_aware(queue, max_rows=8, max_tokens=300, now=0.0)] == [0]
+    assert [(r.seq, r.passed) for r in queue] == [(1, OVERTAKE_LIMIT), (2, 0)]
+    assert [r.seq for r in take_length_aware(queue, max_rows=8, max_tokens=300, now=0.0)] == [1]
+
+
 def test_rows_limit_counts_rows_not_requests() -> None:
     queue = deque([_req(8, 0, rows=3), _req(8, 1, rows=3), _req(8, 2, rows=2)])
     taken = take_length_aware(queue, max_rows=5, max_tokens=10_000, now=0.0)
