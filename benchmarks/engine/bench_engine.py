@@ -456,7 +456,7 @@ def run(quick: bool, threads: int | None) -> dict[str, Any]:
 
         results["minilm"]["batching_ceiling"] = batching_ceiling(load_model(pkg, backend="torch"), items, 32, 3 if quick else 7)
         results["mixed"] = mixed_lengths(
-            pkg, clients=64, per_client=2 if quick else 6, reps=3, max_batch_size=MIXED_BATCH_SIZE, max_batch_tokens=MIXED_BATCH_TOKENS
+            pkg, clients=64, per_client=2 if quick else 4, reps=3, max_batch_size=MIXED_BATCH_SIZE, max_batch_tokens=MIXED_BATCH_TOKENS
         )
     results["machine"]["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     return results
