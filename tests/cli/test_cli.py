@@ -335,10 +335,10 @@ def test_server_for_a_package_and_a_repository(tmp_path: Path, mlp_pkg: Path) ->
     from inferox.engine.server import InferoxServer
     from inferox.engine.server._settings import resolve
 
-    config = resolve(environ={}, flags={"engine.max_batch_size": 4, "models.backends": ("torch",), "server.token": "t"}).config
+    config = resolve(environ={}, flags={"engine.max_batch_size": 4, "engine.max_batch_tokens": 512, "models.backends": ("torch",), "server.token": "t"}).config
     single = InferoxServer.for_path(mlp_pkg, config=config)
     assert single.packages == {"mlp": mlp_pkg} and single.repository is None
-    assert single.config.engine_config.max_batch_size == 4 and single.config.defaults.backends == ("torch",)
+    assert single.config.engine_config.max_batch_size == 4 and single.config.engine_config.max_batch_tokens == 512 and single.config.defaults.backends == ("torch",)
     assert single.config.token == "t" and single.config.host == "127.0.0.1"
     named = InferoxServer.for_path(mlp_pkg, name="other")
     assert list(named.packages) == ["other"]

@@ -47,6 +47,7 @@ ENV_MMAP_THRESHOLD = "INFEROX_MMAP_THRESHOLD"
 
 #: Engine settings (``inferox.engine.EngineConfig.from_env``), one variable per config field.
 ENV_MAX_BATCH_SIZE = "INFEROX_MAX_BATCH_SIZE"
+ENV_MAX_BATCH_TOKENS = "INFEROX_MAX_BATCH_TOKENS"
 ENV_MAX_QUEUE_DELAY_MS = "INFEROX_MAX_QUEUE_DELAY_MS"
 ENV_MAX_QUEUE_SIZE = "INFEROX_MAX_QUEUE_SIZE"
 ENV_DEFAULT_TIMEOUT_S = "INFEROX_DEFAULT_TIMEOUT_S"
@@ -61,6 +62,7 @@ ENV_SESSION_MAX_KEYS = "INFEROX_SESSION_MAX_KEYS"
 #: ``EngineConfig`` field name → the environment variable that sets it.
 ENV_ENGINE_VARS: dict[str, str] = {
     "max_batch_size": ENV_MAX_BATCH_SIZE,
+    "max_batch_tokens": ENV_MAX_BATCH_TOKENS,
     "max_queue_delay_ms": ENV_MAX_QUEUE_DELAY_MS,
     "max_queue_size": ENV_MAX_QUEUE_SIZE,
     "default_timeout_s": ENV_DEFAULT_TIMEOUT_S,

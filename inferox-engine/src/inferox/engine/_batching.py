@@ -17,11 +17,20 @@ How requests are combined into one forward pass (the rule, documented in the pac
   ``sentence_embedding`` (B, H) is left alone. When one item would need two different trims for
   the same ``P`` (two padded axes of equal padded length but different item lengths) the rule is
   ambiguous, so such items are not padded together: they run with items of their exact shape.
+
+Length-aware batching (``max_batch_tokens`` set): a request's *token length* is its longest
+paddable axis (``input_ids``' sequence length for BERT), known once its text is tokenised and
+before it is queued. :func:`take_length_aware` forms each batch around the oldest queued request
+from the compatible requests closest to it in length, under both ``max_batch_size`` rows and
+``max_batch_tokens`` = rows * padded length, so short requests are no longer padded to the longest
+one in the queue. No request starves: one left behind by two batches that took younger requests
+(or whose deadline would pass while another batch runs) is taken first by the next batch.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -30,7 +39,7 @@ import numpy as np
 
 from inferox.core.spec import TensorSpec
 
-__all__ = ["Request", "group_requests", "merge_inputs", "request_key", "split_outputs", "to_host"]
+__all__ = ["OVERTAKE_LIMIT", "Request", "group_requests", "merge_inputs", "request_key", "split_outputs", "take_length_aware", "to_host"]
 
 #: Key of a request that may not share a forward pass with any other.
 ALONE = None
@@ -39,7 +48,22 @@ ALONE = None
 class Request:
     """One caller's request inside the batcher (or one item of ``infer_batch``)."""
 
-    __slots__ = ("deadline", "enqueued", "future", "inputs", "key", "lengths", "return_native", "rows", "squeeze", "started", "timeout")
+    __slots__ = (
+        "deadline",
+        "enqueued",
+        "future",
+        "inputs",
+        "key",
+        "lengths",
+        "passed",
+        "return_native",
+        "rows",
+        "seq",
+        "squeeze",
+        "started",
+        "timeout",
+        "tokens",
+    )
 
     def __init__(
         self,
@@ -57,6 +81,11 @@ class Request:
         self.rows = rows
         self.key = key
         self.lengths = lengths
+        #: Token length: the longest paddable axis (0 for a request with none).
+        self.tokens = max(lengths.values(), default=0)
+        #: Queue order (set when queued) and how many batches took younger requests past this one.
+        self.seq = 0
+        self.passed = 0
         self.deadline = deadline
         self.timeout = timeout
         self.return_native = return_native
@@ -148,6 +177,71 @@ def _split_ambiguous(group: list[Request]) -> list[list[Request]]:
     for r in group:
         exact.setdefault(tuple(sorted(r.lengths.items())), []).append(r)
     return list(exact.values())
+
+
+#: A queued request may be passed over by at most this many batches that take younger requests.
+OVERTAKE_LIMIT = 2
+#: A request joins a length-aware batch by choice only when the positions it adds — its own row
+#: padded to the batch, plus the padding a longer request forces on the rows already there — are
+#: at most ``WASTE_FACTOR`` * its own tokens + ``WASTE_SLACK`` (about what a forward pass of its
+#: own costs in fixed overhead); otherwise it waits for a batch of its own length.
+WASTE_FACTOR = 2
+WASTE_SLACK = 16
+
+
+def take_length_aware(queue: deque[Request], *, max_rows: int, max_tokens: int, now: float, urgent_s: float = 0.0) -> list[Request]:
+    """Remove the next batch from ``queue`` (FIFO order, not empty) and return it.
+
+    The batch is built around the oldest request (so the head of the queue never waits): first
+    every compatible request that must not be passed over again — already passed over
+    ``OVERTAKE_LIMIT`` times, or whose deadline (``time.monotonic()`` seconds) is less than
+    ``urgent_s`` after ``now`` — oldest first, then the compatible requests nearest in token length
+    to the oldest one, while the batch holds at most ``max_rows`` rows and ``rows * longest``
+    stays within ``max_tokens``, skipping those that would add too much padding (see
+    ``WASTE_FACTOR``). A request bigger than the budget by itself still runs (alone).
+    Every request left behind that is older than the youngest one taken has been passed over once
+    more.
+    """
+    head = queue[0]
+    chosen = [head]
+    if head.key is not ALONE:
+        rows, longest = head.rows, head.tokens
+        compat = [r for r in queue if r is not head and r.key == head.key]
+
+        def fits(r: Request) -> bool:
+            return rows + r.rows <= max_rows and (rows + r.rows) * max(longest, r.tokens) <= max_tokens
+
+        def worth_it(r: Request) -> bool:
+            added = (rows + r.rows) * max(longest, r.tokens) - rows * longest
+            return added <= r.rows * (WASTE_FACTOR * r.tokens + WASTE_SLACK)
+
+        must = [r for r in compat if r.passed >= OVERTAKE_LIMIT or (r.deadline is not None and r.deadline - now < urgent_s)]
+        blocked = False
+        for r in must:  # oldest first: a must-run request that does not fit stops the batch here
+            if not fits(r):
+                blocked = True
+                break
+            chosen.append(r)
+            rows, longest = rows + r.rows, max(longest, r.tokens)
+        if not blocked:
+            taken = {id(r) for r in chosen}
+            # Nearest in length to the head first; on a tie the older one.
+            for r in sorted((r for r in compat if id(r) not in taken), key=lambda r: (abs(r.tokens - head.tokens), r.seq)):
+                if rows >= max_rows:
+                    break
+                if fits(r) and worth_it(r):
+                    chosen.append(r)
+                    rows, longest = rows + r.rows, max(longest, r.tokens)
+    taken_ids = {id(r) for r in chosen}
+    youngest = max(r.seq for r in chosen)
+    kept = [r for r in queue if id(r) not in taken_ids]
+    for r in kept:
+        if r.seq < youngest:
+            r.passed += 1
+    queue.clear()
+    queue.extend(kept)
+    chosen.sort(key=lambda r: r.seq)
+    return chosen
 
 
 def to_host(value: Any) -> np.ndarray:

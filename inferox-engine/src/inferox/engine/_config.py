@@ -63,6 +63,9 @@ class EngineConfig:
 
     #: Most rows one forward pass may take (requests are coalesced up to this many rows).
     max_batch_size: int = 32
+    #: Length-aware batching: most tokens (rows * padded length) one forward pass may take, with
+    #: requests grouped by token length instead of FIFO order (``None``: FIFO by rows only).
+    max_batch_tokens: int | None = None
     #: How long the batcher waits for more requests to join a batch, in milliseconds.
     max_queue_delay_ms: float = 2.0
     #: Most requests waiting per model instance; beyond it ``infer`` raises ``QueueFullError``.
@@ -88,6 +91,7 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         _check_int("max_batch_size", self.max_batch_size, minimum=1)
+        _check_int("max_batch_tokens", self.max_batch_tokens, minimum=1, optional=True)
         object.__setattr__(self, "max_queue_delay_ms", _check_float("max_queue_delay_ms", self.max_queue_delay_ms, positive=False))
         _check_int("max_queue_size", self.max_queue_size, minimum=1)
         object.__setattr__(self, "default_timeout_s", _check_float("default_timeout_s", self.default_timeout_s, positive=True, optional=True))
@@ -133,6 +137,9 @@ class EngineConfig:
 
     def with_max_batch_size(self, size: int) -> EngineConfig:
         return self.replace(max_batch_size=size)
+
+    def with_max_batch_tokens(self, tokens: int | None) -> EngineConfig:
+        return self.replace(max_batch_tokens=tokens)
 
     def with_max_queue_delay_ms(self, delay_ms: float) -> EngineConfig:
         return self.replace(max_queue_delay_ms=delay_ms)
@@ -217,7 +224,7 @@ class EngineConfig:
             raise ConfigError(exc.message, field=exc.field, value=exc.value, path=str(p)) from exc
 
 
-_OPTIONAL = {"default_timeout_s", "memory_budget_bytes", "session_ttl_s", "session_max_state_bytes", "session_max_keys"}
+_OPTIONAL = {"max_batch_tokens", "default_timeout_s", "memory_budget_bytes", "session_ttl_s", "session_max_state_bytes", "session_max_keys"}
 _BOOLS = {"profiling", "batching"}
 _FLOATS = {"max_queue_delay_ms", "default_timeout_s", "session_ttl_s"}
 _SIZES = {"memory_budget_bytes", "session_max_state_bytes"}
@@ -266,6 +273,8 @@ class ModelOptions:
 
     #: Most rows one forward pass of this model may take.
     max_batch_size: int | None = None
+    #: Length-aware batching for this model: most tokens (rows * padded length) per forward pass.
+    max_batch_tokens: int | None = None
     #: How long this model's batcher waits for more requests, in milliseconds.
     max_queue_delay_ms: float | None = None
     #: Most requests waiting per instance of this model.
@@ -275,11 +284,12 @@ class ModelOptions:
 
     def __post_init__(self) -> None:
         _check_int("max_batch_size", self.max_batch_size, minimum=1, optional=True)
+        _check_int("max_batch_tokens", self.max_batch_tokens, minimum=1, optional=True)
         object.__setattr__(self, "max_queue_delay_ms", _check_float("max_queue_delay_ms", self.max_queue_delay_ms, positive=False, optional=True))
         _check_int("max_queue_size", self.max_queue_size, minimum=1, optional=True)
         object.__setattr__(self, "timeout_s", _check_float("timeout_s", self.timeout_s, positive=True, optional=True))
 
     def apply(self, config: EngineConfig) -> EngineConfig:
         """``config`` with the batcher settings this model overrides."""
-        changes = {k: getattr(self, k) for k in ("max_batch_size", "max_queue_delay_ms", "max_queue_size") if getattr(self, k) is not None}
+        changes = {k: getattr(self, k) for k in ("max_batch_size", "max_batch_tokens", "max_queue_delay_ms", "max_queue_size") if getattr(self, k) is not None}
         return config.replace(**changes) if changes else config

@@ -3,7 +3,9 @@
 Each instance owns a bounded FIFO queue and ``num_workers`` worker threads. A worker takes the
 oldest request, and — while other callers are known to be on their way (they have been routed
 here but are still validating their inputs) — waits up to ``max_queue_delay_ms`` for more to
-arrive, then takes requests in FIFO order up to ``max_batch_size`` rows. When the instance is
+arrive, then takes requests in FIFO order up to ``max_batch_size`` rows — or, with
+``max_batch_tokens`` set, the requests nearest in token length to the oldest one under that token
+budget (:func:`~inferox.engine._batching.take_length_aware`). When the instance is
 idle, a synchronous caller's request without a deadline runs at once in its own thread
 (:meth:`ModelInstance.submit`; one with a deadline is queued, so its caller can give up on time),
 so a lone sequential caller pays neither a batching window nor a thread hand-off, while
@@ -37,7 +39,15 @@ from inferox.core.errors import (
     wrap_backend_error,
 )
 from inferox.core.model import AnyModel, prepare_inputs
-from inferox.engine._batching import Request, UnsplittableError, group_requests, merge_inputs, request_key, split_outputs
+from inferox.engine._batching import (
+    Request,
+    UnsplittableError,
+    group_requests,
+    merge_inputs,
+    request_key,
+    split_outputs,
+    take_length_aware,
+)
 from inferox.engine._config import EngineConfig
 from inferox.engine._stats import StatsCollector
 from inferox.engine._types import InferenceResult, InstanceInfo
@@ -75,6 +85,9 @@ class ModelInstance:
         self._queue: collections.deque[Request] = collections.deque()
         self._arriving = 0
         self._queued_rows = 0
+        self._seq = 0
+        #: Smoothed seconds of one batched forward pass: how long a request left behind waits.
+        self._batch_s = 0.0
         self._busy = 0
         self._inflight = 0
         self._closing = False
@@ -208,6 +221,8 @@ class ModelInstance:
                 self._busy += 1
                 self._inflight += 1
             else:
+                self._seq += 1
+                req.seq = self._seq
                 self._queue.append(req)
                 self._queued_rows += req.rows
                 # Wake the worker only when it has something new to decide on: its first request,
@@ -242,12 +257,18 @@ class ModelInstance:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            taken: list[Request] = []
-            rows = 0
-            while self._queue and (not taken or rows + self._queue[0].rows <= max_rows):
-                req = self._queue.popleft()
-                taken.append(req)
-                rows += req.rows
+            max_tokens = self.config.max_batch_tokens
+            if max_tokens is not None and self.batchable:
+                # Twice a batch's time: a request passed over now waits for this batch and its own.
+                taken = take_length_aware(self._queue, max_rows=max_rows, max_tokens=max_tokens, now=time.monotonic(), urgent_s=2 * self._batch_s)
+                rows = sum(r.rows for r in taken)
+            else:
+                taken = []
+                rows = 0
+                while self._queue and (not taken or rows + self._queue[0].rows <= max_rows):
+                    req = self._queue.popleft()
+                    taken.append(req)
+                    rows += req.rows
             self._queued_rows -= rows
             self._busy += 1
             return taken
@@ -278,7 +299,7 @@ class ModelInstance:
                 req.enqueued = time.perf_counter()
             # Take the model first, so a deadline that passes while waiting for it is honoured.
             with self._forward_lock:
-                self.execute(requests, locked=True)
+                self.execute(requests, locked=True, by_length=True)
         finally:
             with self._cond:
                 self._inflight -= 1
@@ -286,8 +307,12 @@ class ModelInstance:
                     self._cond.notify_all()
 
     # -- running ------------------------------------------------------------------------------------
-    def execute(self, requests: Sequence[Request], *, locked: bool = False) -> None:
-        """Drop expired and cancelled requests, batch the rest, run, and resolve every future."""
+    def execute(self, requests: Sequence[Request], *, locked: bool = False, by_length: bool = False) -> None:
+        """Drop expired and cancelled requests, batch the rest, run, and resolve every future.
+
+        ``by_length`` (``infer_batch``, whose items are all at hand): with ``max_batch_tokens`` set,
+        passes are formed by length as the batcher forms them, not in item order.
+        """
         now = time.perf_counter()
         live: list[Request] = []
         for req in requests:
@@ -299,6 +324,16 @@ class ModelInstance:
             req.started = now
             live.append(req)
         max_rows = self.config.max_batch_size if self.batchable else 1
+        max_tokens = self.config.max_batch_tokens
+        if by_length and max_tokens is not None and self.batchable and len(live) > 1:
+            pending = collections.deque(live)
+            for i, req in enumerate(pending):
+                req.seq = i
+            while pending:
+                # Through group_requests too: it keeps items with ambiguous trims apart.
+                for group in group_requests(take_length_aware(pending, max_rows=max_rows, max_tokens=max_tokens, now=time.monotonic()), max_rows):
+                    self._run_group(group, locked)
+            return
         for group in group_requests(live, max_rows):
             self._run_group(group, locked)
 
@@ -377,7 +412,9 @@ class ModelInstance:
             host_split = split_outputs(self.output_specs, model.outputs_to_numpy(outputs), group) if not all(r.return_native for r in group) else None
         t4 = time.perf_counter()
         compute = t4 - t1
-        self.stats.record_batch(rows, compute)
+        self._batch_s = compute if self._batch_s == 0.0 else 0.8 * self._batch_s + 0.2 * compute
+        tokens = sum(r.rows * r.tokens for r in group)
+        self.stats.record_batch(rows, compute, tokens=tokens, padding=rows * max(r.tokens for r in group) - tokens)
         results: list[InferenceResult] = []
         for i, req in enumerate(group):
             outs = native_split[i] if req.return_native else host_split[i]  # type: ignore[index]

@@ -36,6 +36,8 @@ class StatsCollector:
         self._by_backend: Counter[str] = Counter()
         self._batch_sizes: Counter[int] = Counter()
         self._batch_compute: Counter[int] = Counter()
+        self._tokens = 0
+        self._padding = 0
         self._queue: deque[float] = deque(maxlen=WINDOW)
         self._compute: deque[float] = deque(maxlen=WINDOW)
 
@@ -54,10 +56,13 @@ class StatsCollector:
             if backend:
                 self._by_backend[backend] += 1
 
-    def record_batch(self, rows: int, compute_s: float = 0.0) -> None:
+    def record_batch(self, rows: int, compute_s: float = 0.0, *, tokens: int = 0, padding: int = 0) -> None:
+        """One forward pass of ``rows`` rows taking ``compute_s`` seconds, holding ``tokens`` real tokens and ``padding`` pad ones."""
         with self._lock:
             self._batch_sizes[rows] += 1
             self._batch_compute[rows] += compute_s
+            self._tokens += tokens
+            self._padding += padding
 
     def snapshot(self) -> ModelStats:
         with self._lock:
@@ -71,5 +76,7 @@ class StatsCollector:
                 batches=sum(self._batch_sizes.values()),
                 batch_sizes=dict(sorted(self._batch_sizes.items())),
                 batch_compute_s=dict(sorted(self._batch_compute.items())),
+                tokens=self._tokens,
+                padding_tokens=self._padding,
             )
         return ModelStats(model=self.model, version=self.version, queue_time=_summary(queue), compute_time=_summary(compute), **stats)  # type: ignore[arg-type]

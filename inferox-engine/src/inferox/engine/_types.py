@@ -115,7 +115,11 @@ class ModelStats:
 
     ``requests`` counts finished requests (served or failed); ``errors_by_code`` counts failures by
     ``InferoxError.code``; ``batch_sizes`` maps rows-per-forward → number of forward passes and
-    ``batch_compute_s`` → their total compute seconds. Timings keep the most recent 10,000 samples.
+    ``batch_compute_s`` → their total compute seconds.
+    ``tokens`` counts the real tokens (items' lengths on paddable axes) the forward passes
+    computed and ``padding_tokens`` the pad positions added to batch them (``padding_fraction``:
+    the share of computed positions that were padding).
+    Timings keep the most recent 10,000 samples.
     """
 
     model: str
@@ -128,6 +132,8 @@ class ModelStats:
     batches: int = 0
     batch_sizes: Mapping[int, int] = field(default_factory=dict)
     batch_compute_s: Mapping[int, float] = field(default_factory=dict)
+    tokens: int = 0
+    padding_tokens: int = 0
     queue_time: LatencySummary = field(default_factory=LatencySummary)
     compute_time: LatencySummary = field(default_factory=LatencySummary)
 
@@ -135,6 +141,11 @@ class ModelStats:
     def mean_batch_size(self) -> float:
         total = sum(self.batch_sizes.values())
         return sum(k * v for k, v in self.batch_sizes.items()) / total if total else 0.0
+
+    @property
+    def padding_fraction(self) -> float:
+        computed = self.tokens + self.padding_tokens
+        return self.padding_tokens / computed if computed else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,6 +160,9 @@ class ModelStats:
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
             "batch_compute_s": {str(k): v for k, v in sorted(self.batch_compute_s.items())},
             "mean_batch_size": self.mean_batch_size,
+            "tokens": self.tokens,
+            "padding_tokens": self.padding_tokens,
+            "padding_fraction": self.padding_fraction,
             "queue_time": self.queue_time.to_dict(),
             "compute_time": self.compute_time.to_dict(),
         }

@@ -35,6 +35,7 @@ _FLAG_KEYS: dict[str, tuple[str, Any]] = {
     "exit_on_error": ("server.exit_on_error", None),
     "strict_readiness": ("server.strict_readiness", None),
     "max_batch_size": ("engine.max_batch_size", None),
+    "max_batch_tokens": ("engine.max_batch_tokens", None),
     "batch_delay_ms": ("engine.max_queue_delay_ms", None),
     "max_queue_size": ("engine.max_queue_size", None),
     "no_batching": ("engine.batching", lambda off: not off),
@@ -68,6 +69,7 @@ def _given_flags(ctx: click.Context) -> dict[str, Any]:
 @click.option("--token", help="Bearer token required by the load/unload endpoints (env INFEROX_SERVER_TOKEN).")
 @click.option("--protect-all", is_flag=True, help="Require the token on every endpoint.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), help="Dynamic batching: most rows per forward pass.")
+@click.option("--max-batch-tokens", type=click.IntRange(min=1), help="Length-aware batching: most tokens (rows * padded length) per forward pass.")
 @click.option("--batch-delay-ms", type=click.FloatRange(min=0), help="Dynamic batching: how long to wait for a batch to fill.")
 @click.option("--max-queue-size", type=click.IntRange(min=1), help="Requests waiting per model beyond which the server answers 429.")
 @click.option("--no-batching", is_flag=True, help="Run each request on its own.")
@@ -111,7 +113,7 @@ def serve(
     OpenAI-compatible embeddings (POST /v1/embeddings, GET /v1/models) on --port.
 
     A repository holds packages as NAME/ or NAME/VERSION/, each with an optional NAME/serving.toml
-    (backends, device, max_batch_size, batch_delay_ms, max_queue_size, timeout_s, warmup,
+    (backends, device, max_batch_size, max_batch_tokens, batch_delay_ms, max_queue_size, timeout_s, warmup,
     versions) overriding the server-wide settings for that model. Binds 127.0.0.1 unless --host
     says otherwise; --token protects the load/unload endpoints (--protect-all: every endpoint)."""
     from inferox.engine.server._settings import resolve

@@ -91,6 +91,7 @@ def _reason(exc: BaseException) -> str:
 def _options(settings: ServingSettings, default_timeout: float | None) -> ModelOptions:
     return ModelOptions(
         max_batch_size=settings.max_batch_size,
+        max_batch_tokens=settings.max_batch_tokens,
         max_queue_delay_ms=settings.batch_delay_ms,
         max_queue_size=settings.max_queue_size,
         timeout_s=settings.timeout_s if settings.timeout_s is not None else default_timeout,

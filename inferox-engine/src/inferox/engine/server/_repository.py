@@ -64,16 +64,18 @@ class ServingSettings:
     """How one model is served (all optional; unset fields fall back to the server's flags).
 
     ``backends`` lists the backends to load the model on (the first answers requests that do not
-    name one); ``max_batch_size``/``batch_delay_ms``/``max_queue_size`` tune the engine's dynamic
-    batcher for this model; ``timeout_s`` bounds each request; ``warmup`` runs a warm-up forward
-    pass before the model reports ready; ``version_policy`` picks the versions served:
-    ``("latest", n)``, ``("specific", (v, ...))`` or ``("all",)`` (``None``: the latest one).
+    name one); ``max_batch_size``/``max_batch_tokens``/``batch_delay_ms``/``max_queue_size`` tune
+    the engine's dynamic batcher for this model (``max_batch_tokens``: length-aware batching);
+    ``timeout_s`` bounds each request; ``warmup`` runs a warm-up forward pass before the model
+    reports ready; ``version_policy`` picks the versions served: ``("latest", n)``,
+    ``("specific", (v, ...))`` or ``("all",)`` (``None``: the latest one).
     """
 
     backends: tuple[str, ...] = ()
     device: str | None = None
     dtype: str | None = None
     max_batch_size: int | None = None
+    max_batch_tokens: int | None = None
     batch_delay_ms: float | None = None
     max_queue_size: int | None = None
     timeout_s: float | None = None
@@ -100,7 +102,7 @@ class ServingSettings:
                 if not isinstance(data[key], str):
                     raise ConfigError("must be a string", field=key, value=data[key], path=path)
                 out[key] = data[key]
-        for key, minimum in (("max_batch_size", 1), ("max_queue_size", 1)):
+        for key, minimum in (("max_batch_size", 1), ("max_batch_tokens", 1), ("max_queue_size", 1)):
             if key in data:
                 v = data[key]
                 if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
