@@ -150,7 +150,8 @@ def test_max_batch_tokens_setting_and_environment() -> None:
 
 
 def test_max_batch_tokens_per_served_model(tmp_path: Path) -> None:
-    from inferox.engine.server import InferoxServer, ServerConfig, ServingSettings
+    from inferox.engine.server import ServingSettings
+    from inferox.engine.server._dataplane import _options
 
     path = tmp_path / "serving.toml"
     path.write_text("max_batch_size = 16\nmax_batch_tokens = 2048\n")
@@ -158,10 +159,11 @@ def test_max_batch_tokens_per_served_model(tmp_path: Path) -> None:
     assert mine.max_batch_tokens == 2048
     merged = mine.merged_over(ServingSettings(max_batch_tokens=512, max_queue_size=7))
     assert (merged.max_batch_size, merged.max_batch_tokens, merged.max_queue_size) == (16, 2048, 7)
-    server = InferoxServer(config=ServerConfig(engine_config=EngineConfig(max_batch_tokens=100)))
-    config = server._engine_config(merged)
+    # The data plane turns a model's settings into per-model engine options over the server's engine.
+    engine_wide = EngineConfig(max_batch_tokens=100)
+    config = _options(merged, None).apply(engine_wide)
     assert (config.max_batch_size, config.max_batch_tokens, config.max_queue_size) == (16, 2048, 7)
-    assert server._engine_config(ServingSettings()).max_batch_tokens == 100  # the engine-wide one
+    assert _options(ServingSettings(), None).apply(engine_wide).max_batch_tokens == 100  # the engine-wide one
 
 
 # -- the real engine on MiniLM ----------------------------------------------------------------------

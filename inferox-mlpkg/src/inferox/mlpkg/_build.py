@@ -299,7 +299,7 @@ def _assemble(
             "backends": backend_list,
             "inputs": [s.to_dict() for s in inputs],
             "outputs": [s.to_dict() for s in outputs],
-            **({DEFAULT_OUTPUTS_FIELD: defaults} if (defaults := build_default_outputs(arch, outputs, pre)) else {}),
+            **({DEFAULT_OUTPUTS_FIELD: defaults} if (defaults := build_default_outputs(arch, outputs, pre, config)) else {}),
             "parameters": safetensors_parameter_count(header),
             **{k: v for k, v in facts.items() if v is not None},
         }

@@ -2,8 +2,8 @@
 
 ``model_info.json``'s ``default_outputs`` lists them. At build time it comes from the source:
 a sentence-transformers folder defaults to ``sentence_embedding`` (the others are there on
-request), an architecture may declare its own default (a ``default_outputs`` attribute), and
-otherwise the field is left out. A package without the field — every package built before it
+request), otherwise the architecture's schema says (``ArchitectureSchema.default_outputs``), and
+when that is every output the field is left out. A package without the field — every package built before it
 existed — gives every output, as it always did.
 """
 
@@ -23,16 +23,19 @@ DEFAULT_OUTPUTS_FIELD = "default_outputs"
 _SENTENCE_EMBEDDING = "sentence_embedding"
 
 
-def build_default_outputs(architecture: Any, outputs: Sequence[TensorSpec], preprocessing: Mapping[str, Any]) -> list[str] | None:
-    """The default outputs to record for a package being built (``None``: every output)."""
+def build_default_outputs(
+    architecture: Any, outputs: Sequence[TensorSpec], preprocessing: Mapping[str, Any], config: Mapping[str, Any]
+) -> list[str] | None:
+    """The default outputs to record for a package being built (``None``: every output).
+
+    ``architecture`` is mlpkg's ``PackageArchitecture``: its ``default_outputs(config, pre)`` is the
+    schema's choice, a typed package error when the schema refuses the config.
+    """
     names = [s.name for s in outputs]
     if preprocessing.get("source") == "sentence-transformers" and _SENTENCE_EMBEDDING in names:
         return [_SENTENCE_EMBEDDING]
-    declared = getattr(architecture, "default_outputs", None)
-    if declared:
-        chosen = [n for n in declared if n in names]
-        return chosen or None
-    return None
+    chosen = [n for n in architecture.default_outputs(config, preprocessing) if n in names]
+    return chosen if chosen and len(chosen) < len(names) else None
 
 
 def read_default_outputs(info: Mapping[str, Any], outputs: Sequence[TensorSpec], *, rel: str) -> tuple[str, ...] | None:
