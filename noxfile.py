@@ -89,6 +89,8 @@ def core(session: nox.Session) -> None:
     _setup(session)
     # tokenizers (the [text] extra) brings in neither torch nor jax.
     _install(session, "-e", "inferox-core[testing,text]", *TEST_TOOLS)
+    # The core tests' real backend: the third-party NumPy plugin (numpy only), installed as a user would.
+    _install(session, "tests/plugins/inferox-numpy")
     session.run(
         "python", "-c",
         "import importlib.util as u, inferox.core, inferox.core.testing;"
@@ -132,7 +134,9 @@ def all_(session: nox.Session) -> None:
     """Every distribution together; the tests shared by several distributions run here, once."""
     _setup(session)
     _install_everything(session)
-    shared = [p for p in ("tests/mlpkg", "tests/engine", "tests/models", "tests/cli", "tests/server", "tests/reliability", "tests/integration", "tests/test_test_plan.py") if (ROOT / p).exists()]
+    # tests/repo builds every distribution's sdist and wheel offline, with the backend installed here.
+    _install(session, "build>=1.2", "hatchling>=1.21")
+    shared = [p for p in ("tests/mlpkg", "tests/engine", "tests/models", "tests/cli", "tests/server", "tests/reliability", "tests/integration", "tests/repo") if (ROOT / p).exists()]
     _pytest(session, *shared, cov=ALL_PACKAGES)
 
 

@@ -145,7 +145,7 @@ def inferox_contract_version() -> str:
 
 @hookimpl
 def inferox_register_backends(register: Any) -> None:
-    register(BackendSpec(BACKEND, loader="mlpkg_refplugin:RefBackend", requires=("numpy",), description="mlpkg test reference"))
+    register(BackendSpec(BACKEND, loader="tests.mlpkg.mlpkg_refplugin:RefBackend", requires=("numpy",), description="mlpkg test reference"))
 
 
 @hookimpl

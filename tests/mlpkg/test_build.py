@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlpkg_testkit import mlp_tensors, write_mlp_folder
 
 from inferox.core.errors import (
     ArchitectureNotFoundError,
@@ -27,6 +26,7 @@ from inferox.mlpkg import (
     load_package,
     register_architecture,
 )
+from tests.support.model_files import mlp_tensors, write_mlp_folder
 
 
 def test_mlp_package_contents(mlp_dir: Path, tmp_path: Path) -> None:
@@ -57,7 +57,7 @@ def test_mlp_package_contents(mlp_dir: Path, tmp_path: Path) -> None:
 
 
 def test_golden_outputs_match_the_reference(mlp_dir: Path, tmp_path: Path, only_ref_backend: object) -> None:
-    import mlpkg_refplugin
+    from . import mlpkg_refplugin
 
     pkg = load_package(build_package(mlp_dir, output_dir=tmp_path))
     inputs, outputs = pkg.golden_inputs(), pkg.golden_outputs()

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from mlpkg_testkit import mlp_tensors, write_mlp_folder
 
 from inferox.core.errors import (
     ArchitectureNotFoundError,
@@ -35,6 +34,7 @@ from inferox.mlpkg import (
     load_package,
     verify_package,
 )
+from tests.support.model_files import mlp_tensors, write_mlp_folder
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ def test_file_paths_may_not_escape(pkg_path: Path) -> None:
 
 # -- load_model ------------------------------------------------------------------------------------------
 def test_load_model_on_the_reference_backend(pkg_path: Path) -> None:
-    import mlpkg_refplugin
+    from . import mlpkg_refplugin
 
     pkg = load_package(pkg_path)
     model = load_model(pkg)
@@ -207,7 +207,7 @@ def test_backend_without_the_architecture_lists_those_with_it(pkg_path: Path, on
 
         @hookimpl
         def inferox_register_backends(self, register: Any) -> None:
-            register(BackendSpec("otherbe", loader="mlpkg_refplugin:RefBackend"))
+            register(BackendSpec("otherbe", loader="tests.mlpkg.mlpkg_refplugin:RefBackend"))
 
     only_ref_backend.register_plugin(Other(), name="other")
     with pytest.raises(ArchitectureNotFoundError) as ei:
@@ -234,7 +234,7 @@ def test_trusted_code_override(pkg_path: Path) -> None:
     code = pkg_path / "backends" / "mlpkgref"
     code.mkdir(parents=True)
     (code / "model.py").write_text(
-        "import mlpkg_refplugin\n"
+        "from tests.mlpkg import mlpkg_refplugin\n"
         "CALLS = []\n"
         "def create_model(**kw):\n"
         "    CALLS.append(kw['config'])\n"
@@ -344,7 +344,7 @@ def _real(backend: str) -> None:
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_mlp_package_on_real_backends(backend: str, tmp_path: Path) -> None:
     _real(backend)
-    import mlpkg_refplugin
+    from . import mlpkg_refplugin
 
     src = write_mlp_folder(tmp_path / "src", [6, 16, 16, 2], activation="tanh")
     pkg = load_package(build_package(src, output_dir=tmp_path / "out", backends=[backend]))

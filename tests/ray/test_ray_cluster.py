@@ -13,7 +13,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import raykit
+
+from tests.support.net import wait_until
+
+from . import raykit
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -142,7 +145,7 @@ def _running_replicas() -> int:
 def test_replica_killed_under_load_recovers(deployed: str, mlp_package: Path) -> None:
     import ray
 
-    assert raykit.wait_until(lambda: _running_replicas() == 2, timeout=60)
+    assert wait_until(lambda: _running_replicas() == 2, timeout=60, interval=0.2)
     x = np.full((1, 4), 0.5, np.float32)
     expected = _mlp_reference(mlp_package, x)
     body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": x.ravel().tolist()}]})
@@ -165,11 +168,11 @@ def test_replica_killed_under_load_recovers(deployed: str, mlp_package: Path) ->
     threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
     for t in threads:
         t.start()
-    assert raykit.wait_until(lambda: len(outcomes) >= 20, timeout=60)
+    assert wait_until(lambda: len(outcomes) >= 20, timeout=60, interval=0.2)
     victim = _replica_actors()[0]
     ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
     killed_at = len(outcomes)
-    assert raykit.wait_until(lambda: len(outcomes) >= killed_at + 40, timeout=90)
+    assert wait_until(lambda: len(outcomes) >= killed_at + 40, timeout=90, interval=0.2)
     stop.set()
     for t in threads:
         t.join(timeout=100)
@@ -178,7 +181,7 @@ def test_replica_killed_under_load_recovers(deployed: str, mlp_package: Path) ->
     assert failures <= {(503, "UNAVAILABLE")}, failures
     assert sum(1 for _, c in outcomes[killed_at:] if c == "OK") >= 20
     # Ray Serve replaces the killed replica, and the deployment serves from both again.
-    assert raykit.wait_until(lambda: _running_replicas() == 2 and len(_replica_actors()) == 2, timeout=120)
+    assert wait_until(lambda: _running_replicas() == 2 and len(_replica_actors()) == 2, timeout=120, interval=0.2)
     with httpx.Client(base_url=f"http://{deployed}", timeout=90) as client:
         for _ in range(6):
             assert client.post("/v2/models/mlp/infer", content=body).status_code == 200

@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from reliability_kit import fuzz_settings
 
 from inferox.engine.server import InferoxServer, ServerConfig, ServerThread
+
+from .reliability_kit import fuzz_settings
 
 V2_TYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BF16", "BYTES"]
 VALID = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 4], "data": [0.5, 1, 2, 3, -1, -2, 0.25, 4]}]}

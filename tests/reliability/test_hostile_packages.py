@@ -29,7 +29,6 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from reliability_kit import fuzz_settings
 
 from inferox.core.errors import (
     ConfigError,
@@ -40,6 +39,8 @@ from inferox.core.errors import (
 )
 from inferox.engine import Engine, EngineConfig
 from inferox.mlpkg import load_model, load_package, parse_model_toml
+
+from .reliability_kit import fuzz_settings
 
 #: Codes a hostile package may legitimately end in (package problems, and a model the backend refuses).
 PACKAGE_CODES = {

@@ -10,20 +10,18 @@ under its final name, the package cache still usable, and a later build (server 
 from __future__ import annotations
 
 import errno
-import os
-import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mlpkg_hubserver import FaultProxy, OlahServer
-from mlpkg_testkit import mlp_files
 
 from inferox.core.errors import DownloadError, InferoxError, InferoxIOError
 from inferox.mlpkg import DownloadPolicy, PackageCache, build_package, load_package
+from tests.support.disks import TmpfsDisks
+from tests.support.hub import FaultProxy, OlahServer
+from tests.support.model_files import mlp_files
 
 FAST = DownloadPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.05, connect_timeout=2, read_timeout=5)
 #: One attempt: huggingface_hub's own retry loop (5 HEAD retries, up to 8 s apart, which
@@ -89,29 +87,8 @@ def test_hub_dying_mid_file_is_a_download_error_and_a_later_build_succeeds(
     figures.record(file_bytes=size, cut_after_bytes=size // 2, faults_injected=1, retries_refused=len(dying.requests()))
 
 
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Any]:
-    """Mount small tmpfs disks (``tmpfs(size)``) for the test: needs root and mount permission."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mounted: list[Path] = []
-
-    def mount(size: str) -> Path:
-        mnt = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
-        mnt.mkdir()
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True, text=True)
-        if res.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-        mounted.append(mnt)
-        return mnt
-
-    yield mount
-    for mnt in mounted:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def test_full_disk_while_downloading_into_the_cache(
-    olah: OlahServer, proxy: FaultProxy, hub_env: pytest.MonkeyPatch, tmpfs: Any, tmp_path: Path, figures: Any
+    olah: OlahServer, proxy: FaultProxy, hub_env: pytest.MonkeyPatch, tmpfs: TmpfsDisks, tmp_path: Path, figures: Any
 ) -> None:
     disk = tmpfs("1m")
     big = mlp_files([256, 1200, 16])  # ~1.3 MB of weights: the download cannot fit
@@ -142,7 +119,7 @@ def test_full_disk_while_downloading_into_the_cache(
 
 
 def test_full_disk_while_assembling_into_the_cache(
-    olah: OlahServer, proxy: FaultProxy, hub_env: pytest.MonkeyPatch, tmpfs: Any, tmp_path: Path, figures: Any
+    olah: OlahServer, proxy: FaultProxy, hub_env: pytest.MonkeyPatch, tmpfs: TmpfsDisks, tmp_path: Path, figures: Any
 ) -> None:
     disk = tmpfs("1m")
     big = mlp_files([256, 1200, 16])  # the download (on the normal disk) works; the package does not fit

@@ -266,7 +266,7 @@ def test_unload_while_requests_are_in_flight(triton: Any) -> None:
 
 
 def _wait(predicate: Any, timeout: float = 20.0) -> bool:
-    from .conftest import wait_until
+    from tests.support.net import wait_until
 
     return wait_until(predicate, timeout=timeout)
 

@@ -346,7 +346,7 @@ def convert(source: Path, destination: Path | None, allow_pickle: bool) -> None:
     try:
         from inferox.mlpkg import convert_pickle_to_safetensors
     except ImportError:  # pragma: no cover - older mlpkg without the public alias
-        from inferox.mlpkg._weights import convert_pickle_to_safetensors
+        from inferox.mlpkg import convert_pickle_to_safetensors
     out = convert_pickle_to_safetensors(source, dst)
     click.echo(str(out or dst))
 
