@@ -16,7 +16,8 @@ Sessions (``nox -l``):
   lint        ruff
   types       mypy on inferox-core
 Outside CI (not run by default): soak, fuzz, flaky, reliability (all four write the JSON that
-tools/reliability_report.py turns into docs/reliability.md) and bench.
+tools/reliability_report.py turns into docs/reliability.md), randomly (the suite in three random
+orders) and bench.
 """
 
 from __future__ import annotations
@@ -178,6 +179,27 @@ def types(session: nox.Session) -> None:
     _setup(session)
     _install(session, "mypy>=1.10", "-e", "inferox-core[testing]", "pytest>=8")
     session.run("mypy", "inferox-core/src/inferox/core")
+
+
+#: The seeds of ``nox -s randomly``: fixed, so that an order that fails can be replayed.
+RANDOM_SEEDS = (1, 2718, 31415)
+
+
+@nox.session(python=PYTHON)
+def randomly(session: nox.Session) -> None:
+    """The suite under pytest-randomly, once per seed in RANDOM_SEEDS: every test passes in any order.
+
+    ``nox -s randomly -- tests/core tests/engine`` runs some folders only (default: all of tests/).
+    Replay a failing order with ``pytest -p randomly -p no:cacheprovider --randomly-seed=SEED PATHS``.
+    """
+    _setup(session)
+    _install_everything(session, engine_extras="serve,ray")
+    _install(session, "pytest-randomly>=3.15", "build>=1.2", "hatchling>=1.21")
+    session.env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster, as in the ray session
+    paths = session.posargs or ["tests"]
+    for seed in RANDOM_SEEDS:
+        session.log(f"--- seed {seed}")
+        session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "-p", "randomly", f"--randomly-seed={seed}", *paths)
 
 
 @nox.session(python=PYTHON)
