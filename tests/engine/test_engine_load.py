@@ -60,7 +60,7 @@ def test_load_uses_backend_preference(mlp_package: Path) -> None:
         assert eng.infer("mlp", np.ones((1, 4), np.float32)).backend == "jax"
 
 
-def test_load_errors_come_from_mlpkg_typed(mlp_package: Path, tmp_path: Path) -> None:
+def test_load_errors_come_from_mlpkg_typed(mlp_package: Path, minilm_package: Path, tmp_path: Path) -> None:
     path = mlp_package
     with Engine() as eng:
         missing = tmp_path / "nope"
@@ -70,9 +70,9 @@ def test_load_errors_come_from_mlpkg_typed(mlp_package: Path, tmp_path: Path) ->
         with pytest.raises(BackendUnavailableError) as ei2:
             eng.load(path, backend="tensorflow")
         assert ei2.value.backend == "tensorflow"
-        with pytest.raises(ArchitectureNotFoundError) as ei3:
-            eng.load(path, backend="numpy")
-        assert ei3.value.architecture == "mlp" and ei3.value.backend == "numpy"
+        with pytest.raises(ArchitectureNotFoundError) as ei3:  # the NumPy backend implements mlp, not bert
+            eng.load(minilm_package, backend="numpy")
+        assert ei3.value.architecture == "bert" and ei3.value.backend == "numpy"
         broken = tmp_path / "broken"
         broken.mkdir()
         (broken / "metadata.json").write_text("{not json")

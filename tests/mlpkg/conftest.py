@@ -1,5 +1,7 @@
-"""Fixtures of the inferox-mlpkg tests: registries holding the in-process reference plugin. Model
-folders and the Hub server are shared fixtures (:mod:`tests.support.fixtures`)."""
+"""Fixtures of the inferox-mlpkg tests: registries holding the NumPy reference backend of the
+third-party example distribution ``tests/plugins/inferox-numpy`` (backend ``numpy``, architectures
+``linear`` and ``mlp``). Model folders and the Hub server are shared fixtures
+(:mod:`tests.support.fixtures`)."""
 
 from __future__ import annotations
 
@@ -11,28 +13,29 @@ import pytest
 
 @pytest.fixture
 def ref_plugin() -> Iterator[Any]:
-    """The process registry with the ``mlpkgref`` numpy backend and its ``mlp`` registered."""
-    from inferox.core.plugins import get_registry, reset_registry
+    """The process registry, with the ``numpy`` backend (discovered when installed, else registered)."""
+    import inferox_numpy.plugin
 
-    from . import mlpkg_refplugin
+    from inferox.core.plugins import get_registry, reset_registry
 
     reset_registry()
     reg = get_registry()
-    reg.register_plugin(mlpkg_refplugin, name="mlpkg-ref")
+    if "numpy" not in reg.backend_names():
+        reg.register_plugin(inferox_numpy.plugin, name="inferox-numpy")
     yield reg
     reset_registry()
 
 
 @pytest.fixture
 def only_ref_backend(ref_plugin: Any) -> Any:
-    """The registry with *only* the reference backend (torch/jax entry points blocked)."""
+    """A process registry with *only* the ``numpy`` backend (torch and jax not registered)."""
+    import inferox_numpy.plugin
+
     from inferox.core import plugins
     from inferox.core.plugins import PluginRegistry
 
-    from . import mlpkg_refplugin
-
     reg = PluginRegistry()
-    reg.register_plugin(mlpkg_refplugin, name="mlpkg-ref")
+    reg.register_plugin(inferox_numpy.plugin, name="inferox-numpy")
     plugins._registry = reg
     return reg
 

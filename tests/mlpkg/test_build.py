@@ -26,7 +26,7 @@ from inferox.mlpkg import (
     load_package,
     register_architecture,
 )
-from tests.support.model_files import mlp_tensors, write_mlp_folder
+from tests.support.model_files import mlp_reference, mlp_tensors, write_mlp_folder
 
 
 def test_mlp_package_contents(mlp_dir: Path, tmp_path: Path) -> None:
@@ -57,12 +57,11 @@ def test_mlp_package_contents(mlp_dir: Path, tmp_path: Path) -> None:
 
 
 def test_golden_outputs_match_the_reference(mlp_dir: Path, tmp_path: Path, only_ref_backend: object) -> None:
-    from . import mlpkg_refplugin
 
     pkg = load_package(build_package(mlp_dir, output_dir=tmp_path))
     inputs, outputs = pkg.golden_inputs(), pkg.golden_outputs()
-    assert inputs is not None and outputs is not None and pkg.metadata["golden"]["backend"] == "mlpkgref"
-    want = mlpkg_refplugin.reference_mlp(pkg.config, mlp_tensors([4, 8, 3]), inputs["input"])
+    assert inputs is not None and outputs is not None and pkg.metadata["golden"]["backend"] == "numpy"
+    want = mlp_reference(pkg.config, mlp_tensors([4, 8, 3]), inputs["input"])
     np.testing.assert_allclose(outputs["output"], want, rtol=1e-6)
 
 

@@ -22,6 +22,7 @@ def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
 @hookimpl
 def inferox_register_architectures(register: Callable[..., None]) -> None:
     register("numpy", "linear", "inferox_numpy.models:create_linear")
+    register("numpy", "mlp", "inferox_numpy.models:create_mlp")  # the standard schema of inferox.core.architectures
 
 
 @hookimpl
