@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.support.net import wait_until
+from tests.support.packages import minilm_reference
 
 from . import raykit
 
@@ -93,18 +94,13 @@ def test_v2_endpoints_through_tritonclient(deployed: str, mlp_package: Path) -> 
 def test_minilm_text_on_each_backend(deployed: str, minilm_package: Path, backend: str) -> None:
     import tritonclient.http as httpclient
 
-    from inferox.core.text import TextEncoder
-    from inferox.mlpkg import load_model
-
     client = httpclient.InferenceServerClient(deployed, network_timeout=180.0)
     inp = httpclient.InferInput("text", [len(TEXTS)], "BYTES")
     inp.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object), binary_data=True)
     result = client.infer("minilm", [inp], parameters={"backend": backend}, request_id=f"text-{backend}")
     response = result.get_response()
     assert response["parameters"]["backend"] == backend and response["id"] == f"text-{backend}"
-    ref_model = load_model(minilm_package, backend="torch")
-    encoded = TextEncoder.from_file(minilm_package / "tokenizer.json").encode(TEXTS)
-    ref = ref_model.forward_any({k: v for k, v in encoded.items() if k in {s.name for s in ref_model.input_specs}})
+    ref = minilm_reference(minilm_package, TEXTS)
     names = {o["name"] for o in response["outputs"]}
     assert names == set(ref)
     for name in names:

@@ -4,6 +4,7 @@ that the server, CLI, engine, Ray and reliability tests serve."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .model_files import MLP_SIZES, minilm_dir, write_mlp_folder
 
@@ -23,3 +24,15 @@ def build_minilm_package(root: Path) -> Path:
     from inferox.mlpkg import build_package
 
     return build_package(minilm_dir(), output_dir=root / "built", name="minilm")
+
+
+def minilm_reference(package: Path, texts: list[str]) -> dict[str, Any]:
+    """What a server must answer for ``texts`` sent to the MiniLM ``package``: the same package run
+    directly on torch, with its tokenizer applied by hand (no server, no engine)."""
+    from inferox.core.text import TextEncoder
+    from inferox.mlpkg import load_model
+
+    model = load_model(package, backend="torch")
+    encoded = TextEncoder.from_file(package / "tokenizer.json").encode(texts)
+    wanted = {s.name for s in model.input_specs}
+    return model.forward_any({k: v for k, v in encoded.items() if k in wanted})  # type: ignore[no-any-return]
