@@ -35,6 +35,7 @@ from inferox.mlpkg import (
     verify_package,
 )
 from tests.support.model_files import mlp_reference, mlp_tensors, write_mlp_folder
+from tests.support.plugins import NUMPY_BACKEND, make_plugin
 
 
 @pytest.fixture
@@ -198,18 +199,7 @@ def test_load_model_on_the_reference_backend(pkg_path: Path) -> None:
 
 
 def test_backend_without_the_architecture_lists_those_with_it(pkg_path: Path, only_ref_backend: Any) -> None:
-    from inferox.core import BackendSpec, hookimpl
-
-    class Other:
-        @hookimpl
-        def inferox_contract_version(self) -> str:
-            return "1.0"
-
-        @hookimpl
-        def inferox_register_backends(self, register: Any) -> None:
-            register(BackendSpec("otherbe", loader="inferox_numpy.backend:NumpyBackend"))
-
-    only_ref_backend.register_plugin(Other(), name="other")
+    only_ref_backend.register_plugin(make_plugin(backends={"otherbe": NUMPY_BACKEND}), name="other")
     with pytest.raises(ArchitectureNotFoundError) as ei:
         load_model(pkg_path, backend="otherbe")
     assert ei.value.code == "ARCHITECTURE_NOT_FOUND" and ei.value.backend == "otherbe" and ei.value.available == ["numpy"]
@@ -225,25 +215,12 @@ def test_no_backend_for_the_architecture(pkg_path: Path, no_backends: Any) -> No
 
 
 def test_factory_errors_are_wrapped(pkg_path: Path, no_backends: Any) -> None:
-    from inferox.core import BackendSpec, hookimpl
-
     def failing_factory(**kwargs: Any) -> Any:
         raise RuntimeError("factory failed on purpose")
 
-    class Failing:  # the numpy backend, with an mlp factory that fails
-        @hookimpl
-        def inferox_contract_version(self) -> str:
-            return "1.0"
-
-        @hookimpl
-        def inferox_register_backends(self, register: Any) -> None:
-            register(BackendSpec("numpy", loader="inferox_numpy.backend:NumpyBackend"))
-
-        @hookimpl
-        def inferox_register_architectures(self, register: Any) -> None:
-            register("numpy", "mlp", failing_factory)
-
-    no_backends.register_plugin(Failing(), name="failing")
+    # the numpy backend, with an mlp factory that fails
+    failing = make_plugin(backends={"numpy": NUMPY_BACKEND}, architectures={("numpy", "mlp"): failing_factory})
+    no_backends.register_plugin(failing, name="failing")
     with pytest.raises(BackendError) as ei:
         load_model(pkg_path)
     assert ei.value.backend == "numpy" and "on purpose" in str(ei.value) and isinstance(ei.value.__cause__, RuntimeError)

@@ -12,6 +12,7 @@ nox ``core`` session has none of them): each module imports what it needs where 
 - :mod:`tests.support.hub` — olah serving local git repositories, and a fault-injecting proxy.
 - :mod:`tests.support.disks` — small tmpfs disks for full-disk tests.
 - :mod:`tests.support.engine_models` — tiny real torch / jax models that count their batches.
+- :mod:`tests.support.plugins` — plugin objects made in a test (a backend spec, a factory).
 """
 
 from pathlib import Path

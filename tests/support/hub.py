@@ -47,6 +47,13 @@ class MirrorRepos:
             return self.commit(repo_id, files, message=message)
         return ""
 
+    def new(self, files: Mapping[str, bytes | str | Path] | None = None, *, prefix: str = "repo") -> tuple[str, str]:
+        """A fresh repository ``org/<prefix>-<unique>`` with ``files`` committed on main: (repo_id, sha)."""
+        import uuid
+
+        repo_id = f"org/{prefix}-{uuid.uuid4().hex[:8]}"
+        return repo_id, self.create(repo_id, files)
+
     def commit(self, repo_id: str, files: Mapping[str, bytes | str | Path], *, message: str = "update", branch: str | None = None) -> str:
         repo = self.path(repo_id)
         if branch:
@@ -296,8 +303,4 @@ class Hub:
 
     def new_repo(self, files: Mapping[str, Any] | None = None, *, prefix: str = "repo") -> tuple[str, str]:
         """A fresh repository ``org/<unique>`` with ``files`` committed on main; returns (repo_id, sha)."""
-        import uuid
-
-        repo_id = f"org/{prefix}-{uuid.uuid4().hex[:8]}"
-        sha = self.repos.create(repo_id, files)
-        return repo_id, sha
+        return self.repos.new(files, prefix=prefix)
