@@ -17,8 +17,8 @@ Sessions (``nox -l``):
   lint        ruff
   types       mypy --strict on every distribution (the third-party example included)
 Outside CI (not run by default): soak, fuzz, flaky, reliability (all four write the JSON that
-tools/reliability_report.py turns into docs/reliability.md), bench, and protos (regenerates the
-committed V2 gRPC code from its .proto files).
+tools/reliability_report.py turns into docs/reliability.md), randomly (the suite in three random
+orders), bench, and protos (regenerates the committed V2 gRPC code from its .proto files).
 """
 
 from __future__ import annotations
@@ -92,6 +92,8 @@ def core(session: nox.Session) -> None:
     _setup(session)
     # tokenizers (the [text] extra) brings in neither torch nor jax.
     _install(session, "-e", "inferox-core[testing,text]", *TEST_TOOLS)
+    # The core tests' real backend: the third-party NumPy plugin (numpy only), installed as a user would.
+    _install(session, "tests/plugins/inferox-numpy")
     session.run(
         "python", "-c",
         "import importlib.util as u, inferox.core, inferox.core.testing;"
@@ -145,7 +147,9 @@ def all_(session: nox.Session) -> None:
     """Every distribution together; the tests shared by several distributions run here, once."""
     _setup(session)
     _install_everything(session)
-    shared = [p for p in ("tests/mlpkg", "tests/engine", "tests/models", "tests/cli", "tests/server", "tests/reliability", "tests/integration", "tests/test_test_plan.py") if (ROOT / p).exists()]
+    # tests/repo builds every distribution's sdist and wheel offline, with the backend installed here.
+    _install(session, "build>=1.2", "hatchling>=1.21")
+    shared = [p for p in ("tests/mlpkg", "tests/engine", "tests/models", "tests/cli", "tests/server", "tests/reliability", "tests/integration", "tests/repo") if (ROOT / p).exists()]
     _pytest(session, *shared, cov=ALL_PACKAGES)
 
 
@@ -220,6 +224,27 @@ def protos(session: nox.Session) -> None:
     spec.loader.exec_module(gen)
     _install(session, f"grpcio-tools=={gen.GRPCIO_TOOLS_VERSION}")
     session.run("python", str(ROOT / "tools" / "gen_protos.py"), *session.posargs)
+
+
+#: The seeds of ``nox -s randomly``: fixed, so that an order that fails can be replayed.
+RANDOM_SEEDS = (1, 2718, 31415)
+
+
+@nox.session(python=PYTHON)
+def randomly(session: nox.Session) -> None:
+    """The suite under pytest-randomly, once per seed in RANDOM_SEEDS: every test passes in any order.
+
+    ``nox -s randomly -- tests/core tests/engine`` runs some folders only (default: all of tests/).
+    Replay a failing order with ``pytest -p randomly -p no:cacheprovider --randomly-seed=SEED PATHS``.
+    """
+    _setup(session)
+    _install_everything(session, engine_extras="serve,ray")
+    _install(session, "pytest-randomly>=3.15", "build>=1.2", "hatchling>=1.21")
+    session.env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster, as in the ray session
+    paths = session.posargs or ["tests"]
+    for seed in RANDOM_SEEDS:
+        session.log(f"--- seed {seed}")
+        session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "-p", "randomly", f"--randomly-seed={seed}", *paths)
 
 
 @nox.session(python=PYTHON)

@@ -1,10 +1,13 @@
-"""Shared fixtures for every test folder. Per-area fixtures live in each folder's own conftest.py."""
+"""Fixtures for every test folder. The shared ones are a library, :mod:`tests.support`, registered
+here as a plugin; each folder's own conftest.py keeps only what that folder alone uses."""
 
 from __future__ import annotations
 
 import importlib.util
 
 import pytest
+
+pytest_plugins = ["tests.support.fixtures"]
 
 
 def have(module: str) -> bool:

@@ -21,6 +21,8 @@ from click.testing import CliRunner, Result
 from inferox.core.plugins import reset_registry
 from inferox.engine.cli import cli, exit_code_for
 from inferox.engine.cli._errors import ParityError
+from tests.support.model_files import mlp_reference
+from tests.support.net import free_port
 
 INFEROX = str(Path(sys.executable).parent / "inferox")
 COMMANDS = ["backends", "pack", "inspect", "verify", "convert", "run", "serve", "bench"]
@@ -36,20 +38,6 @@ def assert_error(result: Result, code: str, exit_code: int) -> None:
     assert "Traceback" not in result.output
 
 
-@pytest.fixture(scope="module")
-def mlp_pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.server.packages import build_mlp_package
-
-    return build_mlp_package(tmp_path_factory.mktemp("cli-mlp"))
-
-
-@pytest.fixture(scope="module")
-def minilm_pkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.server.packages import build_minilm_package
-
-    return build_minilm_package(tmp_path_factory.mktemp("cli-minilm"))
-
-
 @pytest.fixture()
 def fresh_registry() -> Iterator[None]:
     reset_registry()
@@ -58,9 +46,10 @@ def fresh_registry() -> Iterator[None]:
 
 
 def _mlp_ref(pkg: Path, x: np.ndarray) -> np.ndarray:
-    from inferox.mlpkg import load_model
+    """The MLP schema's NumPy definition on the package's own config and weights."""
+    from safetensors.numpy import load_file
 
-    return load_model(pkg, backend="torch").forward_any({"input": x})["output"]
+    return mlp_reference(json.loads((pkg / "config.json").read_text()), load_file(str(pkg / "model.safetensors")), x)
 
 
 # ------------------------------------------------------------------------------------------------- help
@@ -106,8 +95,8 @@ def test_backends_reports_blocked_plugins(fresh_registry: None, monkeypatch: pyt
 
 
 # ------------------------------------------------------------------------------------------------- pack
-def test_pack_a_folder_and_failures(tmp_path: Path, mlp_pkg: Path) -> None:
-    src = mlp_pkg.parent.parent / "mlp-src"
+def test_pack_a_folder_and_failures(tmp_path: Path, mlp_package: Path) -> None:
+    src = mlp_package.parent.parent / "mlp-src"
     result = invoke("pack", src, "-o", tmp_path, "--name", "packed")
     assert result.exit_code == 0, result.output
     out = Path(result.output.strip().splitlines()[-1])
@@ -120,55 +109,55 @@ def test_pack_a_folder_and_failures(tmp_path: Path, mlp_pkg: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- inspect
-def test_inspect_text_and_json(mlp_pkg: Path) -> None:
-    result = invoke("inspect", mlp_pkg)
+def test_inspect_text_and_json(mlp_package: Path) -> None:
+    result = invoke("inspect", mlp_package)
     assert result.exit_code == 0
     for text in ("architecture mlp", "input", "output", "model.safetensors", "torch"):
         assert text in result.output
-    data = json.loads(invoke("inspect", mlp_pkg, "--json").output)
+    data = json.loads(invoke("inspect", mlp_package, "--json").output)
     first = data["inputs"][0]
     assert data["architecture"] == "mlp" and (first["name"], first["dtype"], first["shape"]) == ("input", "f32", [-1, 4])
     assert set(data["backends"]) >= {"torch", "jax"}
     sizes = {f["path"]: f["bytes"] for f in data["files"]}
-    assert sizes["model.safetensors"] == (mlp_pkg / "model.safetensors").stat().st_size
+    assert sizes["model.safetensors"] == (mlp_package / "model.safetensors").stat().st_size
     assert data["total_bytes"] == sum(sizes.values())
 
 
-def test_inspect_failures(tmp_path: Path, mlp_pkg: Path) -> None:
+def test_inspect_failures(tmp_path: Path, mlp_package: Path) -> None:
     assert_error(invoke("inspect", tmp_path / "nope"), "PACKAGE_NOT_FOUND", 4)
     broken = tmp_path / "broken"
-    shutil.copytree(mlp_pkg, broken)
+    shutil.copytree(mlp_package, broken)
     (broken / "metadata.json").write_text("{oops")
     result = invoke("inspect", broken)
     assert result.exit_code == 5 and "error [PACKAGE_FORMAT_ERROR]" in result.output
 
 
 # ----------------------------------------------------------------------------------------------- verify
-def test_verify_hashes_and_parity(mlp_pkg: Path) -> None:
-    result = invoke("verify", mlp_pkg)
+def test_verify_hashes_and_parity(mlp_package: Path) -> None:
+    result = invoke("verify", mlp_package)
     assert result.exit_code == 0, result.output
     assert "hashes" in result.output and "golden" in result.output and "jax" in result.output and "torch" in result.output
-    assert invoke("verify", mlp_pkg, "--no-parity").exit_code == 0
-    assert invoke("verify", mlp_pkg, "--backend", "torch").exit_code == 0
+    assert invoke("verify", mlp_package, "--no-parity").exit_code == 0
+    assert invoke("verify", mlp_package, "--backend", "torch").exit_code == 0
 
 
-def test_verify_detects_tampering(tmp_path: Path, mlp_pkg: Path) -> None:
+def test_verify_detects_tampering(tmp_path: Path, mlp_package: Path) -> None:
     bad = tmp_path / "tampered"
-    shutil.copytree(mlp_pkg, bad)
+    shutil.copytree(mlp_package, bad)
     data = bytearray((bad / "model.safetensors").read_bytes())
     data[-1] ^= 0xFF
     (bad / "model.safetensors").write_bytes(bytes(data))
     assert_error(invoke("verify", bad), "INTEGRITY_ERROR", 5)
 
 
-def test_verify_detects_parity_mismatch(tmp_path: Path, mlp_pkg: Path) -> None:
+def test_verify_detects_parity_mismatch(tmp_path: Path, mlp_package: Path) -> None:
     """Golden outputs rewritten (with consistent hashes) so that no backend reproduces them."""
     import hashlib
 
     from safetensors.numpy import load_file, save_file
 
     bad = tmp_path / "drifted"
-    shutil.copytree(mlp_pkg, bad)
+    shutil.copytree(mlp_package, bad)
     golden = bad / "golden" / "outputs.safetensors"
     tensors = {k: v + 1.0 for k, v in load_file(str(golden)).items()}
     save_file(tensors, str(golden))
@@ -183,11 +172,11 @@ def test_verify_detects_parity_mismatch(tmp_path: Path, mlp_pkg: Path) -> None:
     assert "vs golden" in result.output
 
 
-def test_verify_without_golden_inputs(tmp_path: Path, mlp_pkg: Path) -> None:
+def test_verify_without_golden_inputs(tmp_path: Path, mlp_package: Path) -> None:
     from inferox.core.errors import InferoxError
 
     pkg = tmp_path / "nogolden"
-    shutil.copytree(mlp_pkg, pkg)
+    shutil.copytree(mlp_package, pkg)
     shutil.rmtree(pkg / "golden")
     meta = json.loads((pkg / "metadata.json").read_text())
     meta["files"] = [f for f in meta["files"] if not f["path"].startswith("golden/")]
@@ -224,61 +213,61 @@ def test_convert_pickle_to_safetensors(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- run
-def test_run_from_json_npy_npz_and_v2_body(tmp_path: Path, mlp_pkg: Path) -> None:
+def test_run_from_json_npy_npz_and_v2_body(tmp_path: Path, mlp_package: Path) -> None:
     x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
-    ref = _mlp_ref(mlp_pkg, x)
-    result = invoke("run", mlp_pkg, "-i", json.dumps({"input": x.tolist()}), "--backend", "torch")
+    ref = _mlp_ref(mlp_package, x)
+    result = invoke("run", mlp_package, "-i", json.dumps({"input": x.tolist()}), "--backend", "torch")
     assert result.exit_code == 0, result.output
     assert "output float32 [2, 3]" in result.output
     out = tmp_path / "out.npz"
-    assert invoke("run", mlp_pkg, "-i", json.dumps({"input": x.tolist()}), "-o", out).exit_code == 0
+    assert invoke("run", mlp_package, "-i", json.dumps({"input": x.tolist()}), "-o", out).exit_code == 0
     np.testing.assert_allclose(np.load(out)["output"], ref, rtol=1e-5, atol=1e-6)
     np.save(tmp_path / "x.npy", x)
     out_json = tmp_path / "out.json"
-    assert invoke("run", mlp_pkg, "-f", tmp_path / "x.npy", "--backend", "jax", "-o", out_json).exit_code == 0
+    assert invoke("run", mlp_package, "-f", tmp_path / "x.npy", "--backend", "jax", "-o", out_json).exit_code == 0
     data = json.loads(out_json.read_text())["output"]
     assert data["shape"] == [2, 3] and data["dtype"] == "float32"
     np.testing.assert_allclose(np.asarray(data["data"]), ref, rtol=1e-4, atol=1e-5)
     np.savez(tmp_path / "x.npz", input=x)
-    assert invoke("run", mlp_pkg, "-f", tmp_path / "x.npz", "--full").exit_code == 0
+    assert invoke("run", mlp_package, "-f", tmp_path / "x.npz", "--full").exit_code == 0
     v2 = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 4], "data": x.ravel().tolist()}]}
     (tmp_path / "req.json").write_text(json.dumps(v2))
     out2 = tmp_path / "out2.npz"
-    assert invoke("run", mlp_pkg, "-f", tmp_path / "req.json", "-o", out2).exit_code == 0
+    assert invoke("run", mlp_package, "-f", tmp_path / "req.json", "-o", out2).exit_code == 0
     np.testing.assert_allclose(np.load(out2)["output"], ref, rtol=1e-5, atol=1e-6)
 
 
-def test_run_text_on_minilm(tmp_path: Path, minilm_pkg: Path) -> None:
-    result = invoke("run", minilm_pkg, "-t", "hello world", "-t", "another sentence", "-o", tmp_path / "emb.npz")
+def test_run_text_on_minilm(tmp_path: Path, minilm_package: Path) -> None:
+    result = invoke("run", minilm_package, "-t", "hello world", "-t", "another sentence", "-o", tmp_path / "emb.npz")
     assert result.exit_code == 0, result.output
     outputs = np.load(tmp_path / "emb.npz")
     assert outputs["pooler_output"].shape == (2, 384) if "pooler_output" in outputs else outputs["sentence_embedding"].shape == (2, 384)
     (tmp_path / "texts.txt").write_text("one\n\ntwo\nthree\n")
-    result = invoke("run", minilm_pkg, "-f", tmp_path / "texts.txt", "-o", tmp_path / "emb3.npz")
+    result = invoke("run", minilm_package, "-f", tmp_path / "texts.txt", "-o", tmp_path / "emb3.npz")
     assert result.exit_code == 0 and np.load(tmp_path / "emb3.npz")["last_hidden_state"].shape[0] == 3
-    result = invoke("run", minilm_pkg, "-i", json.dumps({"text": ["from json"]}), "--backend", "jax", "-o", tmp_path / "emb4.npz")
+    result = invoke("run", minilm_package, "-i", json.dumps({"text": ["from json"]}), "--backend", "jax", "-o", tmp_path / "emb4.npz")
     assert result.exit_code == 0, result.output
     v2 = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["from a V2 body"]}]}
     (tmp_path / "req.json").write_text(json.dumps(v2))
-    assert invoke("run", minilm_pkg, "-f", tmp_path / "req.json", "-o", tmp_path / "emb5.npz").exit_code == 0
+    assert invoke("run", minilm_package, "-f", tmp_path / "req.json", "-o", tmp_path / "emb5.npz").exit_code == 0
 
 
-def test_run_failures(tmp_path: Path, mlp_pkg: Path) -> None:
-    assert_error(invoke("run", mlp_pkg, "-i", "{not json"), "INVALID_INPUT", 3)
-    assert_error(invoke("run", mlp_pkg, "-i", "[1, 2]"), "INVALID_INPUT", 3)
-    result = invoke("run", mlp_pkg, "-i", json.dumps({"input": [[1, 2, 3]]}))
+def test_run_failures(tmp_path: Path, mlp_package: Path) -> None:
+    assert_error(invoke("run", mlp_package, "-i", "{not json"), "INVALID_INPUT", 3)
+    assert_error(invoke("run", mlp_package, "-i", "[1, 2]"), "INVALID_INPUT", 3)
+    result = invoke("run", mlp_package, "-i", json.dumps({"input": [[1, 2, 3]]}))
     assert_error(result, "INVALID_INPUT", 3)
     assert "'input'" in result.output and "shape" in result.output
-    assert_error(invoke("run", mlp_pkg, "-t", "text for an mlp"), "INVALID_INPUT", 3)
-    assert_error(invoke("run", mlp_pkg, "-i", '{"input": [[1,2,3,4]]}', "--backend", "nosuch"), "BACKEND_UNAVAILABLE", 7)
-    assert_error(invoke("run", mlp_pkg, "-i", '{"input": [[1,2,3,4]]}', "-o", tmp_path / "x.csv"), "INVALID_INPUT", 3)
+    assert_error(invoke("run", mlp_package, "-t", "text for an mlp"), "INVALID_INPUT", 3)
+    assert_error(invoke("run", mlp_package, "-i", '{"input": [[1,2,3,4]]}', "--backend", "nosuch"), "BACKEND_UNAVAILABLE", 7)
+    assert_error(invoke("run", mlp_package, "-i", '{"input": [[1,2,3,4]]}', "-o", tmp_path / "x.csv"), "INVALID_INPUT", 3)
     assert_error(invoke("run", tmp_path / "nope", "-i", '{"input": [[1,2,3,4]]}'), "PACKAGE_NOT_FOUND", 4)
-    assert_error(invoke("run", mlp_pkg, "-f", tmp_path / "none.npy"), "PACKAGE_NOT_FOUND", 4)
+    assert_error(invoke("run", mlp_package, "-f", tmp_path / "none.npy"), "PACKAGE_NOT_FOUND", 4)
     (tmp_path / "x.csv").write_text("1,2")
-    assert_error(invoke("run", mlp_pkg, "-f", tmp_path / "x.csv"), "INVALID_INPUT", 3)
+    assert_error(invoke("run", mlp_package, "-f", tmp_path / "x.csv"), "INVALID_INPUT", 3)
     (tmp_path / "bad.json").write_text("{")
-    assert_error(invoke("run", mlp_pkg, "-f", tmp_path / "bad.json"), "INVALID_INPUT", 3)
-    result = invoke("run", mlp_pkg)
+    assert_error(invoke("run", mlp_package, "-f", tmp_path / "bad.json"), "INVALID_INPUT", 3)
+    result = invoke("run", mlp_package)
     assert result.exit_code == 2 and "exactly one of" in result.output
 
 
@@ -288,73 +277,67 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- bench
-def test_bench_json_and_table(mlp_pkg: Path) -> None:
-    result = invoke("bench", mlp_pkg, "-n", "3", "--warmup", "1", "--batch-size", "2", "--json")
+def test_bench_json_and_table(mlp_package: Path) -> None:
+    result = invoke("bench", mlp_package, "-n", "3", "--warmup", "1", "--batch-size", "2", "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert {r["backend"] for r in rows} >= {"torch", "jax"}
     for r in rows:
         assert r["iterations"] == 3 and r["batch_size"] == 2 and 0 < r["p50_ms"] <= r["p99_ms"] and r["rows_per_s"] > 0
-    table = invoke("bench", mlp_pkg, "-n", "2", "--backend", "torch")
+    table = invoke("bench", mlp_package, "-n", "2", "--backend", "torch")
     assert table.exit_code == 0 and "p50 ms" in table.output
-    assert_error(invoke("bench", mlp_pkg.parent / "nope"), "PACKAGE_NOT_FOUND", 4)
+    assert_error(invoke("bench", mlp_package.parent / "nope"), "PACKAGE_NOT_FOUND", 4)
 
 
 # ------------------------------------------------------------------------------------------------- serve
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_failures(tmp_path: Path) -> None:
     assert_error(invoke("serve", tmp_path / "nothing"), "PACKAGE_NOT_FOUND", 4)
     (tmp_path / "file.txt").write_text("x")
     assert_error(invoke("serve", tmp_path / "file.txt"), "INVALID_CONFIG", 3)
 
 
-def test_serve_on_a_taken_port_is_an_io_error(mlp_pkg: Path) -> None:
+def test_serve_on_a_taken_port_is_an_io_error(mlp_package: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = invoke("serve", mlp_pkg, "--port", port, "--host", "127.0.0.1")
+        result = invoke("serve", mlp_package, "--port", port, "--host", "127.0.0.1")
     assert_error(result, "IO_ERROR", 10)
     assert f"127.0.0.1:{port}" in result.output
 
 
-def test_serve_warns_when_exposed_without_a_token(mlp_pkg: Path) -> None:
+def test_serve_warns_when_exposed_without_a_token(mlp_package: Path) -> None:
     with socket.socket() as taken:  # the bind then fails, so nothing is served
         taken.bind(("0.0.0.0", 0))
         taken.listen()
-        result = invoke("serve", mlp_pkg, "--port", taken.getsockname()[1], "--host", "0.0.0.0")
+        result = invoke("serve", mlp_package, "--port", taken.getsockname()[1], "--host", "0.0.0.0")
     assert "without --token" in result.output and result.exit_code == 10
 
 
-def test_server_for_a_package_and_a_repository(tmp_path: Path, mlp_pkg: Path) -> None:
+def test_server_for_a_package_and_a_repository(tmp_path: Path, mlp_package: Path) -> None:
     from inferox.engine.server import InferoxServer
     from inferox.engine.server._settings import resolve
 
     config = resolve(environ={}, flags={"engine.max_batch_size": 4, "engine.max_batch_tokens": 512, "models.backends": ("torch",), "server.token": "t"}).config
-    single = InferoxServer.for_path(mlp_pkg, config=config)
-    assert single.packages == {"mlp": mlp_pkg} and single.repository is None
+    single = InferoxServer.for_path(mlp_package, config=config)
+    assert single.packages == {"mlp": mlp_package} and single.repository is None
     assert single.config.engine_config.max_batch_size == 4 and single.config.engine_config.max_batch_tokens == 512 and single.config.defaults.backends == ("torch",)
     assert single.config.token == "t" and single.config.host == "127.0.0.1"
-    named = InferoxServer.for_path(mlp_pkg, name="other")
+    named = InferoxServer.for_path(mlp_package, name="other")
     assert list(named.packages) == ["other"]
     repo = tmp_path / "repo"
-    shutil.copytree(mlp_pkg, repo / "m")
+    shutil.copytree(mlp_package, repo / "m")
     assert InferoxServer.for_path(repo).repository.root == repo.resolve()
 
 
-def test_serve_in_a_real_subprocess(mlp_pkg: Path) -> None:
+def test_serve_in_a_real_subprocess(mlp_package: Path) -> None:
     import httpx
     import tritonclient.http as httpclient
 
-    port = _free_port()
+    port = free_port()
     env = {**{k: v for k, v in os.environ.items() if k not in ("INFEROX_MMAP_THRESHOLD", "MALLOC_MMAP_THRESHOLD_")}, "INFEROX_SERVER_TOKEN": "tok"}
     proc = subprocess.Popen(
-        [INFEROX, "serve", str(mlp_pkg), "--port", str(port), "--backend", "torch", "--max-batch-size", "8", "--log-level", "info"],
+        [INFEROX, "serve", str(mlp_package), "--port", str(port), "--backend", "torch", "--max-batch-size", "8", "--log-level", "info"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -376,7 +359,7 @@ def test_serve_in_a_real_subprocess(mlp_pkg: Path) -> None:
         inp = httpclient.InferInput("input", [2, 4], "FP32")
         inp.set_data_from_numpy(x)
         out = client.infer("mlp", [inp], request_id="from-subprocess").as_numpy("output")
-        np.testing.assert_allclose(out, _mlp_ref(mlp_pkg, x), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out, _mlp_ref(mlp_package, x), rtol=1e-5, atol=1e-6)
         assert httpx.post(f"{url}/v2/repository/index").status_code == 401
         assert httpx.post(f"{url}/v2/repository/index", headers={"authorization": "Bearer tok"}).status_code == 200
         client.close()
@@ -429,15 +412,15 @@ def test_exit_codes_by_error_family(error: str, code: int) -> None:
     assert exit_code_for(exc) == code
 
 
-def test_run_refuses_corrupt_and_pickled_arrays(tmp_path: Path, mlp_pkg: Path) -> None:
+def test_run_refuses_corrupt_and_pickled_arrays(tmp_path: Path, mlp_package: Path) -> None:
     (tmp_path / "junk.npy").write_bytes(b"not an npy file at all")
-    result = invoke("run", mlp_pkg, "-f", tmp_path / "junk.npy")
+    result = invoke("run", mlp_package, "-f", tmp_path / "junk.npy")
     assert_error(result, "INVALID_INPUT", 3)
     assert "junk.npy" in result.output
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    assert_error(invoke("run", mlp_pkg, "-f", tmp_path / "objects.npy"), "INVALID_INPUT", 3)
+    assert_error(invoke("run", mlp_package, "-f", tmp_path / "objects.npy"), "INVALID_INPUT", 3)
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04broken")
-    assert_error(invoke("run", mlp_pkg, "-f", tmp_path / "junk.npz"), "INVALID_INPUT", 3)
+    assert_error(invoke("run", mlp_package, "-f", tmp_path / "junk.npz"), "INVALID_INPUT", 3)
     x = np.ones((1, 4), np.float32)
     np.save(tmp_path / "named.npy", x)
-    assert invoke("run", mlp_pkg, "-f", tmp_path / "named.npy", "--input-name", "input").exit_code == 0
+    assert invoke("run", mlp_package, "-f", tmp_path / "named.npy", "--input-name", "input").exit_code == 0

@@ -88,7 +88,7 @@ def test_print_config_shows_values_and_sources(tmp_path: Path) -> None:
 
 def test_run_text_needs_no_server_extra(tmp_path: Path) -> None:
     """``inferox run --text`` with starlette and uvicorn made unimportable."""
-    from tests.server.packages import build_minilm_package
+    from tests.support.packages import build_minilm_package
 
     pkg = build_minilm_package(tmp_path / "pkg")
     code = (

@@ -3,48 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from inferox.engine.cli import cli
-
-MLPKG_TESTS = Path(__file__).resolve().parents[1] / "mlpkg"
-
-
-@pytest.fixture(scope="module")
-def olah(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    import importlib
-
-    # The olah launcher lives with the mlpkg tests (it was renamed once: accept both names).
-    module_name = next((m for m in ("mlpkg_hubserver", "hubserver") if (MLPKG_TESTS / f"{m}.py").is_file()), None)
-    if module_name is None:
-        pytest.skip("the olah helper of tests/mlpkg is not available")
-    sys.path.insert(0, str(MLPKG_TESTS))
-    try:
-        OlahServer = importlib.import_module(module_name).OlahServer
-    finally:
-        sys.path.remove(str(MLPKG_TESTS))
-    server = OlahServer(tmp_path_factory.mktemp("olah-cli"))
-    yield server
-    server.stop()
+from tests.support.hub import OlahServer
 
 
-@pytest.fixture()
-def online(monkeypatch: pytest.MonkeyPatch) -> None:
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-
-def test_pack_from_a_hub_repository(olah: Any, online: None, tmp_path: Path) -> None:
+def test_pack_from_a_hub_repository(olah: OlahServer, hub_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from safetensors.numpy import save
 
     rng = np.random.default_rng(0)

@@ -2,15 +2,14 @@
 
 The core tests need a real backend but must run where only inferox-core is installed (the nox
 ``core`` session has neither torch nor jax). They use the NumPy reference backend of the
-third-party plugin in ``tests/plugins/inferox-numpy``, imported from its source folder when the
-distribution is not installed, and registered into a private registry through a REAL
-``importlib.metadata.PathDistribution`` (see :func:`make_distribution`).
+third-party plugin in ``tests/plugins/inferox-numpy`` (the session installs it, as a user would),
+registered into a private registry through a REAL ``importlib.metadata.PathDistribution`` (see
+:func:`make_distribution`).
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
-import importlib.util
 import sys
 import textwrap
 import uuid
@@ -18,16 +17,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from inferox_numpy.backend import NumpyBackend
 
 from inferox.core.plugins import PluginRegistry
-
-NUMPY_PLUGIN_SRC = Path(__file__).resolve().parents[1] / "plugins" / "inferox-numpy" / "src"
-
-if importlib.util.find_spec("inferox_numpy") is None:
-    # Not installed here (the nox "core" session): import the plugin's modules from its source tree.
-    sys.path.insert(0, str(NUMPY_PLUGIN_SRC))
-
-from inferox_numpy.backend import NumpyBackend  # noqa: E402 - needs the path set up above
 
 
 def make_distribution(

@@ -66,6 +66,7 @@ def test_truncation(tokenizer_file: Path) -> None:
 
 
 def test_max_length_from_sentence_bert_config(tmp_path: Path) -> None:
+    assert read_max_seq_length(tmp_path) is None  # no sentence_bert_config.json at all
     path = build_tokenizer(tmp_path)
     (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 256}))
     assert read_max_seq_length(tmp_path) == 256
@@ -74,6 +75,8 @@ def test_max_length_from_sentence_bert_config(tmp_path: Path) -> None:
     (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": True}))
     assert read_max_seq_length(tmp_path) is None
     (tmp_path / "sentence_bert_config.json").write_text("[]")
+    assert read_max_seq_length(tmp_path) is None
+    (tmp_path / "sentence_bert_config.json").write_text('{"max_seq_length": "long"}')
     assert read_max_seq_length(tmp_path) is None
     (tmp_path / "sentence_bert_config.json").write_text("{oops")
     with pytest.raises(ConfigError) as ei:

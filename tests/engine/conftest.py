@@ -1,20 +1,15 @@
-"""Fixtures of the engine tests; the tiny real models live in ``engine_testkit.py``."""
+"""Fixtures of the engine tests; the tiny real models live in :mod:`tests.support.engine_models`."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-# importlib mode: make the sibling helper module importable by the test files.
-sys.path.insert(0, str(Path(__file__).parent))
-
-from engine_testkit import make_weights
-
 from inferox.engine import Engine, EngineConfig
+from tests.support.engine_models import make_weights
 
 
 @pytest.fixture

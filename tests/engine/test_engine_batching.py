@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from engine_testkit import IN, OUT, POISON, JaxLinear, TorchLinear, TorchSeq, expected_linear, make_weights
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +18,7 @@ from inferox.core import DType, TensorSpec
 from inferox.core.errors import BackendError, InferoxTimeoutError, InvalidInputError, QueueFullError
 from inferox.engine import Engine, EngineConfig, InferenceResult
 from inferox.engine._batching import Request, group_requests, merge_inputs, request_key, split_outputs
+from tests.support.engine_models import IN, OUT, POISON, JaxLinear, TorchLinear, TorchSeq, expected_linear, make_weights
 
 
 def _concurrently(n: int, fn: Any) -> list[Any]:

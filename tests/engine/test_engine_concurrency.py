@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from engine_testkit import IN, JaxLinear, TorchLinear, expected_linear, make_weights
 
 from inferox.core.errors import ModelNotFoundError
 from inferox.engine import Engine, EngineConfig, InferenceResult
+from tests.support.engine_models import IN, JaxLinear, TorchLinear, expected_linear, make_weights
 
 
 def _x(i: int) -> np.ndarray:

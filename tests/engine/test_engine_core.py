@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from engine_testkit import IN, OUT, POISON, JaxLinear, TorchLinear, TorchSeq, ToyTextEncoder, expected_linear, make_weights
 
 from inferox.core import AnyModel
 from inferox.core.errors import (
@@ -23,6 +22,7 @@ from inferox.core.errors import (
     TypeMismatchError,
 )
 from inferox.engine import Engine, EngineConfig, InferenceResult, ModelInfo
+from tests.support.engine_models import IN, OUT, POISON, JaxLinear, TorchLinear, TorchSeq, ToyTextEncoder, expected_linear, make_weights
 
 
 def test_engine_with_zero_models(engine: Engine) -> None:

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from engine_testkit import IN, POISON, JaxLinear, TorchLinear, expected_linear, make_weights
 
 from inferox.core.errors import (
     BackendError,
@@ -21,6 +20,7 @@ from inferox.core.errors import (
     OutOfMemoryError,
 )
 from inferox.engine import Engine, EngineConfig
+from tests.support.engine_models import IN, POISON, JaxLinear, TorchLinear, expected_linear, make_weights
 
 
 class BrokenTorch(TorchLinear):

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from engine_testkit import IN, OUT, JaxLinear, TorchLinear, expected_linear, make_weights
 
 from inferox.core.errors import BackendError, ConfigError, InvalidInputError, ModelNotFoundError, SessionExpiredError, StateTypeError
 from inferox.engine import Engine, EngineConfig, Session
+from tests.support.engine_models import IN, OUT, JaxLinear, TorchLinear, expected_linear, make_weights
 
 
 @dataclass

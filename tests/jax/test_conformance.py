@@ -19,7 +19,7 @@ class TestJaxConformance(BackendConformance):
         dtypes=None,  # what supported_dtypes("cpu") reports: ten without JAX_ENABLE_X64, thirteen with it
         dlpack=True,
         # JAX adopts a host buffer only when it is 64-byte aligned, which numpy does not promise for
-        # small arrays, so unconditional zero-copy is not declared; test_tensor_jax.py checks the
+        # small arrays, so unconditional zero-copy is not declared; test_tensor.py checks the
         # aligned case by pointer.
         zero_copy_numpy=False,
     )

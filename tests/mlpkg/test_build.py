@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from mlpkg_testkit import mlp_tensors, write_mlp_folder
 
 from inferox.core.errors import (
     ArchitectureNotFoundError,
@@ -26,6 +25,7 @@ from inferox.mlpkg import (
     known_architectures,
     load_package,
 )
+from tests.support.model_files import mlp_reference, mlp_tensors, write_mlp_folder
 
 
 def test_mlp_package_contents(mlp_dir: Path, tmp_path: Path) -> None:
@@ -56,12 +56,11 @@ def test_mlp_package_contents(mlp_dir: Path, tmp_path: Path) -> None:
 
 
 def test_golden_outputs_match_the_reference(mlp_dir: Path, tmp_path: Path, only_ref_backend: object) -> None:
-    import mlpkg_refplugin
 
     pkg = load_package(build_package(mlp_dir, output_dir=tmp_path))
     inputs, outputs = pkg.golden_inputs(), pkg.golden_outputs()
-    assert inputs is not None and outputs is not None and pkg.metadata["golden"]["backend"] == "mlpkgref"
-    want = mlpkg_refplugin.reference_mlp(pkg.config, mlp_tensors([4, 8, 3]), inputs["input"])
+    assert inputs is not None and outputs is not None and pkg.metadata["golden"]["backend"] == "numpy"
+    want = mlp_reference(pkg.config, mlp_tensors([4, 8, 3]), inputs["input"])
     np.testing.assert_allclose(outputs["output"], want, rtol=1e-6)
 
 

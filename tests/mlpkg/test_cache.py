@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mlpkg_testkit import HERE, write_mlp_folder
 
 from inferox.core.errors import ConfigError, InferoxError, ModelNotFoundError
 from inferox.mlpkg import PackageCache, build_from_folder, load_package
 from inferox.mlpkg._cache import parse_size
+from tests.support.model_files import write_mlp_folder
 
 
 class Counter:
@@ -126,7 +126,6 @@ def test_open_packages_are_never_evicted(tmp_path: Path, mlp_dir: Path) -> None:
 _HOLDER = textwrap.dedent(
     """
     import sys, time
-    sys.path.insert(0, {here!r})
     from inferox.mlpkg import PackageCache
     c = PackageCache({root!r})
     with c.open("a") as pkg:
@@ -138,7 +137,7 @@ _HOLDER = textwrap.dedent(
 
 def test_open_in_another_process_and_index_survives_processes(cache: PackageCache, builder: Counter) -> None:
     cache.get_or_build("a", builder)
-    proc = subprocess.Popen([sys.executable, "-c", _HOLDER.format(here=str(HERE), root=str(cache.root))], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER.format(root=str(cache.root))], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         assert line.startswith("OPEN") and "'a'" in line  # the other process sees this one's index

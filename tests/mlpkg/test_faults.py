@@ -9,25 +9,41 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mlpkg_testkit import HERE, write_mlp_folder
 
 from inferox.core.errors import InferoxIOError, PackageFormatError
 from inferox.mlpkg import PackageCache, build_package, clean_debris, load_package
+from tests.support.disks import TmpfsDisks
+from tests.support.model_files import write_mlp_folder
 
 _KILL_ME = textwrap.dedent(
     """
-    import sys
-    sys.path.insert(0, {here!r})
-    import mlpkg_refplugin
+    import os, pathlib, time
+    from inferox.core import BackendSpec, hookimpl
     from inferox.core.plugins import get_registry
-    get_registry().register_plugin(mlpkg_refplugin, name="mlpkg-ref")
     from inferox.mlpkg import build_package
-    build_package({src!r}, output_dir={out!r}, name="victim", backends=["mlpkgref"])
+
+    class Stall:  # a backend whose mlp factory reports that it runs, then hangs until killed
+        @hookimpl
+        def inferox_contract_version(self):
+            return "1.0"
+
+        @hookimpl
+        def inferox_register_backends(self, register):
+            register(BackendSpec("stall", loader="inferox_numpy.backend:NumpyBackend"))
+
+        @hookimpl
+        def inferox_register_architectures(self, register):
+            def create(**kwargs):
+                pathlib.Path({marker!r}).write_text(str(os.getpid()))
+                time.sleep(120)
+            register("stall", "mlp", create)
+
+    get_registry().register_plugin(Stall(), name="stall")
+    build_package({src!r}, output_dir={out!r}, name="victim", backends=["stall"])
     """
 )
 
@@ -36,8 +52,7 @@ def test_process_killed_mid_build_leaves_no_half_package(tmp_path: Path, no_back
     src = write_mlp_folder(tmp_path / "src")
     out = tmp_path / "out"
     marker = tmp_path / "marker"
-    env = {**os.environ, "MLPKG_TEST_STALL_MARKER": str(marker)}
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_ME.format(here=str(HERE), src=str(src), out=str(out))], env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_ME.format(src=str(src), out=str(out), marker=str(marker))], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not marker.exists():  # the factory is running: the package is half assembled
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
@@ -96,17 +111,9 @@ def test_error_inside_assembly_removes_the_temporary_folder(tmp_path: Path, no_b
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Any:
-    """A 384 KiB tmpfs mounted for the test (needs root and mount permission)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=384k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+def small_disk(tmpfs: TmpfsDisks) -> Path:
+    """A 384 KiB disk."""
+    return tmpfs("384k")
 
 
 def test_full_disk_during_assembly(small_disk: Path, tmp_path: Path, no_backends: Any) -> None:

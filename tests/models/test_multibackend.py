@@ -24,11 +24,6 @@ engine_mod = pytest.importorskip("inferox.engine")
 
 
 @pytest.fixture(scope="module")
-def minilm_package(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
-    return Path(mlpkg.build_package(minilm_dir, output_dir=tmp_path_factory.mktemp("pkgs"), name="minilm"))
-
-
-@pytest.fixture(scope="module")
 def engine(minilm_package: Path) -> Iterator[Any]:
     eng = engine_mod.Engine(engine_mod.EngineConfig(backend_preference=("torch", "jax")))
     eng.load(minilm_package, backend="torch")

@@ -4,8 +4,6 @@ Ray cluster on loopback, and an in-process stand-in for a deployment handle."""
 from __future__ import annotations
 
 import shutil
-import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,21 +26,6 @@ def corrupt(package: Path) -> Path:
     data[mid : mid + 8] = bytes(b ^ 0xFF for b in data[mid : mid + 8])
     weights.write_bytes(bytes(data))
     return weights
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 class _Method:

@@ -11,10 +11,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import raykit
 from click.testing import CliRunner
 
 from inferox.engine.cli import cli
+from tests.support.net import wait_until
+
+from . import raykit
 
 INFEROX = str(Path(sys.executable).parent / "inferox")
 
@@ -70,7 +72,7 @@ def test_serve_ray_command_deploys_and_stops(ray_cluster: str, tmp_path: Path, m
             except httpx.HTTPError:
                 return False
 
-        assert raykit.wait_until(answers, timeout=150, interval=1.0)
+        assert wait_until(answers, timeout=150, interval=1.0)
         out = httpx.post(f"http://{host}:{port}/v2/models/mlp/infer", content=body, timeout=30).json()["outputs"][0]
         assert out["shape"] == [1, 3] and np.all(np.isfinite(out["data"]))
         proc.send_signal(stop_signal)

@@ -13,7 +13,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import raykit
+
+from tests.support.net import wait_until
+from tests.support.packages import minilm_reference
+
+from . import raykit
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -90,18 +94,13 @@ def test_v2_endpoints_through_tritonclient(deployed: str, mlp_package: Path) -> 
 def test_minilm_text_on_each_backend(deployed: str, minilm_package: Path, backend: str) -> None:
     import tritonclient.http as httpclient
 
-    from inferox.core.text import TextEncoder
-    from inferox.mlpkg import load_model
-
     client = httpclient.InferenceServerClient(deployed, network_timeout=180.0)
     inp = httpclient.InferInput("text", [len(TEXTS)], "BYTES")
     inp.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object), binary_data=True)
     result = client.infer("minilm", [inp], parameters={"backend": backend}, request_id=f"text-{backend}")
     response = result.get_response()
     assert response["parameters"]["backend"] == backend and response["id"] == f"text-{backend}"
-    ref_model = load_model(minilm_package, backend="torch")
-    encoded = TextEncoder.from_file(minilm_package / "tokenizer.json").encode(TEXTS)
-    ref = ref_model.forward_any({k: v for k, v in encoded.items() if k in {s.name for s in ref_model.input_specs}})
+    ref = minilm_reference(minilm_package, TEXTS)
     names = {o["name"] for o in response["outputs"]}
     assert names == {"sentence_embedding"}  # the package's default output (the others on request)
     for name in names:
@@ -142,7 +141,7 @@ def _running_replicas() -> int:
 def test_replica_killed_under_load_recovers(deployed: str, mlp_package: Path) -> None:
     import ray
 
-    assert raykit.wait_until(lambda: _running_replicas() == 2, timeout=60)
+    assert wait_until(lambda: _running_replicas() == 2, timeout=60, interval=0.2)
     x = np.full((1, 4), 0.5, np.float32)
     expected = _mlp_reference(mlp_package, x)
     body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": x.ravel().tolist()}]})
@@ -165,11 +164,11 @@ def test_replica_killed_under_load_recovers(deployed: str, mlp_package: Path) ->
     threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
     for t in threads:
         t.start()
-    assert raykit.wait_until(lambda: len(outcomes) >= 20, timeout=60)
+    assert wait_until(lambda: len(outcomes) >= 20, timeout=60, interval=0.2)
     victim = _replica_actors()[0]
     ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
     killed_at = len(outcomes)
-    assert raykit.wait_until(lambda: len(outcomes) >= killed_at + 40, timeout=90)
+    assert wait_until(lambda: len(outcomes) >= killed_at + 40, timeout=90, interval=0.2)
     stop.set()
     for t in threads:
         t.join(timeout=100)
@@ -178,7 +177,7 @@ def test_replica_killed_under_load_recovers(deployed: str, mlp_package: Path) ->
     assert failures <= {(503, "UNAVAILABLE")}, failures
     assert sum(1 for _, c in outcomes[killed_at:] if c == "OK") >= 20
     # Ray Serve replaces the killed replica, and the deployment serves from both again.
-    assert raykit.wait_until(lambda: _running_replicas() == 2 and len(_replica_actors()) == 2, timeout=120)
+    assert wait_until(lambda: _running_replicas() == 2 and len(_replica_actors()) == 2, timeout=120, interval=0.2)
     with httpx.Client(base_url=f"http://{deployed}", timeout=90) as client:
         for _ in range(6):
             assert client.post("/v2/models/mlp/infer", content=body).status_code == 200

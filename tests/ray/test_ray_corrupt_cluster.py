@@ -9,7 +9,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import raykit
+
+from tests.support.net import wait_until
+
+from . import raykit
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -38,12 +41,12 @@ def test_corrupt_package_on_load_is_reported(ray_cluster: str, tmp_path: Path, m
             # The replica stops serving every model (Ray Serve's health check now fails with the reason).
             r2 = client.post("/v2/models/good/infer", content=body)
             assert r2.status_code >= 400 and r2.json()["code"] in ("INTEGRITY_ERROR", "UNAVAILABLE"), r2.text
-            assert raykit.wait_until(lambda: client.get("/v2/health/ready").status_code == 503, timeout=60)
+            assert wait_until(lambda: client.get("/v2/health/ready").status_code == 503, timeout=60, interval=0.2)
 
         def reported() -> bool:
             status = serve.status().applications[APP_NAME].deployments["InferoxModels"]
             return status.status != "HEALTHY" and "PackageIntegrityError" in status.message and "model.safetensors: sha256" in status.message
 
-        assert raykit.wait_until(reported, timeout=90), serve.status().applications[APP_NAME].deployments["InferoxModels"]
+        assert wait_until(reported, timeout=90, interval=0.2), serve.status().applications[APP_NAME].deployments["InferoxModels"]
     finally:
         serve.delete(APP_NAME)

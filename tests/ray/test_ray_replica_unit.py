@@ -12,11 +12,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import raykit
 
 from inferox.core.errors import ConfigError, InvalidInputError, ModelNotFoundError, PackageIntegrityError, PackageNotFoundError
 from inferox.engine.ray import InferoxIngress, InferoxReplica, build_app, call_asgi, metadata_digest, package_digests
 from inferox.engine.server import ServerConfig
+
+from . import raykit
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from engine_testkit import IN, OUT, TorchLinear, expected_linear, make_weights
 
 from inferox.core import DeviceId, DType, Model, ModelMetadata, TensorSpec, get_registry
 from inferox.core.errors import BackendError, InferoxError, InferoxTimeoutError
 from inferox.engine import Engine, EngineConfig
+from tests.support.engine_models import IN, OUT, TorchLinear, expected_linear, make_weights
 
 RAISE, HANG, SHAPE = 1001.0, 1002.0, 1003.0
 #: Longest a HANG row blocks if the test never releases it (keeps a failing test from hanging CI).

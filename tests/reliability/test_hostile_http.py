@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from reliability_kit import fuzz_settings
 
 from inferox.engine.server import InferoxServer, ServerConfig, ServerThread
+from tests.support.model_files import mlp_reference
+
+from .reliability_kit import fuzz_settings
 
 V2_TYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BF16", "BYTES"]
 VALID = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 4], "data": [0.5, 1, 2, 3, -1, -2, 0.25, 4]}]}
@@ -32,18 +34,41 @@ json_scalars = st.none() | st.booleans() | st.integers(min_value=-(2**70), max_v
 json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=8), c, max_size=5), max_leaves=16)
 
 
+#: numpy's dtype for each V2 datatype a fuzzed request may carry (BYTES: never a valid FP32 input).
+V2_NUMPY = {"BOOL": "bool", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8", "INT8": "i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8"}
+
+
 class Served:
     def __init__(self, st_: ServerThread, package: Path) -> None:
+        from safetensors.numpy import load_file
+
         self.thread = st_
         self.url = f"{st_.url}/v2/models/mlp/infer"
         self.client = httpx.Client(timeout=30)
-        from inferox.mlpkg import load_model
-
-        model = load_model(package, backend="torch")
-        self.expected = model.forward_any({"input": np.asarray(VALID["inputs"][0]["data"], np.float32).reshape(2, 4)})["output"]
+        # The MLP schema's NumPy definition on the package's own weights: independent of the server's torch.
+        config = json.loads((package / "config.json").read_text())
+        weights = load_file(str(package / "model.safetensors"))
+        self.reference = lambda x: mlp_reference(config, weights, x)
+        self.expected = self.reference(np.asarray(VALID["inputs"][0]["data"], np.float32).reshape(2, 4))
 
     def post(self, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
         return self.client.post(self.url, content=body, headers={"content-type": "application/json", **(headers or {})})
+
+    def check_accepted(self, request: bytes, headers: dict[str, str], r: httpx.Response) -> None:
+        """A request the server accepted (the fuzzer wrote a valid one): the answer is the model's."""
+        hl = headers.get("Inference-Header-Content-Length")
+        doc = json.loads(request[: int(hl)] if hl else request)
+        (tensor,) = [t for t in doc["inputs"] if t["name"] == "input"]
+        if hl:  # binary extension: the tensor's bytes follow the JSON header
+            size = tensor["parameters"]["binary_data_size"]
+            x = np.frombuffer(request[int(hl) : int(hl) + size], V2_NUMPY[tensor["datatype"]])
+        else:
+            x = np.asarray(tensor["data"])
+        x = x.astype(np.float32).reshape(tensor["shape"])
+        assert r.headers.get("Inference-Header-Content-Length") is None, "no output asked for binary data"
+        (out,) = [o for o in r.json()["outputs"] if o["name"] == "output"]
+        assert out["datatype"] == "FP32" and out["shape"] == [x.shape[0], 3], out
+        np.testing.assert_allclose(np.asarray(out["data"], np.float32).reshape(out["shape"]), self.reference(x), rtol=1e-4, atol=1e-4)
 
     def check_4xx(self, r: httpx.Response) -> str:
         assert 400 <= r.status_code < 500, (r.status_code, r.text[:500])
@@ -69,9 +94,10 @@ def served(mlp_package: Path) -> Iterator[Served]:
         s.client.close()
 
 
-def _outcome(served: Served, r: httpx.Response, figures: Any) -> None:
+def _outcome(served: Served, r: httpx.Response, figures: Any, request: bytes, headers: dict[str, str] | None = None) -> None:
     figures.add("inputs_tried")
     if r.status_code == 200:  # the fuzzer happened to write a valid request: then the answer is right
+        served.check_accepted(request, headers or {}, r)
         figures.add("accepted")
         return
     code = served.check_4xx(r)
@@ -81,13 +107,14 @@ def _outcome(served: Served, r: httpx.Response, figures: Any) -> None:
 @given(body=st.binary(max_size=300))
 @fuzz_settings()
 def test_random_bytes_as_body(served: Served, body: bytes, figures: Any) -> None:
-    _outcome(served, served.post(body), figures)
+    _outcome(served, served.post(body), figures, body)
 
 
 @given(body=json_values)
 @fuzz_settings()
 def test_any_json_document_as_body(served: Served, body: Any, figures: Any) -> None:
-    _outcome(served, served.post(json.dumps(body).encode()), figures)
+    request = json.dumps(body).encode()
+    _outcome(served, served.post(request), figures, request)
 
 
 tensor = st.fixed_dictionaries(
@@ -110,7 +137,8 @@ request_docs = st.fixed_dictionaries(
 @given(doc=request_docs)
 @fuzz_settings()
 def test_structured_requests_with_lying_shapes_and_data(served: Served, doc: dict[str, Any], figures: Any) -> None:
-    _outcome(served, served.post(json.dumps(doc).encode()), figures)
+    request = json.dumps(doc).encode()
+    _outcome(served, served.post(request), figures, request)
 
 
 @given(
@@ -126,12 +154,13 @@ def test_binary_extension_with_wrong_lengths(
 ) -> None:
     header = json.dumps({"inputs": [{"name": "input", "datatype": datatype, "shape": declared_shape, "parameters": {"binary_data_size": size}}]}).encode()
     hl = str(len(header)) if header_len is None else str(header_len)
+    headers = {"Inference-Header-Content-Length": hl, "content-type": "application/octet-stream"}
     try:
-        r = served.post(header + payload, {"Inference-Header-Content-Length": hl, "content-type": "application/octet-stream"})
+        r = served.post(header + payload, headers)
     except httpx.LocalProtocolError:  # httpx itself refuses some header values (never reaches the server)
         figures.add("refused_by_client")
         return
-    _outcome(served, r, figures)
+    _outcome(served, r, figures, header + payload, headers)
 
 
 def _ok_binary(rows: int = 2) -> tuple[bytes, str]:
@@ -231,3 +260,15 @@ def test_server_still_serves_after_the_fuzzing(served: Served) -> None:
         served.check_still_serving()
     r = served.client.get(f"{served.thread.url}/v2/health/ready")
     assert r.status_code == 200
+
+
+def test_an_accepted_request_is_checked_against_the_model(served: Served, figures: Any) -> None:
+    """The fuzz tests' 200 branch: a valid request (JSON or binary) passes only with the model's answer."""
+    valid = json.dumps(VALID).encode()
+    _outcome(served, served.post(valid), figures, valid)
+    body, hl = _ok_binary()
+    headers = {"Inference-Header-Content-Length": hl, "content-type": "application/octet-stream"}
+    _outcome(served, served.post(body, headers), figures, body, headers)
+    other = json.dumps({"inputs": [{**VALID["inputs"][0], "data": [9.0] * 8}]}).encode()
+    with pytest.raises(AssertionError):  # the answer to another request is not this one's
+        served.check_accepted(other, {}, served.post(valid))

@@ -29,7 +29,6 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from reliability_kit import fuzz_settings
 
 from inferox.core.errors import (
     ConfigError,
@@ -40,6 +39,8 @@ from inferox.core.errors import (
 )
 from inferox.engine import Engine, EngineConfig
 from inferox.mlpkg import load_model, load_package, parse_model_toml
+
+from .reliability_kit import fuzz_settings
 
 #: Codes a hostile package may legitimately end in (package problems, and a model the backend refuses).
 PACKAGE_CODES = {
@@ -369,10 +370,23 @@ def test_model_toml_garbage_bytes(tmp_path_factory: pytest.TempPathFactory, cont
     figures.add("inputs_tried")
 
 
-def test_nothing_was_written_outside_any_sandbox(sandbox_root: Path) -> None:
-    """Every sandbox was checked after its test; this checks the area is still just packages + canary."""
-    if not sandbox_root.exists():
-        pytest.skip("no sandbox test ran")
-    names = {p.name.split("-")[0] for p in sandbox_root.iterdir()}
-    assert names <= {"outside", "pkg", "escaped", "meta"}, names
-    assert sorted(os.listdir(sandbox_root / "outside")) == ["model.safetensors", "secret.json"]
+def test_nothing_was_written_outside_any_sandbox(sandbox: Sandbox) -> None:
+    """Escapes of every kind, one after another in one area, whatever ran before (in any order):
+    each is refused, and the area then holds only package copies and the canary, unchanged."""
+    attacks = [
+        ("files", lambda m: m["files"].append({"path": "../outside/secret.json", "size": 1, "sha256": "0" * 64})),
+        ("weights", lambda m: m.__setitem__("weights", "../outside/model.safetensors")),
+        ("backend_overrides", lambda m: m.__setitem__("backend_overrides", ["../../outside"])),
+    ]
+    for field, attack in attacks:
+        pkg = sandbox.fresh()
+        edit_json(pkg / "metadata.json", attack)
+        with pytest.raises(PackageFormatError) as ei:
+            load_model(pkg, backend="torch", trust_code=True)
+        assert ei.value.code == "PACKAGE_FORMAT_ERROR" and ei.value.field == field
+    sandbox.check_nothing_written_outside()
+    names = {p.name.split("-")[0] for p in sandbox.root.iterdir()}
+    assert "pkg" in names and names <= {"outside", "pkg", "escaped", "meta"}, names
+    assert sorted(os.listdir(sandbox.outside)) == ["model.safetensors", "secret.json"]
+    assert (sandbox.outside / "secret.json").read_text() == '{"model_type": "mlp", "layer_sizes": [4, 8, 3]}'
+    assert (sandbox.outside / "model.safetensors").read_bytes() == (sandbox.base / "model.safetensors").read_bytes()

@@ -10,20 +10,17 @@ under its final name, the package cache still usable, and a later build (server 
 from __future__ import annotations
 
 import errno
-import os
-import subprocess
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mlpkg_hubserver import FaultProxy, OlahServer
-from mlpkg_testkit import mlp_files
 
 from inferox.core.errors import DownloadError, InferoxError, InferoxIOError
 from inferox.mlpkg import DownloadPolicy, PackageCache, build_package, load_package
+from tests.support.disks import TmpfsDisks
+from tests.support.hub import FaultProxy, OlahServer
+from tests.support.model_files import mlp_files
 
 FAST = DownloadPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.05, connect_timeout=2, read_timeout=5)
 #: One attempt: huggingface_hub's own retry loop (5 HEAD retries, up to 8 s apart, which
@@ -45,18 +42,12 @@ class DyingProxy(FaultProxy):
             threading.Thread(target=self.stop, daemon=True).start()
 
 
-def _new_repo(olah: OlahServer, files: dict[str, bytes]) -> str:
-    repo_id = f"org/rel-{uuid.uuid4().hex[:8]}"
-    olah.repos.create(repo_id, files)
-    return repo_id
-
-
 def test_hub_dying_mid_file_is_a_download_error_and_a_later_build_succeeds(
     olah: OlahServer, hub_env: pytest.MonkeyPatch, tmp_path: Path, figures: Any
 ) -> None:
     files = mlp_files([1024, 3000, 2])  # ~12 MB: huggingface_hub writes 10 MiB chunks
     size = len(files["model.safetensors"])
-    repo_id = _new_repo(olah, files)
+    repo_id = olah.repos.new(files, prefix="rel")[0]
     cache = PackageCache(tmp_path / "cache")
     download = tmp_path / "dl"
     dying = DyingProxy(olah.port)
@@ -89,33 +80,12 @@ def test_hub_dying_mid_file_is_a_download_error_and_a_later_build_succeeds(
     figures.record(file_bytes=size, cut_after_bytes=size // 2, faults_injected=1, retries_refused=len(dying.requests()))
 
 
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Any]:
-    """Mount small tmpfs disks (``tmpfs(size)``) for the test: needs root and mount permission."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mounted: list[Path] = []
-
-    def mount(size: str) -> Path:
-        mnt = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
-        mnt.mkdir()
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True, text=True)
-        if res.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-        mounted.append(mnt)
-        return mnt
-
-    yield mount
-    for mnt in mounted:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def test_full_disk_while_downloading_into_the_cache(
-    olah: OlahServer, proxy: FaultProxy, hub_env: pytest.MonkeyPatch, tmpfs: Any, tmp_path: Path, figures: Any
+    olah: OlahServer, proxy: FaultProxy, hub_env: pytest.MonkeyPatch, tmpfs: TmpfsDisks, tmp_path: Path, figures: Any
 ) -> None:
     disk = tmpfs("1m")
     big = mlp_files([256, 1200, 16])  # ~1.3 MB of weights: the download cannot fit
-    repo_big = _new_repo(olah, big)
+    repo_big = olah.repos.new(big, prefix="rel")[0]
     hub_env.setenv("HF_ENDPOINT", proxy.endpoint)
     cache = PackageCache(disk / "cache")
     with pytest.raises(InferoxError) as ei:
@@ -131,7 +101,7 @@ def test_full_disk_while_downloading_into_the_cache(
     assert not [p for p in (disk / "dl").rglob("model.safetensors")]
     # the cache is usable at once: a package that fits builds into the same cache on the same disk
     small = mlp_files([4, 8, 3])
-    repo_small = _new_repo(olah, small)
+    repo_small = olah.repos.new(small, prefix="rel")[0]
     for p in (disk / "dl").rglob("*"):  # free the space the partial download took (what a user would do)
         if p.is_file() and p.name.endswith(".incomplete"):
             p.unlink()
@@ -142,11 +112,11 @@ def test_full_disk_while_downloading_into_the_cache(
 
 
 def test_full_disk_while_assembling_into_the_cache(
-    olah: OlahServer, proxy: FaultProxy, hub_env: pytest.MonkeyPatch, tmpfs: Any, tmp_path: Path, figures: Any
+    olah: OlahServer, proxy: FaultProxy, hub_env: pytest.MonkeyPatch, tmpfs: TmpfsDisks, tmp_path: Path, figures: Any
 ) -> None:
     disk = tmpfs("1m")
     big = mlp_files([256, 1200, 16])  # the download (on the normal disk) works; the package does not fit
-    repo_big = _new_repo(olah, big)
+    repo_big = olah.repos.new(big, prefix="rel")[0]
     hub_env.setenv("HF_ENDPOINT", proxy.endpoint)
     cache = PackageCache(disk / "cache")
     with pytest.raises(InferoxIOError) as ei:
@@ -157,7 +127,7 @@ def test_full_disk_while_assembling_into_the_cache(
     leftovers = [p for p in (disk / "cache").rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json")]
     assert leftovers == [], leftovers  # no half-written package in the cache
     small = mlp_files([4, 8, 3])
-    repo_small = _new_repo(olah, small)
+    repo_small = olah.repos.new(small, prefix="rel")[0]
     path = build_package(f"hf://{repo_small}", cache=cache, endpoint=proxy.endpoint, policy=FAST, download_dir=tmp_path / "dl")
     assert load_package(path, verify=True).source_repo_id == repo_small
     assert [e.key.split("@")[0] for e in cache.entries()] == [f"hub/{repo_small}"]

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from reliability_kit import rss_bytes
 
 from inferox.core.errors import ModelNotFoundError
 from inferox.engine import Engine, release_memory
+
+from .reliability_kit import rss_bytes
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux" or not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc (Linux)")
 

@@ -68,15 +68,6 @@ class AffineModel(Model):
         return {"y": x * 2 + 1}
 
 
-def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
-
-
 @pytest.fixture(scope="module")
 def triton() -> Iterator[Any]:
     """A factory for tritonclient.http clients (closed at module end)."""
@@ -93,16 +84,3 @@ def triton() -> Iterator[Any]:
     for c in clients:
         c.close()
 
-
-@pytest.fixture(scope="session")
-def mlp_package(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from .packages import build_mlp_package
-
-    return build_mlp_package(tmp_path_factory.mktemp("mlp-pkg"))
-
-
-@pytest.fixture(scope="session")
-def minilm_package(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from .packages import build_minilm_package
-
-    return build_minilm_package(tmp_path_factory.mktemp("minilm-pkg"))

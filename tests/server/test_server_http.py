@@ -18,8 +18,9 @@ from tritonclient.utils import InferenceServerException
 
 from inferox.core import DType
 from inferox.engine.server import InferoxServer, ServerConfig, ServerThread, ServingSettings
+from tests.support.net import wait_until
 
-from .conftest import ECHO_DTYPES, AffineModel, EchoModel, wait_until
+from .conftest import ECHO_DTYPES, AffineModel, EchoModel
 
 TOKEN = "s3cret-token"
 

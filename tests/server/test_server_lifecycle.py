@@ -16,8 +16,9 @@ import pytest
 from inferox.engine.server import InferoxServer, ServerConfig, ServerThread, ServingSettings, configure_logging, create_app
 from inferox.engine.server._metrics import Metrics
 from inferox.engine.server._run import JsonLogFormatter
+from tests.support.net import wait_until
 
-from .conftest import AffineModel, wait_until
+from .conftest import AffineModel
 
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
 

@@ -19,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 from inferox.core import get_registry
 from inferox.core.errors import ConfigError, InvalidInputError, ModelNotFoundError, UnsafePackageError
 from inferox.engine.server import InferoxServer, ModelRepository, ServerConfig, ServerThread, ServingSettings, check_model_name
+from tests.support.packages import minilm_reference
 
 TOKEN = "repo-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -96,13 +97,7 @@ def test_minilm_answers_text_requests(served: ServerThread, triton: Any, minilm_
     result = client.infer("minilm", [inp], parameters={"backend": backend}, request_id=f"text-{backend}")
     response = result.get_response()
     assert response["parameters"]["backend"] == backend and response["id"] == f"text-{backend}"
-    # The reference: the same package run directly on torch, with the tokenizer applied by hand.
-    from inferox.core.text import TextEncoder
-    from inferox.mlpkg import load_model
-
-    ref_model = load_model(minilm_package, backend="torch")
-    encoded = TextEncoder.from_file(minilm_package / "tokenizer.json").encode(texts)
-    ref = ref_model.forward_any({k: v for k, v in encoded.items() if k in {s.name for s in ref_model.input_specs}})
+    ref = minilm_reference(minilm_package, texts)
     names = {o["name"] for o in response["outputs"]}
     # A sentence-transformers package answers with its default output unless asked for others.
     assert names == {"sentence_embedding"} and set(ref) >= {"sentence_embedding", "last_hidden_state"}
@@ -268,7 +263,7 @@ def test_unload_while_requests_are_in_flight(triton: Any) -> None:
 
 
 def _wait(predicate: Any, timeout: float = 20.0) -> bool:
-    from .conftest import wait_until
+    from tests.support.net import wait_until
 
     return wait_until(predicate, timeout=timeout)
 

@@ -151,8 +151,17 @@ def test_memory_info_cuda(backend: TorchBackend) -> None:  # pragma: gpu
 
 
 def test_synchronize_cpu_is_a_noop(backend: TorchBackend) -> None:
-    backend.synchronize("cpu")
-    backend.synchronize()
+    """On the CPU there is nothing to wait for: it returns at once; a device it cannot wait on is a typed error."""
+    t = backend.tensor_builder("cpu").from_numpy(np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert backend.synchronize("cpu") is None and backend.synchronize() is None
+    assert t.numpy().tolist() == [[0, 1, 2], [3, 4, 5]]  # the data is there without waiting
+    absent = f"cuda:{torch.cuda.device_count()}"  # one past the last CUDA device: never present
+    with pytest.raises(DeviceUnavailableError) as ei:
+        backend.synchronize(absent)
+    assert ei.value.code == "DEVICE_UNAVAILABLE" and ei.value.device == absent
+    with pytest.raises(DeviceError) as ei2:
+        backend.synchronize("tpu:0")
+    assert ei2.value.code == "DEVICE_ERROR" and ei2.value.device == "tpu:0" and "tpu" in str(ei2.value)
 
 
 # -- dtypes -----------------------------------------------------------------------------------------

@@ -19,13 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from .net import free_port
+
 _GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def git(repo: Path, *args: str) -> str:
@@ -50,6 +46,13 @@ class MirrorRepos:
         if files:
             return self.commit(repo_id, files, message=message)
         return ""
+
+    def new(self, files: Mapping[str, bytes | str | Path] | None = None, *, prefix: str = "repo") -> tuple[str, str]:
+        """A fresh repository ``org/<prefix>-<unique>`` with ``files`` committed on main: (repo_id, sha)."""
+        import uuid
+
+        repo_id = f"org/{prefix}-{uuid.uuid4().hex[:8]}"
+        return repo_id, self.create(repo_id, files)
 
     def commit(self, repo_id: str, files: Mapping[str, bytes | str | Path], *, message: str = "update", branch: str | None = None) -> str:
         repo = self.path(repo_id)
@@ -286,3 +289,18 @@ class FaultProxy:
                     cut = after
         self._record(method, h, status)
         self._send(h, status, headers, body, method, cut=cut)
+
+
+class Hub:
+    """What a hub test needs: the repos, olah's endpoint and a fresh fault proxy's endpoint."""
+
+    def __init__(self, olah: OlahServer, proxy: FaultProxy, tmp: Path) -> None:
+        self.olah = olah
+        self.repos: MirrorRepos = olah.repos
+        self.proxy = proxy
+        self.endpoint = proxy.endpoint
+        self.download_dir = tmp / "hf-downloads"
+
+    def new_repo(self, files: Mapping[str, Any] | None = None, *, prefix: str = "repo") -> tuple[str, str]:
+        """A fresh repository ``org/<unique>`` with ``files`` committed on main; returns (repo_id, sha)."""
+        return self.repos.new(files, prefix=prefix)

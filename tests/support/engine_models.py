@@ -47,7 +47,22 @@ class _Counting:
             time.sleep(self.delay)
 
 
-class TorchLinear(Model, _Counting):
+class _LinearSpecs:
+    """``x`` f32 (batch, n_in) → ``y`` f32 (batch, n_out): the specs of both linear models."""
+
+    n_in: int
+    n_out: int
+
+    @property
+    def input_specs(self) -> Sequence[TensorSpec]:
+        return [TensorSpec("x", DType.F32, (None, self.n_in))]
+
+    @property
+    def output_specs(self) -> Sequence[TensorSpec]:
+        return [TensorSpec("y", DType.F32, (None, self.n_out))]
+
+
+class TorchLinear(_LinearSpecs, Model, _Counting):
     """y = x @ weight + bias with a real ``torch.nn.Linear``."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, *, name: str = "lin", delay: float = 0.0, version: str = "1") -> None:
@@ -60,14 +75,6 @@ class TorchLinear(Model, _Counting):
             self.linear.weight.copy_(torch.from_numpy(weight.T.copy()))
             self.linear.bias.copy_(torch.from_numpy(bias.copy()))
         self.n_in, self.n_out = weight.shape
-
-    @property
-    def input_specs(self) -> Sequence[TensorSpec]:
-        return [TensorSpec("x", DType.F32, (None, self.n_in))]
-
-    @property
-    def output_specs(self) -> Sequence[TensorSpec]:
-        return [TensorSpec("y", DType.F32, (None, self.n_out))]
 
     def forward(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         import torch
@@ -87,7 +94,7 @@ class TorchLinear(Model, _Counting):
         self.linear = None  # type: ignore[assignment]
 
 
-class JaxLinear(Model, _Counting):
+class JaxLinear(_LinearSpecs, Model, _Counting):
     """y = x @ weight + bias with ``jax.numpy`` under ``jax.jit``."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, *, name: str = "lin", delay: float = 0.0) -> None:
@@ -100,14 +107,6 @@ class JaxLinear(Model, _Counting):
         self.b = jnp.asarray(bias)
         self.n_in, self.n_out = weight.shape
         self._fn = jax.jit(lambda x, w, b: x @ w + b)
-
-    @property
-    def input_specs(self) -> Sequence[TensorSpec]:
-        return [TensorSpec("x", DType.F32, (None, self.n_in))]
-
-    @property
-    def output_specs(self) -> Sequence[TensorSpec]:
-        return [TensorSpec("y", DType.F32, (None, self.n_out))]
 
     def forward(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         x = inputs["x"]

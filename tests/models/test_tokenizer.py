@@ -88,16 +88,6 @@ def test_missing_and_corrupt_tokenizer_files(tmp_path: Path) -> None:
     assert ei2.value.field == "tokenizer" and ei2.value.path == str(bad)
 
 
-def test_read_max_seq_length_variants(tmp_path: Path) -> None:
-    assert read_max_seq_length(tmp_path) is None
-    (tmp_path / "sentence_bert_config.json").write_text('{"max_seq_length": "long"}')
-    assert read_max_seq_length(tmp_path) is None
-    (tmp_path / "sentence_bert_config.json").write_text("{oops")
-    with pytest.raises(ConfigError) as ei:
-        read_max_seq_length(tmp_path)
-    assert ei.value.field == "max_seq_length"
-
-
 def test_concurrent_encodes_with_different_lengths(encoder: TextEncoder) -> None:
     long_text = "token " * 600
     errors: list[str] = []
