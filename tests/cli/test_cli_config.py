@@ -68,13 +68,18 @@ def test_bad_settings_name_the_key_and_the_file(tmp_path: Path) -> None:
 def test_print_config_shows_values_and_sources(tmp_path: Path) -> None:
     conf = tmp_path / "serve.toml"
     conf.write_text("[server]\nport = 9100\n[engine]\nmax_queue_size = 7\n")
-    result = invoke("serve", "--config", conf, "--print-config", "--timeout", "12", env={"INFEROX_MAX_QUEUE_DELAY_MS": "3"})
+    result = invoke(
+        "serve", "--config", conf, "--print-config", "--timeout", "12", "--no-exit-on-error", "--no-strict-readiness", "--backend", "torch",
+        env={"INFEROX_MAX_QUEUE_DELAY_MS": "3"},
+    )
     assert result.exit_code == 0, result.output
     rows = _rows(result.output)
     assert rows["server.port"] == ("9100", "file")
     assert rows["engine.max_queue_size"] == ("7", "file")
     assert rows["engine.max_queue_delay_ms"] == ("3.0", "environment")
     assert rows["server.request_timeout_s"] == ("12.0", "flag")
+    assert rows["server.exit_on_error"] == ("False", "flag") and rows["server.strict_readiness"] == ("False", "flag")
+    assert rows["models.backends"] == ("('torch',)", "flag") and rows["models.device"] == ("None", "default")
     # A flag's default never overrides the file: --port was not given.
     assert rows["server.keep_alive_s"] == ("75.0", "default")
     bad = invoke("serve", "--config", tmp_path / "missing.toml", "--print-config")

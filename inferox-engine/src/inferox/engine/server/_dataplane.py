@@ -227,7 +227,7 @@ class DataPlane:
         settings = served.settings
 
         def check_budget(backend: str, nbytes: int) -> None:
-            self.engine._check_budget(served.name, backend, nbytes)
+            self.engine.check_budget(served.name, backend, nbytes)
 
         composed = compose_model(
             served.path,
