@@ -497,6 +497,11 @@ class Engine:
             raise InvalidInputError("timeout must be a positive number of seconds", name="timeout", expected="> 0", actual=timeout)
         return float(timeout)
 
+    def check_budget(self, name: str, backend: str, required: int) -> None:
+        """Raise :class:`OutOfMemoryError` when ``required`` more bytes for ``name`` on ``backend``
+        would exceed ``memory_budget_bytes`` (what :func:`compose_model` asks before reading weights)."""
+        self._check_budget(name, backend, required)
+
     def _check_budget(self, name: str, backend: str, required: int) -> None:
         budget = self.config.memory_budget_bytes
         if budget is None:

@@ -83,13 +83,14 @@ def _given_flags(ctx: click.Context) -> dict[str, Any]:
 @click.option("--address", help="--ray: Ray cluster address (e.g. ray://head:10001 or auto); default: start a local cluster.")
 @click.option("--replicas", type=click.IntRange(min=1), help="--ray: model replicas (default 1).")
 @click.option("--autoscaling", help='--ray: Ray Serve autoscaling_config as JSON, e.g. \'{"min_replicas": 1, "max_replicas": 4}\'.')
-@click.option("--num-cpus", type=click.FloatRange(min=0), default=1.0, show_default=True, help="--ray: CPUs per replica.")
-@click.option("--num-gpus", type=click.FloatRange(min=0), default=0.0, show_default=True, help="--ray: GPUs per replica.")
-@click.option("--max-models-per-replica", type=click.IntRange(min=1), default=3, show_default=True, help="--ray: models a replica keeps (LRU eviction).")
-@click.option("--ray-batching", type=click.Choice(["engine", "serve"]), default="engine", show_default=True, help="--ray: the engine's dynamic batcher or @serve.batch.")
+@click.option("--num-cpus", type=click.FloatRange(min=0), help="--ray: CPUs per replica (default 1).")
+@click.option("--num-gpus", type=click.FloatRange(min=0), help="--ray: GPUs per replica (default 0).")
+@click.option("--max-models-per-replica", type=click.IntRange(min=1), help="--ray: models a replica keeps, least recently used evicted (default 3).")
+@click.option("--ray-batching", type=click.Choice(["engine", "serve"]), help="--ray: the engine's dynamic batcher (default) or @serve.batch.")
 @click.pass_context
 def serve(
     ctx: click.Context,
+    /,
     path: Path | None,
     config_file: Path | None,
     print_config: bool,
@@ -99,10 +100,10 @@ def serve(
     address: str | None,
     replicas: int | None,
     autoscaling: str | None,
-    num_cpus: float,
-    num_gpus: float,
-    max_models_per_replica: int,
-    ray_batching: str,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    max_models_per_replica: int | None,
+    ray_batching: str | None,
     **_flags: Any,
 ) -> None:
     """Serve a package, or a model repository folder, over three protocols: the Open Inference
@@ -167,12 +168,13 @@ def _serve_on_ray(
     address: str | None,
     replicas: int | None,
     autoscaling: str | None,
-    num_cpus: float,
-    num_gpus: float,
-    max_models_per_replica: int,
-    batching: str,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    max_models_per_replica: int | None,
+    batching: str | None,
 ) -> None:
-    """``inferox serve --ray``: the repository as a Ray Serve application (same V2 API)."""
+    """``inferox serve --ray``: the repository as a Ray Serve application (same V2 API). Options
+    left out take ``build_app``'s defaults (declared there only)."""
     if server.repository is None:
         raise ConfigError("--ray serves a model repository folder (NAME/ package folders), not a single package", field="path", value=str(path))
     scaling: dict[str, Any] | None = None
@@ -187,15 +189,13 @@ def _serve_on_ray(
         from inferox.engine.ray import build_app, serve_on_ray
     except ImportError as exc:
         raise ConfigError(f"{exc}", field="ray") from exc
+    given = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_models_per_replica": max_models_per_replica, "batching": batching}
     app = build_app(
         server.repository.root,
         config=server.config,
         replicas=replicas,
         autoscaling_config=scaling,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        max_models_per_replica=max_models_per_replica,
-        batching=batching,
+        **{k: v for k, v in given.items() if v is not None},
     )
     err = console(err=True)
     if server.config.host not in ("127.0.0.1", "localhost", "::1") and not server.config.token:

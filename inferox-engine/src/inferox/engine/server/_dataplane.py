@@ -55,8 +55,8 @@ from inferox.engine._config import EngineConfig, ModelOptions
 from inferox.engine._engine import Engine, version_key
 from inferox.engine._types import InferenceResult
 from inferox.engine.server._config import ModelState, ServerConfig
-from inferox.engine.server._metrics import Metrics
-from inferox.engine.server._protocol import BYTES, InferRequest, encode_infer_response, parse_infer_request
+from inferox.engine.server._metrics import UNKNOWN_MODEL, Metrics
+from inferox.engine.server._protocol import BYTES, InferRequest, RequestedOutput, encode_infer_response, parse_infer_request
 from inferox.engine.server._repository import ModelRepository, ServingSettings, check_model_name
 
 __all__ = ["EXTENSIONS", "DataPlane", "ServedModel", "ServedVersion", "server_metadata"]
@@ -109,6 +109,8 @@ class ServedVersion:
     #: Outputs a request gets when it names none (``None``: every output).
     default_outputs: tuple[str, ...] | None = None
     backends: tuple[str, ...] = ()
+    #: The model's input names, read once at registration (specs may be rebuilt on every access).
+    input_names: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -204,8 +206,10 @@ class DataPlane:
             )
             backends.append(any_model.backend_name)
         served.backends = tuple(backends)
+        first = instances[0] if isinstance(instances[0], AnyModel) else AnyModel(instances[0])
+        served.input_names = frozenset(s.name for s in first.input_specs)
         if served.text_encoder is None:
-            served.text_encoder = getattr((instances[0] if isinstance(instances[0], AnyModel) else AnyModel(instances[0])).model, "text_encoder", None)
+            served.text_encoder = getattr(first.model, "text_encoder", None)
 
     def _compose_and_register(self, served: ServedVersion) -> None:
         """Compose ``served`` from its package (in a worker thread) and register it."""
@@ -213,7 +217,7 @@ class DataPlane:
         settings = served.settings
 
         def check_budget(backend: str, nbytes: int) -> None:
-            self.engine._check_budget(served.name, backend, nbytes)
+            self.engine.check_budget(served.name, backend, nbytes)
 
         composed = compose_model(
             served.path,
@@ -298,11 +302,10 @@ class DataPlane:
         if self.repository is None:
             raise ModelNotFoundError(name, available=[])
         entry = self.repository.entry(name)
-        version = entry.latest
         settings = self._settings(entry.settings)
-        served = ServedVersion(name=name, version=version, path=entry.versions[version], settings=settings)
+        versions = [ServedVersion(name=name, version=v, path=entry.versions[v], settings=settings) for v in entry.served_versions()]
         async with self.lock():
-            return await self._load_versions(name, [served])
+            return await self._load_versions(name, versions)
 
     async def unload(self, name: str) -> None:
         """Stop serving ``name``: new requests get MODEL_NOT_FOUND, in-flight ones finish."""
@@ -382,7 +385,7 @@ class DataPlane:
     def build_inputs(self, served: ServedVersion, req: InferRequest) -> dict[str, Any]:
         """A V2 request's tensors as engine inputs; BYTES text goes through the model's text encoder."""
         inputs: dict[str, Any] = {}
-        spec_names = {s.name for s in self.engine.get_model(served.name, version=served.version or None).input_specs}
+        spec_names = served.input_names
         encoder = served.text_encoder
         for tensor in req.inputs:
             if tensor.datatype == BYTES and tensor.name not in spec_names:
@@ -444,13 +447,17 @@ class DataPlane:
         return served, result
 
     def encode(self, served: ServedVersion, req: InferRequest, result: InferenceResult) -> tuple[bytes, dict[str, str]]:
-        """The V2 response body and headers of ``result``."""
+        """The V2 response body and headers of ``result``: the outputs the request names, else the
+        package's default outputs, else every output."""
+        requested = req.outputs
+        if requested is None and served.default_outputs:
+            requested = [RequestedOutput(n) for n in served.default_outputs]
         return encode_infer_response(
             model_name=served.name,
             model_version=served.version,
             request_id=req.id,
             outputs=dict(result),
-            requested=req.outputs,
+            requested=requested,
             binary_default=req.binary_data_output,
             parameters={"backend": result.backend} if result.backend else None,
         )
@@ -571,10 +578,20 @@ class DataPlane:
                 out.append(self._version_stats(n, v))
         return {"model_stats": out}
 
-    def record(self, name: str, *, started: float, result: InferenceResult | None = None, code: str | None = None) -> None:
-        """Record one finished request in the server's metrics."""
+    def record(self, name: str, *, started: float, result: InferenceResult | None = None, code: str | None = None, version: str | None = None) -> None:
+        """Record one finished request in the server's metrics. Label values come only from
+        served models: another name counts as ``_unknown``, a version not served as ``""``."""
         duration = time.perf_counter() - started
+        model = self.models.get(name)
+        if result is not None and result.version is not None:
+            version = result.version
+        if model is None:
+            name, version = UNKNOWN_MODEL, ""
+        elif version is None or version not in model.versions:
+            version = model.version if version is None and model.versions else ""
         if result is None:
-            self.metrics.record_failure(name, code or "INTERNAL", duration=duration)
+            self.metrics.record_failure(name, code or "INTERNAL", duration=duration, version=version)
         else:
-            self.metrics.record_success(name, duration=duration, queue=result.queue_time_s, compute=result.compute_time_s, batch_size=result.batch_size)
+            self.metrics.record_success(
+                name, duration=duration, queue=result.queue_time_s, compute=result.compute_time_s, batch_size=result.batch_size, version=version
+            )

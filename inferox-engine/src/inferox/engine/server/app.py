@@ -324,11 +324,12 @@ class InferoxServer:
 
     async def _infer(self, request: Request, name: str, request_id: str, started: float) -> tuple[Response, str | None]:
         dp = self.dataplane
+        version = request.path_params.get("version")
         try:
             try:
                 body = await self._read_body(request)
             except _BodyTooLarge:
-                dp.record(name, started=started, code=PAYLOAD_TOO_LARGE)
+                dp.record(name, version=version, started=started, code=PAYLOAD_TOO_LARGE)
                 return _error(413, PAYLOAD_TOO_LARGE, f"request body exceeds {self.config.max_body_bytes} bytes"), PAYLOAD_TOO_LARGE
             header_length = request.headers.get(HEADER_LENGTH.lower())
             if len(body) > _DECODE_IN_THREAD_BYTES:
@@ -337,9 +338,9 @@ class InferoxServer:
                 req = dp.decode(body, header_length)
             if req.id:
                 request_id = req.id
-            answer = await self._run_until_disconnect(request, name, req, request.path_params.get("version"))
+            answer = await self._run_until_disconnect(request, name, req, version)
             if answer is None:
-                dp.record(name, started=started, code=CLIENT_DISCONNECTED)
+                dp.record(name, version=version, started=started, code=CLIENT_DISCONNECTED)
                 return Response(status_code=499), CLIENT_DISCONNECTED
             served, result = answer
             # Large outputs (JSON especially) would stall the event loop while encoded.
@@ -350,13 +351,13 @@ class InferoxServer:
             dp.record(name, started=started, result=result)
             return Response(payload, headers=headers), None
         except InferoxError as exc:
-            dp.record(name, started=started, code=exc.code)
+            dp.record(name, version=version, started=started, code=exc.code)
             response = _inferox_error_response(exc)
             response.headers["x-request-id"] = request_id
             return response, exc.code
         except Exception as exc:
             log.exception("internal error serving %s", name)
-            dp.record(name, started=started, code=INTERNAL)
+            dp.record(name, version=version, started=started, code=INTERNAL)
             return _error(500, INTERNAL, f"internal server error ({type(exc).__name__})", {"x-request-id": request_id}), INTERNAL
 
     async def _run_until_disconnect(self, request: Request, name: str, req: Any, version: str | None) -> tuple[ServedVersion, InferenceResult] | None:
