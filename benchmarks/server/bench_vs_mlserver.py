@@ -23,6 +23,11 @@ The same Inferox server also answers V2 over gRPC (``--grpc-port``) and OpenAI's
 its rounds add those cells (``protocol_clients.py``: ``tritonclient.grpc`` and ``http.client`` posting
 the same sentence, 64 clients and 1), compared with its own V2 REST cells of the same rounds.
 
+Each cell also records the server process's CPU time per answered request (``/proc``), which does
+not stretch with the machine's load as wall-clock figures do. Both servers (and the ceiling below)
+run torch with ``--torch-threads`` intra-op threads, 1 by default: on a shared 2-CPU machine a
+descheduled OpenMP thread stalls its sibling at every barrier, which swamps everything else.
+
 The same run measures the model's own batch-32 ceiling (``Engine.infer_batch``, in this process,
 while both servers idle). Rounds interleave the servers (A B, B A, A B); every figure is the median
 of the rounds. ``--profile`` also records py-spy profiles of the Inferox server during the first
@@ -128,10 +133,12 @@ def mlserver_folder(workdir: Path, *, http_port: int) -> Path:
 
 
 @contextmanager
-def running(cmd: Sequence[str], ready_url: str, *, log: Path, cwd: Path | None = None, timeout: float = 300.0) -> Iterator[subprocess.Popen[bytes]]:
+def running(
+    cmd: Sequence[str], ready_url: str, *, log: Path, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300.0
+) -> Iterator[subprocess.Popen[bytes]]:
     """A server process (stdout+stderr to ``log``), ready once ``ready_url`` answers 200; stopped by pid."""
     with open(log, "wb") as out:
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})})
     try:
         deadline = time.monotonic() + timeout
         host, port = ready_url.split("/")[2].split(":")
@@ -272,6 +279,12 @@ def closed_loop(kind: str, port: int, concurrency: int, duration: float, warmup:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` and all its threads so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def logged_durations(log: Path, wall_from: float, wall_to: float) -> list[float]:
     """``duration_ms`` of the inference requests Inferox's access log timestamps within the window."""
     out: list[float] = []
@@ -288,9 +301,15 @@ def logged_durations(log: Path, wall_from: float, wall_to: float) -> list[float]
 
 
 # -- the model's own ceiling ----------------------------------------------------------------------------
-def batch_ceiling(pkg: Path, seconds: float) -> float:
-    """Sentences/s of ``Engine.infer_batch`` at batch 32 (one sentence per item), in this process."""
+def batch_ceiling(pkg: Path, seconds: float, threads: int) -> float:
+    """Sentences/s of ``Engine.infer_batch`` at batch 32 (one sentence per item), in this process,
+    with the servers' intra-op thread count."""
+    import torch
+
     from inferox.engine import Engine, EngineConfig
+
+    if threads:
+        torch.set_num_threads(threads)
 
     engine = Engine(EngineConfig(max_batch_size=32))
     try:
@@ -365,10 +384,10 @@ def profiling(pid: int, out: Path | None, seconds: float) -> Iterator[None]:
 
 
 # -- the run ------------------------------------------------------------------------------------------
-def run(*, rounds: int, duration_64: float, duration_1: float, warmup: float, profile: bool) -> dict[str, Any]:
+def run(*, rounds: int, duration_64: float, duration_1: float, warmup: float, profile: bool, threads: int) -> dict[str, Any]:
     import torch
 
-    env = ensure_mlserver_env()
+    ml_env = ensure_mlserver_env()
     workdir = Path(tempfile.mkdtemp(prefix="inferox-vs-mlserver-"))
     t_start = time.perf_counter()
     load_start = os.getloadavg()[0]
@@ -382,10 +401,12 @@ def run(*, rounds: int, duration_64: float, duration_1: float, warmup: float, pr
         inferox_cmd = [INFEROX, "serve", str(pkg), "--port", str(ports["inferox"]), "--backend", "torch", "--log-level", "info",
                        "--max-batch-size", "32", "--batch-delay-ms", "5", "--grpc-port", str(ports["inferox-grpc"])]
         ml_root = mlserver_folder(workdir, http_port=ports["mlserver"])
-        ml_cmd = [str(env / "bin" / "mlserver"), "start", str(ml_root)]
-        with running(inferox_cmd, f"http://127.0.0.1:{ports['inferox']}/v2/health/ready", log=logs["inferox"]) as inferox_proc, \
-             running(ml_cmd, f"http://127.0.0.1:{ports['mlserver']}/v2/health/ready", log=logs["mlserver"], cwd=ml_root):
-            pids = {"inferox": inferox_proc.pid}
+        ml_cmd = [str(ml_env / "bin" / "mlserver"), "start", str(ml_root)]
+        # Both servers get the same intra-op thread count (OMP_NUM_THREADS: torch reads it at import).
+        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
+        with running(inferox_cmd, f"http://127.0.0.1:{ports['inferox']}/v2/health/ready", log=logs["inferox"], env=env) as inferox_proc, \
+             running(ml_cmd, f"http://127.0.0.1:{ports['mlserver']}/v2/health/ready", log=logs["mlserver"], cwd=ml_root, env=env) as ml_proc:
+            pids = {"inferox": inferox_proc.pid, "mlserver": ml_proc.pid}
             for r in range(rounds):
                 order = ["inferox", "mlserver"] if r % 2 == 0 else ["mlserver", "inferox"]
                 for server in order:
@@ -397,8 +418,13 @@ def run(*, rounds: int, duration_64: float, duration_1: float, warmup: float, pr
                         profiled = kind == "http.client" or (kind in PROTOCOL_KINDS and conc > 1)
                         if profile and r == 0 and server == "inferox" and profiled:
                             prof_out = workdir / f"profile-{kind}-{conc}.raw"
-                        with profiling(pids.get(server, 0), prof_out, warmup + dur):
+                        cpu0 = cpu_seconds(pids[server])
+                        with profiling(pids[server], prof_out, warmup + dur):
                             res = closed_loop(kind, ports["inferox-grpc" if kind == "grpc" else server], conc, dur, warmup)
+                        # Server CPU per answered request (warm-up included on both sides): the
+                        # figure the machine's load does not scale.
+                        answered = res["requests"] * (warmup + dur) / dur
+                        res["server_cpu_ms_per_request"] = (cpu_seconds(pids[server]) - cpu0) * 1e3 / answered if answered else None
                         if prof_out is not None and prof_out.exists():
                             via = "" if kind == "http.client" else f", {kind}"
                             profiles[f"{conc} client{'s' if conc > 1 else ''}{via}"] = summarise_profile(prof_out)
@@ -408,7 +434,7 @@ def run(*, rounds: int, duration_64: float, duration_1: float, warmup: float, pr
                         cells.append({"round": r, "server": server, "client": kind, "concurrency": conc, **res})
                         print(f"round {r} {server:8s} {kind:12s} c={conc:2d}  {res['req_per_s']:7.1f} req/s  p50 {res['p50_ms']:7.2f} ms  "
                               f"p99 {res['p99_ms']:7.2f} ms  server {res.get('server_logged_p50_ms') or float('nan'):6.2f} ms  errors {res['errors']}", flush=True)
-                ceilings.append(batch_ceiling(pkg, max(3.0, duration_1)))
+                ceilings.append(batch_ceiling(pkg, max(3.0, duration_1), threads))
                 print(f"round {r} infer_batch(32) ceiling {ceilings[-1]:.1f} sentences/s", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -420,7 +446,7 @@ def run(*, rounds: int, duration_64: float, duration_1: float, warmup: float, pr
             "loadavg_start": round(load_start, 2), "loadavg_end": round(os.getloadavg()[0], 2),
         },
         "settings": {
-            "rounds": rounds, "duration_64_s": duration_64, "duration_1_s": duration_1, "warmup_s": warmup,
+            "rounds": rounds, "torch_threads": threads or "torch's default", "duration_64_s": duration_64, "duration_1_s": duration_1, "warmup_s": warmup,
             "request": f"V2 JSON, BYTES input of one sentence ({SENTENCE!r}), outputs [{OUTPUT}]",
             "inferox": "inferox serve PKG --backend torch --max-batch-size 32 --batch-delay-ms 5 --grpc-port P",
             "protocols": "grpc: tritonclient.grpc, BYTES input in raw_input_contents, outputs [sentence_embedding]; "
@@ -450,7 +476,7 @@ def summarise(cells: list[dict[str, Any]], ceilings: list[float]) -> dict[str, A
         rows.append({
             "server": server, "client": client, "concurrency": conc, "rounds": len(rs),
             "req_per_s": med(rs, "req_per_s"), "p50_ms": med(rs, "p50_ms"), "p99_ms": med(rs, "p99_ms"),
-            "server_logged_p50_ms": med(rs, "server_logged_p50_ms"), "errors": sum(r["errors"] for r in rs),
+            "server_logged_p50_ms": med(rs, "server_logged_p50_ms"), "server_cpu_ms_per_request": med(rs, "server_cpu_ms_per_request"), "errors": sum(r["errors"] for r in rs),
             "first_error": next((r["first_error"] for r in rs if r["first_error"]), None),
         })
 
@@ -512,22 +538,25 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"Generated by `benchmarks/server/bench_vs_mlserver.py` on {data['created']} ({m['cpus']} CPUs, {m['platform']}, "
         f"Python {m['python']}, torch {m['torch']}). Request: {set_['request']}. Inferox: `{set_['inferox']}`; MLServer: {set_['mlserver']}. "
         f"Every figure is the median of {set_['rounds']} interleaved rounds (64 clients: {set_['duration_64_s']} s, 1 client: "
-        f"{set_['duration_1_s']} s per cell, after {set_['warmup_s']} s warm-up). Closed loop: N threads of this process, one kept-alive "
+        f"{set_['duration_1_s']} s per cell, after {set_['warmup_s']} s warm-up); torch intra-op threads in both servers and the ceiling: "
+        f"{set_.get('torch_threads', '?')}. Closed loop: N threads of this process, one kept-alive "
         "connection each. **The machine was shared with other work** (1-minute load average "
         f"{m['loadavg_start']} before, {m['loadavg_end']} after, on {m['cpus']} CPUs): absolute figures are noisy; ratios between servers "
         "measured in the same interleaved rounds are the meaningful part.",
         "",
-        "| server | client | clients | req/s | p50 ms | p99 ms | server's logged p50 ms | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| server | client | clients | req/s | p50 ms | p99 ms | server's logged p50 ms | server CPU ms / request | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in s["rows"]:
         lines.append(
             f"| {r['server']} | {r['client']} | {r['concurrency']} | {_f(r['req_per_s'])} | {_f(r['p50_ms'], '.2f')} | {_f(r['p99_ms'], '.2f')} | "
-            f"{_f(r['server_logged_p50_ms'], '.2f')} | {r['errors']} |"
+            f"{_f(r['server_logged_p50_ms'], '.2f')} | {_f(r.get('server_cpu_ms_per_request'), '.2f')} | {r['errors']} |"
         )
     ceiling = s.get("ceiling_sentences_per_s")
     lines += ["", f"Model's own ceiling (`Engine.infer_batch`, batch 32, in the benchmark process while both servers idle): "
-              f"{_f(ceiling)} sentences/s (rounds: {', '.join(_f(c) for c in data['ceiling_sentences_per_s'])}).", ""]
+              f"{_f(ceiling)} sentences/s (rounds: {', '.join(_f(c) for c in data['ceiling_sentences_per_s'])}). "
+              "Server CPU per request is the server process's user + system CPU time over the cell divided by the requests it "
+              "answered: unlike wall-clock figures it does not stretch with the machine's load.", ""]
 
     def verdict(ok: bool | None) -> str:
         return "—" if ok is None else ("**met**" if ok else "**missed**")
@@ -582,6 +611,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--duration-64", type=float, default=10.0, help="measured seconds of each 64-client cell")
     parser.add_argument("--duration-1", type=float, default=5.0, help="measured seconds of each 1-client cell")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each cell")
+    parser.add_argument(
+        "--torch-threads", type=int, default=1,
+        help="intra-op threads of both servers and the ceiling (0: torch's default). 1 by default: on a shared machine an OpenMP "
+        "thread that is descheduled stalls its sibling at every barrier, which swamps every other effect",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the Inferox server in the first round's http.client cells and 64-client gRPC / OpenAI cells")
     parser.add_argument("--profile-before", type=Path, help="a results JSON whose profile is shown as 'before'")
     parser.add_argument("--quick", action="store_true", help="one short round (a smoke run)")
@@ -593,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         if args.quick:
             args.rounds, args.duration_64, args.duration_1, args.warmup = 1, 4.0, 2.0, 1.0
-        data = run(rounds=args.rounds, duration_64=args.duration_64, duration_1=args.duration_1, warmup=args.warmup, profile=args.profile)
+        data = run(rounds=args.rounds, duration_64=args.duration_64, duration_1=args.duration_1, warmup=args.warmup, profile=args.profile, threads=args.torch_threads)
         if args.profile_before is not None:
             data["profile_before"] = json.loads(args.profile_before.read_text()).get("profile", {})
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -203,6 +203,11 @@ def test_json_round_trip_keeps_the_stdlib_forms_orjson_would_change() -> None:
     np.testing.assert_array_equal(np.asarray(back["f"], np.float32), outputs["f"])
     assert back["i"] == [2**40, -3] and back["b"] == [True, False] and back["h"] == [0.5, 3.0]
     assert np.isnan(back["n"][0]) and back["n"][1:] == [float("inf"), 1.0]
+    # Arrays orjson refuses (not native-endian) are written by the stdlib, with the same values.
+    swapped, _ = encode_infer_response(
+        model_name="m", model_version=None, request_id=None, outputs={"be": np.array([1.5, 2.0], ">f4")}, requested=None, binary_default=False
+    )
+    assert json.loads(swapped)["outputs"][0]["data"] == [1.5, 2.0]
 
     req = parse_infer_request(b'{"inputs": [{"name": "x", "datatype": "FP64", "shape": [2], "data": [NaN, 1.5]}]}')
     assert np.isnan(req.inputs[0].data[0]) and req.inputs[0].data[1] == 1.5

@@ -315,3 +315,39 @@ def test_text_max_length_and_bad_text(served: ServerThread) -> None:
     head = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 4 + len(raw)}}]}).encode()
     r = httpx.post(f"{served.url}/v2/models/minilm/infer", content=head + len(raw).to_bytes(4, "little") + raw, headers={"Inference-Header-Content-Length": str(len(head))})
     assert (r.status_code, r.json()["code"]) == (400, "INVALID_INPUT") and "UTF-8" in r.json()["error"]
+
+
+def test_long_texts_are_tokenised_off_the_event_loop(minilm_package: Path) -> None:
+    """A short text is tokenised on the event loop (cheaper than a thread hand-off); one longer than
+    TOKENISE_INLINE_BYTES on the data plane's own tokeniser thread. Both answer exactly."""
+    from inferox.core.text import TextEncoder
+    from inferox.engine.server._dataplane import TOKENISE_INLINE_BYTES
+    from inferox.mlpkg import load_model
+
+    server = InferoxServer(packages={"minilm": minilm_package})
+    prefix = f"inferox-tokenise-{id(server.dataplane):x}"
+    short = "a short sentence"
+    long = " ".join(["a longer text that keeps going"] * 12)
+    assert len(short.encode()) <= TOKENISE_INLINE_BYTES < len(long.encode())
+
+    def ask(text: str) -> np.ndarray:
+        body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [text]}], "outputs": [{"name": "sentence_embedding"}]}
+        r = httpx.post(f"{st.url}/v2/models/minilm/infer", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        out = r.json()["outputs"][0]
+        return np.asarray(out["data"], np.float32).reshape(out["shape"])
+
+    def tokeniser_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
+
+    model = load_model(minilm_package, backend="torch")
+    encoder = TextEncoder.from_file(minilm_package / "tokenizer.json")
+    names = {s.name for s in model.input_specs}
+    with ServerThread(server) as st:
+        got_short = ask(short)
+        assert tokeniser_threads() == []
+        got_long = ask(long)
+        assert len(tokeniser_threads()) == 1
+    for text, got in ((short, got_short), (long, got_long)):
+        ref = model.forward_any({k: v for k, v in encoder.encode([text]).items() if k in names})["sentence_embedding"]
+        np.testing.assert_allclose(got, ref, atol=3e-4)

@@ -139,6 +139,19 @@ class ServedModel:
         return self.engine.get_model(self.name)
 
 
+#: Text requests up to this many bytes are tokenised on the event loop, longer ones on the data
+#: plane's tokeniser thread. A short sentence costs ~25 us of tokeniser CPU, far less than the hand-off
+#: to a thread and back (two GIL hand-overs and futex wake-ups: on a loaded 2-core machine the
+#: hand-off cost ~20 % of req/s at 64 clients, benchmarks/results/server_vs_mlserver.md); 256 bytes
+#: (~0.1 ms) is about one request's own event-loop work, so nothing longer holds the loop up.
+TOKENISE_INLINE_BYTES = 256
+
+
+def _text_bytes(req: InferRequest) -> int:
+    """Total bytes of a request's BYTES (text) inputs."""
+    return sum(len(x) for t in req.inputs if t.datatype == BYTES for x in t.data.reshape(-1))
+
+
 class DataPlane:
     """Model lifecycle, inference, metadata and statistics for any transport (see the module doc)."""
 
@@ -157,10 +170,10 @@ class DataPlane:
         self.startup_error: BaseException | None = None
         self.shutting_down = False
         self._lock: asyncio.Lock | None = None
-        #: One thread tokenises every text request, in arrival order, off the event loop (a pool
-        #: of threads would only take turns holding the GIL). Still per request and before
-        #: queueing: each request reaches the engine with its own token length.
-        self._tokeniser = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="inferox-tokenise")
+        #: One thread tokenises text requests longer than TOKENISE_INLINE_BYTES, in arrival order,
+        #: off the event loop (a pool of threads would only take turns holding the GIL). Still per
+        #: request and before queueing: each request reaches the engine with its own token length.
+        self._tokeniser = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"inferox-tokenise-{id(self):x}")
 
     # -- readiness ------------------------------------------------------------------------------------
     @property
@@ -431,7 +444,7 @@ class DataPlane:
         model = self.models[name]
         model.in_flight += 1
         try:
-            if any(t.datatype == BYTES for t in req.inputs):
+            if _text_bytes(req) > TOKENISE_INLINE_BYTES:
                 inputs = await asyncio.get_running_loop().run_in_executor(self._tokeniser, self.build_inputs, served, req)
             else:
                 inputs = self.build_inputs(served, req)

@@ -53,9 +53,10 @@ _ORJSON_FLOATS = frozenset({"float16", "float32", "float64"})
 
 
 def _loads(data: bytes | memoryview) -> Any:
-    """``json.loads``, through orjson when it accepts the text. orjson refuses what the stdlib
-    accepts (``NaN``/``Infinity`` literals, integers beyond 64 bits) and words errors differently:
-    anything it refuses goes through the stdlib, which decides and phrases the error."""
+    """``json.loads``, through orjson when it accepts the text. orjson refuses some of what the
+    stdlib accepts (``NaN``/``Infinity`` literals, numbers beyond double range) and words errors
+    differently: anything it refuses goes through the stdlib, which decides and phrases the error.
+    (Integers beyond 64 bits orjson reads as floats: an integer input refuses them either way.)"""
     if _orjson is not None:
         try:
             return _orjson.loads(data)
@@ -71,7 +72,7 @@ def _dumps(obj: Any, *, finite: bool = True) -> bytes:
         try:
             return _orjson.dumps(obj, option=_orjson.OPT_SERIALIZE_NUMPY)
         except TypeError:
-            pass  # a type orjson does not take (e.g. an object subclass): the stdlib path below
+            pass  # an array orjson does not take (e.g. not native-endian): the stdlib path below
     return json.dumps(obj, separators=(",", ":"), allow_nan=True, default=_ndarray_default).encode("utf-8")
 
 
