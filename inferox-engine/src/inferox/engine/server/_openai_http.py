@@ -116,7 +116,9 @@ class OpenAIEmbeddings:
             served = self.dp.served(name)
             encoder = served.text_encoder
             encode = (lambda: encoder.encode(req.texts)) if req.texts is not None else (lambda: encoder.encode_ids(req.token_ids))
-            tensors = await self.dp.tokenise(encode)
+            # Text bytes decide where it is tokenised (the V2 rule); ids only need padding (4 bytes each, say).
+            nbytes = sum(len(t.encode("utf-8")) for t in req.texts) if req.texts is not None else 4 * sum(len(ids) for ids in req.token_ids or ())
+            tensors = await self.dp.tokenise(encode, nbytes=nbytes)
             spec_names = {s.name for s in self.dp.engine.get_model(name, version=served.version or None).input_specs}
             v2 = InferRequest(
                 id=None,
