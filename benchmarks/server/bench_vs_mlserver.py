@@ -508,6 +508,22 @@ def summarise(cells: list[dict[str, Any]], ceilings: list[float]) -> dict[str, A
 
 
 # -- the table ----------------------------------------------------------------------------------------
+def _protocol_ratios_per_round(cells: list[dict[str, Any]]) -> dict[str, list[float | None]]:
+    """Each round's gRPC / REST and /v1/embeddings / REST ratios (Inferox only), to show their spread."""
+    out: dict[str, list[float | None]] = {"gRPC / REST req/s at 64": [], "/v1/embeddings / REST req/s at 64": [], "/v1/embeddings / REST p50 at 1": []}
+    for r in sorted({c["round"] for c in cells}):
+        cell = {(c["client"], c["concurrency"]): c for c in cells if c["round"] == r and c["server"] == "inferox"}
+        rest64, rest1 = cell.get(("http.client", 64), {}), cell.get(("http.client", 1), {})
+        for label, (kind, conc, key, base) in {
+            "gRPC / REST req/s at 64": ("grpc", 64, "req_per_s", rest64),
+            "/v1/embeddings / REST req/s at 64": ("openai", 64, "req_per_s", rest64),
+            "/v1/embeddings / REST p50 at 1": ("openai", 1, "p50_ms", rest1),
+        }.items():
+            mine = cell.get((kind, conc), {}).get(key)
+            out[label].append(None if mine is None or not base.get(key) else mine / base[key])
+    return {k: v for k, v in out.items() if any(x is not None for x in v)}
+
+
 def _f(v: float | None, fmt: str = ".1f") -> str:
     return "—" if v is None else format(v, fmt)
 
@@ -561,12 +577,16 @@ def render_markdown(data: dict[str, Any]) -> str:
         else:
             lines.append(f"| {client}, 1 client (studied, not a target): client p50 - server's logged p50 | {gap:+.2f} ms | — |")
     g, o, o1 = t.get("grpc_req_per_s_ratio_64"), t.get("openai_req_per_s_ratio_64"), t.get("openai_p50_ratio_1")
+    per_round = _protocol_ratios_per_round(data["cells"])
     if g is not None or o is not None:
         lines += [
             f"| Inferox over gRPC (tritonclient.grpc): req/s at 64 clients ≥ {PROTOCOL_TARGETS['grpc_req_per_s_ratio_64']}x its V2 REST | {_f(g, '.2f')}x | {verdict(None if g is None else g >= PROTOCOL_TARGETS['grpc_req_per_s_ratio_64'])} |",
             f"| Inferox `/v1/embeddings`: req/s at 64 clients within 10 % of its V2 REST | {_f(o, '.2f')}x | {verdict(None if o is None else o >= PROTOCOL_TARGETS['openai_req_per_s_ratio_64'])} |",
             f"| Inferox `/v1/embeddings`: p50 at 1 client within 10 % of its V2 REST | {_f(o1, '.2f')}x | {verdict(None if o1 is None else o1 <= PROTOCOL_TARGETS['openai_p50_ratio_1'])} |",
         ]
+    if per_round:
+        lines += ["", "Inferox's other protocols against its own V2 REST, round by round (the same server, cells a minute apart): "
+                  + "; ".join(f"{label} {', '.join(_f(v, '.2f') for v in vals)}" for label, vals in per_round.items()) + "."]
     errs = [r for r in s["rows"] if r["errors"]]
     if errs:
         lines += ["", "Errors: " + "; ".join(f"{r['server']} {r['client']} c={r['concurrency']}: {r['errors']} ({r['first_error']})" for r in errs)]

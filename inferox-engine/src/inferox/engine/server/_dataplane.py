@@ -432,9 +432,12 @@ class DataPlane:
             return model_timeout
         return asked if model_timeout is None else min(asked, model_timeout)
 
-    async def tokenise(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` on the tokeniser thread: for transports that turn text into token ids
-        themselves (the OpenAI embeddings API), in the same order and thread as V2 text requests."""
+    async def tokenise(self, fn: Callable[..., Any], *args: Any, nbytes: int) -> Any:
+        """``fn(*args)`` for transports that turn text into token ids themselves (the OpenAI
+        embeddings API), under the V2 rule: ``nbytes`` of text up to TOKENISE_INLINE_BYTES on the
+        event loop, more on the tokeniser thread, in order with V2 text requests."""
+        if nbytes <= TOKENISE_INLINE_BYTES:
+            return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self._tokeniser, fn, *args)
 
     async def infer(self, name: str, req: InferRequest, *, version: str | None = None) -> tuple[ServedVersion, InferenceResult]:

@@ -70,8 +70,9 @@ class OpenAIEmbeddings:
         served = self.dp.served(name, version)
         if served.text_encoder is None:
             return None
-        info = self.dp.engine.model_info(name, version=served.version or None)
-        for spec in info.output_specs:
+        # get_model, not model_info: the latter snapshots live statistics, too dear per request.
+        model = self.dp.engine.get_model(name, version=served.version or None)
+        for spec in model.output_specs:
             if spec.name == EMBEDDING_OUTPUT and len(spec.shape) == 2 and isinstance(spec.shape[-1], int):
                 return int(spec.shape[-1])
         return None
@@ -115,8 +116,10 @@ class OpenAIEmbeddings:
             served = self.dp.served(name)
             encoder = served.text_encoder
             encode = (lambda: encoder.encode(req.texts)) if req.texts is not None else (lambda: encoder.encode_ids(req.token_ids))
-            tensors = await self.dp.tokenise(encode)
-            spec_names = {s.name for s in self.dp.engine.model_info(name, version=served.version or None).input_specs}
+            # Text bytes decide where it is tokenised (the V2 rule); ids only need padding (4 bytes each, say).
+            nbytes = sum(len(t.encode("utf-8")) for t in req.texts) if req.texts is not None else 4 * sum(len(ids) for ids in req.token_ids or ())
+            tensors = await self.dp.tokenise(encode, nbytes=nbytes)
+            spec_names = {s.name for s in self.dp.engine.get_model(name, version=served.version or None).input_specs}
             v2 = InferRequest(
                 id=None,
                 inputs=[InputTensor(name=k, datatype="INT64", shape=tuple(v.shape), data=v) for k, v in tensors.items() if k in spec_names],
