@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 
 from inferox.core.errors import PackageFormatError, PackageNotFoundError, UnsafePackageError
 from inferox.mlpkg._format import PICKLE_SUFFIXES
+from inferox.mlpkg._regular import open_regular
 
 __all__ = ["convert_pickle_to_safetensors", "load_pickle_weights", "read_safetensors_header", "safetensors_parameter_count"]
 
@@ -27,8 +29,8 @@ def read_safetensors_header(path: Path, *, rel: str | None = None) -> dict[str, 
     """
     name = rel or str(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
+        with open_regular(path, rel=name) as fh:
+            size = os.fstat(fh.fileno()).st_size
             head = fh.read(8)
             if len(head) < 8:
                 raise PackageFormatError(f"{name} is truncated ({size} bytes): not a safetensors file", path=name)
