@@ -34,6 +34,7 @@ class StatsCollector:
         self._errors: Counter[str] = Counter()
         self._by_backend: Counter[str] = Counter()
         self._batch_sizes: Counter[int] = Counter()
+        self._fallbacks: Counter[str] = Counter()
         self._queue: deque[float] = deque(maxlen=WINDOW)
         self._compute: deque[float] = deque(maxlen=WINDOW)
 
@@ -52,6 +53,12 @@ class StatsCollector:
             if backend:
                 self._by_backend[backend] += 1
 
+    def record_fallback(self, requested: str | None, served: str) -> None:
+        """A request served by another backend than the one asked for (or, asked for none, than
+        the first one tried, which failed)."""
+        with self._lock:
+            self._fallbacks[f"{requested or '*'}->{served}"] += 1
+
     def record_batch(self, rows: int) -> None:
         with self._lock:
             self._batch_sizes[rows] += 1
@@ -67,5 +74,7 @@ class StatsCollector:
                 requests_by_backend=dict(self._by_backend),
                 batches=sum(self._batch_sizes.values()),
                 batch_sizes=dict(sorted(self._batch_sizes.items())),
+                fallbacks=sum(self._fallbacks.values()),
+                fallback_routes=dict(self._fallbacks),
             )
         return ModelStats(model=self.model, queue_time=_summary(queue), compute_time=_summary(compute), **stats)  # type: ignore[arg-type]

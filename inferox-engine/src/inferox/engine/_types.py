@@ -112,8 +112,10 @@ class ModelStats:
     """Live statistics of one model name (all its backend instances, across hot swaps).
 
     ``requests`` counts finished requests (served or failed); ``errors_by_code`` counts failures by
-    ``InferoxError.code``; ``batch_sizes`` maps rows-per-forward → number of forward passes.
-    Timings keep the most recent 10,000 samples.
+    ``InferoxError.code``; ``batch_sizes`` maps rows-per-forward → number of forward passes;
+    ``fallbacks`` counts requests served by another backend than the one they named (or, naming
+    none, than the first one tried), ``fallback_routes`` them by ``"asked->served"`` (``*`` when
+    none was named). Timings keep the most recent 10,000 samples.
     """
 
     model: str
@@ -124,6 +126,8 @@ class ModelStats:
     requests_by_backend: Mapping[str, int] = field(default_factory=dict)
     batches: int = 0
     batch_sizes: Mapping[int, int] = field(default_factory=dict)
+    fallbacks: int = 0
+    fallback_routes: Mapping[str, int] = field(default_factory=dict)
     queue_time: LatencySummary = field(default_factory=LatencySummary)
     compute_time: LatencySummary = field(default_factory=LatencySummary)
 
@@ -143,6 +147,8 @@ class ModelStats:
             "batches": self.batches,
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
             "mean_batch_size": self.mean_batch_size,
+            "fallbacks": self.fallbacks,
+            "fallback_routes": dict(self.fallback_routes),
             "queue_time": self.queue_time.to_dict(),
             "compute_time": self.compute_time.to_dict(),
         }

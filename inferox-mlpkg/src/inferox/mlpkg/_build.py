@@ -42,7 +42,7 @@ from inferox.mlpkg._format import (
     write_json,
 )
 from inferox.mlpkg._fs import atomic_package_dir, file_entry, sha256_file
-from inferox.mlpkg._hub import HUB_SCHEME, DownloadPolicy, HubSource, download_repo, parse_hub_source
+from inferox.mlpkg._hub import HUB_SCHEME, DownloadPolicy, HubSource, download_repo, split_hub_source
 from inferox.mlpkg._regular import file_kind, open_regular
 from inferox.mlpkg._toml import ModelToml, normalize_backends, parse_model_toml
 from inferox.mlpkg._weights import (
@@ -254,7 +254,8 @@ def _assemble(
     if kind == "pickle" and not allow_pickle:
         raise UnsafePackageError(
             f"the source's weights {weights[0]} are a pickle file, which can run code when loaded; convert them with "
-            f"`inferox convert` (inferox.mlpkg.convert_pickle_to_safetensors) or pass allow_pickle=True to convert while building",
+            f"`inferox convert {weights[0]} --allow-pickle` (inferox.mlpkg.convert_pickle_to_safetensors), or convert while building with --allow-pickle on the "
+            f"command line (allow_pickle=True in Python)",
             path=weights[0],
             field="weights",
         )
@@ -476,8 +477,9 @@ def build_from_hub(
     download_dir: str | Path | None = None,
     cache: Any = None,
 ) -> Path:
-    """Download a Hub repository (``"hf://org/name"``, ``"org/name"`` or a :class:`HubSource`) at a
-    revision and build a package from it; the package records the resolved commit SHA."""
+    """Download a Hub repository (``"hf://org/name"``, ``"hf://org/name@revision"``, ``"org/name"``
+    or a :class:`HubSource`) at a revision and build a package from it; the package records the
+    resolved commit SHA."""
     if isinstance(source, HubSource):
         hub = source
         if revision or token or endpoint or allow_patterns:
@@ -489,7 +491,8 @@ def build_from_hub(
                 allow_patterns=tuple(allow_patterns) if allow_patterns else hub.allow_patterns,
             )
     else:
-        hub = HubSource(parse_hub_source(source), revision=revision, token=token, endpoint=endpoint, allow_patterns=tuple(allow_patterns) if allow_patterns else None)
+        repo_id, revision = split_hub_source(source, revision)
+        hub = HubSource(repo_id, revision=revision, token=token, endpoint=endpoint, allow_patterns=tuple(allow_patterns) if allow_patterns else None)
     pkg_name = package_name(name or hub.repo_id)
     requested = hub.revision or "main"
     be = normalize_backends(backends, field="backends") if backends else None

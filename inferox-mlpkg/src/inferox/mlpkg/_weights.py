@@ -88,7 +88,8 @@ def load_pickle_weights(path: Path, *, allow_pickle: bool) -> dict[str, np.ndarr
     if not allow_pickle:
         raise UnsafePackageError(
             f"{path.name} is a pickle file, which can run code when loaded; convert it once with "
-            f"`inferox convert {path}` (inferox.mlpkg.convert_pickle_to_safetensors) or pass allow_pickle=True",
+            f"`inferox convert {path} --allow-pickle` (inferox.mlpkg.convert_pickle_to_safetensors), or accept it "
+            f"with --allow-pickle on the command line (allow_pickle=True in Python)",
             path=str(path),
         )
     try:
@@ -118,6 +119,11 @@ def convert_pickle_to_safetensors(src: str | Path, dst: str | Path) -> Path:
     dst_p.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst_p.with_name(dst_p.name + ".partial")
     save_file(tensors, str(tmp), metadata={"format": "pt", "converted_from": src_p.name})
+    # safetensors creates its file 0o600; give it the mode any other new file gets (0o666 less
+    # the umask), so a converted checkpoint is as readable as the folder it lands in.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     tmp.replace(dst_p)
     return dst_p
 
