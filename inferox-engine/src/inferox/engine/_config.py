@@ -19,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 only
     import tomli as tomllib
 
-__all__ = ["EngineConfig"]
+__all__ = ["EngineConfig", "ModelOptions"]
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
@@ -254,3 +254,32 @@ def parse_size(text: str) -> int:
     if unit not in _UNITS or not num:
         raise ValueError(f"bad size {text!r}")
     return int(float(num) * _UNITS[unit])
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Per-model overrides of the engine's settings (``None``: the engine's value).
+
+    Given to :meth:`Engine.register` / :meth:`Engine.load`, they apply to that model name (and
+    version) only: one engine serves many models, each batched, bounded and timed its own way.
+    """
+
+    #: Most rows one forward pass of this model may take.
+    max_batch_size: int | None = None
+    #: How long this model's batcher waits for more requests, in milliseconds.
+    max_queue_delay_ms: float | None = None
+    #: Most requests waiting per instance of this model.
+    max_queue_size: int | None = None
+    #: Deadline of a request to this model that names none, in seconds.
+    timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("max_batch_size", self.max_batch_size, minimum=1, optional=True)
+        object.__setattr__(self, "max_queue_delay_ms", _check_float("max_queue_delay_ms", self.max_queue_delay_ms, positive=False, optional=True))
+        _check_int("max_queue_size", self.max_queue_size, minimum=1, optional=True)
+        object.__setattr__(self, "timeout_s", _check_float("timeout_s", self.timeout_s, positive=True, optional=True))
+
+    def apply(self, config: EngineConfig) -> EngineConfig:
+        """``config`` with the batcher settings this model overrides."""
+        changes = {k: getattr(self, k) for k in ("max_batch_size", "max_queue_delay_ms", "max_queue_size") if getattr(self, k) is not None}
+        return config.replace(**changes) if changes else config

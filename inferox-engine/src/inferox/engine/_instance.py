@@ -52,8 +52,9 @@ class InstanceClosed(Exception):
 class ModelInstance:
     """A registered (model name, backend) pair."""
 
-    def __init__(self, name: str, model: AnyModel, config: EngineConfig, stats: StatsCollector) -> None:
+    def __init__(self, name: str, model: AnyModel, config: EngineConfig, stats: StatsCollector, *, version: str | None = None) -> None:
         self.name = name
+        self.version = version
         self.model: AnyModel | None = model
         self.backend_name = model.backend_name
         self.device = str(model.device)
@@ -392,7 +393,7 @@ class ModelInstance:
             host_split = split_outputs(self.output_specs, model.outputs_to_numpy(outputs), group) if not all(r.return_native for r in group) else None
         t4 = time.perf_counter()
         compute = t4 - t1
-        self.stats.record_batch(rows)
+        self.stats.record_batch(rows, compute)
         results: list[InferenceResult] = []
         for i, req in enumerate(group):
             outs = native_split[i] if req.return_native else host_split[i]  # type: ignore[index]
@@ -403,7 +404,7 @@ class ModelInstance:
                 profile = {"merge": t1 - t0, "to_native": t2 - t1, "forward": t3 - t2, "outputs": time.perf_counter() - t3}
             results.append(
                 InferenceResult(
-                    outs, model=self.name, backend=self.backend_name, device=self.device,
+                    outs, model=self.name, backend=self.backend_name, device=self.device, version=self.version,
                     queue_time_s=max(0.0, req.started - req.enqueued), compute_time_s=compute, batch_size=rows, profile=profile,
                 )
             )

@@ -26,8 +26,9 @@ def _summary(samples: deque[float]) -> LatencySummary:
 class StatsCollector:
     """Counts and timing windows of one model name; every method is safe from any thread."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, version: str | None = None) -> None:
         self.model = model
+        self.version = version
         self._lock = threading.Lock()
         self._requests = 0
         self._successes = 0
@@ -35,6 +36,7 @@ class StatsCollector:
         self._by_backend: Counter[str] = Counter()
         self._batch_sizes: Counter[int] = Counter()
         self._fallbacks: Counter[str] = Counter()
+        self._batch_compute: Counter[int] = Counter()
         self._queue: deque[float] = deque(maxlen=WINDOW)
         self._compute: deque[float] = deque(maxlen=WINDOW)
 
@@ -59,9 +61,10 @@ class StatsCollector:
         with self._lock:
             self._fallbacks[f"{requested or '*'}->{served}"] += 1
 
-    def record_batch(self, rows: int) -> None:
+    def record_batch(self, rows: int, compute_s: float = 0.0) -> None:
         with self._lock:
             self._batch_sizes[rows] += 1
+            self._batch_compute[rows] += compute_s
 
     def snapshot(self) -> ModelStats:
         with self._lock:
@@ -76,5 +79,6 @@ class StatsCollector:
                 batch_sizes=dict(sorted(self._batch_sizes.items())),
                 fallbacks=sum(self._fallbacks.values()),
                 fallback_routes=dict(self._fallbacks),
+                batch_compute_s=dict(sorted(self._batch_compute.items())),
             )
-        return ModelStats(model=self.model, queue_time=_summary(queue), compute_time=_summary(compute), **stats)  # type: ignore[arg-type]
+        return ModelStats(model=self.model, version=self.version, queue_time=_summary(queue), compute_time=_summary(compute), **stats)  # type: ignore[arg-type]

@@ -16,13 +16,13 @@ class InferenceResult(Mapping[str, Any]):
     """The outputs of one request: a read-only mapping output name → array.
 
     Arrays are numpy unless the request asked for native tensors (``return_native=True``).
-    Attributes say who served it: ``model``, ``backend`` and ``device``; how long it waited in the
+    Attributes say who served it: ``model``, ``version``, ``backend`` and ``device``; how long it waited in the
     queue (``queue_time_s``) and how long its forward pass took (``compute_time_s``, shared by every
     request of the batch); and how many rows that forward pass carried (``batch_size``).
     ``profile`` holds per-stage seconds when the engine runs with ``profiling=True``.
     """
 
-    __slots__ = ("_outputs", "backend", "batch_size", "compute_time_s", "device", "model", "profile", "queue_time_s")
+    __slots__ = ("_outputs", "backend", "batch_size", "compute_time_s", "device", "model", "profile", "queue_time_s", "version")
 
     def __init__(
         self,
@@ -35,8 +35,10 @@ class InferenceResult(Mapping[str, Any]):
         compute_time_s: float = 0.0,
         batch_size: int = 1,
         profile: dict[str, float] | None = None,
+        version: str | None = None,
     ) -> None:
         self._outputs = outputs
+        self.version = version
         self.model = model
         self.backend = backend
         self.device = device
@@ -112,13 +114,15 @@ class ModelStats:
     """Live statistics of one model name (all its backend instances, across hot swaps).
 
     ``requests`` counts finished requests (served or failed); ``errors_by_code`` counts failures by
-    ``InferoxError.code``; ``batch_sizes`` maps rows-per-forward → number of forward passes;
-    ``fallbacks`` counts requests served by another backend than the one they named (or, naming
-    none, than the first one tried), ``fallback_routes`` them by ``"asked->served"`` (``*`` when
-    none was named). Timings keep the most recent 10,000 samples.
+    ``InferoxError.code``; ``batch_sizes`` maps rows-per-forward → number of forward passes and
+    ``batch_compute_s`` → their total compute seconds; ``fallbacks`` counts requests served by
+    another backend than the one they named (or, naming none, than the first one tried),
+    ``fallback_routes`` them by ``"asked->served"`` (``*`` when none was named). Timings keep
+    the most recent 10,000 samples.
     """
 
     model: str
+    version: str | None = None
     requests: int = 0
     successes: int = 0
     errors: int = 0
@@ -128,6 +132,7 @@ class ModelStats:
     batch_sizes: Mapping[int, int] = field(default_factory=dict)
     fallbacks: int = 0
     fallback_routes: Mapping[str, int] = field(default_factory=dict)
+    batch_compute_s: Mapping[int, float] = field(default_factory=dict)
     queue_time: LatencySummary = field(default_factory=LatencySummary)
     compute_time: LatencySummary = field(default_factory=LatencySummary)
 
@@ -139,6 +144,7 @@ class ModelStats:
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
+            "version": self.version,
             "requests": self.requests,
             "successes": self.successes,
             "errors": self.errors,
@@ -146,6 +152,7 @@ class ModelStats:
             "requests_by_backend": dict(self.requests_by_backend),
             "batches": self.batches,
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+            "batch_compute_s": {str(k): v for k, v in sorted(self.batch_compute_s.items())},
             "mean_batch_size": self.mean_batch_size,
             "fallbacks": self.fallbacks,
             "fallback_routes": dict(self.fallback_routes),
@@ -165,6 +172,10 @@ class ModelInfo:
     output_specs: Sequence[TensorSpec]
     stats: ModelStats
     has_text_encoder: bool = False
+    #: The version these instances serve.
+    version: str | None = None
+    #: Most rows a forward pass takes (0: the model does not batch).
+    max_batch_size: int = 0
 
     @property
     def backends(self) -> list[str]:
@@ -183,4 +194,6 @@ class ModelInfo:
             "outputs": [s.to_dict() for s in self.output_specs],
             "stats": self.stats.to_dict(),
             "has_text_encoder": self.has_text_encoder,
+            "version": self.version,
+            "max_batch_size": self.max_batch_size,
         }

@@ -43,6 +43,7 @@ from inferox.mlpkg._format import (
 )
 from inferox.mlpkg._fs import atomic_package_dir, file_entry, sha256_file
 from inferox.mlpkg._hub import HUB_SCHEME, DownloadPolicy, HubSource, download_repo, split_hub_source
+from inferox.mlpkg._outputs import DEFAULT_OUTPUTS_FIELD, build_default_outputs
 from inferox.mlpkg._regular import file_kind, open_regular
 from inferox.mlpkg._toml import ModelToml, normalize_backends, parse_model_toml
 from inferox.mlpkg._weights import (
@@ -303,6 +304,7 @@ def _assemble(
             "backends": backend_list,
             "inputs": [s.to_dict() for s in inputs],
             "outputs": [s.to_dict() for s in outputs],
+            **({DEFAULT_OUTPUTS_FIELD: defaults} if (defaults := build_default_outputs(arch, outputs, pre)) else {}),
             "parameters": safetensors_parameter_count(header),
             **{k: v for k, v in facts.items() if v is not None},
         }

@@ -244,11 +244,14 @@ def verify_package(
     backends: list[str] | None = None,
     run_golden: bool = True,
     trust_code: bool = False,
+    atol: float | None = None,
+    rtol: float | None = None,
 ) -> VerifyReport:
     """Check every file's size and sha256, that every file of the package is listed in
     ``metadata.json`` (except the per-deployment files, see ``DEPLOYMENT_FILES``), and that the
     golden inputs give the golden outputs on each installed backend that registers the
-    architecture (or on ``backends``).
+    architecture (or on ``backends``), within the package's golden tolerance (``atol`` / ``rtol``
+    override it).
 
     Problems are collected, not raised, so one run reports everything wrong; use
     :meth:`VerifyReport.raise_for_problems` to turn them into an exception.
@@ -291,7 +294,9 @@ def verify_package(
         report.skipped["golden"] = "package has no golden outputs"
         return report
     report.parity_required = True
-    atol, rtol = pkg.golden_tolerance
+    pkg_atol, pkg_rtol = pkg.golden_tolerance
+    atol = pkg_atol if atol is None else atol
+    rtol = pkg_rtol if rtol is None else rtol
     for name in backends if backends is not None else candidate_backends(pkg):
         try:
             model = load_model(pkg, backend=name, trust_code=trust_code)

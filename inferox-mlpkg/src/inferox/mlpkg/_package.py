@@ -37,6 +37,7 @@ from inferox.mlpkg._format import (
     read_json,
 )
 from inferox.mlpkg._fs import sha256_file
+from inferox.mlpkg._outputs import read_default_outputs
 from inferox.mlpkg._regular import file_kind
 from inferox.mlpkg._weights import read_safetensors_header
 
@@ -143,6 +144,11 @@ class Package:
         return int(value) if value is not None else None
 
     # -- golden cases ---------------------------------------------------------------------------------
+    @property
+    def default_outputs(self) -> tuple[str, ...] | None:
+        """The outputs a request that names none gets (``None``: every output; see ``_outputs``)."""
+        return read_default_outputs(self.model_info, self.output_specs, rel=MODEL_INFO_FILE)
+
     @property
     def has_golden_outputs(self) -> bool:
         return (self.path / GOLDEN_OUTPUTS).is_file()
@@ -404,6 +410,7 @@ def load_package(path: str | Path, *, verify: bool = False) -> Package:
         raise PackageFormatError(f"{MODEL_INFO_FILE} must hold a JSON object", path=MODEL_INFO_FILE)
     _require(info, "architecture", str, MODEL_INFO_FILE)
     inputs, outputs = _specs(info, "inputs"), _specs(info, "outputs")
+    read_default_outputs(info, outputs, rel=MODEL_INFO_FILE)  # a bad field is the package's error, at load
     validate_files(root, files, hashes=verify)
     if verify:
         check_manifest(root, tree, files)

@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from inferox.engine.ray._app import APP_NAME, build_app, replica_class, serve_on_ray
 from inferox.engine.ray._ingress import UNSUPPORTED, InferoxIngress
-from inferox.engine.ray._replica import BATCHING_MODES, HttpReply, InferoxReplica, call_asgi, metadata_digest, package_digests
+from inferox.engine.ray._replica import BATCHING_MODES, HttpReply, InferoxReplica, call_asgi, metadata_digest, package_digests, reply_for
 
 __all__ = [
     "APP_NAME",
@@ -35,5 +35,6 @@ __all__ = [
     "metadata_digest",
     "package_digests",
     "replica_class",
+    "reply_for",
     "serve_on_ray",
 ]

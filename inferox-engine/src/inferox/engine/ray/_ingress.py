@@ -10,7 +10,6 @@ dies mid-request, or does not answer in time, gives a clear 503/504 ``{"error", 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -21,10 +20,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from inferox.core import __version__ as core_version
 from inferox.core.errors import InferoxError, InferoxTimeoutError, ServiceUnavailableError
-from inferox.engine.ray._replica import HttpReply, _reply_for
+from inferox.engine.ray._replica import HttpReply, reply_for
+from inferox.engine.server._config import ServerConfig
+from inferox.engine.server._dataplane import server_metadata
 from inferox.engine.server._repository import check_model_name
+from inferox.engine.server.app import check_bearer, http_error
 
 __all__ = ["InferoxIngress", "UNSUPPORTED"]
 
@@ -58,8 +59,8 @@ class InferoxIngress:
         digests: Mapping[str, str],
         token: str | None = None,
         protect_all: bool = False,
-        max_body_bytes: int = 64 * 2**20,
-        request_timeout_s: float | None = 60.0,
+        max_body_bytes: int = ServerConfig.max_body_bytes,
+        request_timeout_s: float | None = ServerConfig.request_timeout_s,
     ) -> None:
         self.models = models
         self.digests = dict(digests)
@@ -74,29 +75,24 @@ class InferoxIngress:
         try:
             check_model_name(name)
         except InferoxError as exc:
-            return _reply_for(exc)
+            return reply_for(exc)
         handle = self.models.options(multiplexed_model_id=name)
         timeout = None if self.request_timeout_s is None else self.request_timeout_s + 5.0
         try:
             reply = await asyncio.wait_for(handle.handle.remote(method, path, query, headers, body), timeout=timeout)
         except asyncio.TimeoutError:
-            return _reply_for(InferoxTimeoutError(f"no replica answered for model {name!r} within {timeout}s", timeout=timeout, model=name))
+            return reply_for(InferoxTimeoutError(f"no replica answered for model {name!r} within {timeout}s", timeout=timeout, model=name))
         except InferoxError as exc:
-            return _reply_for(exc)
+            return reply_for(exc)
         except Exception as exc:  # noqa: BLE001 - a replica died or Ray refused: say so, do not hang
             log.warning("request for %s failed in Ray: %s", name, exc)
-            return _reply_for(ServiceUnavailableError(f"replica for model {name!r} failed: {type(exc).__name__}; retry the request"))
+            return reply_for(ServiceUnavailableError(f"replica for model {name!r} failed: {type(exc).__name__}; retry the request"))
         assert isinstance(reply, HttpReply)
         return reply
 
     # -- endpoints ---------------------------------------------------------------------------------------
     def _denied(self, request: Request, *, always: bool) -> Response | None:
-        if not self.token or not (always or self.protect_all):
-            return None
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
-            return _json({"error": "missing or invalid bearer token", "code": "UNAUTHORIZED"}, 401, {"www-authenticate": "Bearer"})
-        return None
+        return check_bearer(request, self.token) if always or self.protect_all else None
 
     async def live(self, request: Request) -> Response:
         return self._denied(request, always=False) or _json({"live": True})
@@ -112,20 +108,7 @@ class InferoxIngress:
         return _json({"ready": ok}, 200 if ok else 503)
 
     async def server_metadata(self, request: Request) -> Response:
-        from inferox.engine.server import __version__
-
-        denied = self._denied(request, always=False)
-        if denied:
-            return denied
-        return _json(
-            {
-                "name": "inferox",
-                "version": __version__,
-                "extensions": ["binary_tensor_data", "model_repository", "statistics"],
-                "core_version": core_version,
-                "parameters": {"deployment": "ray-serve"},
-            }
-        )
+        return self._denied(request, always=False) or _json(server_metadata({"deployment": "ray-serve"}))
 
     async def repository_index(self, request: Request) -> Response:
         denied = self._denied(request, always=True)
@@ -167,11 +150,6 @@ class InferoxIngress:
 
     def build_asgi_app(self) -> Starlette:
         """The Starlette app of this ingress (also usable outside Ray Serve, e.g. in tests)."""
-
-        async def http_error(request: Request, exc: Exception) -> Response:
-            assert isinstance(exc, HTTPException)
-            code = "NOT_FOUND" if exc.status_code == 404 else "METHOD_NOT_ALLOWED" if exc.status_code == 405 else "HTTP_ERROR"
-            return _json({"error": f"{exc.detail}: {request.method} {request.url.path}", "code": code}, exc.status_code)
 
         model_methods = ["GET", "POST"]
         routes = [

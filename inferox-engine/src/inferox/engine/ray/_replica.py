@@ -24,11 +24,11 @@ from typing import Any
 from ray import serve
 
 from inferox.core.errors import InferoxError, ModelNotFoundError, PackageIntegrityError, PackageNotFoundError
-from inferox.engine.server._protocol import HEADER_LENGTH, encode_infer_response, error_response_parts, parse_infer_request
+from inferox.engine.server._protocol import HEADER_LENGTH, error_response_parts
 from inferox.engine.server._repository import PACKAGE_MARKER, ModelRepository, check_model_name
 from inferox.engine.server.app import InferoxServer, ServerConfig
 
-__all__ = ["BATCHING_MODES", "HttpReply", "InferoxReplica", "metadata_digest", "package_digests"]
+__all__ = ["BATCHING_MODES", "HttpReply", "InferoxReplica", "metadata_digest", "package_digests", "reply_for"]
 
 log = logging.getLogger("inferox.ray")
 
@@ -64,7 +64,8 @@ def _reason(exc: BaseException) -> str:
     return f"{exc.code}: {exc.message}" if isinstance(exc, InferoxError) else f"{type(exc).__name__}: {exc}"
 
 
-def _reply_for(exc: InferoxError, request_id: str | None = None) -> HttpReply:
+def reply_for(exc: InferoxError, request_id: str | None = None) -> HttpReply:
+    """The V2 error reply of ``exc`` (the same body and status the REST transport sends)."""
     import json
 
     status, body, headers = error_response_parts(exc)
@@ -213,7 +214,7 @@ class InferoxReplica:
         try:
             await self.get_model(name)
         except InferoxError as exc:
-            return _reply_for(exc)
+            return reply_for(exc)
         return await self.dispatch(name, method, path, query, headers, body)
 
     async def dispatch(self, name: str, method: str, path: str, query: bytes, headers: Sequence[tuple[str, str]], body: bytes) -> HttpReply:
@@ -226,25 +227,18 @@ class InferoxReplica:
     async def _infer_serve_batched(self, server: InferoxServer, name: str, path: str, headers: Sequence[tuple[str, str]], body: bytes) -> HttpReply:
         lower = {k.lower(): v for k, v in headers}
         request_id = lower.get("x-request-id")
+        dp = server.dataplane
         try:
-            req = parse_infer_request(body, lower.get(HEADER_LENGTH.lower()))
+            req = dp.decode(body, lower.get(HEADER_LENGTH.lower()))
             version = path.split("/versions/")[1].split("/")[0] if "/versions/" in path else None
-            served = server.served_model(name, version)
-            inputs = server.build_inputs(served, req)
-            result = await self._batched(served.engine, name, inputs)
+            served = dp.served(name, version)
+            inputs = dp.build_inputs(served, req)
+            result = await self._batched(dp.engine, name, inputs)
             if isinstance(result, InferoxError):
                 raise result
-            payload, extra = encode_infer_response(
-                model_name=name,
-                model_version=served.version,
-                request_id=req.id,
-                outputs=dict(result),
-                requested=req.outputs,
-                binary_default=req.binary_data_output,
-                parameters={"backend": result.backend},
-            )
+            payload, extra = dp.encode(served, req, result)
         except InferoxError as exc:
-            return _reply_for(exc, request_id)
+            return reply_for(exc, request_id)
         out = list(extra.items())
         if request_id or req.id:
             out.append(("x-request-id", str(req.id or request_id)))

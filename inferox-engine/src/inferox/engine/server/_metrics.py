@@ -1,5 +1,8 @@
 """Prometheus metrics, written in the text exposition format by hand (no extra dependency).
 
+Series are labelled by model and version (and outcome or error code). The data plane records
+only names and versions it serves — a request for an unknown model counts under
+:data:`UNKNOWN_MODEL` — so a client cannot grow the number of series by inventing names.
 Thread-safe: the event loop records, and ``/metrics`` renders, under one lock.
 """
 
@@ -10,7 +13,10 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-__all__ = ["LATENCY_BUCKETS", "BATCH_BUCKETS", "Metrics"]
+__all__ = ["BATCH_BUCKETS", "LATENCY_BUCKETS", "UNKNOWN_MODEL", "Metrics"]
+
+#: The model label of requests for names the server does not serve (no model name starts with "_").
+UNKNOWN_MODEL = "_unknown"
 
 LATENCY_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -50,18 +56,18 @@ class _Histogram:
 
 
 class Metrics:
-    """The server's counters and histograms, labelled by model (and error code for failures)."""
+    """The server's counters and histograms, labelled by model and version (and error code for failures)."""
 
     def __init__(self, models_loaded: Callable[[], int] | None = None) -> None:
         self._lock = threading.Lock()
-        self._requests: dict[tuple[str, str], int] = defaultdict(int)  # (model, endpoint-kind)
-        self._failures: dict[tuple[str, str], int] = defaultdict(int)  # (model, code)
-        self._hist: dict[tuple[str, str], _Histogram] = {}
+        self._requests: dict[tuple[str, str, str], int] = defaultdict(int)  # (model, version, outcome)
+        self._failures: dict[tuple[str, str, str], int] = defaultdict(int)  # (model, version, code)
+        self._hist: dict[tuple[str, str, str], _Histogram] = {}
         self._models_loaded = models_loaded
         self._in_flight = 0
 
-    def _histogram(self, metric: str, model: str) -> _Histogram:
-        key = (metric, model)
+    def _histogram(self, metric: str, model: str, version: str) -> _Histogram:
+        key = (metric, model, version)
         h = self._hist.get(key)
         if h is None:
             h = self._hist[key] = _Histogram(BATCH_BUCKETS if metric == "batch_size" else LATENCY_BUCKETS)
@@ -75,37 +81,40 @@ class Metrics:
         with self._lock:
             self._in_flight -= 1
 
-    def record_success(self, model: str, *, duration: float, queue: float | None, compute: float | None, batch_size: int | None) -> None:
+    def record_success(
+        self, model: str, *, duration: float, queue: float | None, compute: float | None, batch_size: int | None, version: str = ""
+    ) -> None:
         with self._lock:
-            self._requests[(model, "success")] += 1
-            self._histogram("request_duration", model).observe(duration)
+            self._requests[(model, version, "success")] += 1
+            self._histogram("request_duration", model, version).observe(duration)
             if queue is not None:
-                self._histogram("queue", model).observe(queue)
+                self._histogram("queue", model, version).observe(queue)
             if compute is not None:
-                self._histogram("compute", model).observe(compute)
+                self._histogram("compute", model, version).observe(compute)
             if batch_size is not None:
-                self._histogram("batch_size", model).observe(batch_size)
+                self._histogram("batch_size", model, version).observe(batch_size)
 
-    def record_failure(self, model: str, code: str, *, duration: float) -> None:
+    def record_failure(self, model: str, code: str, *, duration: float, version: str = "") -> None:
         with self._lock:
-            self._requests[(model, "failure")] += 1
-            self._failures[(model, code)] += 1
-            self._histogram("request_duration", model).observe(duration)
+            self._requests[(model, version, "failure")] += 1
+            self._failures[(model, version, code)] += 1
+            self._histogram("request_duration", model, version).observe(duration)
 
     def failures(self, model: str, code: str) -> int:
+        """Failures of ``model`` (every version) with ``code``."""
         with self._lock:
-            return self._failures.get((model, code), 0)
+            return sum(n for (m, _, c), n in self._failures.items() if m == model and c == code)
 
     def render(self) -> str:
         """The Prometheus text exposition of every metric."""
         lines: list[str] = []
         with self._lock:
             lines += ["# HELP inferox_requests_total Inference requests by model and outcome.", "# TYPE inferox_requests_total counter"]
-            for (model, outcome), n in sorted(self._requests.items()):
-                lines.append(f"inferox_requests_total{_labels([('model', model), ('outcome', outcome)])} {n}")
+            for (model, version, outcome), n in sorted(self._requests.items()):
+                lines.append(f"inferox_requests_total{_labels([('model', model), ('version', version), ('outcome', outcome)])} {n}")
             lines += ["# HELP inferox_request_failures_total Failed inference requests by model and error code.", "# TYPE inferox_request_failures_total counter"]
-            for (model, code), n in sorted(self._failures.items()):
-                lines.append(f"inferox_request_failures_total{_labels([('model', model), ('code', code)])} {n}")
+            for (model, version, code), n in sorted(self._failures.items()):
+                lines.append(f"inferox_request_failures_total{_labels([('model', model), ('version', version), ('code', code)])} {n}")
             for metric, help_text, unit in (
                 ("request_duration", "End-to-end inference request latency.", "_seconds"),
                 ("queue", "Time inference requests waited in the engine's queue.", "_seconds"),
@@ -114,16 +123,17 @@ class Metrics:
             ):
                 name = f"inferox_{metric}{unit}"
                 lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-                for (m, model), h in sorted(self._hist.items()):
+                for (m, model, version), h in sorted(self._hist.items()):
                     if m != metric:
                         continue
+                    base = [("model", model), ("version", version)]
                     cumulative = 0
                     for bound, c in zip(h.buckets, h.counts):
                         cumulative += c
-                        lines.append(f"{name}_bucket{_labels([('model', model), ('le', _num(bound))])} {cumulative}")
-                    lines.append(f"{name}_bucket{_labels([('model', model), ('le', '+Inf')])} {h.count}")
-                    lines.append(f"{name}_sum{_labels([('model', model)])} {h.sum!r}")
-                    lines.append(f"{name}_count{_labels([('model', model)])} {h.count}")
+                        lines.append(f"{name}_bucket{_labels([*base, ('le', _num(bound))])} {cumulative}")
+                    lines.append(f"{name}_bucket{_labels([*base, ('le', '+Inf')])} {h.count}")
+                    lines.append(f"{name}_sum{_labels(base)} {h.sum!r}")
+                    lines.append(f"{name}_count{_labels(base)} {h.count}")
             lines += ["# HELP inferox_requests_in_flight Requests being served now.", "# TYPE inferox_requests_in_flight gauge", f"inferox_requests_in_flight {self._in_flight}"]
         loaded = self._models_loaded() if self._models_loaded else 0
         lines += ["# HELP inferox_models_loaded Models loaded and served.", "# TYPE inferox_models_loaded gauge", f"inferox_models_loaded {loaded}"]

@@ -3,8 +3,12 @@
 Layout (as Triton's model repository)::
 
     <repo>/<name>/metadata.json ...            a package served as version "1"
-    <repo>/<name>/<version>/metadata.json ...  versioned packages; the highest version is served
+    <repo>/<name>/<version>/metadata.json ...  versioned packages (the folder name is the version)
     <repo>/<name>/serving.toml                 optional serving settings for the model
+
+Which versions are served is the model's version policy (``serving.toml``'s ``[version_policy]``:
+``latest = N``, ``specific = ["1", "3"]`` or ``all = true``; default: the latest one), as in
+Triton; requests that name no version go to the highest served one.
 
 Names reaching the repository from HTTP are checked before any path is built, and every resolved
 path must stay inside the repository (a symlink pointing outside is refused), so the load endpoint
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from inferox.core.errors import ConfigError, InvalidInputError, ModelNotFoundError, UnsafePackageError
+from inferox.engine._engine import version_key
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,7 +66,8 @@ class ServingSettings:
     ``backends`` lists the backends to load the model on (the first answers requests that do not
     name one); ``max_batch_size``/``batch_delay_ms``/``max_queue_size`` tune the engine's dynamic
     batcher for this model; ``timeout_s`` bounds each request; ``warmup`` runs a warm-up forward
-    pass before the model reports ready.
+    pass before the model reports ready; ``version_policy`` picks the versions served:
+    ``("latest", n)``, ``("specific", (v, ...))`` or ``("all",)`` (``None``: the latest one).
     """
 
     backends: tuple[str, ...] = ()
@@ -72,6 +78,7 @@ class ServingSettings:
     max_queue_size: int | None = None
     timeout_s: float | None = None
     warmup: bool | None = None
+    version_policy: tuple[Any, ...] | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, path: str | None = None) -> ServingSettings:
@@ -109,6 +116,8 @@ class ServingSettings:
             if not isinstance(data["warmup"], bool):
                 raise ConfigError("must be true or false", field="warmup", value=data["warmup"], path=path)
             out["warmup"] = data["warmup"]
+        if "version_policy" in data:
+            out["version_policy"] = _version_policy(data["version_policy"], path)
         return cls(**out)
 
     @classmethod
@@ -130,6 +139,29 @@ class ServingSettings:
         return replace(self, **changes)
 
 
+def _version_policy(value: Any, path: str | None) -> tuple[Any, ...]:
+    """``[version_policy]`` of a serving.toml as ``("latest", n)``, ``("specific", (v, ...))`` or ``("all",)``."""
+    field_name = "version_policy"
+    if isinstance(value, tuple):  # already parsed (settings built in code)
+        value = {value[0]: value[1] if len(value) > 1 else True}
+    if not isinstance(value, Mapping) or len(value) != 1:
+        raise ConfigError("must be a table with one of latest = N, specific = [versions] or all = true", field=field_name, value=value, path=path)
+    kind, arg = next(iter(value.items()))
+    if kind == "latest":
+        if isinstance(arg, bool) or not isinstance(arg, int) or arg < 1:
+            raise ConfigError("latest must be an integer >= 1", field="version_policy.latest", value=arg, path=path)
+        return ("latest", arg)
+    if kind == "specific":
+        if not isinstance(arg, (list, tuple)) or not arg or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in arg):
+            raise ConfigError("specific must be a non-empty list of versions", field="version_policy.specific", value=arg, path=path)
+        return ("specific", tuple(check_model_name(str(v), what="model version") for v in arg))
+    if kind == "all":
+        if arg is not True:
+            raise ConfigError("all must be true", field="version_policy.all", value=arg, path=path)
+        return ("all",)
+    raise ConfigError(f"unknown version policy {kind!r}; use latest, specific or all", field=f"version_policy.{kind}", value=arg, path=path)
+
+
 @dataclass(frozen=True)
 class RepositoryEntry:
     """One model of the repository: its versions (``{version: package path}``) and settings."""
@@ -140,8 +172,22 @@ class RepositoryEntry:
 
     @property
     def latest(self) -> str:
-        """The version served: the highest (numeric versions compare as numbers)."""
-        return max(self.versions, key=lambda v: (0, int(v), "") if v.isdigit() else (1, 0, v))
+        """The highest version (numeric versions compare as numbers)."""
+        return max(self.versions, key=version_key)
+
+    def served_versions(self) -> list[str]:
+        """The versions the model's version policy serves, lowest first; :class:`ModelNotFoundError`
+        naming the policy when it selects none of the versions present."""
+        ordered = sorted(self.versions, key=version_key)
+        policy = self.settings.version_policy or ("latest", 1)
+        if policy[0] == "all":
+            return ordered
+        if policy[0] == "latest":
+            return ordered[-policy[1] :]
+        chosen = [v for v in ordered if v in policy[1]]
+        if not chosen:
+            raise ModelNotFoundError(f"{self.name}/versions/{'|'.join(policy[1])}", available=[f"{self.name}/versions/{v}" for v in ordered])
+        return chosen
 
 
 class ModelRepository:

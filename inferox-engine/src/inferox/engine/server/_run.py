@@ -86,10 +86,15 @@ def run(server: InferoxServer, *, log_level: str = "info") -> None:
     threshold = limit_heap_fragmentation()
     log.info("malloc mmap threshold: %s", f"{threshold} bytes (fixed)" if threshold else "glibc default (adaptive)")
     sock = bind_socket(server.config.host, server.config.port)
+    uv = uvicorn.Server(_uvicorn_config(server, host=server.config.host, port=server.config.port, log_level=log_level))
+    server.on_startup_error = lambda exc: setattr(uv, "should_exit", True)
     try:
-        uvicorn.Server(_uvicorn_config(server, host=server.config.host, port=server.config.port, log_level=log_level)).run(sockets=[sock])
+        uv.run(sockets=[sock])
     finally:
         sock.close()
+    if server.startup_error is not None:
+        # Triton's model: a model that fails to load at start-up stops the server with its error.
+        raise server.startup_error
 
 
 class ServerThread:
@@ -108,6 +113,7 @@ class ServerThread:
         self.port: int = self._sock.getsockname()[1]
         self._uvicorn = uvicorn.Server(_uvicorn_config(server, host=host, port=self.port, log_level=log_level))
         self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [self._sock]}, name="inferox-server", daemon=True)
+        server.on_startup_error = lambda exc: setattr(self._uvicorn, "should_exit", True)
 
     @property
     def url(self) -> str:
@@ -119,15 +125,22 @@ class ServerThread:
         return f"{self.host}:{self.port}"
 
     def start(self, *, wait_ready: bool = True, timeout: float = 120.0) -> ServerThread:
-        """Start serving; with ``wait_ready``, block until startup loading has finished."""
+        """Start serving; with ``wait_ready``, block until startup loading has finished. A model
+        that fails to load with ``exit_on_error`` stops the server and raises its error here."""
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._uvicorn.started or (wait_ready and not self.server._startup_done):
+            if self.server.startup_error is not None:
+                self.stop()
+                raise self.server.startup_error
             if not self._thread.is_alive():
                 raise ServiceUnavailableError("server thread exited during startup")
             if time.monotonic() > deadline:
                 raise ServiceUnavailableError(f"server did not start within {timeout}s")
             time.sleep(0.01)
+        if self.server.startup_error is not None:
+            self.stop()
+            raise self.server.startup_error
         return self
 
     def stop(self, timeout: float = 60.0) -> None:

@@ -1,0 +1,65 @@
+"""``inferox backends``: installed backend plugins, their versions, devices and architectures."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.table import Table
+
+from inferox.core.errors import InferoxError
+from inferox.engine.cli._group import EPILOG, cli, console
+
+
+@cli.command(epilog=EPILOG)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--no-devices", is_flag=True, help="Do not import frameworks to list devices.")
+def backends(as_json: bool, no_devices: bool) -> None:
+    """List installed backend plugins: versions, availability (and why not), devices, architectures."""
+    from inferox.core import get_registry
+
+    registry = get_registry()
+    rows: list[dict[str, Any]] = []
+    for info in registry.list_backends():
+        row: dict[str, Any] = {
+            "name": info.name,
+            "plugin": info.plugin,
+            "plugin_version": info.plugin_version,
+            "versions": info.versions,
+            "available": info.available,
+            "reason": info.reason,
+            "devices": [],
+            "architectures": sorted(registry.architectures(info.name)),
+        }
+        if info.available and not no_devices:
+            try:
+                backend = registry.get_backend(info.name)
+                row["devices"] = [
+                    {"id": str(d.id), "name": d.name, "available": d.available, "memory_total": getattr(d.memory, "total", None) if d.memory else None}
+                    for d in backend.devices()
+                ]
+                row["versions"] = {**info.versions, info.name: backend.version}
+            except InferoxError as exc:
+                row["available"], row["reason"] = False, exc.message
+        rows.append(row)
+    failures = [{"plugin": f.name, "error": f.error} for f in registry.failures]
+    if as_json:
+        click.echo(json.dumps({"backends": rows, "plugin_failures": failures, "blocked": sorted(registry.blocked)}, indent=2))
+        return
+    out = console()
+    table = Table(title="Inferox backends")
+    for col in ("backend", "plugin", "versions", "available", "devices", "architectures"):
+        table.add_column(col)
+    for row in rows:
+        versions = ", ".join(f"{k} {v or 'missing'}" for k, v in row["versions"].items())
+        avail = "[green]yes[/]" if row["available"] else f"[red]no[/]: {row['reason']}"
+        devices = ", ".join(d["id"] + ("" if d["available"] else " (unavailable)") for d in row["devices"]) or "-"
+        table.add_row(row["name"], f"{row['plugin']} {row['plugin_version'] or ''}".strip(), versions, avail, devices, ", ".join(row["architectures"]) or "-")
+    out.print(table)
+    if not rows:
+        out.print("no backend plugins installed (pip install inferox-torch or inferox-jax)")
+    for f in failures:
+        out.print(f"[yellow]plugin {f['plugin']} failed to load:[/] {f['error']}")
+    if registry.blocked:
+        out.print(f"blocked by INFEROX_BLOCKED_PLUGINS: {', '.join(sorted(registry.blocked))}")

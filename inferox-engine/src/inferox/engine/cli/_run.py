@@ -1,0 +1,145 @@
+"""``inferox run``: one inference on a package (needs no server extra)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from inferox.core.errors import InvalidInputError, PackageNotFoundError
+from inferox.engine.cli._group import EPILOG, cli, console
+
+
+def _parse_json_inputs(data: Any, where: str) -> tuple[dict[str, Any], list[str] | None]:
+    """``{"name": nested list, ...}``, ``{"text": [...]}`` or a V2 request body ``{"inputs": [...]}``."""
+    if isinstance(data, dict) and isinstance(data.get("inputs"), list):
+        from inferox.engine.server._protocol import parse_infer_request
+
+        req = parse_infer_request(json.dumps(data).encode())
+        texts: list[str] | None = None
+        out: dict[str, Any] = {}
+        for t in req.inputs:
+            if t.datatype == "BYTES":
+                texts = t.texts()
+            else:
+                out[t.name] = t.data
+        return out, texts
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{where} must hold a JSON object of inputs", name="input", expected="object", actual=type(data).__name__)
+    texts = None
+    if "text" in data and all(isinstance(x, str) for x in (data["text"] if isinstance(data["text"], list) else [data["text"]])):
+        raw = data.pop("text")
+        texts = raw if isinstance(raw, list) else [raw]
+    return dict(data), texts
+
+
+def _gather_inputs(input_json: str | None, input_file: Path | None, texts: tuple[str, ...], input_name: str | None) -> tuple[Any, list[str] | None]:
+    given = sum(1 for x in (input_json, input_file, texts or None) if x)
+    if given != 1:
+        raise click.UsageError("give exactly one of --input, --input-file or --text")
+    if texts:
+        return {}, list(texts)
+    if input_json is not None:
+        try:
+            return _parse_json_inputs(json.loads(input_json), "--input")
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"--input is not valid JSON: {exc}", name="input") from exc
+    assert input_file is not None
+    if not input_file.is_file():
+        raise PackageNotFoundError(f"no such input file: {input_file}", path=str(input_file))
+    suffix = input_file.suffix.lower()
+    if suffix in (".npy", ".npz"):
+        try:
+            if suffix == ".npy":
+                arr = np.load(input_file, allow_pickle=False)
+                return ({input_name: arr} if input_name else arr), None
+            with np.load(input_file, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}, None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            # allow_pickle=False also refuses object arrays: numpy says so in the message.
+            raise InvalidInputError(f"cannot read {input_file}: {exc}", name="input-file", actual=str(input_file)) from exc
+    if suffix == ".json":
+        try:
+            return _parse_json_inputs(json.loads(input_file.read_text(encoding="utf-8")), str(input_file))
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"{input_file} is not valid JSON: {exc}", name="input") from exc
+    if suffix == ".txt":
+        return {}, [line for line in input_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    raise InvalidInputError(f"unsupported input file type {suffix!r}", name="input-file", expected=".json, .npy, .npz or .txt", actual=suffix)
+
+
+def _print_outputs(outputs: Mapping[str, np.ndarray], *, full: bool) -> None:
+    out = console()
+    for name, arr in outputs.items():
+        arr = np.asarray(arr)
+        out.print(f"[bold]{name}[/] {arr.dtype} {list(arr.shape)}")
+        with np.printoptions(threshold=sys.maxsize if full else 200, precision=6, suppress=True):
+            out.print(str(arr), markup=False)
+
+
+@cli.command(epilog=EPILOG)
+@click.argument("package", type=click.Path(path_type=Path))
+@click.option("-i", "--input", "input_json", help='Inputs as JSON: {"x": [[...]]}, {"text": [...]} or a V2 request body.')
+@click.option("-f", "--input-file", type=click.Path(dir_okay=False, path_type=Path), help="Inputs from a .json, .npy, .npz or .txt (one text per line) file.")
+@click.option("-t", "--text", "texts", multiple=True, help="A text to encode (repeat for a batch); for models with a tokenizer.")
+@click.option("--input-name", help="Input name for a .npy file (default: the model's only input).")
+@click.option("--backend", help="Backend to run on (default: the first installed that implements the architecture).")
+@click.option("--device", help="Device (cpu, cuda:0, mps, tpu:0).")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path), help="Save outputs to .npz or .json instead of printing them.")
+@click.option("--full", is_flag=True, help="Print whole arrays.")
+@click.option("--allow-pickle", is_flag=True, help="Accept pickle weights in the package.")
+@click.option("--trust-code", is_flag=True, help="Run code shipped inside the package.")
+def run(
+    package: Path,
+    input_json: str | None,
+    input_file: Path | None,
+    texts: tuple[str, ...],
+    input_name: str | None,
+    backend: str | None,
+    device: str | None,
+    output: Path | None,
+    full: bool,
+    allow_pickle: bool,
+    trust_code: bool,
+) -> None:
+    """Run one inference on a package, from JSON, a .npy/.npz file or text."""
+    inputs, text_list = _gather_inputs(input_json, input_file, texts, input_name)
+    if output is not None and output.suffix.lower() not in (".npz", ".json"):
+        raise InvalidInputError("output file must end in .npz or .json", name="output", expected=".npz or .json", actual=output.suffix)
+    from inferox.engine import Engine, EngineConfig, compose_model
+
+    if not Path(package).exists():
+        raise PackageNotFoundError(f"no such package: {package}", path=str(package))
+    # The same composition (instances, text encoder and its truncation) as Engine.load and the server.
+    composed = compose_model(package, backends=(backend,), device=device, trust_code=trust_code, allow_pickle=allow_pickle)
+    model = composed.instances[0]
+    if text_list is not None:
+        encoder = composed.text_encoder
+        if encoder is None:
+            composed.close()
+            raise InvalidInputError(f"model {model.name!r} takes no text input", name="text", expected=[s.name for s in model.input_specs])
+        encoded = encoder.encode(text_list)
+        names = {s.name for s in model.input_specs}
+        inputs = {**{k: v for k, v in encoded.items() if k in names}, **(inputs if isinstance(inputs, dict) else {})}
+    engine = Engine(EngineConfig(batching=False))
+    try:
+        engine.register(model.name, model, warmup=False, text_encoder=composed.text_encoder)
+        result = engine.infer(model.name, inputs)
+        outputs = {k: np.asarray(v) for k, v in result.items()}
+    finally:
+        engine.shutdown()
+    if output is None:
+        _print_outputs(outputs, full=full)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix.lower() == ".npz":
+        np.savez(output, **outputs)  # type: ignore[arg-type]
+    else:
+        output.write_text(json.dumps({k: {"dtype": str(v.dtype), "shape": list(v.shape), "data": v.tolist()} for k, v in outputs.items()}), encoding="utf-8")
+    click.echo(str(output))

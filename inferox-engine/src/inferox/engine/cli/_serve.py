@@ -1,0 +1,197 @@
+"""``inferox serve``: a package or a model repository over the V2 protocol (or on Ray Serve).
+
+Settings are layered (see :mod:`inferox.engine.server._settings`): defaults < ``--config`` file
+< ``INFEROX_*`` environment < the flags given here; a flag left out never overrides anything.
+``--print-config`` shows each effective value and where it came from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+from rich.table import Table
+
+from inferox.core.errors import ConfigError
+from inferox.engine.cli._group import EPILOG, cli, console
+
+#: Flag (click parameter name) → the setting it sets, and how its value converts.
+_FLAG_KEYS: dict[str, tuple[str, Any]] = {
+    "host": ("server.host", None),
+    "port": ("server.port", None),
+    "token": ("server.token", None),
+    "protect_all": ("server.protect_all", None),
+    "timeout_s": ("server.request_timeout_s", None),
+    "max_body_mb": ("server.max_body_bytes", lambda mb: int(mb * 2**20)),
+    "keep_alive_s": ("server.keep_alive_s", float),
+    "allow_pickle": ("server.allow_pickle", None),
+    "trust_code": ("server.trust_code", None),
+    "exit_on_error": ("server.exit_on_error", None),
+    "strict_readiness": ("server.strict_readiness", None),
+    "max_batch_size": ("engine.max_batch_size", None),
+    "batch_delay_ms": ("engine.max_queue_delay_ms", None),
+    "max_queue_size": ("engine.max_queue_size", None),
+    "no_batching": ("engine.batching", lambda off: not off),
+    "backends_": ("models.backends", tuple),
+    "device": ("models.device", None),
+}
+
+
+def _given_flags(ctx: click.Context) -> dict[str, Any]:
+    """The settings of the flags the user typed (defaults and environment values excluded)."""
+    out: dict[str, Any] = {}
+    for param, (key, convert) in _FLAG_KEYS.items():
+        if ctx.get_parameter_source(param) != ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[param]
+        out[key] = convert(value) if convert is not None else value
+    return out
+
+
+@cli.command(epilog=EPILOG)
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML file of [server], [engine] and [models] settings (see docs/serving.md).")
+@click.option("--print-config", is_flag=True, help="Print each effective setting and its source (default, file, environment, flag), then exit.")
+@click.option("--host", help="Interface to bind (default 127.0.0.1; 0.0.0.0 exposes the server to the network).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default 8000).")
+@click.option("--name", help="Model name when PATH is a single package (default: the package's name).")
+@click.option("--backend", "backends_", multiple=True, help="Backend(s) to load models on (repeat for several).")
+@click.option("--device", help="Device for every model (cpu, cuda:0 …).")
+@click.option("--token", help="Bearer token required by the load/unload endpoints (env INFEROX_SERVER_TOKEN).")
+@click.option("--protect-all", is_flag=True, help="Require the token on every endpoint.")
+@click.option("--max-batch-size", type=click.IntRange(min=1), help="Dynamic batching: most rows per forward pass.")
+@click.option("--batch-delay-ms", type=click.FloatRange(min=0), help="Dynamic batching: how long to wait for a batch to fill.")
+@click.option("--max-queue-size", type=click.IntRange(min=1), help="Requests waiting per model beyond which the server answers 429.")
+@click.option("--no-batching", is_flag=True, help="Run each request on its own.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), help="Per-request timeout, seconds (default 60; a model's serving.toml overrides it).")
+@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), help="Request body size limit (default 64).")
+@click.option("--keep-alive-s", type=click.IntRange(min=1), help="Idle keep-alive connections close after this long (default 75); keep it above your clients' and load balancer's idle timeout.")
+@click.option("--exit-on-error/--no-exit-on-error", default=True, help="Exit non-zero when a model fails to load at start-up (default), or keep serving the others.")
+@click.option("--strict-readiness/--no-strict-readiness", default=True, help="Ready only while every model is ready (default), or once start-up is over.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@click.option("--allow-pickle", is_flag=True, help="Accept pickle weights in packages.")
+@click.option("--trust-code", is_flag=True, help="Run code shipped inside packages.")
+@click.option("--ray", "use_ray", is_flag=True, help="Deploy the repository on Ray Serve (extra inferox-engine[ray]); see docs/deployment-ray.md.")
+@click.option("--address", help="--ray: Ray cluster address (e.g. ray://head:10001 or auto); default: start a local cluster.")
+@click.option("--replicas", type=click.IntRange(min=1), help="--ray: model replicas (default 1).")
+@click.option("--autoscaling", help='--ray: Ray Serve autoscaling_config as JSON, e.g. \'{"min_replicas": 1, "max_replicas": 4}\'.')
+@click.option("--num-cpus", type=click.FloatRange(min=0), default=1.0, show_default=True, help="--ray: CPUs per replica.")
+@click.option("--num-gpus", type=click.FloatRange(min=0), default=0.0, show_default=True, help="--ray: GPUs per replica.")
+@click.option("--max-models-per-replica", type=click.IntRange(min=1), default=3, show_default=True, help="--ray: models a replica keeps (LRU eviction).")
+@click.option("--ray-batching", type=click.Choice(["engine", "serve"]), default="engine", show_default=True, help="--ray: the engine's dynamic batcher or @serve.batch.")
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    path: Path | None,
+    config_file: Path | None,
+    print_config: bool,
+    name: str | None,
+    log_level: str,
+    use_ray: bool,
+    address: str | None,
+    replicas: int | None,
+    autoscaling: str | None,
+    num_cpus: float,
+    num_gpus: float,
+    max_models_per_replica: int,
+    ray_batching: str,
+    **_flags: Any,
+) -> None:
+    """Serve a package, or a model repository folder, over the Open Inference Protocol (KServe V2).
+
+    A repository holds packages as NAME/ or NAME/VERSION/, each with an optional NAME/serving.toml
+    (backends, device, max_batch_size, batch_delay_ms, max_queue_size, timeout_s, warmup,
+    versions) overriding the server-wide settings for that model. Binds 127.0.0.1 unless --host
+    says otherwise; --token protects the load/unload endpoints (--protect-all: every endpoint)."""
+    from inferox.engine.server._settings import resolve
+
+    resolved = resolve(file=config_file, flags=_given_flags(ctx))
+    if print_config:
+        table = Table(title="inferox serve: effective configuration")
+        for col in ("setting", "value", "source"):
+            table.add_column(col)
+        for row in resolved.describe():
+            table.add_row(*row)
+        console().print(table)
+        return
+    if path is None:
+        raise click.UsageError("PATH is required (a package folder or a model repository folder)")
+    from inferox.engine.server.app import InferoxServer
+
+    server = InferoxServer.for_path(path, config=resolved.config, name=name)
+    config = server.config
+    if use_ray:
+        _serve_on_ray(
+            server,
+            path,
+            address=address,
+            replicas=replicas,
+            autoscaling=autoscaling,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            max_models_per_replica=max_models_per_replica,
+            batching=ray_batching,
+        )
+        return
+    from inferox.engine.server import run as run_server
+
+    err = console(err=True)
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.token:
+        err.print(f"[yellow]warning:[/] listening on {config.host} without --token: anyone who can reach this port can load and unload models")
+    err.print(f"starting inferox for {path} on http://{config.host}:{config.port} (Ctrl-C to stop)")
+    try:
+        run_server(server, log_level=log_level)
+    except KeyboardInterrupt:
+        # uvicorn re-raises the Ctrl-C it handled *after* finishing in-flight requests: a clean stop.
+        err.print("inferox server stopped")
+
+
+def _serve_on_ray(
+    server: Any,
+    path: Path,
+    *,
+    address: str | None,
+    replicas: int | None,
+    autoscaling: str | None,
+    num_cpus: float,
+    num_gpus: float,
+    max_models_per_replica: int,
+    batching: str,
+) -> None:
+    """``inferox serve --ray``: the repository as a Ray Serve application (same V2 API)."""
+    if server.repository is None:
+        raise ConfigError("--ray serves a model repository folder (NAME/ package folders), not a single package", field="path", value=str(path))
+    scaling: dict[str, Any] | None = None
+    if autoscaling is not None:
+        try:
+            scaling = json.loads(autoscaling)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--autoscaling is not JSON: {exc}", field="autoscaling", value=autoscaling) from exc
+        if not isinstance(scaling, dict):
+            raise ConfigError("--autoscaling must be a JSON object", field="autoscaling", value=autoscaling)
+    try:
+        from inferox.engine.ray import build_app, serve_on_ray
+    except ImportError as exc:
+        raise ConfigError(f"{exc}", field="ray") from exc
+    app = build_app(
+        server.repository.root,
+        config=server.config,
+        replicas=replicas,
+        autoscaling_config=scaling,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        max_models_per_replica=max_models_per_replica,
+        batching=batching,
+    )
+    err = console(err=True)
+    if server.config.host not in ("127.0.0.1", "localhost", "::1") and not server.config.token:
+        err.print(f"[yellow]warning:[/] Ray Serve listening on {server.config.host} without --token: anyone who can reach this port can call the models")
+    where = address or "a local Ray cluster"
+    err.print(f"deploying {path} on {where}; V2 API on http://{server.config.host}:{server.config.port} (Ctrl-C to stop)")
+    with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C during deployment, before the handlers are in
+        serve_on_ray(app, address=address, host=server.config.host, port=server.config.port, keep_alive_s=server.config.keep_alive_s)
+    err.print("inferox Ray Serve application deleted")

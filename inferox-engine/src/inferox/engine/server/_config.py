@@ -1,0 +1,57 @@
+"""``ServerConfig``: how a server runs — every server-wide default is declared here, once.
+
+The CLI, the REST app, the Ray ingress and the replicas read their defaults from this class
+(``ServerConfig.keep_alive_s`` and so on) instead of repeating the numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferox.engine.server._repository import ServingSettings
+
+__all__ = ["ModelState", "ServerConfig"]
+
+
+class ModelState:
+    """States of a served model, as the repository index reports them."""
+
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How the server runs. Binds to loopback unless ``host`` says otherwise.
+
+    ``token`` protects the repository endpoints (and every endpoint with ``protect_all``);
+    ``max_body_bytes`` bounds request bodies (413 beyond); ``request_timeout_s`` bounds each
+    inference request (504 beyond) unless a model's own settings give another; ``defaults`` are
+    the serving settings for models without their own; ``engine_config`` is the configuration of
+    the server's one engine; ``keep_alive_s`` is how long idle keep-alive connections stay open.
+    ``exit_on_error``: a model that fails to load at start-up stops the server (Triton's
+    default); ``strict_readiness``: ``/v2/health/ready`` is 200 only while every model the server
+    is meant to serve is ready (off: once start-up is over and the server takes requests).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    protect_all: bool = False
+    max_body_bytes: int = 64 * 2**20
+    request_timeout_s: float | None = 60.0
+    defaults: ServingSettings = field(default_factory=ServingSettings)
+    engine_config: Any = None
+    access_log: bool = True
+    graceful_timeout_s: float = 30.0
+    #: How long an idle keep-alive connection stays open. Longer than clients' own idle expiry
+    #: (httpx 5 s, cloud load balancers 60 s): were the server to close first, a request sent just
+    #: then would meet a reset connection.
+    keep_alive_s: float = 75.0
+    allow_pickle: bool = False
+    trust_code: bool = False
+    exit_on_error: bool = True
+    strict_readiness: bool = True

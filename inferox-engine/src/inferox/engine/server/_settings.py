@@ -1,0 +1,208 @@
+"""The server's effective settings, layered: defaults < configuration file < environment < flags.
+
+Every setting has a dotted key — ``server.*`` (:class:`ServerConfig`), ``engine.*``
+(:class:`~inferox.engine.EngineConfig`: the server-wide batching, queue, timeout and memory
+settings that a model's ``serving.toml`` overrides for that model) and ``models.*`` (defaults for
+every model: ``backends``, ``device``, ``dtype``, ``warmup``). A file holds them as TOML tables::
+
+    [server]
+    port = 9000
+    request_timeout_s = 30
+
+    [engine]
+    max_batch_size = 16
+    memory_budget_bytes = "4GiB"
+
+    [models]
+    backends = ["torch"]
+
+The environment's ``INFEROX_*`` variables (``EngineConfig.from_env``'s, plus :data:`SERVER_ENV`)
+override the file, and flags the user actually gave override both (a flag's default never
+overrides anything). :func:`resolve` returns the config and, per key, the value and its source,
+which ``inferox serve --print-config`` prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inferox.core.constants import ENV_ENGINE_VARS
+from inferox.core.errors import ConfigError
+from inferox.engine._config import EngineConfig, _parse_env, parse_size
+from inferox.engine.server._config import ServerConfig
+from inferox.engine.server._repository import ServingSettings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["SERVER_ENV", "Resolved", "resolve"]
+
+#: Environment variables of server settings (engine settings use ``ENV_ENGINE_VARS``).
+SERVER_ENV: dict[str, str] = {
+    "host": "INFEROX_SERVER_HOST",
+    "port": "INFEROX_SERVER_PORT",
+    "token": "INFEROX_SERVER_TOKEN",
+    "protect_all": "INFEROX_SERVER_PROTECT_ALL",
+    "max_body_bytes": "INFEROX_SERVER_MAX_BODY_BYTES",
+    "request_timeout_s": "INFEROX_SERVER_TIMEOUT_S",
+    "keep_alive_s": "INFEROX_SERVER_KEEP_ALIVE_S",
+    "graceful_timeout_s": "INFEROX_SERVER_GRACEFUL_TIMEOUT_S",
+    "access_log": "INFEROX_SERVER_ACCESS_LOG",
+    "exit_on_error": "INFEROX_SERVER_EXIT_ON_ERROR",
+    "strict_readiness": "INFEROX_SERVER_STRICT_READINESS",
+}
+
+_SERVER_FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig) if f.name not in ("defaults", "engine_config")}
+_ENGINE_FIELDS = {f.name: f for f in dataclasses.fields(EngineConfig)}
+_MODEL_FIELDS = ("backends", "device", "dtype", "warmup")
+
+DEFAULT, FILE, ENV, FLAG = "default", "file", "environment", "flag"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The effective configuration and where each value came from (``{key: (value, source)}``)."""
+
+    config: ServerConfig
+    sources: dict[str, tuple[Any, str]]
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """``(key, value, source)`` rows, sorted; the token is masked."""
+        rows = []
+        for key, (value, source) in sorted(self.sources.items()):
+            shown = "***" if key == "server.token" and value else repr(value)
+            rows.append((key, shown, source))
+        return rows
+
+
+def _parse_server_env(name: str, var: str, raw: str) -> Any:
+    kind = _SERVER_FIELDS[name].type
+    text = raw.strip()
+    if "bool" in str(kind):
+        low = text.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"expected true/false, got {raw!r}", field=var, value=raw)
+    if name == "token" or name == "host":
+        return text or None if name == "token" else text
+    if name == "request_timeout_s" and text.lower() in ("", "none", "null"):
+        return None
+    try:
+        if name == "max_body_bytes":
+            return parse_size(text)
+        if name == "port":
+            return int(text)
+        return float(text)
+    except ValueError as exc:
+        raise ConfigError(f"expected a number, got {raw!r}", field=var, value=raw) from exc
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror or exc}", path=str(path)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", path=str(path)) from exc
+    out: dict[str, Any] = {}
+    for table, known in (("server", _SERVER_FIELDS), ("engine", _ENGINE_FIELDS), ("models", _MODEL_FIELDS)):
+        section = data.pop(table, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"[{table}] must be a table", field=table, value=section, path=str(path))
+        for key, value in section.items():
+            if key not in known:
+                raise ConfigError(f"unknown setting {table}.{key}; known: {', '.join(sorted(known))}", field=f"{table}.{key}", value=value, path=str(path))
+            if table == "engine" and key in ("memory_budget_bytes", "session_max_state_bytes") and isinstance(value, str):
+                try:
+                    value = parse_size(value)
+                except ValueError as exc:
+                    raise ConfigError(f"bad size {value!r}", field=f"{table}.{key}", value=value, path=str(path)) from exc
+            if table == "server" and key == "max_body_bytes" and isinstance(value, str):
+                try:
+                    value = parse_size(value)
+                except ValueError as exc:
+                    raise ConfigError(f"bad size {value!r}", field=f"{table}.{key}", value=value, path=str(path)) from exc
+            out[f"{table}.{key}"] = tuple(value) if isinstance(value, list) else value
+    if data:
+        extra = sorted(data)[0]
+        raise ConfigError(f"unknown table or key {extra!r}; the file holds [server], [engine] and [models]", field=extra, value=data[extra], path=str(path))
+    return out
+
+
+def resolve(*, file: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None, flags: Mapping[str, Any] | None = None) -> Resolved:
+    """The server's configuration from its layers (see the module docstring).
+
+    ``flags`` holds only the values the user gave on the command line, by dotted key. Invalid
+    values raise :class:`ConfigError` naming the key (or the variable) and, for a file, the file.
+    """
+    env = os.environ if environ is None else environ
+    sources: dict[str, tuple[Any, str]] = {}
+    server_defaults = ServerConfig()
+    for name in _SERVER_FIELDS:
+        sources[f"server.{name}"] = (getattr(server_defaults, name), DEFAULT)
+    engine_defaults = EngineConfig()
+    for name in _ENGINE_FIELDS:
+        sources[f"engine.{name}"] = (getattr(engine_defaults, name), DEFAULT)
+    model_defaults = ServingSettings()
+    for name in _MODEL_FIELDS:
+        sources[f"models.{name}"] = (getattr(model_defaults, name), DEFAULT)
+    if file is not None:
+        for key, value in _read_file(Path(file)).items():
+            sources[key] = (value, FILE)
+    for name, var in SERVER_ENV.items():
+        if var in env:
+            sources[f"server.{name}"] = (_parse_server_env(name, var, env[var]), ENV)
+    for name, var in ENV_ENGINE_VARS.items():
+        if var in env:
+            sources[f"engine.{name}"] = (_parse_env(name, var, env[var]), ENV)
+    for key, value in (flags or {}).items():
+        if key not in sources:
+            raise ConfigError(f"unknown setting {key!r}", field=key, value=value)
+        sources[key] = (value, FLAG)
+    where = str(file) if file is not None else None
+
+    def section(prefix: str) -> dict[str, Any]:
+        return {k.split(".", 1)[1]: v for k, (v, _) in sources.items() if k.startswith(prefix + ".")}
+
+    try:
+        engine = EngineConfig(**section("engine"))
+        models = section("models")
+        defaults = ServingSettings.from_mapping({k: list(v) if isinstance(v, tuple) else v for k, v in models.items() if v is not None and v != ()}, path=where)
+        config = ServerConfig(**section("server"), engine_config=engine, defaults=defaults)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, field=exc.field, value=exc.value, path=exc.path or where) from exc
+    except TypeError as exc:  # pragma: no cover - a field the tables above do not know
+        raise ConfigError(str(exc), path=where) from exc
+    _check_server(config, where)
+    return Resolved(config=config, sources=sources)
+
+
+def _check_server(config: ServerConfig, where: str | None) -> None:
+    """Range checks of server settings (engine ones are EngineConfig's own)."""
+    checks: list[tuple[str, Any, bool]] = [
+        ("port", config.port, isinstance(config.port, int) and not isinstance(config.port, bool) and 0 <= config.port <= 65535),
+        ("max_body_bytes", config.max_body_bytes, isinstance(config.max_body_bytes, int) and config.max_body_bytes > 0),
+        ("keep_alive_s", config.keep_alive_s, isinstance(config.keep_alive_s, (int, float)) and config.keep_alive_s >= 1),
+        ("graceful_timeout_s", config.graceful_timeout_s, isinstance(config.graceful_timeout_s, (int, float)) and config.graceful_timeout_s >= 0),
+        (
+            "request_timeout_s",
+            config.request_timeout_s,
+            config.request_timeout_s is None or (isinstance(config.request_timeout_s, (int, float)) and config.request_timeout_s > 0),
+        ),
+    ]
+    for name, value, ok in checks:
+        if not ok:
+            raise ConfigError(f"invalid value {value!r}", field=f"server.{name}", value=value, path=where)
+    for name in ("protect_all", "access_log", "allow_pickle", "trust_code", "exit_on_error", "strict_readiness"):
+        if not isinstance(getattr(config, name), bool):
+            raise ConfigError("must be true or false", field=f"server.{name}", value=getattr(config, name), path=where)
