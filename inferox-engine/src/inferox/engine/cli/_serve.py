@@ -28,6 +28,8 @@ _FLAG_KEYS: dict[str, tuple[str, Any]] = {
     "timeout_s": ("server.request_timeout_s", None),
     "max_body_mb": ("server.max_body_bytes", lambda mb: int(mb * 2**20)),
     "keep_alive_s": ("server.keep_alive_s", float),
+    "read_timeout_s": ("server.read_timeout_s", float),
+    "max_connections": ("server.max_connections", None),
     "allow_pickle": ("server.allow_pickle", None),
     "trust_code": ("server.trust_code", None),
     "exit_on_error": ("server.exit_on_error", None),
@@ -70,6 +72,8 @@ def _given_flags(ctx: click.Context) -> dict[str, Any]:
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), help="Per-request timeout, seconds (default 60; a model's serving.toml overrides it).")
 @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), help="Request body size limit (default 64).")
 @click.option("--keep-alive-s", type=click.IntRange(min=1), help="Idle keep-alive connections close after this long (default 75); keep it above your clients' and load balancer's idle timeout.")
+@click.option("--read-timeout-s", type=click.FloatRange(min=0, min_open=True, max=3600), help="A request's headers and body must arrive within this long, else 408 and the connection closes (default 30).")
+@click.option("--max-connections", type=click.IntRange(min=1), help="Open connections beyond this get 503 at once (default 1024).")
 @click.option("--exit-on-error/--no-exit-on-error", default=True, help="Exit non-zero when a model fails to load at start-up (default), or keep serving the others.")
 @click.option("--strict-readiness/--no-strict-readiness", default=True, help="Ready only while every model is ready (default), or once start-up is over.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)

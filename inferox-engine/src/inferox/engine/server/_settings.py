@@ -54,6 +54,8 @@ SERVER_ENV: dict[str, str] = {
     "max_body_bytes": "INFEROX_SERVER_MAX_BODY_BYTES",
     "request_timeout_s": "INFEROX_SERVER_TIMEOUT_S",
     "keep_alive_s": "INFEROX_SERVER_KEEP_ALIVE_S",
+    "read_timeout_s": "INFEROX_SERVER_READ_TIMEOUT_S",
+    "max_connections": "INFEROX_SERVER_MAX_CONNECTIONS",
     "graceful_timeout_s": "INFEROX_SERVER_GRACEFUL_TIMEOUT_S",
     "access_log": "INFEROX_SERVER_ACCESS_LOG",
     "exit_on_error": "INFEROX_SERVER_EXIT_ON_ERROR",
@@ -100,7 +102,7 @@ def _parse_server_env(name: str, var: str, raw: str) -> Any:
     try:
         if name == "max_body_bytes":
             return parse_size(text)
-        if name == "port":
+        if name in ("port", "max_connections"):
             return int(text)
         return float(text)
     except ValueError as exc:
@@ -193,6 +195,12 @@ def _check_server(config: ServerConfig, where: str | None) -> None:
         ("port", config.port, isinstance(config.port, int) and not isinstance(config.port, bool) and 0 <= config.port <= 65535),
         ("max_body_bytes", config.max_body_bytes, isinstance(config.max_body_bytes, int) and config.max_body_bytes > 0),
         ("keep_alive_s", config.keep_alive_s, isinstance(config.keep_alive_s, (int, float)) and config.keep_alive_s >= 1),
+        (
+            "read_timeout_s",
+            config.read_timeout_s,
+            isinstance(config.read_timeout_s, (int, float)) and not isinstance(config.read_timeout_s, bool) and 0 < config.read_timeout_s <= 3600,
+        ),
+        ("max_connections", config.max_connections, isinstance(config.max_connections, int) and not isinstance(config.max_connections, bool) and config.max_connections >= 1),
         ("graceful_timeout_s", config.graceful_timeout_s, isinstance(config.graceful_timeout_s, (int, float)) and config.graceful_timeout_s >= 0),
         (
             "request_timeout_s",
