@@ -317,12 +317,24 @@ def parse_infer_request(body: bytes, header_length: str | int | None = None) -> 
     return InferRequest(id=request_id, inputs=inputs, outputs=outputs, parameters=params)
 
 
+#: How non-finite floats are written in JSON data: strings, since bare ``NaN`` / ``Infinity`` are
+#: not JSON (strict parsers refuse the whole body). numpy, and so tritonclient's ``as_numpy``,
+#: reads these strings back as the floats; the binary extension carries the values exactly.
+NONFINITE_JSON = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
 def _json_data(arr: np.ndarray) -> list[Any]:
     if arr.dtype.kind in "OSU":
         return [x.decode("utf-8", errors="replace") if isinstance(x, bytes) else str(x) for x in arr.reshape(-1)]
     if arr.dtype.name == "bfloat16":
         arr = arr.astype(np.float32)
-    return arr.reshape(-1).tolist()  # type: ignore[no-any-return]
+    flat = arr.reshape(-1)
+    values: list[Any] = flat.tolist()
+    if flat.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(flat))
+        for i in bad.tolist():
+            values[i] = NONFINITE_JSON[repr(float(values[i]))]
+    return values
 
 
 def _binary_data(arr: np.ndarray) -> bytes:
@@ -376,7 +388,7 @@ def encode_infer_response(
             entry["data"] = _json_data(arr)
         out_list.append(entry)
     header["outputs"] = out_list
-    head = json.dumps(header, separators=(",", ":"), allow_nan=True).encode("utf-8")
+    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
     if not chunks:
         return head, {"content-type": "application/json"}
     return head + b"".join(chunks), {"content-type": "application/octet-stream", HEADER_LENGTH.lower(): str(len(head))}
