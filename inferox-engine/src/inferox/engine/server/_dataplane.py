@@ -374,8 +374,18 @@ class DataPlane:
         inputs: dict[str, Any] = {}
         spec_names = {s.name for s in self.engine.get_model(served.name, version=served.version or None).input_specs}
         encoder = served.text_encoder
+        text_input: str | None = None
         for tensor in req.inputs:
             if tensor.datatype == BYTES and tensor.name not in spec_names:
+                if text_input is not None:
+                    # Two texts would each fill input_ids/attention_mask: the second would silently win.
+                    raise InvalidInputError(
+                        f"two BYTES text inputs ({text_input!r}, {tensor.name!r}); send the texts as one input",
+                        name=tensor.name,
+                        expected="one text input",
+                        actual=[text_input, tensor.name],
+                    )
+                text_input = tensor.name
                 if encoder is None:
                     raise InvalidInputError(
                         f"model {served.name!r} takes no text; BYTES input {tensor.name!r} is not one of its inputs",

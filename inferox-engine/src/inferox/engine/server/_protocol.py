@@ -89,8 +89,8 @@ class InferRequest:
         value = self.parameters.get("timeout")
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise InvalidInputError("parameters.timeout must be a positive number of microseconds", name="timeout", actual=value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise InvalidInputError("parameters.timeout must be a positive, finite number of microseconds", name="timeout", actual=value)
         return float(value) / 1e6
 
 
@@ -120,9 +120,15 @@ _MAX_ELEMENTS = 2**59
 def _check_shape(shape: Any, name: str) -> tuple[int, ...]:
     if not isinstance(shape, list) or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
         raise InvalidInputError("shape must be a list of non-negative integers", name=name, expected="[int, ...]", actual=shape)
+    if len(shape) > _MAX_RANK:
+        raise InvalidInputError(f"shape has {len(shape)} dimensions", name=name, expected=f"at most {_MAX_RANK} dimensions", actual=len(shape))
     if math.prod(d for d in shape if d) > _MAX_ELEMENTS:
         raise InvalidInputError("shape is too large", name=name, expected=f"at most {_MAX_ELEMENTS} elements", actual=shape)
     return tuple(shape)
+
+
+#: numpy's limit on the number of dimensions (``numpy.MAXDIMS`` / 64 in numpy 2).
+_MAX_RANK = 64
 
 
 def decode_bytes_tensor(raw: bytes | memoryview, *, name: str = "") -> list[bytes]:
@@ -171,7 +177,28 @@ def _flatten(data: Any) -> list[Any]:
     return out
 
 
+def _check_nesting(data: Any, shape: tuple[int, ...], name: str) -> None:
+    """Nested ``data`` must have exactly ``shape`` (flat data is checked by its length): a ragged
+    list whose element count happens to match would otherwise be silently re-shaped."""
+    level: list[Any] = [data]
+    for depth, size in enumerate(shape):
+        nxt: list[Any] = []
+        for item in level:
+            if not isinstance(item, list) or len(item) != size:
+                got = f"a list of {len(item)}" if isinstance(item, list) else type(item).__name__
+                raise InvalidInputError(
+                    f"nested data does not have the shape {list(shape)}: {got} at depth {depth}", name=name, expected=f"{size} items at depth {depth}", actual=got
+                )
+            nxt.extend(item)
+        level = nxt
+    for item in level:
+        if isinstance(item, list):
+            raise InvalidInputError(f"nested data is deeper than the shape {list(shape)}", name=name, expected=f"{len(shape)} levels", actual="more")
+
+
 def _decode_json_data(data: Any, datatype: str, np_dtype: np.dtype[Any] | None, shape: tuple[int, ...], name: str) -> np.ndarray:
+    if isinstance(data, list) and any(isinstance(x, list) for x in data):
+        _check_nesting(data, shape, name)
     flat = _flatten(data)
     count = math.prod(shape)
     if len(flat) != count:
@@ -180,7 +207,10 @@ def _decode_json_data(data: Any, datatype: str, np_dtype: np.dtype[Any] | None, 
         if not all(isinstance(x, str) for x in flat):
             raise InvalidInputError("BYTES data must be strings", name=name, expected="strings", actual=sorted({type(x).__name__ for x in flat}))
         arr = np.empty(count, dtype=object)
-        arr[:] = [x.encode("utf-8") for x in flat]
+        try:
+            arr[:] = [x.encode("utf-8") for x in flat]
+        except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") is valid JSON but no text
+            raise InvalidInputError(f"BYTES data is not valid Unicode text: {exc.reason} at position {exc.start}", name=name, expected="UTF-8 text", actual=repr(exc.object[exc.start : exc.end])) from None
         return arr.reshape(shape)
     kind = np_dtype.kind
     for x in flat:
@@ -313,7 +343,10 @@ def parse_infer_request(body: bytes, header_length: str | int | None = None) -> 
             if oparams.get("classification"):
                 raise InvalidInputError("the classification extension is not supported", name=out["name"])
             bd = oparams.get("binary_data")
-            outputs.append(RequestedOutput(out["name"], None if bd is None else bool(bd)))
+            if bd is not None and not isinstance(bd, bool):
+                # "false" (a string) is truthy: read leniently it would turn binary output on.
+                raise InvalidInputError("binary_data must be true or false", name=f"{out['name']}.parameters.binary_data", expected="boolean", actual=repr(bd)[:40])
+            outputs.append(RequestedOutput(out["name"], bd))
     return InferRequest(id=request_id, inputs=inputs, outputs=outputs, parameters=params)
 
 

@@ -226,6 +226,11 @@ class InferoxServer:
             raise InvalidInputError(f"request body is not valid {encoding} data: {exc}", name="content-encoding", actual=encoding) from exc
         if len(out) > limit or decomp.unconsumed_tail:
             raise _BodyTooLarge
+        if not decomp.eof:
+            raise InvalidInputError(f"request body is truncated {encoding} data", name="content-encoding", actual=encoding)
+        if decomp.unused_data:
+            # Bytes after the compressed stream (a second gzip member, garbage) are not ignored.
+            raise InvalidInputError(f"request body has {len(decomp.unused_data)} bytes after the end of the {encoding} data", name="content-encoding", actual=encoding)
         return out
 
     def _log_access(self, request: Request, *, request_id: str, status: int, started: float, model: str | None = None, code: str | None = None) -> None:
