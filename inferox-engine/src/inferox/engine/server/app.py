@@ -423,7 +423,9 @@ class InferoxServer:
         denied = self._protect(request)
         if denied:
             return denied
-        return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
+        # Formatted in a worker thread: a scrape never holds up the event loop serving inference.
+        page = await asyncio.to_thread(self.metrics.render)
+        return PlainTextResponse(page, media_type="text/plain; version=0.0.4")
 
     async def health_protected(self, request: Request) -> Response:
         denied = self._protect(request)
