@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferox.core.errors import ConfigError
 from inferox.engine.server._repository import ServingSettings
 
 __all__ = ["ModelState", "ServerConfig"]
@@ -60,5 +61,17 @@ class ServerConfig:
     max_connections: int = 1024
     allow_pickle: bool = False
     trust_code: bool = False
+    #: Check every package file's sha256 (and that every file is listed) before loading; off, a
+    #: load checks that the listed files are there with their recorded sizes only.
+    verify: bool = False
     exit_on_error: bool = True
     strict_readiness: bool = True
+
+    def __post_init__(self) -> None:
+        # Protection asked for without a usable token would protect nothing, silently: refuse.
+        if self.token is not None and (not isinstance(self.token, str) or not self.token.strip()):
+            raise ConfigError("the token is empty: it would protect nothing; give a real token", field="server.token", value="")
+        if self.protect_all and self.token is None:
+            raise ConfigError(
+                "protect_all needs a token (--token or INFEROX_SERVER_TOKEN): without one nothing is protected", field="server.protect_all", value=True
+            )

@@ -215,6 +215,7 @@ class DataPlane:
             dtype=settings.dtype,
             trust_code=self.config.trust_code,
             allow_pickle=self.config.allow_pickle,
+            verify=self.config.verify,
             check_budget=check_budget,
         )
         served.text_encoder = composed.text_encoder

@@ -60,6 +60,7 @@ SERVER_ENV: dict[str, str] = {
     "access_log": "INFEROX_SERVER_ACCESS_LOG",
     "exit_on_error": "INFEROX_SERVER_EXIT_ON_ERROR",
     "strict_readiness": "INFEROX_SERVER_STRICT_READINESS",
+    "verify": "INFEROX_SERVER_VERIFY",
 }
 
 _SERVER_FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig) if f.name not in ("defaults", "engine_config")}
@@ -95,8 +96,13 @@ def _parse_server_env(name: str, var: str, raw: str) -> Any:
         if low in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"expected true/false, got {raw!r}", field=var, value=raw)
-    if name == "token" or name == "host":
-        return text or None if name == "token" else text
+    if name == "token":
+        if not text:
+            # Set but empty: the user meant to protect the server; protecting nothing silently is worse.
+            raise ConfigError("is set but empty: give a token, or unset the variable", field=var, value=raw)
+        return text
+    if name == "host":
+        return text
     if name == "request_timeout_s" and text.lower() in ("", "none", "null"):
         return None
     try:
@@ -211,6 +217,6 @@ def _check_server(config: ServerConfig, where: str | None) -> None:
     for name, value, ok in checks:
         if not ok:
             raise ConfigError(f"invalid value {value!r}", field=f"server.{name}", value=value, path=where)
-    for name in ("protect_all", "access_log", "allow_pickle", "trust_code", "exit_on_error", "strict_readiness"):
+    for name in ("protect_all", "access_log", "allow_pickle", "trust_code", "verify", "exit_on_error", "strict_readiness"):
         if not isinstance(getattr(config, name), bool):
             raise ConfigError("must be true or false", field=f"server.{name}", value=getattr(config, name), path=where)
