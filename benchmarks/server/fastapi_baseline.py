@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI
 
-from inferox.engine.server.app import text_encoder_for
-from inferox.mlpkg import load_model
+from inferox.engine import compose_model
 
 PACKAGE = Path(os.environ["BENCH_PACKAGE"])
-model = load_model(PACKAGE, backend=os.environ.get("BENCH_BACKEND", "torch"))
-encoder = text_encoder_for(model, PACKAGE)
+# The same composition (model + text encoder with the package's truncation) as inferox serve.
+composed = compose_model(PACKAGE, backends=(os.environ.get("BENCH_BACKEND", "torch"),))
+model, encoder = composed.instances[0], composed.text_encoder
 input_names = {s.name for s in model.input_specs}
 #: Return only this output (as the inferox client asks for), or every output when unset.
 OUTPUT = os.environ.get("BENCH_OUTPUT")

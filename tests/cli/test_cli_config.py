@@ -117,3 +117,59 @@ def test_serve_exits_non_zero_when_a_model_fails_to_load(tmp_path: Path) -> None
     )
     assert proc.returncode == 5, proc.stderr
     assert "error [PACKAGE_" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_environment_values_of_every_kind() -> None:
+    env = {
+        "INFEROX_SERVER_PROTECT_ALL": "yes",
+        "INFEROX_SERVER_TOKEN": "s3cret",  # protect_all without a token refuses to start (issue 14, item 6)
+        "INFEROX_SERVER_EXIT_ON_ERROR": "off",
+        "INFEROX_SERVER_TIMEOUT_S": "none",
+        "INFEROX_SERVER_MAX_BODY_BYTES": "2MiB",
+        "INFEROX_SERVER_KEEP_ALIVE_S": "30",
+        "INFEROX_SERVER_HOST": "0.0.0.0",
+        "INFEROX_BATCHING": "false",
+        "INFEROX_MEMORY_BUDGET_BYTES": "1GB",
+    }
+    c = resolve(environ=env).config
+    assert c.protect_all is True and c.exit_on_error is False and c.request_timeout_s is None
+    assert c.max_body_bytes == 2 * 2**20 and c.keep_alive_s == 30.0 and c.host == "0.0.0.0"
+    assert c.engine_config.batching is False and c.engine_config.memory_budget_bytes == 10**9
+    for var, raw in (("INFEROX_SERVER_ACCESS_LOG", "maybe"), ("INFEROX_SERVER_MAX_BODY_BYTES", "lots"), ("INFEROX_BATCHING", "perhaps")):
+        with pytest.raises(ConfigError) as ei:
+            resolve(environ={var: raw})
+        assert ei.value.field == var and ei.value.value == raw
+
+
+def test_bad_file_contents(tmp_path: Path) -> None:
+    conf = tmp_path / "c.toml"
+    for text, field in (
+        ("[server]\nmax_body_bytes = \"huge\"\n", "server.max_body_bytes"),
+        ("[engine]\nmemory_budget_bytes = \"huge\"\n", "engine.memory_budget_bytes"),
+        ("server = 3\n", "server"),
+        ("[other]\nx = 1\n", "other"),
+        ("[server]\nkeep_alive_s = 0\n", "server.keep_alive_s"),
+        ("[server]\nexit_on_error = \"no\"\n", "server.exit_on_error"),
+        ("[models]\nbackends = 3\n", "backends"),
+    ):
+        conf.write_text(text)
+        with pytest.raises(ConfigError) as ei:
+            resolve(file=conf, environ={})
+        assert ei.value.field == field and ei.value.path == str(conf), text
+    conf.write_text("[server\n")
+    with pytest.raises(ConfigError) as ei2:
+        resolve(file=conf, environ={})
+    assert "invalid TOML" in str(ei2.value) and ei2.value.path == str(conf)
+    with pytest.raises(ConfigError) as ei3:
+        resolve(environ={}, flags={"server.nope": 1})
+    assert ei3.value.field == "server.nope"
+
+
+def test_serve_needs_a_path_unless_printing(tmp_path: Path) -> None:
+    result = invoke("serve")
+    assert result.exit_code == 2 and "PATH is required" in result.output
+    missing = invoke("serve", tmp_path / "nothing")
+    assert missing.exit_code == 4 and "error [PACKAGE_NOT_FOUND]" in missing.output
+    (tmp_path / "file.txt").write_text("x")
+    not_dir = invoke("serve", tmp_path / "file.txt")
+    assert not_dir.exit_code == 3 and "error [INVALID_CONFIG]" in not_dir.output

@@ -234,3 +234,25 @@ def test_strict_and_relaxed_readiness(tmp_path: Path, versions: dict[str, Path])
 
     with pytest.raises(PackageError):
         ServerThread(InferoxServer(repository=repo)).start()
+
+
+def test_model_timeout_overrides_the_server_and_a_request_can_only_shorten_it() -> None:
+    from inferox.engine.server import ServingSettings
+
+    from .conftest import AffineModel
+
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    server = InferoxServer(config=ServerConfig(request_timeout_s=0.2))
+    server.add_model("patient", AffineModel("patient", delay=0.5), settings=ServingSettings(timeout_s=5.0))
+    server.add_model("strict", AffineModel("strict", delay=0.5), settings=ServingSettings(timeout_s=0.2, max_batch_size=1))
+    with ServerThread(server) as st:
+        # serving.toml's timeout_s (5 s) overrides the server's 0.2 s for this model.
+        assert httpx.post(f"{st.url}/v2/models/patient/infer", json=body, timeout=30).status_code == 200
+        # The client asks for 10 s: it cannot lengthen the model's 0.2 s.
+        longer = {**body, "parameters": {"timeout": 10_000_000}}
+        r = httpx.post(f"{st.url}/v2/models/strict/infer", json=longer, timeout=30)
+        assert (r.status_code, r.json()["code"]) == (504, "TIMEOUT")
+        # …but it can shorten the patient model's 5 s.
+        shorter = {**body, "parameters": {"timeout": 100_000}}
+        r = httpx.post(f"{st.url}/v2/models/patient/infer", json=shorter, timeout=30)
+        assert (r.status_code, r.json()["code"]) == (504, "TIMEOUT")

@@ -93,6 +93,7 @@ def _given_flags(ctx: click.Context) -> dict[str, Any]:
 @click.pass_context
 def serve(
     ctx: click.Context,
+    /,
     path: Path | None,
     config_file: Path | None,
     print_config: bool,

@@ -52,10 +52,10 @@ def verify(package: Path, backends_: tuple[str, ...], no_parity: bool, atol: flo
     for col in ("backend", "vs", "max |diff|", "ok"):
         table.add_column(col)
     for name, worst in report.golden.items():
-        bad = [str(e.field) for e in parity if f"backend {name!r}" in str(e)]
+        bad = [str(getattr(e, "field", "")) for e in parity if f"backend {name!r}" in str(e)]
         table.add_row(escape(name), "golden", f"{worst:.3g}", "[green]yes[/]" if not bad else f"[red]no[/] ({escape(', '.join(bad))})")
     for name, why in report.skipped.items():
         table.add_row(escape(name), "golden", "-", escape(f"skipped: {why}"))
     out.print(table)
     if parity:
-        raise ParityError("outputs differ beyond tolerance: " + "; ".join(f"{e.message.split(':')[0]} vs golden: {e.field}" for e in parity))
+        raise ParityError("outputs differ beyond tolerance: " + "; ".join(f"{e.message.split(':')[0]} vs golden: {getattr(e, 'field', '')}" for e in parity))

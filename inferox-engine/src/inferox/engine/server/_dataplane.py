@@ -108,6 +108,8 @@ class ServedVersion:
     #: Outputs a request gets when it names none (``None``: every output).
     default_outputs: tuple[str, ...] | None = None
     backends: tuple[str, ...] = ()
+    #: The model's input names, read once at registration (specs may be rebuilt on every access).
+    input_names: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -196,8 +198,10 @@ class DataPlane:
             )
             backends.append(any_model.backend_name)
         served.backends = tuple(backends)
+        first = instances[0] if isinstance(instances[0], AnyModel) else AnyModel(instances[0])
+        served.input_names = frozenset(s.name for s in first.input_specs)
         if served.text_encoder is None:
-            served.text_encoder = getattr((instances[0] if isinstance(instances[0], AnyModel) else AnyModel(instances[0])).model, "text_encoder", None)
+            served.text_encoder = getattr(first.model, "text_encoder", None)
 
     def _compose_and_register(self, served: ServedVersion) -> None:
         """Compose ``served`` from its package (in a worker thread) and register it."""
@@ -373,7 +377,7 @@ class DataPlane:
     def build_inputs(self, served: ServedVersion, req: InferRequest) -> dict[str, Any]:
         """A V2 request's tensors as engine inputs; BYTES text goes through the model's text encoder."""
         inputs: dict[str, Any] = {}
-        spec_names = {s.name for s in self.engine.get_model(served.name, version=served.version or None).input_specs}
+        spec_names = served.input_names
         encoder = served.text_encoder
         text_input: str | None = None
         for tensor in req.inputs:
