@@ -133,3 +133,38 @@ def test_inferox_serve_refuses_to_start_without_a_usable_token(repo: Path, args:
     result = CliRunner().invoke(cli, ["serve", str(repo), "--print-config", *args], env=env)
     assert result.exit_code == 3, result.output  # a usage / configuration error, before serving anything
     assert named in result.output
+
+
+# -- item 2 (the repository part): one stuck load does not hold up the others -------------------------
+def test_a_stuck_load_does_not_block_other_models_loads_and_unloads(repo: Path) -> None:
+    """A load that never finishes (here a model whose warm-up blocks; a FIFO in a package used to do
+    this) holds only its own model's lock: other models load and unload meanwhile."""
+    import asyncio
+    import threading
+
+    from engine_testkit import TorchLinear, make_weights
+
+    from inferox.engine.server import DataPlane
+
+    release = threading.Event()
+
+    class StuckWarmup(TorchLinear):
+        def warmup(self) -> None:
+            release.wait(120)
+
+    async def scenario() -> None:
+        dp = DataPlane(config=ServerConfig(), repository=repo)
+        stuck = asyncio.ensure_future(dp.add_model("stuck", StuckWarmup(*make_weights(0))))
+        await asyncio.sleep(0.5)
+        assert not stuck.done()
+        try:
+            model = await asyncio.wait_for(dp.load("good"), 120)
+            assert model.state == "READY" and dp.model_ready("good")
+            await asyncio.wait_for(dp.unload("good"), 60)
+            assert "good" not in dp.models
+        finally:
+            release.set()
+            await asyncio.wait_for(stuck, 120)
+            await dp.shutdown()
+
+    asyncio.run(scenario())

@@ -156,6 +156,7 @@ class DataPlane:
         self.startup_error: BaseException | None = None
         self.shutting_down = False
         self._lock: asyncio.Lock | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
 
     # -- readiness ------------------------------------------------------------------------------------
     @property
@@ -179,10 +180,19 @@ class DataPlane:
         return model.state == ModelState.READY and not self.shutting_down and self.engine.is_ready(name, version=version)
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    def lock(self) -> asyncio.Lock:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
+    def lock(self, name: str | None = None) -> asyncio.Lock:
+        """The lock of model ``name``'s lifecycle (loads, reloads, unloads of that name run one at
+        a time); other models never wait for it, so a load that is slow — or stuck reading a
+        file — cannot hold up the repository's other loads, unloads or readiness. Without a
+        name: one lock for the whole data plane."""
+        if name is None:
+            if self._lock is None:
+                self._lock = asyncio.Lock()
+            return self._lock
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
 
     def _settings(self, settings: ServingSettings | None) -> ServingSettings:
         return (settings or ServingSettings()).merged_over(self.config.defaults)
@@ -276,7 +286,7 @@ class DataPlane:
         check_model_name(version, what="model version")
         insts = list(instances) if isinstance(instances, Sequence) else [instances]
         served = ServedVersion(name=name, version=version, path=None, settings=self._settings(settings))
-        async with self.lock():
+        async with self.lock(name):
             return await self._load_versions(name, [served], insts)
 
     async def load_package(self, name: str, path: Path, *, settings: ServingSettings | None = None, version: str = "1") -> ServedModel:
@@ -286,7 +296,7 @@ class DataPlane:
             settings_file = Path(path) / "serving.toml"
             settings = ServingSettings.from_file(settings_file) if settings_file.is_file() else ServingSettings()
         served = ServedVersion(name=name, version=version, path=Path(path), settings=self._settings(settings))
-        async with self.lock():
+        async with self.lock(name):
             return await self._load_versions(name, [served])
 
     async def load(self, name: str) -> ServedModel:
@@ -297,7 +307,7 @@ class DataPlane:
         entry = self.repository.entry(name)
         settings = self._settings(entry.settings)
         versions = [ServedVersion(name=name, version=v, path=entry.versions[v], settings=settings) for v in entry.served_versions()]
-        async with self.lock():
+        async with self.lock(name):
             return await self._load_versions(name, versions)
 
     async def unload(self, name: str) -> None:
@@ -306,7 +316,7 @@ class DataPlane:
         model = self.models.get(name)
         if model is None:
             raise ModelNotFoundError(name, available=sorted(self.models))
-        async with self.lock():
+        async with self.lock(name):
             model.state = ModelState.UNLOADING
             if self.models.get(name) is model:
                 del self.models[name]
