@@ -234,3 +234,27 @@ def test_a_value_that_cannot_be_copied_is_refused_by_name(capped: Engine) -> Non
         sess.set("lock", threading.Lock())
     assert ei.value.code == "INVALID_INPUT" and ei.value.name == "lock" and "copied" in str(ei.value)
     assert sess.keys() == []
+
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_the_server_answers_504_at_the_deadline_with_batching_off_too(batching: bool) -> None:
+    """``inferox serve --no-batching --timeout 0.2`` used to answer 504 only after the forward pass."""
+    import json
+
+    import httpx
+
+    from inferox.engine.server import InferoxServer, ServerConfig, ServerThread
+
+    w, b = make_weights(0)
+    config = ServerConfig(request_timeout_s=TIMEOUT_S, engine_config=EngineConfig(batching=batching))
+    server = InferoxServer(config=config)
+    server.add_model("slow", TorchLinear(w, b, delay=SLOW_S))
+    with ServerThread(server) as st:
+        body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}).encode()
+        started = time.monotonic()
+        r = httpx.post(st.url + "/v2/models/slow/infer", content=body, headers={"content-type": "application/json"}, timeout=60)
+        took = time.monotonic() - started
+    assert r.status_code == 504 and r.json()["code"] == "TIMEOUT"
+    # The engine's deadline answers, not the server's safety net (the deadline + 1 s, what the
+    # issue saw: 504 after 1.2 s).
+    assert took < TIMEOUT_S + 0.8, took
