@@ -37,6 +37,17 @@ SECTIONS = {
     "test_hub_faults.py": "Fault injection: Hub server and disk",
     "test_hostile_packages.py": "Hostile input: packages",
     "test_hostile_http.py": "Hostile input: HTTP requests",
+    "test_hostile_package_files.py": "Hostile input: package files (FIFOs, symlink loops, unlisted files, lying golden files)",
+    "test_package_cache_integrity.py": "Integrity: the package cache keyed by content",
+    "test_engine_bad_requests.py": "Hostile input: engine requests (empty batches, backend names, deadlines, session caps)",
+    "test_first_unload_memory.py": "Memory after the first unload",
+    "test_slow_senders.py": "Hostile input: slow senders",
+    "test_strict_requests.py": "Hostile input: strict request parsing",
+    "test_nonfinite_outputs.py": "NaN and Infinity in JSON outputs",
+    "test_metrics_cardinality.py": "Hostile input: metrics cardinality",
+    "test_hostile_repository.py": "Hostile input: model repository and request metadata",
+    "test_cli_hostile_text.py": "Hostile input: text printed by the CLI",
+    "test_source_spellings.py": "Sources: hf:// revisions, pickle refusal, convert's file mode",
 }
 
 

@@ -127,6 +127,7 @@ def test_serve_exits_non_zero_when_a_model_fails_to_load(tmp_path: Path) -> None
 def test_environment_values_of_every_kind() -> None:
     env = {
         "INFEROX_SERVER_PROTECT_ALL": "yes",
+        "INFEROX_SERVER_TOKEN": "s3cret",  # protect_all without a token refuses to start (issue 14, item 6)
         "INFEROX_SERVER_EXIT_ON_ERROR": "off",
         "INFEROX_SERVER_TIMEOUT_S": "none",
         "INFEROX_SERVER_MAX_BODY_BYTES": "2MiB",

@@ -64,8 +64,12 @@ def test_unavailable_backend_falls_back(engine: Engine, weights: tuple[np.ndarra
     engine.register("lin", TorchLinear(*weights))
     res = engine.infer("lin", np.ones((1, IN), np.float32), backend="jax")
     assert res.backend == "torch"  # no jax instance: served by the one there is
-    res2 = engine.infer("lin", np.ones((1, IN), np.float32), backend="tensorflow")
-    assert res2.backend == "torch"
+    # A name that is no installed backend is the caller's mistake, not a reason to fall back
+    # (issue 14, item 13).
+    with pytest.raises(InvalidInputError) as ei:
+        engine.infer("lin", np.ones((1, IN), np.float32), backend="tensorflow")
+    assert ei.value.name == "backend" and "torch" in ei.value.expected
+    assert engine.stats("lin").fallbacks == 1
 
 
 @pytest.mark.parametrize("error", [RuntimeError, MemoryError])

@@ -181,8 +181,10 @@ def test_remove_and_clear(cache: PackageCache, builder: Counter) -> None:
 def test_folder_builds_go_to_the_cache_by_default(tmp_path: Path, mlp_dir: Path, no_backends: Any) -> None:
     path = build_from_folder(mlp_dir, name="viacache")
     assert path.parent == PackageCache().packages_dir  # $INFEROX_CACHE_DIR (set by the root conftest)
+    assert build_from_folder(mlp_dir, name="viacache") == path  # same content: reused
     write_mlp_folder(mlp_dir, [4, 5, 3], seed=9)
-    assert build_from_folder(mlp_dir, name="viacache") == path  # cached under its name: reused
+    changed = build_from_folder(mlp_dir, name="viacache")  # new content: a new entry (issue 14, item 9)
+    assert changed != path and load_package(changed).config["layer_sizes"] == [4, 5, 3]
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, None), ("", None), (1000, 1000), ("10GB", 10**10), ("1.5 MiB", 1572864), ("512kb", 512000), ("7", 7)])

@@ -118,7 +118,10 @@ def request_key(specs: Mapping[str, TensorSpec], inputs: Mapping[str, Any], batc
             else:
                 dims.append(shape[ax])
         parts.append((name, tuple(dims)))
-    if not batchable or rows <= 0:
+    if rows == 0:
+        # An empty batch runs alone and is checked for zero output rows, not one.
+        return ALONE, 0, lengths
+    if not batchable or rows < 0:
         return ALONE, max(rows, 1), lengths
     return tuple(parts), rows, lengths
 

@@ -621,9 +621,37 @@ class Engine:
             inst.submit(req, arrival, inline_ok=inline_ok)
         return req
 
+    def _backend_name(self, entry: _Entry, backend: Any) -> str | None:
+        """The backend a request names, lower-cased; a name that is neither an installed backend
+        nor one this model is registered on is the caller's mistake, not a reason to fall back."""
+        if backend is None:
+            return None
+        if not isinstance(backend, str) or not backend.strip():
+            raise InvalidInputError("backend must be a backend name", name="backend", expected="str", actual=repr(backend)[:80])
+        name = backend.strip().lower()
+        if name in entry.instances:
+            return name
+        from inferox.core.plugins import get_registry
+
+        known = set(get_registry().backend_names()) | {b for e in list(self._entries.values()) for b in e.instances}
+        if name not in known:
+            raise InvalidInputError(
+                f"unknown backend {backend[:80]!r}: the installed backends are {', '.join(sorted(known)) or 'none'}",
+                name="backend",
+                expected=sorted(known),
+                actual=backend[:80],
+            )
+        return name
+
+    def _served(self, entry: _Entry, backend: str | None, tried: set[str], result: InferenceResult) -> InferenceResult:
+        if tried or (backend is not None and result.backend != backend):
+            entry.stats.record_fallback(backend, result.backend)
+        return result
+
     def _dispatch(
         self, entry: _Entry, pinned: bool, inputs: Any, backend: str | None, deadline: float | None, timeout: float | None, return_native: bool
     ) -> InferenceResult:
+        backend = self._backend_name(entry, backend)
         tried: set[str] = set()
         last: BackendError | None = None
         while True:
@@ -631,8 +659,10 @@ class Engine:
             try:
                 req = self._request(inst, inputs, deadline, timeout, return_native, inline_ok=True)
                 if not inst.config.batching:
-                    inst.run_now([req])
-                return self._wait(req.future, entry.name, deadline, timeout)
+                    # With a deadline the forward pass runs in its own thread, so the caller can
+                    # stop waiting at the deadline even if the pass (or the model's lock) hangs.
+                    inst.run_now([req], detached=deadline is not None)
+                return self._served(entry, backend, tried, self._wait(req.future, entry.name, deadline, timeout))
             except InstanceClosed:
                 continue  # hot-swapped or unregistered under us: route again
             except _NO_FALLBACK:
@@ -644,6 +674,7 @@ class Engine:
     async def _adispatch(
         self, entry: _Entry, pinned: bool, inputs: Any, backend: str | None, deadline: float | None, timeout: float | None, return_native: bool
     ) -> InferenceResult:
+        backend = self._backend_name(entry, backend)
         tried: set[str] = set()
         last: BackendError | None = None
         while True:
@@ -652,8 +683,11 @@ class Engine:
                 # asyncio callers never run inline: their thread is the event loop's.
                 req = self._request(inst, inputs, deadline, timeout, return_native, inline_ok=False)
                 if not inst.config.batching:
-                    await asyncio.to_thread(inst.run_now, [req])
-                return await self._await(req.future, entry.name, deadline, timeout)
+                    if deadline is None:
+                        await asyncio.to_thread(inst.run_now, [req])
+                    else:
+                        inst.run_now([req], detached=True)
+                return self._served(entry, backend, tried, await self._await(req.future, entry.name, deadline, timeout))
             except InstanceClosed:
                 continue
             except _NO_FALLBACK:
@@ -665,6 +699,7 @@ class Engine:
     def _dispatch_batch(
         self, entry: _Entry, pinned: bool, items: Sequence[Any], backend: str | None, deadline: float | None, timeout: float | None
     ) -> list[InferenceResult]:
+        backend = self._backend_name(entry, backend)
         tried: set[str] = set()
         last: BackendError | None = None
         while True:
@@ -674,11 +709,15 @@ class Engine:
                 for i, item in enumerate(items):
                     prepared, squeeze = self._prepare(inst, item, index=i, item=True)
                     reqs.append(inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=False, squeeze=squeeze))
-                inst.run_now(reqs)
+                inst.run_now(reqs, detached=deadline is not None)
                 out: list[InferenceResult] = []
                 for i, req in enumerate(reqs):
                     try:
-                        out.append(self._wait(req.future, entry.name, deadline, timeout))
+                        out.append(self._served(entry, backend, tried, self._wait(req.future, entry.name, deadline, timeout)))
+                    except InferoxTimeoutError:
+                        for rest in reqs[i:]:
+                            rest.future.cancel()  # not started yet: skipped; running: dropped
+                        raise
                     except InferoxError as exc:
                         if isinstance(exc, InvalidInputError) and exc.index is None:
                             exc.index = i

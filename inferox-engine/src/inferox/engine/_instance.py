@@ -288,18 +288,34 @@ class ModelInstance:
                     self._busy -= 1
 
     # -- direct execution (batching off, infer_batch) -----------------------------------------------
-    def run_now(self, requests: Sequence[Request]) -> None:
-        """Run ``requests`` in the calling thread (each future resolved before this returns)."""
+    def run_now(self, requests: Sequence[Request], *, detached: bool = False) -> None:
+        """Run ``requests`` directly, without the queue: in the calling thread (each future
+        resolved before this returns) or, with ``detached``, in a new daemon thread, so a caller
+        with a deadline can stop waiting for its future when the deadline passes even if the
+        forward pass (or the wait for the model's lock) never ends."""
         with self._cond:
             if self._closing:
                 raise InstanceClosed(self.name)
             self._inflight += 1
+        if detached:
+            threading.Thread(target=self._run_admitted, args=(requests,), name=f"inferox-{self.name}-{self.backend_name}-direct", daemon=True).start()
+        else:
+            self._run_admitted(requests)
+
+    def _run_admitted(self, requests: Sequence[Request]) -> None:
         try:
             for req in requests:
                 req.enqueued = time.perf_counter()
             # Take the model first, so a deadline that passes while waiting for it is honoured.
             with self._forward_lock:
                 self.execute(requests, locked=True, by_length=True)
+        except BaseException as exc:
+            # Nothing may leave a caller waiting on a future no one will resolve.
+            for req in requests:
+                if not req.future.done() and (req.future.running() or req.future.set_running_or_notify_cancel()):
+                    req.future.set_exception(self._wrap(exc))
+            if not isinstance(exc, Exception):
+                raise
         finally:
             with self._cond:
                 self._inflight -= 1

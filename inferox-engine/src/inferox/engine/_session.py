@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 import sys
 import threading
@@ -41,6 +42,41 @@ def _sizeof(value: Any) -> int:
         return sys.getsizeof(value)
 
 
+#: Values that cannot change after they are stored: kept as they are.
+_IMMUTABLE = (str, bytes, int, float, complex, bool, type(None), frozenset, range)
+
+
+def _frozen(value: Any) -> bool:
+    if isinstance(value, _IMMUTABLE):
+        return True
+    if isinstance(value, tuple):
+        return all(_frozen(v) for v in value)
+    return False
+
+
+def _private_copy(value: Any, *, key: str) -> Any:
+    """A copy of ``value`` that no one else holds a reference to.
+
+    The session's caps are measured when a value is stored; a value the caller (or a reader) still
+    holds could grow afterwards — a list appended to, an array written in place — beyond every cap
+    while the recorded size stays the same. So the store keeps its own deep copy, and :meth:`Session.get`
+    hands out copies too. Arrays are copied buffer and all.
+    """
+    if _frozen(value):
+        return value
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    try:
+        return copy.deepcopy(value)
+    except Exception as exc:  # an object that refuses copying cannot be capped
+        raise InvalidInputError(
+            f"session state {key!r}: a {type(value).__qualname__} cannot be copied ({type(exc).__name__}: {exc}); store plain data",
+            name=key,
+            expected="a copyable value",
+            actual=type(value).__qualname__,
+        ) from exc
+
+
 class Session:
     """A session on an engine: created by :meth:`Engine.session`.
 
@@ -52,7 +88,9 @@ class Session:
     * A session idle longer than the engine's ``session_ttl_s`` expires: its state is dropped and
       any further use raises :class:`SessionExpiredError` (as does use after :meth:`close`).
     * Stored state is capped by ``session_max_keys`` and ``session_max_state_bytes``; a ``set`` that
-      would exceed a cap raises :class:`InvalidInputError` naming the key and the limit.
+      would exceed a cap raises :class:`InvalidInputError` naming the key and the limit. The store
+      keeps its own copy of each value and :meth:`get` / :meth:`state` return copies, so a value
+      cannot grow past the caps after it was measured.
     """
 
     def __init__(self, engine: Engine, model: str, *, backend: str | None = None) -> None:
@@ -154,6 +192,7 @@ class Session:
         if not isinstance(key, str) or not key:
             raise InvalidInputError("state keys are non-empty strings", name="key", expected="str", actual=type(key).__name__)
         self._touch()
+        value = _private_copy(value, key=key)
         size = _sizeof(value)
         cfg = self.engine.config
         with self._lock:
@@ -196,7 +235,7 @@ class Session:
                 expected=getattr(type, "__qualname__", str(type)),
                 actual=value.__class__.__qualname__,
             )
-        return value
+        return _private_copy(value, key=key)
 
     def get_state(self, key: str, type: Any = None, default: Any = None) -> Any:
         """The original engine's name for :meth:`get` (type before default)."""
@@ -226,10 +265,11 @@ class Session:
             return sum(self._sizes.values())
 
     def state(self) -> Mapping[str, Any]:
-        """A snapshot copy of the state."""
+        """A snapshot copy of the state (values copied: changing them changes nothing stored)."""
         self._touch()
         with self._lock:
-            return dict(self._state)
+            items = list(self._state.items())
+        return {k: _private_copy(v, key=k) for k, v in items}
 
     def __repr__(self) -> str:
         return f"<Session {self.id[:8]} model={self.model!r} keys={len(self._state)}>"

@@ -35,6 +35,7 @@ class StatsCollector:
         self._errors: Counter[str] = Counter()
         self._by_backend: Counter[str] = Counter()
         self._batch_sizes: Counter[int] = Counter()
+        self._fallbacks: Counter[str] = Counter()
         self._batch_compute: Counter[int] = Counter()
         self._tokens = 0
         self._padding = 0
@@ -56,6 +57,12 @@ class StatsCollector:
             if backend:
                 self._by_backend[backend] += 1
 
+    def record_fallback(self, requested: str | None, served: str) -> None:
+        """A request served by another backend than the one asked for (or, asked for none, than
+        the first one tried, which failed)."""
+        with self._lock:
+            self._fallbacks[f"{requested or '*'}->{served}"] += 1
+
     def record_batch(self, rows: int, compute_s: float = 0.0, *, tokens: int = 0, padding: int = 0) -> None:
         """One forward pass of ``rows`` rows taking ``compute_s`` seconds, holding ``tokens`` real tokens and ``padding`` pad ones."""
         with self._lock:
@@ -75,6 +82,8 @@ class StatsCollector:
                 requests_by_backend=dict(self._by_backend),
                 batches=sum(self._batch_sizes.values()),
                 batch_sizes=dict(sorted(self._batch_sizes.items())),
+                fallbacks=sum(self._fallbacks.values()),
+                fallback_routes=dict(self._fallbacks),
                 batch_compute_s=dict(sorted(self._batch_compute.items())),
                 tokens=self._tokens,
                 padding_tokens=self._padding,

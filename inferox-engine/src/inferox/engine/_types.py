@@ -115,7 +115,9 @@ class ModelStats:
 
     ``requests`` counts finished requests (served or failed); ``errors_by_code`` counts failures by
     ``InferoxError.code``; ``batch_sizes`` maps rows-per-forward → number of forward passes and
-    ``batch_compute_s`` → their total compute seconds.
+    ``batch_compute_s`` → their total compute seconds; ``fallbacks`` counts requests served by
+    another backend than the one they named (or, naming none, than the first one tried),
+    ``fallback_routes`` them by ``"asked->served"`` (``*`` when none was named).
     ``tokens`` counts the real tokens (items' lengths on paddable axes) the forward passes
     computed and ``padding_tokens`` the pad positions added to batch them (``padding_fraction``:
     the share of computed positions that were padding).
@@ -131,6 +133,8 @@ class ModelStats:
     requests_by_backend: Mapping[str, int] = field(default_factory=dict)
     batches: int = 0
     batch_sizes: Mapping[int, int] = field(default_factory=dict)
+    fallbacks: int = 0
+    fallback_routes: Mapping[str, int] = field(default_factory=dict)
     batch_compute_s: Mapping[int, float] = field(default_factory=dict)
     tokens: int = 0
     padding_tokens: int = 0
@@ -163,6 +167,8 @@ class ModelStats:
             "tokens": self.tokens,
             "padding_tokens": self.padding_tokens,
             "padding_fraction": self.padding_fraction,
+            "fallbacks": self.fallbacks,
+            "fallback_routes": dict(self.fallback_routes),
             "queue_time": self.queue_time.to_dict(),
             "compute_time": self.compute_time.to_dict(),
         }

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 import logging
 import os
 import re
 import shutil
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -38,9 +41,10 @@ from inferox.mlpkg._format import (
     read_json,
     write_json,
 )
-from inferox.mlpkg._fs import atomic_package_dir, file_entry
-from inferox.mlpkg._hub import HUB_SCHEME, DownloadPolicy, HubSource, download_repo, parse_hub_source
+from inferox.mlpkg._fs import atomic_package_dir, file_entry, sha256_file
+from inferox.mlpkg._hub import HUB_SCHEME, DownloadPolicy, HubSource, download_repo, split_hub_source
 from inferox.mlpkg._outputs import DEFAULT_OUTPUTS_FIELD, build_default_outputs
+from inferox.mlpkg._regular import file_kind, open_regular
 from inferox.mlpkg._toml import ModelToml, normalize_backends, parse_model_toml
 from inferox.mlpkg._weights import (
     convert_pickle_to_safetensors,
@@ -251,7 +255,8 @@ def _assemble(
     if kind == "pickle" and not allow_pickle:
         raise UnsafePackageError(
             f"the source's weights {weights[0]} are a pickle file, which can run code when loaded; convert them with "
-            f"`inferox convert` (inferox.mlpkg.convert_pickle_to_safetensors) or pass allow_pickle=True to convert while building",
+            f"`inferox convert {weights[0]} --allow-pickle` (inferox.mlpkg.convert_pickle_to_safetensors), or convert while building with --allow-pickle on the "
+            f"command line (allow_pickle=True in Python)",
             path=weights[0],
             field="weights",
         )
@@ -335,13 +340,60 @@ def _folder_files(folder: Path) -> dict[str, Path]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for n in sorted(names):
             p = Path(dirpath) / n
-            out[p.relative_to(folder).as_posix()] = p
+            rel = p.relative_to(folder).as_posix()
+            try:
+                mode = os.stat(p).st_mode
+            except OSError:
+                mode = stat.S_IFREG  # a dangling link: reported by name when it is copied
+            if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+                # Reading a FIFO blocks forever and copying one fails half-way: refuse it up front.
+                raise PackageFormatError(f"{rel} in the source folder is {file_kind(mode)}; only regular files can be packaged", path=rel)
+            out[rel] = p
     return out
 
 
 def _resolve_target(name: str, output_dir: str | Path | None) -> Path | None:
     base = Path(output_dir).expanduser() if output_dir is not None else _default_output_dir()
     return base / name if base is not None else None
+
+
+#: Folder names that say nothing about the model they hold (a wheel's ``model/``, an export).
+_GENERIC_FOLDER_NAMES = {"model", "models", "weights", "checkpoint", "checkpoints", "export", "exported", "files", "src", "source", "snapshot", "hf", "hub"}
+_SHA_RE = re.compile(r"[0-9a-f]{40}")
+_TITLE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _folder_model_name(folder: Path, files: Mapping[str, Path]) -> str:
+    """The package name of a folder build with no ``name=``: the folder's own name, unless it is a
+    generic one (``model/`` inside a wheel, a Hugging Face cache snapshot named by its SHA) and the
+    source names the model itself — its model card's ``model_name:`` or a one-word first heading
+    (``# all-MiniLM-L6-v2``), or the ``models--org--name`` folder of a Hub cache snapshot."""
+    resolved = folder.resolve()
+    own = resolved.name
+    if own.lower() not in _GENERIC_FOLDER_NAMES and not _SHA_RE.fullmatch(own):
+        return own
+    if _SHA_RE.fullmatch(own) and resolved.parent.name == "snapshots" and resolved.parent.parent.name.startswith("models--"):
+        return resolved.parent.parent.name.split("--")[-1]
+    card = files.get("README.md")
+    if card is not None:
+        try:
+            with open_regular(card, encoding="utf-8") as fh:
+                text = fh.read(64 * 1024)
+        except (OSError, UnicodeDecodeError, InferoxError):
+            text = ""
+        body = text
+        if text.startswith("---"):
+            front, _, body = text[3:].partition("\n---")
+            m = re.search(r"^model_name:\s*['\"]?([^'\"\n]+?)['\"]?\s*$", front, re.MULTILINE)
+            if m and _TITLE_RE.fullmatch(m.group(1).split("/")[-1]):
+                return m.group(1).split("/")[-1]
+        for line in body.splitlines():
+            if line.startswith("# "):
+                title = line[2:].strip()
+                if _TITLE_RE.fullmatch(title):
+                    return title
+                break
+    return own
 
 
 def _git_head(folder: Path) -> str | None:
@@ -372,9 +424,9 @@ def build_from_folder(
     model folder, a sentence-transformers folder, or another package)."""
     src = Path(folder).expanduser()
     files = _folder_files(src)
-    pkg_name = package_name(name or src.resolve().name)
+    pkg_name = package_name(name or _folder_model_name(src, files))
     be = normalize_backends(backends, field="backends") if backends else None
-    source = {"type": "folder", "path": str(src.resolve()), "sha": _git_head(src)}
+    source: dict[str, Any] = {"type": "folder", "path": str(src.resolve()), "sha": _git_head(src)}
 
     def build(target: Path) -> Path:
         return _assemble(files, target, name=pkg_name, version=version, description=description, architecture=architecture, backends=be,
@@ -385,7 +437,27 @@ def build_from_folder(
         return build(target)
     from inferox.mlpkg._cache import PackageCache
 
-    return (cache or PackageCache()).get_or_build(f"folder/{pkg_name}", build, source=source)
+    # The cache key covers what the package is made of, not just its name: two folders named
+    # alike, or one folder whose weights changed, must never share an entry.
+    options = {"name": pkg_name, "version": version, "description": description, "architecture": architecture, "backends": be,
+               "allow_pickle": allow_pickle, "golden": golden}
+    digest = source_digest(files, options)
+    source["content_sha256"] = digest
+    return (cache or PackageCache()).get_or_build(f"folder/{pkg_name}@{digest[:16]}", build, source=source)
+
+
+def source_digest(files: Mapping[str, Path], options: Mapping[str, Any]) -> str:
+    """sha256 over the build options and the name and sha256 of every source file a build reads
+    (the weights it picks, the files it copies, ``config.json``); the folder-build cache key."""
+    try:
+        weights, _ = select_weights(list(files))
+    except PackageNotFoundError:
+        weights = []
+    used = sorted(rel for rel in files if rel in weights or rel == CONFIG_FILE or _copied(rel, weights))
+    h = hashlib.sha256(json.dumps(dict(options), sort_keys=True, default=str).encode())
+    for rel in used:
+        h.update(f"\0{rel}\0{sha256_file(files[rel], rel=rel)}".encode())
+    return h.hexdigest()
 
 
 def build_from_hub(
@@ -407,8 +479,9 @@ def build_from_hub(
     download_dir: str | Path | None = None,
     cache: Any = None,
 ) -> Path:
-    """Download a Hub repository (``"hf://org/name"``, ``"org/name"`` or a :class:`HubSource`) at a
-    revision and build a package from it; the package records the resolved commit SHA."""
+    """Download a Hub repository (``"hf://org/name"``, ``"hf://org/name@revision"``, ``"org/name"``
+    or a :class:`HubSource`) at a revision and build a package from it; the package records the
+    resolved commit SHA."""
     if isinstance(source, HubSource):
         hub = source
         if revision or token or endpoint or allow_patterns:
@@ -420,7 +493,8 @@ def build_from_hub(
                 allow_patterns=tuple(allow_patterns) if allow_patterns else hub.allow_patterns,
             )
     else:
-        hub = HubSource(parse_hub_source(source), revision=revision, token=token, endpoint=endpoint, allow_patterns=tuple(allow_patterns) if allow_patterns else None)
+        repo_id, revision = split_hub_source(source, revision)
+        hub = HubSource(repo_id, revision=revision, token=token, endpoint=endpoint, allow_patterns=tuple(allow_patterns) if allow_patterns else None)
     pkg_name = package_name(name or hub.repo_id)
     requested = hub.revision or "main"
     be = normalize_backends(backends, field="backends") if backends else None

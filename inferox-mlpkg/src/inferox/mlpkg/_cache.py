@@ -18,6 +18,10 @@ Layout::
 * **Integrity**: every file's sha256 is checked when a package enters the cache. Each later hit
   checks presence, sizes and modification times; a file whose mtime changed is re-hashed, and a
   corrupted entry is deleted and rebuilt.
+* **Keys cover content**: a folder build's key is ``folder/<name>@<hash>`` where the hash covers
+  the build options and the sha256 of every source file the build reads; a Hub build's is
+  ``hub/<org>/<name>@<commit sha>``. A hit is checked against it (the package's recorded
+  ``source`` must name the same hash, or repository and commit); a mismatch is rebuilt.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ from typing import IO, Any
 from filelock import FileLock
 
 from inferox.core.constants import ENV_CACHE_SIZE_LIMIT, cache_dir
-from inferox.core.errors import ConfigError, InferoxError, ModelNotFoundError
-from inferox.mlpkg._format import TMP_PREFIX
+from inferox.core.errors import ConfigError, InferoxError, ModelNotFoundError, PackageIntegrityError
+from inferox.mlpkg._format import METADATA_FILE, TMP_PREFIX
 from inferox.mlpkg._fs import clean_debris
 from inferox.mlpkg._package import Package, load_package
 
@@ -95,7 +99,7 @@ def _safe_key(key: str) -> str:
 
 
 class PackageCache:
-    """Packages built or downloaded, keyed by source (``"hub/org/name@<sha>"``, ``"folder/<name>"``)."""
+    """Packages built or downloaded, keyed by source (``"hub/org/name@<sha>"``, ``"folder/<name>@<content hash>"``)."""
 
     def __init__(self, root: str | Path | None = None, *, size_limit: int | str | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else cache_dir()
@@ -168,10 +172,14 @@ class PackageCache:
                 "key": key, "dir": path.name, "size": _tree_size(path), "created": now, "last_used": now, "source": source or {}, "mtimes": mtimes,
             }
 
-    def _valid(self, key: str, path: Path) -> bool:
+    def _valid(self, key: str, path: Path, source: dict[str, Any] | None = None) -> bool:
         entry = self._read_index()["entries"].get(_safe_key(key))
         try:
             pkg = load_package(path)
+            stale = _source_mismatch(pkg.metadata.get("source"), source)
+            if stale:
+                log.warning("cached package %s was built from another source (%s); rebuilding it", key, stale)
+                return False
             changed = entry is None or any(
                 (path / f["path"]).stat().st_mtime_ns != entry.get("mtimes", {}).get(f["path"]) for f in pkg.files
             )
@@ -209,12 +217,16 @@ class PackageCache:
         with self._lock(key):
             clean_debris(self.packages_dir)
             if path.is_dir():
-                if self._valid(key, path):
+                if self._valid(key, path, source):
                     self._touch(key)
                     return path
                 self._remove_dir(path)
             build(path)
-            load_package(path, verify=True)
+            pkg = load_package(path, verify=True)
+            stale = _source_mismatch(pkg.metadata.get("source"), source)
+            if stale:
+                self._remove_dir(path)
+                raise PackageIntegrityError(f"the package built for {key!r} does not record its source ({stale})", path=METADATA_FILE, field="source")
             self._record(key, path, source)
         self.evict(protect={key})
         return path
@@ -316,6 +328,23 @@ class PackageCache:
         if rev and re.fullmatch(r"[0-9a-f]{40}", rev):
             return str(rev)
         return resolve_revision(source, policy=policy)
+
+
+#: Fields of a build's ``source`` that identify its content: a folder build's hash of what it
+#: read, a Hub build's repository and commit. A cache hit must record the same values.
+_IDENTITY = ("content_sha256", "repo_id", "sha")
+
+
+def _source_mismatch(recorded: Any, expected: dict[str, Any] | None) -> str | None:
+    """Why a package recording ``recorded`` is not the build of ``expected`` (``None``: it is)."""
+    if not expected:
+        return None
+    fields = ("content_sha256",) if expected.get("content_sha256") else tuple(f for f in _IDENTITY if expected.get(f) is not None)
+    have = recorded if isinstance(recorded, dict) else {}
+    for f in fields:
+        if have.get(f) != expected[f]:
+            return f"{f} {str(have.get(f))[:16]!r}, expected {str(expected[f])[:16]!r}"
+    return None
 
 
 def _tree_size(path: Path) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from inferox.core.errors import PackageFormatError, PackageNotFoundError, PackageVersionError
+from inferox.mlpkg._regular import open_regular
 
 __all__ = [
     "CONFIG_FILE",
@@ -66,7 +67,7 @@ def read_json(path: Path, *, rel: str | None = None) -> Any:
     """Parse a JSON file; a missing file or bad JSON is a package error naming the file."""
     name = rel or str(path)
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open_regular(path, rel=name, encoding="utf-8") as fh:
             return json.load(fh)
     except FileNotFoundError:
         raise PackageNotFoundError(f"missing {name}", path=name) from None
@@ -74,6 +75,8 @@ def read_json(path: Path, *, rel: str | None = None) -> Any:
         raise PackageFormatError(f"{name} is not valid JSON: {exc}", path=name) from exc
     except RecursionError:
         raise PackageFormatError(f"{name} is not valid JSON: nested too deeply", path=name) from None
+    except IsADirectoryError:  # pragma: no cover - open_regular reports folders itself
+        raise PackageFormatError(f"{name} is a folder, not a JSON file", path=name) from None
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -21,8 +21,18 @@ from typing import Any
 
 from inferox.core.errors import InferoxError, from_os_error
 from inferox.mlpkg._format import TMP_PREFIX
+from inferox.mlpkg._regular import file_kind, open_regular
 
-__all__ = ["atomic_package_dir", "clean_debris", "file_entry", "fsync_tree", "progress_enabled", "sha256_file"]
+__all__ = [
+    "atomic_package_dir",
+    "clean_debris",
+    "file_entry",
+    "file_kind",
+    "fsync_tree",
+    "open_regular",
+    "progress_enabled",
+    "sha256_file",
+]
 
 _CHUNK = 1 << 20
 #: Files at least this large get a progress bar while hashed.
@@ -36,25 +46,25 @@ def progress_enabled() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
-def sha256_file(path: Path, *, progress: bool | None = None) -> str:
-    """Hex sha256 of a file, streamed, with a progress bar for large files on a terminal."""
-    size = path.stat().st_size
-    show = (progress_enabled() if progress is None else progress) and size >= _PROGRESS_MIN_BYTES
+def sha256_file(path: Path, *, progress: bool | None = None, rel: str | None = None) -> str:
+    """Hex sha256 of a regular file, streamed, with a progress bar for large files on a terminal."""
     h = hashlib.sha256()
     bar: Any = None
-    if show:
-        from tqdm.auto import tqdm
+    with open_regular(path, rel=rel) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        show = (progress_enabled() if progress is None else progress) and size >= _PROGRESS_MIN_BYTES
+        if show:
+            from tqdm.auto import tqdm
 
-        bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"sha256 {path.name}", leave=False)
-    try:
-        with open(path, "rb") as fh:
+            bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"sha256 {path.name}", leave=False)
+        try:
             while chunk := fh.read(_CHUNK):
                 h.update(chunk)
                 if bar is not None:
                     bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
+        finally:
+            if bar is not None:
+                bar.close()
     return h.hexdigest()
 
 

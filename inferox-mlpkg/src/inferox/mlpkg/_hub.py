@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from inferox.core.constants import ENV_HF_TOKEN, cache_dir
 from inferox.core.errors import (
+    ConfigError,
     DownloadError,
     GatedRepoError,
     HubAuthError,
@@ -36,7 +37,7 @@ from inferox.core.errors import (
 )
 from inferox.mlpkg._fs import progress_enabled
 
-__all__ = ["DownloadPolicy", "HubDownload", "HubSource", "download_repo", "map_hub_error", "parse_hub_source", "resolve_revision"]
+__all__ = ["DownloadPolicy", "HubDownload", "HubSource", "download_repo", "map_hub_error", "parse_hub_source", "resolve_revision", "split_hub_source"]
 
 T = TypeVar("T")
 HUB_SCHEME = "hf://"
@@ -57,14 +58,36 @@ class HubSource:
     repo_type: str = "model"
 
     def __post_init__(self) -> None:
+        if "@" in self.repo_id:
+            raise DownloadError(
+                f"invalid repo id {self.repo_id!r}: a revision is not part of the id; write HubSource({self.repo_id.split('@')[0]!r}, "
+                f"revision={self.repo_id.split('@', 1)[1]!r}) or the source 'hf://{self.repo_id}'",
+                repo_id=self.repo_id,
+            )
         parts = self.repo_id.split("/")
         if len(parts) > 2 or not all(p.strip() for p in parts):
             raise DownloadError(f"invalid repo id {self.repo_id!r}: expected 'org/name'", repo_id=self.repo_id)
 
 
 def parse_hub_source(source: str) -> str:
-    """``"hf://org/name"`` → ``"org/name"``."""
+    """``"hf://org/name"`` → ``"org/name"`` (a ``@revision`` suffix is kept; see :func:`split_hub_source`)."""
     return source[len(HUB_SCHEME):] if source.startswith(HUB_SCHEME) else source
+
+
+def split_hub_source(source: str, revision: str | None = None) -> tuple[str, str | None]:
+    """``"hf://org/name@rev"`` → ``("org/name", "rev")``: the common ``@revision`` spelling.
+
+    A revision both in the source and in ``revision`` must agree (:class:`ConfigError` otherwise).
+    """
+    repo = parse_hub_source(source)
+    if "@" not in repo:
+        return repo, revision
+    repo, _, rev = repo.partition("@")
+    if not rev or "@" in rev:
+        raise ConfigError(f"cannot read a revision from {source!r}: write 'hf://org/name@<branch, tag or sha>'", field="source", value=source)
+    if revision is not None and revision != rev:
+        raise ConfigError(f"{source!r} names revision {rev!r} but revision={revision!r} was given too; give one", field="revision", value=revision)
+    return repo, rev
 
 
 @dataclass(frozen=True)

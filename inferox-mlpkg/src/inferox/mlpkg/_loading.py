@@ -20,6 +20,7 @@ from inferox.core.errors import (
     InferoxError,
     PackageError,
     PackageFormatError,
+    PackageNotFoundError,
     TypeMismatchError,
     UnsafePackageError,
     wrap_backend_error,
@@ -28,7 +29,7 @@ from inferox.core.model import AnyModel, Model, ModelMetadata
 from inferox.core.plugins import get_registry
 from inferox.mlpkg._format import BACKENDS_DIR, METADATA_FILE
 from inferox.mlpkg._fs import sha256_file
-from inferox.mlpkg._package import Package, as_package, load_package
+from inferox.mlpkg._package import Package, as_package, load_package, scan_package_tree, unlisted_files
 from inferox.mlpkg._weights import load_pickle_weights
 
 __all__ = ["VerifyReport", "as_backend", "instantiate", "load_model", "verify_package"]
@@ -186,7 +187,12 @@ def as_backend(model: AnyModel, backend: str) -> Model:
 
 @dataclass
 class VerifyReport:
-    """What :func:`verify_package` found. ``ok`` is true when there are no ``problems``."""
+    """What :func:`verify_package` found.
+
+    ``ok`` is true when there are no ``problems`` and, if the package has golden outputs and the
+    golden check was asked for, at least one backend reproduced them: a run where every backend
+    was skipped (none installed, code not trusted) checked no parity and is not ``ok``.
+    """
 
     path: Path
     files_checked: int = 0
@@ -194,10 +200,12 @@ class VerifyReport:
     errors: list[InferoxError] = field(default_factory=list)
     golden: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    #: Whether a backend had to reproduce golden outputs (the package has them and ``run_golden``).
+    parity_required: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and (not self.parity_required or bool(self.golden))
 
     def add(self, err: InferoxError) -> None:
         self.errors.append(err)
@@ -216,6 +224,7 @@ class VerifyReport:
             "problems": list(self.problems),
             "golden_max_abs_diff": dict(self.golden),
             "skipped": dict(self.skipped),
+            "parity_required": self.parity_required,
         }
 
 
@@ -228,9 +237,11 @@ def verify_package(
     atol: float | None = None,
     rtol: float | None = None,
 ) -> VerifyReport:
-    """Check every file's size and sha256, and that the golden inputs give the golden outputs on
-    each installed backend that registers the architecture (or on ``backends``), within the
-    package's golden tolerance (``atol`` / ``rtol`` override it).
+    """Check every file's size and sha256, that every file of the package is listed in
+    ``metadata.json`` (except the per-deployment files, see ``DEPLOYMENT_FILES``), and that the
+    golden inputs give the golden outputs on each installed backend that registers the
+    architecture (or on ``backends``), within the package's golden tolerance (``atol`` / ``rtol``
+    override it).
 
     Problems are collected, not raised, so one run reports everything wrong; use
     :meth:`VerifyReport.raise_for_problems` to turn them into an exception.
@@ -246,8 +257,22 @@ def verify_package(
 
     for entry in pkg.files:
         report.files_checked += 1
-        if sha256_file(pkg.path / entry["path"]) != entry.get("sha256"):
+        try:
+            digest = sha256_file(pkg.path / entry["path"], rel=entry["path"])
+        except InferoxError as exc:  # swapped for a FIFO after load_package looked
+            report.add(exc)
+            continue
+        if digest != entry.get("sha256"):
             report.add(PackageIntegrityError(f"{entry['path']}: sha256 does not match {METADATA_FILE}", path=entry["path"], field="sha256"))
+    try:
+        for rel in unlisted_files(pkg.path, scan_package_tree(pkg.path), pkg.files):
+            report.add(PackageIntegrityError(f"{rel} is not listed in {METADATA_FILE}'s files: the package was changed after it was built", path=rel, field="files"))
+    except InferoxError as exc:
+        report.add(exc)
+    golden_meta = pkg.metadata.get("golden") or {}
+    if golden_meta.get("outputs") and not pkg.has_golden_outputs:
+        out_rel = str(golden_meta["outputs"])
+        report.add(PackageNotFoundError(f"{METADATA_FILE} names golden outputs {out_rel} but the file is missing", path=out_rel, field="golden"))
     if report.problems or not run_golden:
         return report
     try:
@@ -258,6 +283,7 @@ def verify_package(
     if inputs is None or expected is None:
         report.skipped["golden"] = "package has no golden outputs"
         return report
+    report.parity_required = True
     pkg_atol, pkg_rtol = pkg.golden_tolerance
     atol = pkg_atol if atol is None else atol
     rtol = pkg_rtol if rtol is None else rtol
@@ -275,15 +301,31 @@ def verify_package(
         except InferoxError as exc:
             report.add(exc)
             continue
+        finally:
+            model.model.close()
         worst = 0.0
         for key, want in expected.items():
             if key not in got:
                 report.add(PackageFormatError(f"backend {name!r} gave no output {key!r} listed in golden/outputs.safetensors", path="golden/outputs.safetensors", field=key))
                 continue
-            have = np.asarray(got[key], dtype=np.float64)
-            diff = float(np.max(np.abs(have - want))) if want.size else 0.0
+            try:
+                have, want64 = np.asarray(got[key], dtype=np.float64), np.asarray(want, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                report.add(PackageFormatError(f"golden output {key!r} cannot be compared: {exc}", path="golden/outputs.safetensors", field=key))
+                continue
+            if have.shape != want64.shape:
+                # A golden file whose header lies about a shape must be reported, not broadcast.
+                report.add(
+                    PackageIntegrityError(
+                        f"backend {name!r}: output {key!r} has shape {list(have.shape)}, the golden output {list(want64.shape)}",
+                        path="golden/outputs.safetensors",
+                        field=key,
+                    )
+                )
+                continue
+            diff = float(np.max(np.abs(have - want64))) if want64.size else 0.0
             worst = max(worst, diff)
-            if have.shape != want.shape or not np.allclose(have, want, atol=atol, rtol=rtol):
+            if not np.allclose(have, want64, atol=atol, rtol=rtol):
                 report.add(
                     PackageIntegrityError(
                         f"backend {name!r}: output {key!r} differs from the golden output (max abs diff {diff:.3g}, atol {atol}, rtol {rtol})",

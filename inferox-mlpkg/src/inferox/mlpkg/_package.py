@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -34,9 +38,10 @@ from inferox.mlpkg._format import (
 )
 from inferox.mlpkg._fs import sha256_file
 from inferox.mlpkg._outputs import read_default_outputs
+from inferox.mlpkg._regular import file_kind
 from inferox.mlpkg._weights import read_safetensors_header
 
-__all__ = ["Package", "load_package", "validate_files"]
+__all__ = ["DEPLOYMENT_FILES", "Package", "check_manifest", "load_package", "scan_package_tree", "unlisted_files", "validate_files"]
 
 
 @dataclass
@@ -158,8 +163,9 @@ class Package:
 
     @property
     def golden_tolerance(self) -> tuple[float, float]:
-        golden = self.metadata.get("golden") or {}
-        return float(golden.get("atol", 1e-4)), float(golden.get("rtol", 1e-3))
+        golden = _golden_info(self.metadata)
+        atol, rtol = golden.get("atol"), golden.get("rtol")
+        return float(1e-4 if atol is None else atol), float(1e-3 if rtol is None else rtol)
 
     def model_metadata(self) -> ModelMetadata:
         """The :class:`~inferox.core.ModelMetadata` handed to architecture factories."""
@@ -247,14 +253,109 @@ def _safe_rel(rel: Any, field: str = "files") -> str:
     return rel
 
 
-def check_no_escaping_symlinks(root: Path) -> None:
-    """Refuse a package holding a symlink whose target lies outside the package folder: loading
-    would read (and a rebuild copy) files the package does not own."""
+#: Files a deployment may add to a package folder without listing them in ``metadata.json``
+#: (``serving.toml`` is read by ``inferox serve``; ``__pycache__`` is written by Python when a
+#: trusted ``backends/<name>/model.py`` is imported).
+DEPLOYMENT_FILES = ("serving.toml",)
+_DEPLOYMENT_DIRS = ("__pycache__",)
+
+
+def scan_package_tree(root: Path) -> dict[str, Path]:
+    """Every regular file of the package: ``{relative POSIX path: resolved path}``.
+
+    Refuses what loading must never touch: a symlink whose target lies outside the package
+    (:class:`UnsafePackageError`: loading would read, and a rebuild copy, files the package does
+    not own), a symlink that cannot be resolved (a loop, or a missing target), and anything that
+    is neither a regular file nor a folder — a FIFO would block its reader forever, a device
+    never ends (:class:`PackageFormatError` naming it).
+    """
     base = root.resolve()
-    for p in sorted(root.rglob("*")):
-        if p.is_symlink() and not p.resolve().is_relative_to(base):
+    out: dict[str, Path] = {}
+    for dirpath, dirs, names in os.walk(root, followlinks=False):
+        dirs.sort()
+        for name in sorted(dirs) + sorted(names):
+            p = Path(dirpath) / name
             rel = p.relative_to(root).as_posix()
-            raise UnsafePackageError(f"{rel} is a symlink to {p.resolve()}, outside the package", path=rel)
+            try:
+                st = os.lstat(p)
+            except OSError as exc:
+                raise PackageFormatError(f"{rel} cannot be read: {exc.strerror}", path=rel) from None
+            target = p
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    target = p.resolve(strict=True)
+                    st = os.stat(p)
+                except (RuntimeError, OSError):  # RuntimeError: Python 3.11's "symlink loop"
+                    raise PackageFormatError(f"{rel} is a symlink that cannot be resolved (a loop or a missing target)", path=rel) from None
+                if not target.is_relative_to(base):
+                    raise UnsafePackageError(f"{rel} is a symlink to {target}, outside the package", path=rel)
+            if stat.S_ISDIR(st.st_mode):
+                continue  # a real folder is walked; a symlinked one points inside and is walked there
+            if not stat.S_ISREG(st.st_mode):
+                raise PackageFormatError(f"{rel} is {file_kind(st.st_mode)}; a package holds only regular files and folders", path=rel)
+            out[rel] = target
+    return out
+
+
+def check_no_escaping_symlinks(root: Path) -> None:
+    """Refuse symlinks leading outside the package, unresolvable symlinks and non-regular files."""
+    scan_package_tree(root)
+
+
+def unlisted_files(root: Path, tree: Mapping[str, Path], files: Sequence[Any]) -> list[str]:
+    """Files of the package that ``metadata.json``'s ``files`` does not cover.
+
+    A file is covered when it is listed, or when a listed symlink resolves to it;
+    ``metadata.json`` itself and the per-deployment files (:data:`DEPLOYMENT_FILES` at the top,
+    anything under a ``__pycache__`` folder) need no entry.
+    """
+    listed: set[str] = set()
+    targets: set[Path] = set()
+    for entry in files:
+        rel = entry.get("path") if isinstance(entry, Mapping) else None
+        if isinstance(rel, str):
+            listed.add(rel)
+            with contextlib.suppress(OSError, RuntimeError):
+                targets.add((root / rel).resolve())
+    out = []
+    for rel, real in tree.items():
+        parts = PurePosixPath(rel).parts
+        if rel in listed or rel == METADATA_FILE or rel in DEPLOYMENT_FILES or any(d in parts[:-1] for d in _DEPLOYMENT_DIRS):
+            continue
+        if real.resolve() in targets:
+            continue
+        out.append(rel)
+    return out
+
+
+def check_manifest(root: Path, tree: Mapping[str, Path], files: Sequence[Any]) -> None:
+    """Every file of the package is listed in ``metadata.json`` (``PackageIntegrityError`` otherwise)."""
+    extra = unlisted_files(root, tree, files)
+    if extra:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise PackageIntegrityError(
+            f"{extra[0]}{more} is not listed in {METADATA_FILE}'s files: the package was changed after it was built", path=extra[0], field="files"
+        )
+
+
+def _golden_info(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """``metadata.json``'s ``golden``: null or an object whose tolerances are non-negative numbers."""
+    golden = metadata.get("golden")
+    if golden is None:
+        return {}
+    if not isinstance(golden, dict):
+        raise PackageFormatError(f"{METADATA_FILE}: golden must be an object or null, not {type(golden).__name__}", path=METADATA_FILE, field="golden")
+    for key in ("atol", "rtol"):
+        value = golden.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise PackageFormatError(f"{METADATA_FILE}: golden.{key} must be a non-negative number, not {value!r}", path=METADATA_FILE, field=f"golden.{key}")
+    for key in ("inputs", "outputs", "backend"):
+        value = golden.get(key)
+        if value is not None and not isinstance(value, str):
+            raise PackageFormatError(f"{METADATA_FILE}: golden.{key} must be a string or null, not {type(value).__name__}", path=METADATA_FILE, field=f"golden.{key}")
+    return golden
 
 
 def _backend_overrides(metadata: Mapping[str, Any]) -> list[str]:
@@ -280,7 +381,7 @@ def validate_files(root: Path, files: Sequence[Any], *, hashes: bool) -> None:
             raise PackageNotFoundError(f"package file {rel} is missing", path=rel)
         if size != entry.get("size"):
             raise PackageIntegrityError(f"{rel} has {size} bytes, metadata.json records {entry.get('size')}", path=rel, field="size")
-        if hashes and sha256_file(p) != entry.get("sha256"):
+        if hashes and sha256_file(p, rel=rel) != entry.get("sha256"):
             raise PackageIntegrityError(f"{rel}: sha256 does not match metadata.json (the file is corrupt or was modified)", path=rel, field="sha256")
 
 
@@ -296,13 +397,14 @@ def load_package(path: str | Path, *, verify: bool = False) -> Package:
         raise PackageNotFoundError(f"no package at {root}", path=str(root))
     if not root.is_dir():
         raise PackageFormatError(f"{root} is not a package folder", path=str(root))
-    check_no_escaping_symlinks(root)
+    tree = scan_package_tree(root)
     metadata = read_json(root / METADATA_FILE, rel=METADATA_FILE)
     if not isinstance(metadata, dict):
         raise PackageFormatError(f"{METADATA_FILE} must hold a JSON object", path=METADATA_FILE)
     check_format_version(_require(metadata, "format_version", (str, int, float), METADATA_FILE))
     _require(metadata, "name", str, METADATA_FILE)
     files = _require(metadata, "files", list, METADATA_FILE)
+    _golden_info(metadata)
     info = read_json(root / MODEL_INFO_FILE, rel=MODEL_INFO_FILE)
     if not isinstance(info, dict):
         raise PackageFormatError(f"{MODEL_INFO_FILE} must hold a JSON object", path=MODEL_INFO_FILE)
@@ -310,6 +412,8 @@ def load_package(path: str | Path, *, verify: bool = False) -> Package:
     inputs, outputs = _specs(info, "inputs"), _specs(info, "outputs")
     read_default_outputs(info, outputs, rel=MODEL_INFO_FILE)  # a bad field is the package's error, at load
     validate_files(root, files, hashes=verify)
+    if verify:
+        check_manifest(root, tree, files)
     config = read_json(root / CONFIG_FILE, rel=CONFIG_FILE)
     if not isinstance(config, dict):
         raise PackageFormatError(f"{CONFIG_FILE} must hold a JSON object", path=CONFIG_FILE)
@@ -339,6 +443,7 @@ def as_package(package: Package | str | Path, *, verify: bool = False) -> Packag
     if isinstance(package, Package):
         if verify:
             validate_files(package.path, package.files, hashes=True)
+            check_manifest(package.path, scan_package_tree(package.path), package.files)
         return package
     if isinstance(package, (str, Path)):
         return load_package(package, verify=verify)

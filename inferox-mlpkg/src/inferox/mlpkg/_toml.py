@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from inferox.core.errors import ConfigError, PackageNotFoundError
+from inferox.mlpkg._regular import open_regular
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -103,11 +104,12 @@ def parse_model_toml(path: str | Path) -> ModelToml:
     p = Path(path)
     where = str(p)
     try:
-        raw = p.read_bytes()
+        if p.is_dir():
+            raise ConfigError("is a folder, not a model.toml file", path=where)
+        with open_regular(p) as fh:  # a FIFO named model.toml must not block the build
+            raw = fh.read()
     except FileNotFoundError:
         raise PackageNotFoundError(f"no such model.toml: {where}", path=where) from None
-    except IsADirectoryError:
-        raise ConfigError("is a folder, not a model.toml file", path=where) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

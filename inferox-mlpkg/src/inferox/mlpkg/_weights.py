@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 
 from inferox.core.errors import PackageFormatError, PackageNotFoundError, UnsafePackageError
 from inferox.mlpkg._format import PICKLE_SUFFIXES
+from inferox.mlpkg._regular import open_regular
 
 __all__ = ["convert_pickle_to_safetensors", "load_pickle_weights", "read_safetensors_header", "safetensors_parameter_count"]
 
@@ -27,8 +29,8 @@ def read_safetensors_header(path: Path, *, rel: str | None = None) -> dict[str, 
     """
     name = rel or str(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
+        with open_regular(path, rel=name) as fh:
+            size = os.fstat(fh.fileno()).st_size
             head = fh.read(8)
             if len(head) < 8:
                 raise PackageFormatError(f"{name} is truncated ({size} bytes): not a safetensors file", path=name)
@@ -86,7 +88,8 @@ def load_pickle_weights(path: Path, *, allow_pickle: bool) -> dict[str, np.ndarr
     if not allow_pickle:
         raise UnsafePackageError(
             f"{path.name} is a pickle file, which can run code when loaded; convert it once with "
-            f"`inferox convert {path}` (inferox.mlpkg.convert_pickle_to_safetensors) or pass allow_pickle=True",
+            f"`inferox convert {path} --allow-pickle` (inferox.mlpkg.convert_pickle_to_safetensors), or accept it "
+            f"with --allow-pickle on the command line (allow_pickle=True in Python)",
             path=str(path),
         )
     try:
@@ -116,6 +119,11 @@ def convert_pickle_to_safetensors(src: str | Path, dst: str | Path) -> Path:
     dst_p.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst_p.with_name(dst_p.name + ".partial")
     save_file(tensors, str(tmp), metadata={"format": "pt", "converted_from": src_p.name})
+    # safetensors creates its file 0o600; give it the mode any other new file gets (0o666 less
+    # the umask), so a converted checkpoint is as readable as the folder it lands in.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     tmp.replace(dst_p)
     return dst_p
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from inferox.core.errors import InferoxError
@@ -62,15 +63,15 @@ def backends(as_json: bool, no_devices: bool) -> None:
         versions = ", ".join(f"{k} {v or 'missing'}" for k, v in row["versions"].items())
         if row.get("backend_version") and row["backend_version"] not in row["versions"].values():
             versions = ", ".join(filter(None, [versions, f"reports {row['backend_version']}"]))
-        avail = "[green]yes[/]" if row["available"] else f"[red]no[/]: {row['reason']}"
+        avail = "[green]yes[/]" if row["available"] else f"[red]no[/]: {escape(str(row['reason']))}"
         devices = ", ".join(d["id"] + ("" if d["available"] else " (unavailable)") for d in row["devices"]) or "-"
-        table.add_row(row["name"], f"{row['plugin']} {row['plugin_version'] or ''}".strip(), versions, avail, devices, ", ".join(row["architectures"]) or "-")
+        table.add_row(escape(str(row["name"])), escape(f"{row['plugin']} {row['plugin_version'] or ''}".strip()), escape(str(versions)), avail, escape(str(devices)), escape(", ".join(row["architectures"])) or "-")
     out.print(table)
     for a in schemas:
         out.print(f"architecture {a['name']} (plugin {a['plugin']}): {', '.join(a['backends']) or 'no backend implements it'}")
     if not rows:
         out.print("no backend plugins installed (pip install inferox-torch or inferox-jax)")
     for f in failures:
-        out.print(f"[yellow]plugin {f['plugin']} failed to load:[/] {f['error']}")
+        out.print(f"[yellow]plugin {escape(str(f['plugin']))} failed to load:[/] {escape(str(f['error']))}")
     if registry.blocked:
-        out.print(f"blocked by INFEROX_BLOCKED_PLUGINS: {', '.join(sorted(registry.blocked))}")
+        out.print(f"blocked by INFEROX_BLOCKED_PLUGINS: {escape(', '.join(sorted(registry.blocked)))}")

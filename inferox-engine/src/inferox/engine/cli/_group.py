@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from inferox.core.errors import InferoxError, PackageNotFoundError
 from inferox.engine.cli._errors import EXIT_INTERNAL, EXIT_INTERRUPTED, exit_code_for
@@ -59,7 +60,7 @@ class InferoxGroup(click.Group):
         except InferoxError as exc:
             if debug:
                 traceback.print_exc()
-            console(err=True).print(f"[bold red]error[/] [{exc.code}]: {exc.message}", markup=True, highlight=False)
+            console(err=True).print(f"[bold red]error[/] {escape(f'[{exc.code}]')}: {escape(exc.message)}", markup=True, highlight=False)
             ctx.exit(exit_code_for(exc))
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from inferox.engine.cli._group import EPILOG, cli, console, human_bytes, load_package, shape_str
@@ -49,20 +50,20 @@ def inspect_cmd(package: Path, as_json: bool) -> None:
         click.echo(json.dumps(summary, indent=2, default=str))
         return
     out = console()
-    out.print(f"[bold]{summary['name']}[/] (version {summary['version']}) — architecture [bold]{summary['architecture']}[/]")
+    out.print(f"[bold]{escape(str(summary['name']))}[/] (version {escape(str(summary['version']))}) — architecture [bold]{escape(str(summary['architecture']))}[/]")
     if summary["parameters"]:
         out.print(f"parameters: {summary['parameters']:,}")
-    out.print(f"backends: {', '.join(summary['backends']) or '(none installed implement it)'}")
+    out.print(f"backends: {escape(', '.join(summary['backends'])) or '(none installed implement it)'}")
     for title, specs in (("inputs", summary["inputs"]), ("outputs", summary["outputs"])):
         table = Table(title=title)
         for col in ("name", "dtype", "shape"):
             table.add_column(col)
         for s in specs:
-            table.add_row(s["name"], s["dtype"], shape_str(s["shape"]))
+            table.add_row(escape(str(s["name"])), escape(str(s["dtype"])), escape(shape_str(s["shape"])))
         out.print(table)
     table = Table(title=f"files ({human_bytes(summary['total_bytes'])})")
     table.add_column("path")
     table.add_column("size", justify="right")
     for f in summary["files"]:
-        table.add_row(f["path"], human_bytes(f["bytes"]))
+        table.add_row(escape(str(f["path"])), human_bytes(f["bytes"]))
     out.print(table)

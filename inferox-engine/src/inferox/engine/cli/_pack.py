@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from inferox.core.errors import PackageNotFoundError
 from inferox.engine.cli._group import EPILOG, cli, console
@@ -29,5 +30,5 @@ def pack(source: str, output_dir: Path | None, revision: str | None, name: str |
     out = console(err=True)
     with out.status(f"packing {source} …"):
         path = build_package(source, output_dir=output_dir, revision=revision, name=name, allow_pickle=allow_pickle, endpoint=endpoint, token=token)
-    out.print(f"[green]✓[/] packed {source}")
+    out.print(f"[green]✓[/] packed {escape(str(source))}")
     click.echo(str(path))

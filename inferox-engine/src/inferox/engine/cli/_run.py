@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 import numpy as np
+from rich.markup import escape
 
 from inferox.core.errors import InvalidInputError, PackageNotFoundError
 from inferox.engine.cli._group import EPILOG, cli, console
@@ -78,7 +79,7 @@ def _print_outputs(outputs: Mapping[str, np.ndarray], *, full: bool) -> None:
     out = console()
     for name, arr in outputs.items():
         arr = np.asarray(arr)
-        out.print(f"[bold]{name}[/] {arr.dtype} {list(arr.shape)}")
+        out.print(f"[bold]{escape(str(name))}[/] {arr.dtype} {escape(str(list(arr.shape)))}")
         with np.printoptions(threshold=sys.maxsize if full else 200, precision=6, suppress=True):
             out.print(str(arr), markup=False)
 
@@ -95,6 +96,7 @@ def _print_outputs(outputs: Mapping[str, np.ndarray], *, full: bool) -> None:
 @click.option("--full", is_flag=True, help="Print whole arrays.")
 @click.option("--allow-pickle", is_flag=True, help="Accept pickle weights in the package.")
 @click.option("--trust-code", is_flag=True, help="Run code shipped inside the package.")
+@click.option("--verify", is_flag=True, help="Check every package file's sha256, and that every file is listed, before loading. Without it only the listed files' presence and sizes are checked.")
 def run(
     package: Path,
     input_json: str | None,
@@ -107,8 +109,13 @@ def run(
     full: bool,
     allow_pickle: bool,
     trust_code: bool,
+    verify: bool,
 ) -> None:
-    """Run one inference on a package, from JSON, a .npy/.npz file or text."""
+    """Run one inference on a package, from JSON, a .npy/.npz file or text.
+
+    Loading checks that the package's listed files are there with their recorded sizes; --verify
+    also checks their sha256 and that no file is unlisted. The backend that served is printed on
+    stderr."""
     inputs, text_list = _gather_inputs(input_json, input_file, texts, input_name)
     if output is not None and output.suffix.lower() not in (".npz", ".json"):
         raise InvalidInputError("output file must end in .npz or .json", name="output", expected=".npz or .json", actual=output.suffix)
@@ -117,7 +124,7 @@ def run(
     if not Path(package).exists():
         raise PackageNotFoundError(f"no such package: {package}", path=str(package))
     # The same composition (instances, text encoder and its truncation) as Engine.load and the server.
-    composed = compose_model(package, backends=(backend,), device=device, trust_code=trust_code, allow_pickle=allow_pickle)
+    composed = compose_model(package, backends=(backend,), device=device, trust_code=trust_code, allow_pickle=allow_pickle, verify=verify)
     model = composed.instances[0]
     if text_list is not None:
         encoder = composed.text_encoder
@@ -134,6 +141,7 @@ def run(
         outputs = {k: np.asarray(v) for k, v in result.items()}
     finally:
         engine.shutdown()
+    console(err=True).print(f"served by backend {escape(result.backend)} on {escape(str(result.device))}", highlight=False)
     if output is None:
         _print_outputs(outputs, full=full)
         return

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
+from rich.markup import escape
 from rich.table import Table
 
 from inferox.core.errors import ConfigError
@@ -30,8 +31,11 @@ _FLAG_KEYS: dict[str, tuple[str, Any]] = {
     "timeout_s": ("server.request_timeout_s", None),
     "max_body_mb": ("server.max_body_bytes", lambda mb: int(mb * 2**20)),
     "keep_alive_s": ("server.keep_alive_s", float),
+    "read_timeout_s": ("server.read_timeout_s", float),
+    "max_connections": ("server.max_connections", None),
     "allow_pickle": ("server.allow_pickle", None),
     "trust_code": ("server.trust_code", None),
+    "verify": ("server.verify", None),
     "exit_on_error": ("server.exit_on_error", None),
     "strict_readiness": ("server.strict_readiness", None),
     "max_batch_size": ("engine.max_batch_size", None),
@@ -76,6 +80,9 @@ def _given_flags(ctx: click.Context) -> dict[str, Any]:
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), help="Per-request timeout, seconds (default 60; a model's serving.toml overrides it).")
 @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), help="Request body size limit (default 64).")
 @click.option("--keep-alive-s", type=click.IntRange(min=1), help="Idle keep-alive connections close after this long (default 75); keep it above your clients' and load balancer's idle timeout.")
+@click.option("--read-timeout-s", type=click.FloatRange(min=0, min_open=True, max=3600), help="A request's headers and body must arrive within this long, else 408 and the connection closes (default 30).")
+@click.option("--max-connections", type=click.IntRange(min=1), help="Open connections beyond this get 503 at once (default 1024).")
+@click.option("--verify", is_flag=True, help="Check every package file's sha256, and that every file is listed, before loading. Without it a load checks only that the listed files are there with their recorded sizes.")
 @click.option("--exit-on-error/--no-exit-on-error", default=True, help="Exit non-zero when a model fails to load at start-up (default), or keep serving the others.")
 @click.option("--strict-readiness/--no-strict-readiness", default=True, help="Ready only while every model is ready (default), or once start-up is over.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
@@ -115,7 +122,9 @@ def serve(
     A repository holds packages as NAME/ or NAME/VERSION/, each with an optional NAME/serving.toml
     (backends, device, max_batch_size, max_batch_tokens, batch_delay_ms, max_queue_size, timeout_s, warmup,
     versions) overriding the server-wide settings for that model. Binds 127.0.0.1 unless --host
-    says otherwise; --token protects the load/unload endpoints (--protect-all: every endpoint)."""
+    says otherwise; --token protects the load/unload endpoints (--protect-all: every endpoint).
+    Loading checks that each package's listed files are there with their recorded sizes; --verify
+    also checks every file's sha256 and that no file is unlisted (slower start)."""
     from inferox.engine.server._settings import resolve
 
     resolved = resolve(file=config_file, flags=_given_flags(ctx))
@@ -124,7 +133,7 @@ def serve(
         for col in ("setting", "value", "source"):
             table.add_column(col)
         for row in resolved.describe():
-            table.add_row(*row)
+            table.add_row(*(escape(str(cell)) for cell in row))
         console().print(table)
         return
     if path is None:
@@ -153,9 +162,9 @@ def serve(
 
     err = console(err=True)
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.token:
-        err.print(f"[yellow]warning:[/] listening on {config.host} without --token: anyone who can reach this port can load and unload models")
-    grpc = f" and gRPC on {config.host}:{config.grpc_port}" if config.grpc_port is not None else ""
-    err.print(f"starting inferox for {path} on http://{config.host}:{config.port}{grpc} (Ctrl-C to stop)")
+        err.print(f"[yellow]warning:[/] listening on {escape(str(config.host))} without --token: anyone who can reach this port can load and unload models")
+    grpc = f" and gRPC on {escape(str(config.host))}:{config.grpc_port}" if config.grpc_port is not None else ""
+    err.print(f"starting inferox for {escape(str(path))} on http://{escape(str(config.host))}:{config.port}{grpc} (Ctrl-C to stop)")
     try:
         run_server(server, log_level=log_level)
     except KeyboardInterrupt:
@@ -201,9 +210,9 @@ def _serve_on_ray(
     )
     err = console(err=True)
     if server.config.host not in ("127.0.0.1", "localhost", "::1") and not server.config.token:
-        err.print(f"[yellow]warning:[/] Ray Serve listening on {server.config.host} without --token: anyone who can reach this port can call the models")
+        err.print(f"[yellow]warning:[/] Ray Serve listening on {escape(str(server.config.host))} without --token: anyone who can reach this port can call the models")
     where = address or "a local Ray cluster"
-    err.print(f"deploying {path} on {where}; V2 API on http://{server.config.host}:{server.config.port} (Ctrl-C to stop)")
+    err.print(f"deploying {escape(str(path))} on {escape(str(where))}; V2 API on http://{escape(str(server.config.host))}:{server.config.port} (Ctrl-C to stop)")
     with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C during deployment, before the handlers are in
         serve_on_ray(app, address=address, host=server.config.host, port=server.config.port, keep_alive_s=server.config.keep_alive_s)
     err.print("inferox Ray Serve application deleted")

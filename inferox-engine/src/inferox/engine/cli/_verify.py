@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from inferox.core.errors import ConfigError
@@ -39,7 +40,7 @@ def verify(package: Path, backends_: tuple[str, ...], no_parity: bool, atol: flo
     others = [e for e in report.errors if e not in parity]
     if others:
         raise others[0]
-    out.print(f"[green]✓[/] hashes of {report.path} ({report.files_checked} files) match metadata.json")
+    out.print(f"[green]✓[/] hashes of {escape(str(report.path))} ({report.files_checked} files) match metadata.json")
     if no_parity:
         return
     if "golden" in report.skipped:
@@ -52,9 +53,9 @@ def verify(package: Path, backends_: tuple[str, ...], no_parity: bool, atol: flo
         table.add_column(col)
     for name, worst in report.golden.items():
         bad = [str(getattr(e, "field", "")) for e in parity if f"backend {name!r}" in str(e)]
-        table.add_row(name, "golden", f"{worst:.3g}", "[green]yes[/]" if not bad else f"[red]no[/] ({', '.join(bad)})")
+        table.add_row(escape(name), "golden", f"{worst:.3g}", "[green]yes[/]" if not bad else f"[red]no[/] ({escape(', '.join(bad))})")
     for name, why in report.skipped.items():
-        table.add_row(name, "golden", "-", f"skipped: {why}")
+        table.add_row(escape(name), "golden", "-", escape(f"skipped: {why}"))
     out.print(table)
     if parity:
         raise ParityError("outputs differ beyond tolerance: " + "; ".join(f"{e.message.split(':')[0]} vs golden: {getattr(e, 'field', '')}" for e in parity))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferox.core.errors import ConfigError
 from inferox.engine.server._repository import ServingSettings
 
 __all__ = ["ModelState", "ServerConfig"]
@@ -31,7 +32,9 @@ class ServerConfig:
     ``max_body_bytes`` bounds request bodies (413 beyond); ``request_timeout_s`` bounds each
     inference request (504 beyond) unless a model's own settings give another; ``defaults`` are
     the serving settings for models without their own; ``engine_config`` is the configuration of
-    the server's one engine; ``keep_alive_s`` is how long idle keep-alive connections stay open.
+    the server's one engine; ``keep_alive_s`` is how long idle keep-alive connections stay open;
+    ``read_timeout_s`` bounds how long a request's headers and body may take to arrive (408) and
+    ``max_connections`` the open connections (503 beyond).
     ``exit_on_error``: a model that fails to load at start-up stops the server (Triton's
     default); ``strict_readiness``: ``/v2/health/ready`` is 200 only while every model the server
     is meant to serve is ready (off: once start-up is over and the server takes requests).
@@ -51,8 +54,16 @@ class ServerConfig:
     #: (httpx 5 s, cloud load balancers 60 s): were the server to close first, a request sent just
     #: then would meet a reset connection.
     keep_alive_s: float = 75.0
+    #: A request's headers and body must arrive within this long of its first byte (408 and the
+    #: connection closed otherwise): a slow or stalled sender cannot hold a connection for ever.
+    read_timeout_s: float = 30.0
+    #: Open connections beyond this are answered 503 and closed at once.
+    max_connections: int = 1024
     allow_pickle: bool = False
     trust_code: bool = False
+    #: Check every package file's sha256 (and that every file is listed) before loading; off, a
+    #: load checks that the listed files are there with their recorded sizes only.
+    verify: bool = False
     exit_on_error: bool = True
     strict_readiness: bool = True
     #: The V2 gRPC port (``None``: no gRPC; 0: a free port). Needs the ``[grpc]`` extra.
@@ -60,3 +71,12 @@ class ServerConfig:
     #: Text longer than a model's ``max_seq_length`` tokens is truncated (sentence-transformers'
     #: rule); ``False`` makes it an error naming the limit, on every protocol.
     truncate_text: bool = True
+
+    def __post_init__(self) -> None:
+        # Protection asked for without a usable token would protect nothing, silently: refuse.
+        if self.token is not None and (not isinstance(self.token, str) or not self.token.strip()):
+            raise ConfigError("the token is empty: it would protect nothing; give a real token", field="server.token", value="")
+        if self.protect_all and self.token is None:
+            raise ConfigError(
+                "protect_all needs a token (--token or INFEROX_SERVER_TOKEN): without one nothing is protected", field="server.protect_all", value=True
+            )

@@ -175,6 +175,7 @@ class DataPlane:
         #: off the event loop (a pool of threads would only take turns holding the GIL). Still per
         #: request and before queueing: each request reaches the engine with its own token length.
         self._tokeniser = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"inferox-tokenise-{id(self):x}")
+        self._locks: dict[str, asyncio.Lock] = {}
 
     # -- readiness ------------------------------------------------------------------------------------
     @property
@@ -198,10 +199,19 @@ class DataPlane:
         return model.state == ModelState.READY and not self.shutting_down and self.engine.is_ready(name, version=version)
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    def lock(self) -> asyncio.Lock:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
+    def lock(self, name: str | None = None) -> asyncio.Lock:
+        """The lock of model ``name``'s lifecycle (loads, reloads, unloads of that name run one at
+        a time); other models never wait for it, so a load that is slow — or stuck reading a
+        file — cannot hold up the repository's other loads, unloads or readiness. Without a
+        name: one lock for the whole data plane."""
+        if name is None:
+            if self._lock is None:
+                self._lock = asyncio.Lock()
+            return self._lock
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
 
     def _settings(self, settings: ServingSettings | None) -> ServingSettings:
         return (settings or ServingSettings()).merged_over(self.config.defaults)
@@ -241,6 +251,7 @@ class DataPlane:
             dtype=settings.dtype,
             trust_code=self.config.trust_code,
             allow_pickle=self.config.allow_pickle,
+            verify=self.config.verify,
             check_budget=check_budget,
         )
         served.text_encoder = composed.text_encoder
@@ -297,7 +308,7 @@ class DataPlane:
         check_model_name(version, what="model version")
         insts = list(instances) if isinstance(instances, Sequence) else [instances]
         served = ServedVersion(name=name, version=version, path=None, settings=self._settings(settings))
-        async with self.lock():
+        async with self.lock(name):
             return await self._load_versions(name, [served], insts)
 
     async def load_package(self, name: str, path: Path, *, settings: ServingSettings | None = None, version: str = "1") -> ServedModel:
@@ -307,7 +318,7 @@ class DataPlane:
             settings_file = Path(path) / "serving.toml"
             settings = ServingSettings.from_file(settings_file) if settings_file.is_file() else ServingSettings()
         served = ServedVersion(name=name, version=version, path=Path(path), settings=self._settings(settings))
-        async with self.lock():
+        async with self.lock(name):
             return await self._load_versions(name, [served])
 
     async def load(self, name: str) -> ServedModel:
@@ -318,7 +329,7 @@ class DataPlane:
         entry = self.repository.entry(name)
         settings = self._settings(entry.settings)
         versions = [ServedVersion(name=name, version=v, path=entry.versions[v], settings=settings) for v in entry.served_versions()]
-        async with self.lock():
+        async with self.lock(name):
             return await self._load_versions(name, versions)
 
     async def unload(self, name: str) -> None:
@@ -327,7 +338,7 @@ class DataPlane:
         model = self.models.get(name)
         if model is None:
             raise ModelNotFoundError(name, available=sorted(self.models))
-        async with self.lock():
+        async with self.lock(name):
             model.state = ModelState.UNLOADING
             if self.models.get(name) is model:
                 del self.models[name]
@@ -401,8 +412,18 @@ class DataPlane:
         inputs: dict[str, Any] = {}
         spec_names = served.input_names
         encoder = served.text_encoder
+        text_input: str | None = None
         for tensor in req.inputs:
             if tensor.datatype == BYTES and tensor.name not in spec_names:
+                if text_input is not None:
+                    # Two texts would each fill input_ids/attention_mask: the second would silently win.
+                    raise InvalidInputError(
+                        f"two BYTES text inputs ({text_input!r}, {tensor.name!r}); send the texts as one input",
+                        name=tensor.name,
+                        expected="one text input",
+                        actual=[text_input, tensor.name],
+                    )
+                text_input = tensor.name
                 if encoder is None:
                     raise InvalidInputError(
                         f"model {served.name!r} takes no text; BYTES input {tensor.name!r} is not one of its inputs",

@@ -106,35 +106,42 @@ class Metrics:
             return sum(n for (m, _, c), n in self._failures.items() if m == model and c == code)
 
     def render(self) -> str:
-        """The Prometheus text exposition of every metric."""
-        lines: list[str] = []
+        """The Prometheus text exposition of every metric.
+
+        Only a copy of the numbers is taken under the lock; the text is built outside it, so
+        recording (inference requests finishing) never waits for a scrape to be formatted.
+        """
         with self._lock:
-            lines += ["# HELP inferox_requests_total Inference requests by model and outcome.", "# TYPE inferox_requests_total counter"]
-            for (model, version, outcome), n in sorted(self._requests.items()):
-                lines.append(f"inferox_requests_total{_labels([('model', model), ('version', version), ('outcome', outcome)])} {n}")
-            lines += ["# HELP inferox_request_failures_total Failed inference requests by model and error code.", "# TYPE inferox_request_failures_total counter"]
-            for (model, version, code), n in sorted(self._failures.items()):
-                lines.append(f"inferox_request_failures_total{_labels([('model', model), ('version', version), ('code', code)])} {n}")
-            for metric, help_text, unit in (
-                ("request_duration", "End-to-end inference request latency.", "_seconds"),
-                ("queue", "Time inference requests waited in the engine's queue.", "_seconds"),
-                ("compute", "Model compute time of inference requests.", "_seconds"),
-                ("batch_size", "Size of the batches the requests ran in.", ""),
-            ):
-                name = f"inferox_{metric}{unit}"
-                lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-                for (m, model, version), h in sorted(self._hist.items()):
-                    if m != metric:
-                        continue
-                    base = [("model", model), ("version", version)]
-                    cumulative = 0
-                    for bound, c in zip(h.buckets, h.counts):
-                        cumulative += c
-                        lines.append(f"{name}_bucket{_labels([*base, ('le', _num(bound))])} {cumulative}")
-                    lines.append(f"{name}_bucket{_labels([*base, ('le', '+Inf')])} {h.count}")
-                    lines.append(f"{name}_sum{_labels(base)} {h.sum!r}")
-                    lines.append(f"{name}_count{_labels(base)} {h.count}")
-            lines += ["# HELP inferox_requests_in_flight Requests being served now.", "# TYPE inferox_requests_in_flight gauge", f"inferox_requests_in_flight {self._in_flight}"]
+            requests = sorted(self._requests.items())
+            failures = sorted(self._failures.items())
+            hists = sorted((key, (h.buckets, list(h.counts), h.sum, h.count)) for key, h in self._hist.items())
+            in_flight = self._in_flight
+        lines: list[str] = ["# HELP inferox_requests_total Inference requests by model and outcome.", "# TYPE inferox_requests_total counter"]
+        for (model, version, outcome), n in requests:
+            lines.append(f"inferox_requests_total{_labels([('model', model), ('version', version), ('outcome', outcome)])} {n}")
+        lines += ["# HELP inferox_request_failures_total Failed inference requests by model and error code.", "# TYPE inferox_request_failures_total counter"]
+        for (model, version, code), n in failures:
+            lines.append(f"inferox_request_failures_total{_labels([('model', model), ('version', version), ('code', code)])} {n}")
+        for metric, help_text, unit in (
+            ("request_duration", "End-to-end inference request latency.", "_seconds"),
+            ("queue", "Time inference requests waited in the engine's queue.", "_seconds"),
+            ("compute", "Model compute time of inference requests.", "_seconds"),
+            ("batch_size", "Size of the batches the requests ran in.", ""),
+        ):
+            name = f"inferox_{metric}{unit}"
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+            for (m, model, version), (buckets, counts, total, count) in hists:
+                if m != metric:
+                    continue
+                base = [("model", model), ("version", version)]
+                cumulative = 0
+                for bound, c in zip(buckets, counts):
+                    cumulative += c
+                    lines.append(f"{name}_bucket{_labels([*base, ('le', _num(bound))])} {cumulative}")
+                lines.append(f"{name}_bucket{_labels([*base, ('le', '+Inf')])} {count}")
+                lines.append(f"{name}_sum{_labels(base)} {total!r}")
+                lines.append(f"{name}_count{_labels(base)} {count}")
+        lines += ["# HELP inferox_requests_in_flight Requests being served now.", "# TYPE inferox_requests_in_flight gauge", f"inferox_requests_in_flight {in_flight}"]
         loaded = self._models_loaded() if self._models_loaded else 0
         lines += ["# HELP inferox_models_loaded Models loaded and served.", "# TYPE inferox_models_loaded gauge", f"inferox_models_loaded {loaded}"]
         return "\n".join(lines) + "\n"

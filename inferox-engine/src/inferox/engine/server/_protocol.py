@@ -129,8 +129,8 @@ class InferRequest:
         value = self.parameters.get("timeout")
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise InvalidInputError("parameters.timeout must be a positive number of microseconds", name="timeout", actual=value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise InvalidInputError("parameters.timeout must be a positive, finite number of microseconds", name="timeout", actual=value)
         return float(value) / 1e6
 
 
@@ -160,9 +160,15 @@ _MAX_ELEMENTS = 2**59
 def _check_shape(shape: Any, name: str) -> tuple[int, ...]:
     if not isinstance(shape, list) or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
         raise InvalidInputError("shape must be a list of non-negative integers", name=name, expected="[int, ...]", actual=shape)
+    if len(shape) > _MAX_RANK:
+        raise InvalidInputError(f"shape has {len(shape)} dimensions", name=name, expected=f"at most {_MAX_RANK} dimensions", actual=len(shape))
     if math.prod(d for d in shape if d) > _MAX_ELEMENTS:
         raise InvalidInputError("shape is too large", name=name, expected=f"at most {_MAX_ELEMENTS} elements", actual=shape)
     return tuple(shape)
+
+
+#: numpy's limit on the number of dimensions (``numpy.MAXDIMS`` / 64 in numpy 2).
+_MAX_RANK = 64
 
 
 def decode_bytes_tensor(raw: bytes | memoryview, *, name: str = "") -> list[bytes]:
@@ -211,7 +217,28 @@ def _flatten(data: Any) -> list[Any]:
     return out
 
 
+def _check_nesting(data: Any, shape: tuple[int, ...], name: str) -> None:
+    """Nested ``data`` must have exactly ``shape`` (flat data is checked by its length): a ragged
+    list whose element count happens to match would otherwise be silently re-shaped."""
+    level: list[Any] = [data]
+    for depth, size in enumerate(shape):
+        nxt: list[Any] = []
+        for item in level:
+            if not isinstance(item, list) or len(item) != size:
+                got = f"a list of {len(item)}" if isinstance(item, list) else type(item).__name__
+                raise InvalidInputError(
+                    f"nested data does not have the shape {list(shape)}: {got} at depth {depth}", name=name, expected=f"{size} items at depth {depth}", actual=got
+                )
+            nxt.extend(item)
+        level = nxt
+    for item in level:
+        if isinstance(item, list):
+            raise InvalidInputError(f"nested data is deeper than the shape {list(shape)}", name=name, expected=f"{len(shape)} levels", actual="more")
+
+
 def _decode_json_data(data: Any, datatype: str, np_dtype: np.dtype[Any] | None, shape: tuple[int, ...], name: str) -> np.ndarray:
+    if isinstance(data, list) and any(isinstance(x, list) for x in data):
+        _check_nesting(data, shape, name)
     flat = _flatten(data)
     count = math.prod(shape)
     if len(flat) != count:
@@ -220,7 +247,10 @@ def _decode_json_data(data: Any, datatype: str, np_dtype: np.dtype[Any] | None, 
         if not all(isinstance(x, str) for x in flat):
             raise InvalidInputError("BYTES data must be strings", name=name, expected="strings", actual=sorted({type(x).__name__ for x in flat}))
         arr = np.empty(count, dtype=object)
-        arr[:] = [x.encode("utf-8") for x in flat]
+        try:
+            arr[:] = [x.encode("utf-8") for x in flat]
+        except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") is valid JSON but no text
+            raise InvalidInputError(f"BYTES data is not valid Unicode text: {exc.reason} at position {exc.start}", name=name, expected="UTF-8 text", actual=repr(exc.object[exc.start : exc.end])) from None
         return arr.reshape(shape)
     kind = np_dtype.kind
     for x in flat:
@@ -353,8 +383,17 @@ def parse_infer_request(body: bytes, header_length: str | int | None = None) -> 
             if oparams.get("classification"):
                 raise InvalidInputError("the classification extension is not supported", name=out["name"])
             bd = oparams.get("binary_data")
-            outputs.append(RequestedOutput(out["name"], None if bd is None else bool(bd)))
+            if bd is not None and not isinstance(bd, bool):
+                # "false" (a string) is truthy: read leniently it would turn binary output on.
+                raise InvalidInputError("binary_data must be true or false", name=f"{out['name']}.parameters.binary_data", expected="boolean", actual=repr(bd)[:40])
+            outputs.append(RequestedOutput(out["name"], bd))
     return InferRequest(id=request_id, inputs=inputs, outputs=outputs, parameters=params)
+
+
+#: How non-finite floats are written in JSON data: strings, since bare ``NaN`` / ``Infinity`` are
+#: not JSON (strict parsers refuse the whole body). numpy, and so tritonclient's ``as_numpy``,
+#: reads these strings back as the floats; the binary extension carries the values exactly.
+NONFINITE_JSON = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
 def _json_data(arr: np.ndarray) -> list[Any] | np.ndarray:
@@ -364,10 +403,14 @@ def _json_data(arr: np.ndarray) -> list[Any] | np.ndarray:
         arr = arr.astype(np.float32)
     flat = arr.reshape(-1)
     # Integers and finite floats go to orjson as the array itself (no Python object per element);
-    # anything else (bools, NaN/Infinity, which orjson would write as null) as a list, as before.
+    # anything else (bools; NaN/Infinity, written as strings) as a list.
     if _orjson is not None and (flat.dtype.kind in "iu" or (flat.dtype.name in _ORJSON_FLOATS and np.isfinite(flat).all())):
         return np.ascontiguousarray(flat)
-    return flat.tolist()  # type: ignore[no-any-return]
+    values: list[Any] = flat.tolist()
+    if flat.dtype.kind == "f":
+        for i in np.flatnonzero(~np.isfinite(flat)).tolist():
+            values[i] = NONFINITE_JSON[repr(float(values[i]))]
+    return values
 
 
 def _binary_data(arr: np.ndarray) -> bytes:
@@ -410,7 +453,6 @@ def encode_infer_response(
         header["parameters"] = dict(parameters)
     out_list: list[dict[str, Any]] = []
     chunks: list[bytes] = []
-    finite = True
     for name, binary in selected:
         arr = np.asarray(outputs[name])
         entry: dict[str, Any] = {"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape)}
@@ -420,11 +462,9 @@ def encode_infer_response(
             chunks.append(raw)
         else:
             entry["data"] = _json_data(arr)
-            if finite and arr.dtype.kind in "fc" and not isinstance(entry["data"], np.ndarray):
-                finite = bool(np.isfinite(np.asarray(arr, dtype=np.float64)).all())
         out_list.append(entry)
     header["outputs"] = out_list
-    head = _dumps(header, finite=finite)
+    head = _dumps(header)
     if not chunks:
         return head, {"content-type": "application/json"}
     return head + b"".join(chunks), {"content-type": "application/octet-stream", HEADER_LENGTH.lower(): str(len(head))}

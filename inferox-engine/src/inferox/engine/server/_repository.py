@@ -17,7 +17,9 @@ can only ever reach packages the operator put there.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -39,6 +41,27 @@ PACKAGE_MARKER = "metadata.json"
 #: Per-model serving settings, beside the package (or its versions).
 SETTINGS_FILE = "serving.toml"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of ``path`` if it is a regular file (opened non-blocking and checked on the
+    descriptor, so a FIFO named ``serving.toml`` cannot hang the repository)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ConfigError(f"cannot be read: {exc.strerror}", field=SETTINGS_FILE, path=str(path)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError("is not a regular file", field=SETTINGS_FILE, path=str(path))
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(_MAX_SETTINGS_BYTES + 1)[: _MAX_SETTINGS_BYTES + 1]
+    finally:
+        os.close(fd)
+
+
+#: A serving.toml is a few lines; more than this is not one.
+_MAX_SETTINGS_BYTES = 1 << 20
 
 
 def check_model_name(name: str, *, what: str = "model name") -> str:
@@ -124,11 +147,16 @@ class ServingSettings:
 
     @classmethod
     def from_file(cls, path: Path) -> ServingSettings:
-        """Read a ``serving.toml``; :class:`ConfigError` names the file on a syntax error."""
+        """Read a ``serving.toml``; :class:`ConfigError` names the file when it is not a regular
+        file (a FIFO would block the reader), not UTF-8, or not valid TOML."""
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(_read_regular(path).decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text (byte {exc.start}): save it as UTF-8", field=SETTINGS_FILE, path=str(path)) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"invalid TOML: {exc}", path=str(path)) from exc
+        except RecursionError:
+            raise ConfigError("invalid TOML: nested too deeply", path=str(path)) from None
         return cls.from_mapping(data, path=str(path))
 
     def merged_over(self, defaults: ServingSettings) -> ServingSettings:
@@ -226,6 +254,8 @@ class ModelRepository:
         if not folder.exists():
             raise ModelNotFoundError(name, available=self.names())
         folder = self._inside(folder)
+        if not folder.is_dir():  # a plain file in the repository is no model
+            raise ModelNotFoundError(name, available=self.names())
         versions: dict[str, Path] = {}
         if is_package(folder):
             versions["1"] = folder
@@ -236,7 +266,8 @@ class ModelRepository:
         if not versions:
             raise ModelNotFoundError(name, available=self.names())
         settings_path = folder / SETTINGS_FILE
-        settings = ServingSettings.from_file(self._inside(settings_path)) if settings_path.is_file() else ServingSettings()
+        # exists(), not is_file(): a serving.toml that is a FIFO or a folder is reported, not ignored.
+        settings = ServingSettings.from_file(self._inside(settings_path)) if settings_path.exists() else ServingSettings()
         return RepositoryEntry(name=name, versions=versions, settings=settings)
 
     def __repr__(self) -> str:

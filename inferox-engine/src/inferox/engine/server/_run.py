@@ -48,8 +48,13 @@ def configure_logging(level: str = "info", *, stream: Any = None) -> None:
 def _uvicorn_config(server: InferoxServer, *, host: str, port: int, log_level: str) -> Any:
     import uvicorn
 
+    from inferox.engine.server._http import guarded_protocol
+
     return uvicorn.Config(
+        # h11 with the read timeout and connection cap (server/_http.py): uvicorn's httptools
+        # protocol would parse faster but has no such limits.
         timed_access_log(server.app),
+        http=guarded_protocol(read_timeout_s=server.config.read_timeout_s, max_connections=server.config.max_connections),
         host=host,
         port=port,
         log_level=log_level,

@@ -54,12 +54,15 @@ SERVER_ENV: dict[str, str] = {
     "max_body_bytes": "INFEROX_SERVER_MAX_BODY_BYTES",
     "request_timeout_s": "INFEROX_SERVER_TIMEOUT_S",
     "keep_alive_s": "INFEROX_SERVER_KEEP_ALIVE_S",
+    "read_timeout_s": "INFEROX_SERVER_READ_TIMEOUT_S",
+    "max_connections": "INFEROX_SERVER_MAX_CONNECTIONS",
     "graceful_timeout_s": "INFEROX_SERVER_GRACEFUL_TIMEOUT_S",
     "access_log": "INFEROX_SERVER_ACCESS_LOG",
     "exit_on_error": "INFEROX_SERVER_EXIT_ON_ERROR",
     "strict_readiness": "INFEROX_SERVER_STRICT_READINESS",
     "grpc_port": "INFEROX_SERVER_GRPC_PORT",
     "truncate_text": "INFEROX_SERVER_TRUNCATE_TEXT",
+    "verify": "INFEROX_SERVER_VERIFY",
 }
 
 _SERVER_FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig) if f.name not in ("defaults", "engine_config")}
@@ -95,14 +98,19 @@ def _parse_server_env(name: str, var: str, raw: str) -> Any:
         if low in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"expected true/false, got {raw!r}", field=var, value=raw)
-    if name == "token" or name == "host":
-        return text or None if name == "token" else text
+    if name == "token":
+        if not text:
+            # Set but empty: the user meant to protect the server; protecting nothing silently is worse.
+            raise ConfigError("is set but empty: give a token, or unset the variable", field=var, value=raw)
+        return text
+    if name == "host":
+        return text
     if name in ("request_timeout_s", "grpc_port") and text.lower() in ("", "none", "null"):
         return None
     try:
         if name == "max_body_bytes":
             return parse_size(text)
-        if name in ("port", "grpc_port"):
+        if name in ("port", "grpc_port", "max_connections"):
             return int(text)
         return float(text)
     except ValueError as exc:
@@ -200,6 +208,12 @@ def _check_server(config: ServerConfig, where: str | None) -> None:
         ),
         ("max_body_bytes", config.max_body_bytes, isinstance(config.max_body_bytes, int) and config.max_body_bytes > 0),
         ("keep_alive_s", config.keep_alive_s, isinstance(config.keep_alive_s, (int, float)) and config.keep_alive_s >= 1),
+        (
+            "read_timeout_s",
+            config.read_timeout_s,
+            isinstance(config.read_timeout_s, (int, float)) and not isinstance(config.read_timeout_s, bool) and 0 < config.read_timeout_s <= 3600,
+        ),
+        ("max_connections", config.max_connections, isinstance(config.max_connections, int) and not isinstance(config.max_connections, bool) and config.max_connections >= 1),
         ("graceful_timeout_s", config.graceful_timeout_s, isinstance(config.graceful_timeout_s, (int, float)) and config.graceful_timeout_s >= 0),
         (
             "request_timeout_s",
@@ -210,6 +224,6 @@ def _check_server(config: ServerConfig, where: str | None) -> None:
     for name, value, ok in checks:
         if not ok:
             raise ConfigError(f"invalid value {value!r}", field=f"server.{name}", value=value, path=where)
-    for name in ("protect_all", "access_log", "allow_pickle", "trust_code", "exit_on_error", "strict_readiness", "truncate_text"):
+    for name in ("protect_all", "access_log", "allow_pickle", "trust_code", "verify", "exit_on_error", "strict_readiness", "truncate_text"):
         if not isinstance(getattr(config, name), bool):
             raise ConfigError("must be true or false", field=f"server.{name}", value=getattr(config, name), path=where)

@@ -69,6 +69,19 @@ def _inferox_error_response(exc: InferoxError) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+#: Longest request id copied into the ``x-request-id`` response header.
+MAX_REQUEST_ID = 128
+
+
+def header_safe_id(value: str | None) -> str:
+    """The ``x-request-id`` to answer with: the client's id when it is short printable ASCII,
+    else a generated one — raw input never becomes a header (a CR/LF would inject headers,
+    non-Latin-1 text cannot be encoded, a huge id makes clients refuse the response)."""
+    if value and len(value) <= MAX_REQUEST_ID and all(" " < c <= "~" for c in value):
+        return value
+    return uuid.uuid4().hex
+
+
 def check_bearer(request: Request, token: str | None) -> JSONResponse | None:
     """``None`` when ``token`` is unset or the request carries it as a bearer token, else the 401."""
     if not token:
@@ -237,6 +250,11 @@ class InferoxServer:
             raise InvalidInputError(f"request body is not valid {encoding} data: {exc}", name="content-encoding", actual=encoding) from exc
         if len(out) > limit or decomp.unconsumed_tail:
             raise _BodyTooLarge
+        if not decomp.eof:
+            raise InvalidInputError(f"request body is truncated {encoding} data", name="content-encoding", actual=encoding)
+        if decomp.unused_data:
+            # Bytes after the compressed stream (a second gzip member, garbage) are not ignored.
+            raise InvalidInputError(f"request body has {len(decomp.unused_data)} bytes after the end of the {encoding} data", name="content-encoding", actual=encoding)
         return out
 
     def _log_access(self, request: Request, *, request_id: str, status: int, started: float, model: str | None = None, code: str | None = None) -> None:
@@ -304,7 +322,7 @@ class InferoxServer:
     async def infer(self, request: Request) -> Response:
         started = time.perf_counter()
         name = request.path_params["name"]
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = header_safe_id(request.headers.get("x-request-id"))
         denied = self._protect(request)
         if denied:
             self._log_access(request, request_id=request_id, status=401, started=started, model=name, code=UNAUTHORIZED)
@@ -337,7 +355,7 @@ class InferoxServer:
             else:
                 req = dp.decode(body, header_length)
             if req.id:
-                request_id = req.id
+                request_id = header_safe_id(req.id)
             answer = await self._run_until_disconnect(request, name, req, version)
             if answer is None:
                 dp.record(name, version=version, started=started, code=CLIENT_DISCONNECTED)
@@ -387,10 +405,20 @@ class InferoxServer:
         if denied:
             return denied
         try:
-            body = await request.body()
-            ready_only = bool(json.loads(body).get("ready")) if body.strip() else False
-        except (ValueError, AttributeError):
-            return _error(400, InvalidInputError.code, "repository index request body must be a JSON object")
+            body = await self._read_body(request)  # bounded like every other body
+        except _BodyTooLarge:
+            return _error(413, PAYLOAD_TOO_LARGE, f"request body exceeds {self.config.max_body_bytes} bytes")
+        except InferoxError as exc:
+            return _inferox_error_response(exc)
+        ready_only = False
+        if body.strip():
+            try:
+                doc = json.loads(body)
+            except (ValueError, RecursionError):
+                return _error(400, InvalidInputError.code, "repository index request body must be a JSON object")
+            if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
+                return _error(400, InvalidInputError.code, "repository index request body must be a JSON object whose 'ready' is true or false")
+            ready_only = doc.get("ready", False)
         return JSONResponse(self.dataplane.repository_index(ready_only=ready_only))
 
     async def repository_load(self, request: Request) -> Response:
@@ -433,7 +461,9 @@ class InferoxServer:
         denied = self._protect(request)
         if denied:
             return denied
-        return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
+        # Formatted in a worker thread: a scrape never holds up the event loop serving inference.
+        page = await asyncio.to_thread(self.metrics.render)
+        return PlainTextResponse(page, media_type="text/plain; version=0.0.4")
 
     async def health_protected(self, request: Request) -> Response:
         denied = self._protect(request)

@@ -30,7 +30,7 @@ from inferox.core.architectures import (
 )
 from inferox.core.errors import InvalidInputError
 from inferox.torch.model import TorchModel
-from inferox.torch.models._common import check_float, read_weights
+from inferox.torch.models._common import check_float, on_meta, read_weights
 
 __all__ = ["BertEncoder", "BertModel", "create_model"]
 
@@ -235,7 +235,7 @@ def create_model(
     pre = Preprocessing.from_options(options, limit=cfg.max_position_embeddings)
     tensors, source = read_weights(weights)
     chosen = check_float(select_weights(tensors, bert_weight_shapes(cfg), prefixes=("", "bert."), source=source), source)
-    with torch.device("meta"):
+    with on_meta():
         module = BertEncoder(cfg, pre)
     module.load_hf_weights(chosen)
     text_encoder = None

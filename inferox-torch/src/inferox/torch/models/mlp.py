@@ -13,7 +13,7 @@ from torch import nn
 from inferox.core import Backend, DeviceId, DType, ModelMetadata
 from inferox.core.architectures import MLPConfig, mlp_input_specs, mlp_output_specs, select_weights
 from inferox.torch.model import TorchModel
-from inferox.torch.models._common import check_float, read_weights
+from inferox.torch.models._common import check_float, on_meta, read_weights
 
 __all__ = ["MLP", "MLPModel", "create_model"]
 
@@ -79,7 +79,7 @@ def create_model(
     tensors, source = read_weights(weights)
     chosen = select_weights(tensors, cfg.weight_shapes(), source=source)
     chosen = check_float(chosen, source)
-    with torch.device("meta"):
+    with on_meta():
         module = MLP(cfg)
     module.load_state_dict(chosen, strict=True, assign=True)
     return MLPModel(module, metadata=metadata, backend=backend, device=device, dtype=dtype, threads=options.get("threads"))
