@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from engine_testkit import TorchLinear, make_weights
 
 from inferox.core.errors import InferoxTimeoutError, InvalidInputError
 from inferox.engine import Engine, EngineConfig
+from tests.support.engine_models import TorchLinear, make_weights
 
 MODES = ["batching", "direct"]
 

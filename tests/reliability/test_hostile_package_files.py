@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from reliability_kit import fuzz_settings
 
 from inferox.core.errors import (
     InferoxError,
@@ -36,6 +35,8 @@ from inferox.core.errors import (
 )
 from inferox.engine import Engine, EngineConfig
 from inferox.mlpkg import build_package, load_package, verify_package
+
+from .reliability_kit import fuzz_settings
 
 #: Seconds any single call may take before the test calls it a hang (a load takes well under one).
 HANG_S = 60.0

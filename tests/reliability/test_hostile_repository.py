@@ -142,9 +142,8 @@ def test_a_stuck_load_does_not_block_other_models_loads_and_unloads(repo: Path) 
     import asyncio
     import threading
 
-    from engine_testkit import TorchLinear, make_weights
-
     from inferox.engine.server import DataPlane
+    from tests.support.engine_models import TorchLinear, make_weights
 
     release = threading.Event()
 

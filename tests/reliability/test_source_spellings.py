@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from mlpkg_hubserver import OlahServer
-from mlpkg_testkit import mlp_files
 from safetensors.numpy import load_file
 
 from inferox.core.errors import ConfigError, DownloadError, UnsafePackageError
 from inferox.mlpkg import HubSource, build_package, convert_pickle_to_safetensors, load_package
+from tests.support.hub import OlahServer
+from tests.support.model_files import mlp_files
 
 
 # -- hf://org/name@revision -------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ import pytest
 
 from inferox.core import DType, get_registry
 from inferox.engine.server import InferoxServer, ServerConfig, ServerThread, ServingSettings
+from tests.support.net import wait_until
 
-from .conftest import ECHO_DTYPES, AffineModel, EchoModel, wait_until
+from .conftest import ECHO_DTYPES, AffineModel, EchoModel
 
 grpc = pytest.importorskip("grpc")
 tc_grpc = pytest.importorskip("tritonclient.grpc")

@@ -15,8 +15,8 @@ import pytest
 
 from inferox.engine import EngineConfig
 from inferox.engine.server import InferoxServer, ServerConfig, ServerThread
+from tests.support.net import wait_until
 
-from .conftest import wait_until
 from .packages import build_mlp_package
 
 TOKEN = "reload-token"
