@@ -16,8 +16,7 @@ import pytest
 from inferox.engine import EngineConfig
 from inferox.engine.server import InferoxServer, ServerConfig, ServerThread
 from tests.support.net import wait_until
-
-from .packages import build_mlp_package
+from tests.support.packages import build_mlp_package
 
 TOKEN = "reload-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
