@@ -83,7 +83,7 @@ def test_every_link_resolves_inside_the_repository(path: Path) -> None:
 
 
 def test_nothing_points_outside_the_repository() -> None:
-    """Users' clones have no ../shared folder: no file may send readers there."""
+    """Users' clones hold only the repository: no file may send readers to a folder beside it."""
     offenders = []
     for path in tracked("*"):
         if path.suffix in {".md", ".py", ".toml", ".txt", ".sh", ".cfg", ".ini", ".yml", ".yaml", ""} and path.stat().st_size < 2_000_000:
