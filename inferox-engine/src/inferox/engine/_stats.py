@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class StatsCollector:
         self._by_backend: Counter[str] = Counter()
         self._batch_sizes: Counter[int] = Counter()
         self._fallbacks: Counter[str] = Counter()
-        self._batch_compute: Counter[int] = Counter()
+        self._batch_compute: defaultdict[int, float] = defaultdict(float)
         self._tokens = 0
         self._padding = 0
         self._queue: deque[float] = deque(maxlen=WINDOW)

@@ -376,6 +376,7 @@ def _folder_model_name(folder: Path, files: Mapping[str, Path]) -> str:
         return resolved.parent.parent.name.split("--")[-1]
     card = files.get("README.md")
     if card is not None:
+        text: str
         try:
             with open_regular(card, encoding="utf-8") as fh:
                 text = fh.read(64 * 1024)

@@ -200,7 +200,7 @@ def _serve_on_ray(
         from inferox.engine.ray import build_app, serve_on_ray
     except ImportError as exc:
         raise ConfigError(f"{exc}", field="ray") from exc
-    given = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_models_per_replica": max_models_per_replica, "batching": batching}
+    given: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_models_per_replica": max_models_per_replica, "batching": batching}
     app = build_app(
         server.repository.root,
         config=server.config,

@@ -255,7 +255,7 @@ class GrpcServer:
 
         limit = int(self.config.max_body_bytes)
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit), ("grpc.so_reuseport", 0)])
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(_servicer_class()(self.dp, self.config), server)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(_servicer_class()(self.dp, self.config), server)  # type: ignore[no-untyped-call]
         refresh = self._refresh
 
         class Health(health.aio.HealthServicer):  # type: ignore[misc,name-defined]
@@ -273,11 +273,11 @@ class GrpcServer:
         if bound == 0:
             raise InferoxIOError(f"cannot listen for gRPC on {address}: the port is in use or not available", path=address)
         await server.start()
-        self._server, self.port = server, bound
+        self._server, self.port = server, int(bound)
         await self._refresh()
         self._poll = asyncio.create_task(self._watch_readiness())
         log.info("V2 gRPC listening on %s:%d", self.host, bound)
-        return bound
+        return int(bound)
 
     async def _refresh(self) -> None:
         from grpc_health.v1 import health_pb2

@@ -120,7 +120,7 @@ def parse_embeddings_request(body: bytes | str | Mapping[str, Any]) -> Embedding
     user = data.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidInputError("'user' must be a string", name="user", expected="string", actual=type(user).__name__)
-    return EmbeddingsRequest(model=model, texts=texts, token_ids=ids, encoding_format=fmt, dimensions=dims, user=user)
+    return EmbeddingsRequest(model=model, texts=texts, token_ids=ids, encoding_format="base64" if fmt == "base64" else "float", dimensions=dims, user=user)
 
 
 def check_dimensions(request: EmbeddingsRequest, size: int) -> None:
