@@ -187,7 +187,8 @@ def test_error_response_parts() -> None:
 
 
 def test_json_round_trip_keeps_the_stdlib_forms_orjson_would_change() -> None:
-    """Non-finite floats are written as NaN/Infinity (never null), float32 values come back exactly,
+    """Non-finite floats are written as the strings "NaN"/"Infinity" (never null, never bare
+    literals strict parsers refuse), float32 values come back exactly,
     integers keep their values, and request JSON that orjson refuses (NaN literals, numbers beyond
     double range) is still read by the stdlib — or refused with its typed error."""
     outputs = {
@@ -198,11 +199,13 @@ def test_json_round_trip_keeps_the_stdlib_forms_orjson_would_change() -> None:
         "h": np.array([0.5, 3.0], np.float16),
     }
     payload, _ = encode_infer_response(model_name="m", model_version=None, request_id=None, outputs=outputs, requested=None, binary_default=False)
-    assert b"NaN" in payload and b"Infinity" in payload and b"null" not in payload
-    back = {o["name"]: o["data"] for o in json.loads(payload)["outputs"]}
+    assert b'"NaN"' in payload and b'"Infinity"' in payload and b"null" not in payload
+    back = {o["name"]: o["data"] for o in json.loads(payload, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))["outputs"]}
     np.testing.assert_array_equal(np.asarray(back["f"], np.float32), outputs["f"])
     assert back["i"] == [2**40, -3] and back["b"] == [True, False] and back["h"] == [0.5, 3.0]
-    assert np.isnan(back["n"][0]) and back["n"][1:] == [float("inf"), 1.0]
+    assert back["n"] == ["NaN", "Infinity", 1.0]
+    n = np.asarray(back["n"], np.float32)  # as tritonclient's as_numpy reads them
+    assert np.isnan(n[0]) and n[1:].tolist() == [float("inf"), 1.0]
     # Arrays orjson refuses (not native-endian) are written by the stdlib, with the same values.
     swapped, _ = encode_infer_response(
         model_name="m", model_version=None, request_id=None, outputs={"be": np.array([1.5, 2.0], ">f4")}, requested=None, binary_default=False
