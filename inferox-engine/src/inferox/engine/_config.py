@@ -230,6 +230,16 @@ _FLOATS = {"max_queue_delay_ms", "default_timeout_s", "session_ttl_s"}
 _SIZES = {"memory_budget_bytes", "session_max_state_bytes"}
 
 
+def parse_env_bool(var: str, raw: str) -> bool:
+    """An environment variable's true/false value (1/true/yes/on, 0/false/no/off), else a ConfigError naming it."""
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"expected true/false, got {raw!r}", field=var, value=raw)
+
+
 def _parse_env(fname: str, var: str, raw: str) -> Any:
     text = raw.strip()
     if fname == "backend_preference":
@@ -237,12 +247,7 @@ def _parse_env(fname: str, var: str, raw: str) -> Any:
     if fname in _OPTIONAL and text.lower() in ("", "none", "null"):
         return None
     if fname in _BOOLS:
-        low = text.lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"expected true/false, got {raw!r}", field=var, value=raw)
+        return parse_env_bool(var, raw)
     try:
         if fname in _FLOATS:
             return float(text)

@@ -34,7 +34,7 @@ from typing import Any
 
 from inferox.core.constants import ENV_ENGINE_VARS
 from inferox.core.errors import ConfigError
-from inferox.engine._config import EngineConfig, _parse_env, parse_size
+from inferox.engine._config import EngineConfig, _parse_env, parse_env_bool, parse_size
 from inferox.engine.server._config import ServerConfig
 from inferox.engine.server._repository import ServingSettings
 
@@ -92,12 +92,7 @@ def _parse_server_env(name: str, var: str, raw: str) -> Any:
     kind = _SERVER_FIELDS[name].type
     text = raw.strip()
     if "bool" in str(kind):
-        low = text.lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"expected true/false, got {raw!r}", field=var, value=raw)
+        return parse_env_bool(var, raw)
     if name == "token":
         if not text:
             # Set but empty: the user meant to protect the server; protecting nothing silently is worse.
