@@ -41,11 +41,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from inferox.core import __version__ as core_version
 from inferox.core.errors import InferoxError, InvalidInputError, ModelNotFoundError, ServiceUnavailableError
@@ -62,6 +63,8 @@ from inferox.engine.server._repository import ModelRepository, ServingSettings, 
 __all__ = ["EXTENSIONS", "DataPlane", "ServedModel", "ServedVersion", "server_metadata"]
 
 log = logging.getLogger("inferox.server")
+
+_T = TypeVar("_T")
 
 #: The V2 protocol extensions every Inferox server speaks.
 EXTENSIONS = ("binary_tensor_data", "model_repository", "statistics", "model_configuration")
@@ -176,6 +179,9 @@ class DataPlane:
         #: request and before queueing: each request reaches the engine with its own token length.
         self._tokeniser = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"inferox-tokenise-{id(self):x}")
         self._locks: dict[str, asyncio.Lock] = {}
+        #: Loads waiting on their worker thread (see :meth:`_load_step` and :meth:`abandon_loads`).
+        self._loads: set[asyncio.Future[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- readiness ------------------------------------------------------------------------------------
     @property
@@ -276,9 +282,9 @@ class DataPlane:
         try:
             for served in versions:
                 if instances is not None:
-                    await asyncio.to_thread(self._register, served, instances)
+                    await self._load_step(self._register, served, instances)
                 else:
-                    await asyncio.to_thread(self._compose_and_register, served)
+                    await self._load_step(self._compose_and_register, served)
         except Exception as exc:
             reason = _reason(exc)
             self.failed[name] = reason
@@ -301,6 +307,50 @@ class DataPlane:
         self.failed.pop(name, None)
         log.info("model %s versions %s ready on %s", name, ", ".join(sorted(model.versions, key=version_key)), ", ".join(model.latest.backends))
         return model
+
+    async def _load_step(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run one step of a load (reading a package, building and warming a model) on a daemon
+        thread of its own. Loads run framework and file-system code that may never return (a
+        stalled network file system, a hung driver): a daemon thread cannot hold the process's exit
+        the way a pool thread (joined at exit) does, and :meth:`abandon_loads` ends the wait."""
+        loop = self._loop = asyncio.get_running_loop()
+        fut: asyncio.Future[_T] = loop.create_future()
+
+        def settle(set_outcome: Callable[[Any], None], value: Any) -> None:
+            if not fut.done():
+                set_outcome(value)
+
+        def work() -> None:
+            try:
+                outcome: tuple[Callable[[Any], None], Any] = (fut.set_result, fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                outcome = (fut.set_exception, exc)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the server has gone
+                loop.call_soon_threadsafe(settle, *outcome)
+
+        self._loads.add(fut)
+        threading.Thread(target=work, name="inferox-load", daemon=True).start()
+        try:
+            return await fut
+        finally:
+            self._loads.discard(fut)
+
+    def abandon_loads(self) -> None:
+        """Fail every load still in progress with UNAVAILABLE ("the server is shutting down"), so
+        a load that hangs holds neither its HTTP request nor the shutdown. Safe from any thread
+        (``inferox serve`` calls it from its signal handler); the load's thread is left to finish
+        or not (it is a daemon)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def abandon() -> None:
+            for fut in list(self._loads):
+                if not fut.done():
+                    fut.set_exception(ServiceUnavailableError("the server is shutting down: the load was abandoned"))
+
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(abandon)
 
     async def add_model(self, name: str, instances: Model | AnyModel | Sequence[Model | AnyModel], *, settings: ServingSettings | None = None, version: str = "1") -> ServedModel:
         """Serve in-memory model instances (one, or several on different backends)."""
@@ -381,6 +431,7 @@ class DataPlane:
     async def shutdown(self) -> None:
         """Stop taking requests and shut the engine down (queued requests finish first)."""
         self.shutting_down = True
+        self.abandon_loads()
         await asyncio.to_thread(self.engine.shutdown)
         self._tokeniser.shutdown(wait=False)
 

@@ -66,6 +66,19 @@ def _uvicorn_config(server: InferoxServer, *, host: str, port: int, log_level: s
     )
 
 
+def _uvicorn_server(server: InferoxServer, config: Any) -> Any:
+    """uvicorn's server, whose SIGINT/SIGTERM handler also abandons loads in progress: a load is
+    not a request to drain, and one that hangs would hold the shutdown (``graceful_timeout_s``)."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):  # type: ignore[misc]
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            server.dataplane.abandon_loads()
+
+    return _Server(config)
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening-ready TCP socket on ``host:port``; :class:`InferoxIOError` names the address when
     it is taken or not ours (so ``inferox serve`` says so in one line, with the I/O exit code)."""
@@ -91,13 +104,11 @@ def run(server: InferoxServer, *, log_level: str = "info") -> None:
     The process is the server's own, so glibc's mmap threshold is fixed first
     (:func:`~inferox.engine.limit_heap_fragmentation`): without it RSS climbs for minutes under
     traffic of varying shapes."""
-    import uvicorn
-
     configure_logging(log_level)
     threshold = limit_heap_fragmentation()
     log.info("malloc mmap threshold: %s", f"{threshold} bytes (fixed)" if threshold else "glibc default (adaptive)")
     sock = bind_socket(server.config.host, server.config.port)
-    uv = uvicorn.Server(_uvicorn_config(server, host=server.config.host, port=server.config.port, log_level=log_level))
+    uv = _uvicorn_server(server, _uvicorn_config(server, host=server.config.host, port=server.config.port, log_level=log_level))
     server.on_startup_error = lambda exc: setattr(uv, "should_exit", True)
     try:
         uv.run(sockets=[sock])
@@ -116,13 +127,11 @@ class ServerThread:
     """
 
     def __init__(self, server: InferoxServer, *, host: str = "127.0.0.1", log_level: str = "warning") -> None:
-        import uvicorn
-
         self.server = server
         self.host = host
         self._sock = bind_socket(host, 0)
         self.port: int = self._sock.getsockname()[1]
-        self._uvicorn = uvicorn.Server(_uvicorn_config(server, host=host, port=self.port, log_level=log_level))
+        self._uvicorn = _uvicorn_server(server, _uvicorn_config(server, host=host, port=self.port, log_level=log_level))
         self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [self._sock]}, name="inferox-server", daemon=True)
         server.on_startup_error = lambda exc: setattr(self._uvicorn, "should_exit", True)
 
@@ -164,6 +173,7 @@ class ServerThread:
     def stop(self, timeout: float = 60.0) -> None:
         """Graceful stop: uvicorn stops accepting, finishes in-flight requests, runs shutdown."""
         self._uvicorn.should_exit = True
+        self.server.dataplane.abandon_loads()
         self._thread.join(timeout)
         self._sock.close()
 
