@@ -1,7 +1,8 @@
 """Clients cannot grow ``/metrics`` (issue 14, item 1): requests for invented model names — long,
 random, many — count under one ``model="_unknown"`` series, never one series each, so the page
-stays small and quick to build. (The scrape is formatted off the event loop, outside the metrics
-lock: ``Metrics.render`` copies the numbers under the lock and formats them after.)
+stays small and quick to build; and a scrape never delays inference: the page is formatted off the
+event loop, outside the metrics lock (``Metrics.render`` copies the numbers under the lock and
+formats them after), which a scrape held up mid-formatting shows.
 
 Real server on loopback, the real MLP package on torch, raw HTTP (httpx).
 """
@@ -43,3 +44,44 @@ def test_unknown_model_names_do_not_create_series(server: ServerThread, figures:
     assert len(page) < len(before) + 20_000, len(page)  # a few fixed series more, not one per name
     line = next(ln for ln in page.splitlines() if ln.startswith('inferox_request_failures_total{model="_unknown"') and 'code="MODEL_NOT_FOUND"' in ln)
     assert int(line.rsplit(" ", 1)[1]) == REQUESTS
+
+
+def _successes(page: str, model: str) -> int:
+    return sum(int(ln.rsplit(" ", 1)[1]) for ln in page.splitlines() if ln.startswith("inferox_requests_total{") and f'model="{model}"' in ln and 'outcome="success"' in ln)
+
+
+def test_a_slow_scrape_does_not_delay_inference(server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page is formatted off the event loop and outside the metrics lock: while one scrape's
+    formatting is held up, inference requests are answered, and recorded, as usual. (Before the
+    fix a 116 MB page took 3 s on the event loop, under the lock, and inference waited for it.)"""
+    import threading
+
+    import inferox.engine.server._metrics as metrics_module
+
+    entered, release = threading.Event(), threading.Event()
+    labels = metrics_module._labels
+
+    def held_labels(pairs: object) -> str:  # the scrape's formatting, held until released
+        entered.set()
+        release.wait(60)
+        return labels(pairs)  # type: ignore[arg-type]
+
+    body = json.dumps(VALID).encode()
+    headers = {"content-type": "application/json"}
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        before = _successes(client.get("/metrics").text, "mlp")
+        monkeypatch.setattr(metrics_module, "_labels", held_labels)
+        scrape: dict[str, httpx.Response] = {}
+        scraper = threading.Thread(target=lambda: scrape.update(page=httpx.get(f"{server.url}/metrics", timeout=90)))
+        scraper.start()
+        try:
+            assert entered.wait(30), "the scrape never reached its formatting"
+            for _ in range(5):  # each within the client's 10 s timeout, while the scrape is held
+                assert client.post("/v2/models/mlp/infer", content=body, headers=headers).status_code == 200
+            assert scraper.is_alive(), "the scrape finished: it was not held while inference ran"
+        finally:
+            release.set()
+            scraper.join(60)
+        monkeypatch.setattr(metrics_module, "_labels", labels)
+        assert scrape["page"].status_code == 200
+        assert _successes(client.get("/metrics").text, "mlp") == before + 5
