@@ -14,8 +14,14 @@ import pytest
 
 from inferox.core import DType
 from inferox.core.errors import ERROR_CODES, DTypeError, InvalidInputError
-from inferox.engine._proto import grpc_service_pb2 as pb
-from inferox.engine.server._grpc_codec import (
+
+grpc = pytest.importorskip("grpc")  # the [grpc] extra (protobuf and grpcio)
+tc_grpc = pytest.importorskip("tritonclient.grpc")
+from tritonclient.grpc import service_pb2 as theirs  # noqa: E402
+from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor  # noqa: E402
+
+from inferox.engine._proto import grpc_service_pb2 as pb  # noqa: E402
+from inferox.engine.server._grpc_codec import (  # noqa: E402
     GRPC_STATUS_FOR_HTTP,
     bearer_ok,
     decode_infer_request,
@@ -23,12 +29,7 @@ from inferox.engine.server._grpc_codec import (
     grpc_status_name,
     message_from_dict,
 )
-from inferox.engine.server._protocol import RequestedOutput
-
-grpc = pytest.importorskip("grpc")
-tc_grpc = pytest.importorskip("tritonclient.grpc")
-from tritonclient.grpc import service_pb2 as theirs  # noqa: E402
-from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor  # noqa: E402
+from inferox.engine.server._protocol import RequestedOutput  # noqa: E402
 
 NUMERIC = [d for d in DType if d.v2_name not in ("BYTES",)]
 
