@@ -26,6 +26,9 @@ once per process. An option the installed XLA rejects is reported as such. Resul
 table from the JSON). Run:
 
     .venv/bin/python benchmarks/models/bench_jax_ops.py [--quick] [--only default,onednn]
+
+The default options run at every size of the MiniLM table, the other option sets at 1x16 and
+8x128 (a full grid per option set takes most of an hour on a shared 2-CPU machine).
 """
 
 from __future__ import annotations
@@ -192,7 +195,7 @@ def build_jax(cfg: Any, pre: Any, params: Any) -> dict[str, Any]:
     }
 
 
-def worker(quick: bool, budget: float) -> dict[str, Any]:
+def worker(sizes: Sequence[tuple[int, int]], budget: float) -> dict[str, Any]:
     """One XLA option set (``XLA_FLAGS`` already set by the parent): every section at every size."""
     import jax
     import jax.numpy as jnp
@@ -223,7 +226,7 @@ def worker(quick: bool, budget: float) -> dict[str, Any]:
     def block(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
         return lambda: jax.block_until_ready(fn(*args))
 
-    for batch, seq in QUICK_SIZES if quick else SIZES:
+    for batch, seq in sizes:
         x_np = np.random.default_rng(seq).standard_normal((batch, seq, cfg.hidden_size)).astype(np.float32)
         x_j, x_t = jnp.asarray(x_np), torch.from_numpy(x_np)
         tok = token_batch(batch, seq)
@@ -284,14 +287,22 @@ def worker(quick: bool, budget: float) -> dict[str, Any]:
     return {"sizes": out, "jax": jax.__version__, "torch": torch.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
-def run(quick: bool, only: Sequence[str], budget: float) -> dict[str, Any]:
+def run(quick: bool, only: Sequence[str], budget: float, json_path: Path) -> dict[str, Any]:
+    """Each option set in its own process; the JSON is rewritten after each, so a cut run keeps what it measured.
+
+    The default options run at every size of the MiniLM table; the other option sets (compared
+    with the default in the same table) at the two quick sizes, to keep the run within a shared
+    machine's patience.
+    """
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     sets: dict[str, Any] = {}
+    results: dict[str, Any] = {}
     for name in only:
         flags = f"{BASE_FLAGS} {FLAG_SETS[name]}".strip()
         env = dict(os.environ, XLA_FLAGS=flags)
-        cmd = [sys.executable, __file__, "--worker", "--budget", str(budget)] + (["--quick"] if quick else [])
+        sizes = QUICK_SIZES if quick or name != "default" else SIZES
+        cmd = [sys.executable, __file__, "--worker", "--budget", str(budget), "--sizes", ",".join(f"{b}x{n}" for b, n in sizes)]
         print(f"{name}: XLA_FLAGS={flags}", file=sys.stderr, flush=True)
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
         sys.stderr.write(proc.stderr[-2000:])
@@ -304,6 +315,12 @@ def run(quick: bool, only: Sequence[str], budget: float) -> dict[str, Any]:
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         result["flags"] = flags
         sets[name] = result
+        results = _results(quick, load_before, t0, sets)
+        json_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return _results(quick, load_before, t0, sets)
+
+
+def _results(quick: bool, load_before: Sequence[float], t0: float, sets: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "benchmark": "inferox-jax BERT ops vs torch, all-MiniLM-L6-v2 weights, process CPU time per call",
         "quick": quick,
@@ -312,7 +329,7 @@ def run(quick: bool, only: Sequence[str], budget: float) -> dict[str, Any]:
             "load_average_before": [round(v, 2) for v in load_before], "load_average_after": [round(v, 2) for v in os.getloadavg()],
         },
         "duration_s": round(time.perf_counter() - t0, 1),
-        "flag_sets": sets,
+        "flag_sets": dict(sets),
     }
 
 
@@ -340,16 +357,19 @@ def render(r: Mapping[str, Any]) -> str:
         lines.append("")
     if not ok:
         return "\n".join(lines)
-    sizes = list(next(iter(ok.values()))["sizes"])
+    sizes = [f"{b}x{n}" for b, n in SIZES if any(f"{b}x{n}" in v["sizes"] for v in ok.values())]
     for section, (baseline, variants) in SECTIONS.items():
         title = {"qkv": "QKV projection (one layer)", "attention": "Attention core (one layer)", "encoder": "Whole encoder (6 layers + pooler)"}[section]
         lines += [f"## {title}", "", "| XLA options | variant | " + " | ".join(sizes) + " |", "|---|---|" + "---|" * len(sizes)]
         for set_name, res in ok.items():
             for variant in (baseline, *variants):
                 if variant == baseline and set_name != next(iter(ok)):
-                    continue  # torch does not read XLA_FLAGS: its row is shown once
+                    continue  # torch does not read XLA_FLAGS: its row is shown once (from the first option set's process)
                 cells = []
                 for size in sizes:
+                    if size not in res["sizes"]:
+                        cells.append("—")
+                        continue
                     cell = res["sizes"][size][section]
                     base = cell[baseline]["cpu_ms"]
                     mine = cell[variant]["cpu_ms"]
@@ -371,6 +391,8 @@ def render_summary(ok: Mapping[str, Any], sizes: Sequence[str]) -> list[str]:
     for size in sizes:
         best = None
         for set_name, res in ok.items():
+            if size not in res["sizes"]:
+                continue
             cell = res["sizes"][size]["encoder"]
             for variant in variants:
                 if variant.startswith("inferox-jax AnyModel"):
@@ -379,16 +401,88 @@ def render_summary(ok: Mapping[str, Any], sizes: Sequence[str]) -> list[str]:
                 if best is None or ratio < best[0]:
                     best = (ratio, set_name, variant)
         today = None
-        if "default" in ok:
+        if "default" in ok and size in ok["default"]["sizes"]:
             c = ok["default"]["sizes"][size]["encoder"]
             today = c[variants[0]]["cpu_ms"] / c[baseline]["cpu_ms"]
         assert best is not None
         lines.append(
             f"| {size} | `{best[1]}`, {best[2]} | {best[0]:.2f}x | {'—' if today is None else f'{today:.2f}x'} | {'met' if best[0] <= TARGET else 'missed'} |"
         )
+    lines += ["", *render_notes(ok, sizes)]
     diffs = {name: max(max(row["max_abs_diff_to_bert_apply"].values()) for row in res["sizes"].values()) for name, res in ok.items()}
     lines += ["", "Largest difference of any encoder variant's `last_hidden_state` from `bert_apply` under each option set: "
               + ", ".join(f"`{k}` {v:.1e}" for k, v in diffs.items()) + "."]
+    return lines
+
+
+def _range(ok: Mapping[str, Any], section: str, variant: str, set_name: str = "default") -> str:
+    baseline = SECTIONS[section][0]
+    res = ok.get(set_name)
+    if res is None:
+        return "not measured"
+    ratios = [row[section][variant]["cpu_ms"] / row[section][baseline]["cpu_ms"] for row in res["sizes"].values()]
+    return f"{min(ratios):.2f}x to {max(ratios):.2f}x"
+
+
+def _variant_verdict(ok: Mapping[str, Any], sizes: Sequence[str]) -> str:
+    """Which compiled variant beats today's ``bert_apply`` by more than 5 % (default options), if any."""
+    variants = SECTIONS["encoder"][1]
+    today = variants[1]
+    wins = []
+    for size in sizes:
+        c = ok.get("default", {}).get("sizes", {}).get(size)
+        if c is None:
+            continue
+        mine = c["encoder"][today]["cpu_ms"]
+        for v in variants[2:]:
+            if c["encoder"][v]["cpu_ms"] < 0.95 * mine:
+                wins.append(f"{v} at {size} ({c['encoder'][v]['cpu_ms'] / mine:.2f}x of bert_apply)")
+    if not wins:
+        return (
+            "No encoder variant beats today's `bert_apply` (fused QKV, heads-major attention) by more than 5 % at any size under "
+            "the default options, so inferox-jax keeps it; this table is the per-op comparison the issue asks for where XLA:CPU "
+            "cannot reach the target."
+        )
+    measured = sum(1 for size in sizes if size in ok.get("default", {}).get("sizes", {}))
+    everywhere = [v for v in variants[2:] if sum(1 for w in wins if w.startswith(v + " at ")) == measured]
+    verdict = (
+        f"{', '.join(everywhere)} wins at every size: worth adopting."
+        if everywhere else
+        "No variant wins at every size (a win at one or two sizes, by about the spread between variants that do the same "
+        "arithmetic, is run-to-run noise), so inferox-jax keeps `bert_apply` (fused QKV, heads-major attention)."
+    )
+    return "Faster than today's `bert_apply` by more than 5 % in this run (default options): " + "; ".join(wins) + ". " + verdict
+
+
+def render_notes(ok: Mapping[str, Any], sizes: Sequence[str]) -> list[str]:
+    """The conclusion, its figures read from the results above."""
+    missed = []
+    for size in sizes:
+        c = ok.get("default", {}).get("sizes", {}).get(size)
+        if c is not None:
+            enc = c["encoder"]
+            ratio = enc[SECTIONS["encoder"][1][0]]["cpu_ms"] / enc[SECTIONS["encoder"][0]]["cpu_ms"]
+            if ratio > TARGET:
+                missed.append(f"{size} ({ratio:.2f}x)")
+    att = SECTIONS["attention"][1]
+    lines = [
+        "## Notes",
+        "",
+        f"* **Target.** inferox-jax's whole call is above {TARGET}x the direct `transformers` forward's CPU time at "
+        + (", ".join(missed) if missed else "no size")
+        + " in this run (default XLA options). Where it misses, the per-op rows show where the time goes: the attention core costs "
+        f"{_range(ok, 'attention', att[0])} of torch's `scaled_dot_product_attention` with heads-major batched matmuls "
+        f"(today's layout), {_range(ok, 'attention', att[1])} with einsum and {_range(ok, 'attention', att[2])} with "
+        "`jax.nn.dot_product_attention` (which on CPU lowers to the same matmul-softmax-matmul, with no fused kernel), while the "
+        f"fused QKV projection costs {_range(ok, 'qkv', SECTIONS['qkv'][1][0])} of torch's three `nn.Linear` "
+        f"(separate projections: {_range(ok, 'qkv', SECTIONS['qkv'][1][1])}). torch's CPU attention is one fused kernel "
+        "that does not materialise the score tensor; XLA:CPU materialises the (b, heads, n, n) scores and runs "
+        "softmax as separate passes, which costs more as batch x n² grows.",
+        "* **Variants.** " + _variant_verdict(ok, sizes) + " The XLA option sets other than the default ran at two sizes; each row's "
+        "ratio is to the torch baseline measured in that same process, so rows of different option sets compare through their ratios.",
+        "* **Machine.** 2 CPUs shared with other engineers' tests and benchmarks while this ran (load averages in the header); "
+        "CPU-time medians of interleaved calls are used because wall times on such a machine are dominated by scheduling.",
+    ]
     return lines
 
 
@@ -397,12 +491,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="two sizes only (a smoke run)")
     parser.add_argument("--render", action="store_true", help="only regenerate jax_ops.md from jax_ops.json")
     parser.add_argument("--only", default=",".join(FLAG_SETS), help="comma-separated XLA option sets to run")
-    parser.add_argument("--budget", type=float, default=1.5, help="seconds per (section, size) cell (x3 for the encoder)")
+    parser.add_argument("--budget", type=float, default=0.5, help="seconds per (section, size) cell (x3 for the encoder)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.quick, args.budget)))
+        sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s] or SIZES
+        print(json.dumps(worker(sizes, args.budget)))  # type: ignore[arg-type]
         return 0
     json_path, md_path = args.out / "jax_ops.json", args.out / "jax_ops.md"
     if args.render:
@@ -412,8 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = [s for s in only if s not in FLAG_SETS]
         if unknown:
             parser.error(f"unknown option set(s) {unknown}; known: {', '.join(FLAG_SETS)}")
-        results = run(args.quick, only, args.budget)
         args.out.mkdir(parents=True, exist_ok=True)
+        results = run(args.quick, only, args.budget, json_path)
         json_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     md_path.write_text(render(results), encoding="utf-8")
     print(md_path.read_text(encoding="utf-8"))
