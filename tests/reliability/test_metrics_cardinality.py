@@ -69,6 +69,8 @@ def test_a_slow_scrape_does_not_delay_inference(server: ServerThread, monkeypatc
     body = json.dumps(VALID).encode()
     headers = {"content-type": "application/json"}
     with httpx.Client(base_url=server.url, timeout=10) as client:
+        # At least one labelled series, so that formatting the page calls ``_labels`` (in any test order).
+        assert client.post("/v2/models/mlp/infer", content=body, headers=headers).status_code == 200
         before = _successes(client.get("/metrics").text, "mlp")
         monkeypatch.setattr(metrics_module, "_labels", held_labels)
         scrape: dict[str, httpx.Response] = {}
