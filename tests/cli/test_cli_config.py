@@ -80,6 +80,8 @@ def test_print_config_shows_values_and_sources(tmp_path: Path) -> None:
     assert rows["server.request_timeout_s"] == ("12.0", "flag")
     assert rows["server.exit_on_error"] == ("False", "flag") and rows["server.strict_readiness"] == ("False", "flag")
     assert rows["models.backends"] == ("('torch',)", "flag") and rows["models.device"] == ("None", "default")
+    assert rows["models.threads"] == ("None", "default")
+    assert _rows(invoke("serve", "--print-config", "--threads", "1").output)["models.threads"] == ("1", "flag")
     # A flag's default never overrides the file: --port was not given.
     assert rows["server.keep_alive_s"] == ("75.0", "default")
     bad = invoke("serve", "--config", tmp_path / "missing.toml", "--print-config")

@@ -209,6 +209,8 @@ def test_check_model_name_rejects_paths(name: str) -> None:
         ("backends = [1]", "backends"),
         ("device = 3", "device"),
         ("warmup = 'yes'", "warmup"),
+        ("threads = 0", "threads"),
+        ("threads = 1.5", "threads"),
         ("colour = 'blue'", "colour"),
     ],
 )
@@ -347,3 +349,31 @@ def test_long_texts_are_tokenised_off_the_event_loop(minilm_package: Path) -> No
     for text, got in ((short, got_short), (long, got_long)):
         ref = model.forward_any({k: v for k, v in encoder.encode([text]).items() if k in names})["sentence_embedding"]
         np.testing.assert_allclose(got, ref, atol=3e-4)
+
+
+def test_threads_reach_each_models_backend(tmp_path: Path, mlp_package: Path) -> None:
+    """``threads`` (serving.toml, or ``--threads`` / ``[models] threads`` for every model) is the
+    backend's intra-op thread count: on onnx each model's own session option."""
+    pytest.importorskip("inferox.onnx")
+    import asyncio
+
+    from inferox.engine.server import DataPlane
+
+    root = tmp_path / "repo"
+    shutil.copytree(mlp_package, root / "one")
+    (root / "one" / "serving.toml").write_text('backend = "onnx"\nthreads = 1\n')
+    shutil.copytree(mlp_package, root / "two")
+    (root / "two" / "serving.toml").write_text('backend = "onnx"\n')
+
+    async def scenario() -> dict[str, int | None]:
+        dp = DataPlane(config=ServerConfig(defaults=ServingSettings(threads=2)), repository=root)
+        try:
+            await dp.load("one")
+            await dp.load("two")
+            return {name: dp.models[name].primary.model.threads for name in ("one", "two")}
+        finally:
+            await dp.shutdown()
+
+    # The model's own setting wins over the server-wide default.
+    assert asyncio.run(scenario()) == {"one": 1, "two": 2}
+

@@ -45,6 +45,7 @@ _FLAG_KEYS: dict[str, tuple[str, Any]] = {
     "no_batching": ("engine.batching", lambda off: not off),
     "backends_": ("models.backends", tuple),
     "device": ("models.device", None),
+    "threads": ("models.threads", None),
 }
 
 
@@ -70,6 +71,7 @@ def _given_flags(ctx: click.Context) -> dict[str, Any]:
 @click.option("--name", help="Model name when PATH is a single package (default: the package's name).")
 @click.option("--backend", "backends_", multiple=True, help="Backend(s) to load models on (repeat for several).")
 @click.option("--device", help="Device for every model (cpu, cuda:0 …).")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads of every model's backend (default: the backend's own; on torch it is process-wide).")
 @click.option("--token", help="Bearer token required by the load/unload endpoints (env INFEROX_SERVER_TOKEN).")
 @click.option("--protect-all", is_flag=True, help="Require the token on every endpoint.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), help="Dynamic batching: most rows per forward pass.")
@@ -120,8 +122,8 @@ def serve(
     OpenAI-compatible embeddings (POST /v1/embeddings, GET /v1/models) on --port.
 
     A repository holds packages as NAME/ or NAME/VERSION/, each with an optional NAME/serving.toml
-    (backends, device, max_batch_size, max_batch_tokens, batch_delay_ms, max_queue_size, timeout_s, warmup,
-    versions) overriding the server-wide settings for that model. Binds 127.0.0.1 unless --host
+    (backends, device, threads, max_batch_size, max_batch_tokens, batch_delay_ms, max_queue_size, timeout_s,
+    warmup, versions) overriding the server-wide settings for that model. Binds 127.0.0.1 unless --host
     says otherwise; --token protects the load/unload endpoints (--protect-all: every endpoint).
     Loading checks that each package's listed files are there with their recorded sizes; --verify
     also checks every file's sha256 and that no file is unlisted (slower start)."""

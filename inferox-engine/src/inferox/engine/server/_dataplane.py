@@ -255,6 +255,7 @@ class DataPlane:
             preference=self.engine.config.backend_preference,
             device=settings.device,
             dtype=settings.dtype,
+            threads=settings.threads,
             trust_code=self.config.trust_code,
             allow_pickle=self.config.allow_pickle,
             verify=self.config.verify,

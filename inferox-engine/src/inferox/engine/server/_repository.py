@@ -90,8 +90,10 @@ class ServingSettings:
     name one); ``max_batch_size``/``max_batch_tokens``/``batch_delay_ms``/``max_queue_size`` tune
     the engine's dynamic batcher for this model (``max_batch_tokens``: length-aware batching);
     ``timeout_s`` bounds each request; ``warmup`` runs a warm-up forward pass before the model
-    reports ready; ``version_policy`` picks the versions served: ``("latest", n)``,
-    ``("specific", (v, ...))`` or ``("all",)`` (``None``: the latest one).
+    reports ready; ``threads`` is the backend's intra-op thread count (the ``threads`` load option:
+    per model on onnx, process-wide on torch; inferox-jax takes XLA's from ``XLA_FLAGS``);
+    ``version_policy`` picks the versions served: ``("latest", n)``, ``("specific", (v, ...))`` or
+    ``("all",)`` (``None``: the latest one).
     """
 
     backends: tuple[str, ...] = ()
@@ -103,6 +105,7 @@ class ServingSettings:
     max_queue_size: int | None = None
     timeout_s: float | None = None
     warmup: bool | None = None
+    threads: int | None = None
     version_policy: tuple[Any, ...] | None = None
 
     @classmethod
@@ -125,7 +128,7 @@ class ServingSettings:
                 if not isinstance(data[key], str):
                     raise ConfigError("must be a string", field=key, value=data[key], path=path)
                 out[key] = data[key]
-        for key, minimum in (("max_batch_size", 1), ("max_batch_tokens", 1), ("max_queue_size", 1)):
+        for key, minimum in (("max_batch_size", 1), ("max_batch_tokens", 1), ("max_queue_size", 1), ("threads", 1)):
             if key in data:
                 v = data[key]
                 if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
