@@ -150,14 +150,61 @@ def test_mlp_matches_numpy(act: str) -> None:
     assert model.memory_requirements() == sum(a.nbytes for a in w.values())
 
 
-def test_mlp_int8_dynamic_is_close_and_smaller() -> None:
+def _int8_dynamic_emulation(x: np.ndarray, w: dict[str, np.ndarray], *, reduce_range: bool) -> np.ndarray:
+    """The ReLU MLP as ``quantize_dynamic`` defines it, in exact integer arithmetic: weights symmetric
+    int8 per output channel (7-bit with ``reduce_range``), activations asymmetric uint8 per tensor at
+    run time, products accumulated in int32 (no saturation), bias added in f32."""
+    qmin, qmax = (-64, 64) if reduce_range else (-127, 127)
+    n = len(w) // 2
+    for i in range(n):
+        weight, bias = w[f"layers.{i}.weight"].astype(np.float64), w[f"layers.{i}.bias"]
+        sw = np.abs(weight).max(axis=1) * 2 / (qmax - qmin)
+        wq = np.clip(np.round(weight / sw[:, None]), qmin, qmax)
+        lo, hi = min(0.0, float(x.min())), max(0.0, float(x.max()))
+        sx = (hi - lo) / 255
+        zx = np.clip(np.round(-lo / sx), 0, 255)
+        xq = np.clip(np.round(x / sx) + zx, 0, 255)
+        x = ((xq - zx) @ wq.T) * sx * sw + bias
+        if i < n - 1:
+            x = np.maximum(x, 0.0)
+    return x
+
+
+def test_int8_reduce_range_follows_the_cpu() -> None:
+    """7-bit weights exactly where u8-by-s8 kernels saturate: x86-64 without VNNI (ONNX Runtime's advice)."""
+    from inferox.onnx.models._common import cpu_flags, int8_reduce_range
+
+    assert int8_reduce_range("x86_64", frozenset({"avx2", "fma"})) is True
+    assert int8_reduce_range("x86_64", frozenset({"avx2", "avx512f", "avx512_vnni"})) is False
+    assert int8_reduce_range("x86_64", frozenset({"avx2", "avx_vnni"})) is False
+    assert int8_reduce_range("aarch64", frozenset({"asimd"})) is False
+    assert int8_reduce_range("arm64", frozenset()) is False
+    assert isinstance(cpu_flags(), frozenset) and cpu_flags("/nonexistent/cpuinfo") == frozenset()
+
+
+def test_mlp_int8_dynamic_is_what_the_cpu_allows_and_smaller() -> None:
+    """The int8 graph computes what its quantisation scheme defines on *this* CPU's kernels.
+
+    Its error against fp32 is the scheme's own (the exact-integer emulation's, measured here), not a
+    fixed tolerance. On an AMD EPYC with AVX2 and no VNNI, full 8-bit weights saturated ONNX Runtime's
+    int16 accumulators: 0.17 away from the emulation (whose own error is 0.02); with the 7-bit weights
+    such CPUs now get, ORT and the emulation agree to 1e-7.
+    """
+    from inferox.onnx.models._common import int8_reduce_range
+
     w = mlp_weights([64, 128, 8])
     x = np.random.default_rng(2).standard_normal((16, 64)).astype(np.float32)
-    full = build("mlp", config={"layer_sizes": [64, 128, 8]}, weights=w)
-    q = build("mlp", config={"layer_sizes": [64, 128, 8]}, weights=w, int8=True, int8_scheme="dynamic")
+    full = build("mlp", config={"layer_sizes": [64, 128, 8], "activation": "relu"}, weights=w)
+    q = build("mlp", config={"layer_sizes": [64, 128, 8], "activation": "relu"}, weights=w, int8=True, int8_scheme="dynamic")
     assert full.int8 is None and q.int8 == "dynamic"
     assert q.memory_requirements() < full.memory_requirements() / 2
-    np.testing.assert_allclose(AnyModel(q)(x)["output"], AnyModel(full)(x)["output"], atol=0.1)
+    fp32, int8 = AnyModel(full)(x)["output"], AnyModel(q)(x)["output"]
+    emulated = _int8_dynamic_emulation(x.astype(np.float64), w, reduce_range=int8_reduce_range())
+    scheme_error = float(np.abs(emulated - fp32).max())
+    # Integer products are exact on every CPU that does not saturate: what remains is f32 rounding
+    # of the scales, orders of magnitude below one quantisation step.
+    np.testing.assert_allclose(int8, emulated, atol=1e-3)
+    assert float(np.abs(int8 - fp32).max()) <= 1.25 * scheme_error + 1e-3
 
 
 @pytest.mark.parametrize(("options", "field"), [({"int8": "yes"}, "int8"), ({"int8_scheme": "fp4"}, "int8_scheme"), ({"cache": 1}, "cache")])
