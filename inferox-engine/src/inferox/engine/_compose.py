@@ -81,7 +81,7 @@ def choose_backend(
     arch = package.architecture
     installed = reg.backend_names()
     able = set(reg.backends_for(arch)) | {b for b in getattr(package, "backend_overrides", ()) if b in installed}
-    kind = DeviceId.parse(device).kind.value if device else "cpu"
+    kind = str(DeviceId.parse(device).kind) if device else "cpu"
     if not able:
         raise ArchitectureNotFoundError(arch, available=[])
     order = [b.lower() for b in getattr(package, "backends", ())]

@@ -530,7 +530,7 @@ class Engine:
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         if not batches:
             spec = next(iter(entry.instances.values())).output_specs[chosen]
-            return np.zeros((0, *(int(d) for d in spec.shape[1:])), dtype=spec.dtype.to_numpy())
+            return np.zeros((0, *(int(d or 0) for d in spec.shape[1:])), dtype=spec.dtype.to_numpy())
         out: np.ndarray | None = None
         with _progress(len(texts), show_progress if show_progress is not None else len(batches) > 10 and _stderr_is_terminal()) as advance:
             for idx in batches:
@@ -936,7 +936,10 @@ def _progress(total: int, show: bool) -> Iterator[Callable[[int], None]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+    console = Console(stderr=True)
+    # On a terminal the bar redraws in place and goes away; elsewhere (a log) its final state is
+    # printed once at the end.
+    with Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=console.is_terminal) as bar:
         task = bar.add_task("encode", total=total)
         yield lambda n: bar.advance(task, n)
 
