@@ -27,6 +27,7 @@ it (``--render`` regenerates it without measuring). Run on a quiet machine:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -61,7 +62,7 @@ def _mlp_folder(root: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     tensors = {}
-    for i, (a, b) in enumerate(zip(MLP_SIZES, MLP_SIZES[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(MLP_SIZES)):
         tensors[f"layers.{i}.weight"] = (rng.standard_normal((b, a)) / math.sqrt(a)).astype(np.float32)
         tensors[f"layers.{i}.bias"] = np.zeros(b, np.float32)
     save_file(tensors, str(folder / "model.safetensors"))
@@ -122,7 +123,7 @@ def run(*, quick: bool, threads: int | None) -> dict[str, Any]:
                 (f"{n}x{MLP_SIZES[0]}", {"input": np.random.default_rng(n).standard_normal((n, MLP_SIZES[0])).astype(np.float32)}) for n in MLP_BATCHES
             ]
             for label, inputs in cases:
-                calls = {b: (lambda b=b, inputs=inputs: engine.infer(f"{arch}-{b}", inputs)) for b in backends}
+                calls = {b: (lambda b=b, inputs=inputs, engine=engine, arch=arch: engine.infer(f"{arch}-{b}", inputs)) for b in backends}
                 for fn in calls.values():  # warm up every shape (jax compiles per bucket)
                     fn()
                     fn()
