@@ -198,12 +198,20 @@ def package_text_encoder(pkg: Any, model: AnyModel | None = None) -> Any:
 
 
 def package_bytes(pkg: Any) -> int:
-    """Size of a package's weights file (an estimate of what loading it takes; 0 when unknown)."""
+    """Bytes of a package's weights (an estimate of what loading it takes; 0 when unknown): the
+    tensor data of a safetensors file — its size less the 8-byte length and the JSON header, which
+    for a small model is most of the file — else the file's size."""
     path = getattr(pkg, "weights_path", None)
     if path is None:
         return 0
     try:
-        return int(os.path.getsize(path))
+        size = int(os.path.getsize(path))
+        if str(path).endswith(".safetensors") and size >= 8:
+            with open(path, "rb") as fh:
+                header = int.from_bytes(fh.read(8), "little")
+            if 0 <= header <= size - 8:
+                return size - 8 - header
+        return size
     except (OSError, TypeError):
         return 0
 
