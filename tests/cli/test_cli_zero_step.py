@@ -5,6 +5,7 @@ backend, which the model's metadata reports with its reason."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -40,9 +41,11 @@ def fastest(architecture: str) -> str:
 
 
 @contextmanager
-def serving(argv: list[str], *, env: dict[str, str] | None = None, prefix: list[str] | None = None, timeout: float = 600) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def serving(
+    argv: list[str], *, env: dict[str, str] | None = None, prefix: list[str] | None = None, timeout: float = 600, logs: list[str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """``inferox serve`` in a real subprocess (``prefix`` runs before it, e.g. an affinity wrapper),
-    ready on a free loopback port; stopped with SIGINT by this test."""
+    ready on a free loopback port; stopped with SIGINT by this test, its stderr then appended to ``logs``."""
     import httpx
 
     port = free_port()
@@ -68,10 +71,12 @@ def serving(argv: list[str], *, env: dict[str, str] | None = None, prefix: list[
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
-                proc.communicate(timeout=60)
+                _, err = proc.communicate(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.communicate(timeout=30)
+                _, err = proc.communicate(timeout=30)
+            if logs is not None:
+                logs.append(err)
 
 
 def test_serve_a_sentence_transformers_folder_in_one_command(minilm_dir: Path, minilm_package: Path) -> None:
@@ -79,7 +84,8 @@ def test_serve_a_sentence_transformers_folder_in_one_command(minilm_dir: Path, m
 
     from inferox.engine import Engine
 
-    with serving([str(minilm_dir)]) as (url, _):
+    logs: list[str] = []
+    with serving([str(minilm_dir)], logs=logs) as (url, _):
         meta = httpx.get(f"{url}/v2/models/all-MiniLM-L6-v2").json()
         params = meta["parameters"]
         expected = fastest("bert")
@@ -95,6 +101,9 @@ def test_serve_a_sentence_transformers_folder_in_one_command(minilm_dir: Path, m
         want = eng.encode("ref", texts)
     cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
     assert cos.min() >= 0.9999
+    # The server's log says which backend and why, as a JSON line of the engine's logger.
+    records = [json.loads(line) for line in logs[0].splitlines() if line.startswith("{")]
+    assert any(r["logger"] == "inferox.engine" and r["message"].startswith(f"model all-MiniLM-L6-v2: backend {expected} — the fastest") for r in records), logs[0][-2000:]
     # The folder was packed into the package cache, keyed by its content: a second start reuses it.
     entries = [e for e in PackageCache().entries() if e.key.startswith("folder/all-MiniLM-L6-v2@")]
     assert len(entries) == 1
@@ -134,8 +143,6 @@ def test_run_a_hub_id_packs_it_at_its_commit(olah: OlahServer, hub_env: pytest.M
     repo_id = f"org/zero-step-{os.getpid()}"
     sha = olah.repos.create(repo_id, mlp_files())
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
-    import json
-
     result = invoke("run", f"hf://{repo_id}@{sha}", "-i", json.dumps({"input": x.tolist()}), "--backend", "torch", "-o", tmp_path / "out.npz")
     assert result.exit_code == 0, result.output
     assert f"packed hf://{repo_id}@{sha} into" in result.output
