@@ -241,9 +241,10 @@ def test_run_text_on_minilm(tmp_path: Path, minilm_package: Path) -> None:
     result = invoke("run", minilm_package, "-t", "hello world", "-t", "another sentence", "-o", tmp_path / "emb.npz")
     assert result.exit_code == 0, result.output
     outputs = np.load(tmp_path / "emb.npz")
-    assert outputs["pooler_output"].shape == (2, 384) if "pooler_output" in outputs else outputs["sentence_embedding"].shape == (2, 384)
+    # The package's default outputs only: a sentence-transformers package's pooled embedding.
+    assert outputs.files == ["sentence_embedding"] and outputs["sentence_embedding"].shape == (2, 384)
     (tmp_path / "texts.txt").write_text("one\n\ntwo\nthree\n")
-    result = invoke("run", minilm_package, "-f", tmp_path / "texts.txt", "-o", tmp_path / "emb3.npz")
+    result = invoke("run", minilm_package, "-f", tmp_path / "texts.txt", "-o", tmp_path / "emb3.npz", "--all-outputs")
     assert result.exit_code == 0 and np.load(tmp_path / "emb3.npz")["last_hidden_state"].shape[0] == 3
     result = invoke("run", minilm_package, "-i", json.dumps({"text": ["from json"]}), "--backend", "jax", "-o", tmp_path / "emb4.npz")
     assert result.exit_code == 0, result.output
@@ -292,8 +293,15 @@ def test_bench_json_and_table(mlp_package: Path) -> None:
 # ------------------------------------------------------------------------------------------------- serve
 def test_serve_failures(tmp_path: Path) -> None:
     assert_error(invoke("serve", tmp_path / "nothing"), "PACKAGE_NOT_FOUND", 4)
+    # A file, or a folder holding nothing servable, is refused naming it and what was looked for
+    # (it used to start, serve nothing and report ready).
     (tmp_path / "file.txt").write_text("x")
-    assert_error(invoke("serve", tmp_path / "file.txt"), "INVALID_CONFIG", 3)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    for path in (tmp_path / "file.txt", tmp_path / "empty"):
+        result = invoke("serve", path)
+        assert_error(result, "PACKAGE_NOT_FOUND", 4)
+        assert f"nothing servable at {path}" in result.output and "config.json" in result.output and "metadata.json" in result.output
 
 
 def test_serve_on_a_taken_port_is_an_io_error(mlp_package: Path) -> None:

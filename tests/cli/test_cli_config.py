@@ -179,4 +179,4 @@ def test_serve_needs_a_path_unless_printing(tmp_path: Path) -> None:
     assert missing.exit_code == 4 and "error [PACKAGE_NOT_FOUND]" in missing.output
     (tmp_path / "file.txt").write_text("x")
     not_dir = invoke("serve", tmp_path / "file.txt")
-    assert not_dir.exit_code == 3 and "error [INVALID_CONFIG]" in not_dir.output
+    assert not_dir.exit_code == 4 and "error [PACKAGE_NOT_FOUND]: nothing servable at" in not_dir.output

@@ -5,6 +5,7 @@ The public names are listed in ``__all__``; the modules behind them are implemen
 
 from __future__ import annotations
 
+from inferox.core._cpus import cgroup_cpu_limit, usable_cpus
 from inferox.core._lazy import distribution_version, lazy_exports
 from inferox.core.arraylib import ArrayBackend, ArrayTensor, ArrayTensorBuilder
 from inferox.core.backend import Backend
@@ -93,10 +94,12 @@ __all__ = [
     "TypeMismatchError",
     "__version__",
     "can_cast_safely",
+    "cgroup_cpu_limit",
     "distribution_version",
     "get_backend",
     "get_registry",
     "hookimpl",
     "lazy_exports",
     "random_weights",
+    "usable_cpus",
 ]

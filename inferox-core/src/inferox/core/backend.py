@@ -33,6 +33,16 @@ class Backend(ABC):
     device_kinds: ClassVar[frozenset[str]] = frozenset({"cpu"})
     #: Whether tensors can be exchanged with other frameworks through DLPack.
     supports_dlpack: ClassVar[bool] = True
+    #: Load options beyond the standard ones (``device``, ``dtype``, ``threads``) that this
+    #: backend's factories honour (``{"int8"}`` on onnx). A factory ignores options it does not
+    #: know, so the engine checks a user's option against this set and refuses it, naming the
+    #: option and the backend, instead of loading a model without what was asked for.
+    load_options: ClassVar[frozenset[str]] = frozenset()
+
+    def thread_info(self) -> dict[str, Any]:
+        """The thread pools this backend's models compute on, as far as the framework reports
+        them (``{"intra_op": 2, "inter_op": 1, "spinning": False}``); ``{}`` when unknown."""
+        return {}
 
     # -- framework identity ---------------------------------------------------------------------------
     @property

@@ -94,6 +94,12 @@ def inferox_register_architectures(register: Callable[..., None]) -> None:
     ``dtype``. ``options`` are the package's recorded options (``preprocessing``) and the caller's
     keyword options; a factory ignores those it does not know. Registering the same (backend,
     architecture) from two plugins is an error naming both.
+
+    ``register(backend, architecture, factory, speed={"cpu": 1.5})`` also declares how fast the
+    backend runs the architecture on each device kind: throughput relative to inferox-torch's
+    implementation on that kind (1.0). With no backend named, the engine serves a model on the
+    installed backend declaring the highest speed for its architecture and device kind (one
+    declaring none ranks last); ``benchmarks/engine/bench_backend_choice.py`` checks declarations.
     """
 
 

@@ -91,6 +91,11 @@ class Model(ABC):
     def close(self) -> None:
         """Release what the model holds; the model must not be used afterwards."""
 
+    def thread_info(self) -> dict[str, Any]:
+        """The thread pools this model computes on (``{"intra_op": 2, "inter_op": 1, ...}``):
+        the backend's (:meth:`Backend.thread_info`) unless the model has pools of its own."""
+        return self.backend.thread_info()
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} on {self.backend.name}:{self.device}>"
 

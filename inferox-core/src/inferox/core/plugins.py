@@ -82,6 +82,11 @@ class ArchitectureSpec:
     name: str
     factory: str | Factory
     plugin: str = ""
+    #: The speed the backend declares for this architecture per device kind, as
+    #: ``(("cpu", 1.5), ...)``: throughput relative to inferox-torch's implementation on that
+    #: device kind (1.0). The engine serves a model on the fastest installed backend by it; a
+    #: benchmark (``benchmarks/engine/bench_backend_choice.py``) checks the declarations.
+    speed: tuple[tuple[str, float], ...] = ()
 
     def load(self) -> Factory:
         return load_object(self.factory) if isinstance(self.factory, str) else self.factory
@@ -223,8 +228,8 @@ class PluginRegistry:
                 raise PluginError(f"plugin {plugin_name!r} registered {spec!r}, not a BackendSpec", plugin=plugin_name)
             new_backends.append(BackendSpec(spec.name.lower(), spec.loader, tuple(spec.requires), spec.description, plugin_name))
 
-        def register_architecture(backend: str, name: str, factory: str | Factory) -> None:
-            new_archs.append(ArchitectureSpec(backend.lower(), name.lower(), factory, plugin_name))
+        def register_architecture(backend: str, name: str, factory: str | Factory, *, speed: Mapping[str, float] | None = None) -> None:
+            new_archs.append(ArchitectureSpec(backend.lower(), name.lower(), factory, plugin_name, _check_speed(plugin_name, speed)))
 
         new_schemas: list[ArchitectureSchema] = []
 
@@ -356,6 +361,12 @@ class PluginRegistry:
     def backends_for(self, architecture: str) -> list[str]:
         return sorted(b for (b, a) in self._architectures if a == architecture.lower())
 
+    def declared_speed(self, backend: str, architecture: str, device_kind: str = "cpu") -> float | None:
+        """The speed ``backend`` declares for ``architecture`` on ``device_kind`` (throughput
+        relative to inferox-torch's = 1.0), ``None`` when it declares none."""
+        spec = self._architectures.get((backend.lower(), architecture.lower()))
+        return None if spec is None else dict(spec.speed).get(device_kind.lower())
+
     def architecture_factory(self, backend: str, architecture: str) -> Factory:
         """The factory ``backend`` registered for ``architecture``.
 
@@ -397,6 +408,20 @@ class PluginRegistry:
         if not isinstance(config, Mapping):
             raise ConfigError(f"a {schema.name} config must be an object", field="config", value=type(config).__name__)
         return schema.parse(config)
+
+
+def _check_speed(plugin: str, speed: Mapping[str, float] | None) -> tuple[tuple[str, float], ...]:
+    """A declared speed as a hashable tuple; anything but device kind → positive number is refused."""
+    if speed is None:
+        return ()
+    if not isinstance(speed, Mapping):
+        raise PluginError(f"plugin {plugin!r} declared speed {speed!r}: expected a mapping of device kind to a positive number", plugin=plugin)
+    out = []
+    for kind, value in speed.items():
+        if not isinstance(kind, str) or isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise PluginError(f"plugin {plugin!r} declared speed {kind!r}: {value!r}; expected a device kind and a positive number", plugin=plugin)
+        out.append((kind.lower(), float(value)))
+    return tuple(sorted(out))
 
 
 def _backend_base() -> type[Backend]:

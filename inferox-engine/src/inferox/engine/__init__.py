@@ -12,7 +12,7 @@ The public names are listed in ``__all__``; the modules behind them are implemen
 
 from __future__ import annotations
 
-from inferox.engine._compose import ComposedModel, compose_model
+from inferox.engine._compose import BackendChoice, ComposedModel, choose_backend, compose_model
 from inferox.engine._config import EngineConfig, ModelOptions
 from inferox.engine._engine import Engine
 from inferox.engine._memory import limit_heap_fragmentation, release_memory
@@ -20,6 +20,7 @@ from inferox.engine._session import Session
 from inferox.engine._types import InferenceResult, InstanceInfo, LatencySummary, ModelInfo, ModelStats
 
 __all__ = [
+    "BackendChoice",
     "ComposedModel",
     "Engine",
     "EngineConfig",
@@ -30,6 +31,7 @@ __all__ = [
     "ModelOptions",
     "ModelStats",
     "Session",
+    "choose_backend",
     "compose_model",
     "limit_heap_fragmentation",
     "release_memory",

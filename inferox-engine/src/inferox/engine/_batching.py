@@ -55,6 +55,7 @@ class Request:
         "inputs",
         "key",
         "lengths",
+        "outputs",
         "passed",
         "return_native",
         "rows",
@@ -76,6 +77,7 @@ class Request:
         timeout: float | None = None,
         return_native: bool = False,
         squeeze: bool = False,
+        outputs: tuple[str, ...] | None = None,
     ) -> None:
         self.inputs = inputs
         self.rows = rows
@@ -90,6 +92,8 @@ class Request:
         self.timeout = timeout
         self.return_native = return_native
         self.squeeze = squeeze
+        #: The outputs the caller asked for, in its order (``None``: every output).
+        self.outputs = outputs
         self.future: Future[Any] = Future()
         self.enqueued = time.perf_counter()
         self.started = self.enqueued

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class _Entry:
     """A model version: its instances by backend (replaced copy-on-write), its statistics and its
     settings (the engine's, with the model's :class:`ModelOptions` applied)."""
 
-    __slots__ = ("config", "instances", "name", "stats", "timeout_s", "version")
+    __slots__ = ("config", "default_outputs", "instances", "name", "stats", "timeout_s", "version")
 
     def __init__(self, name: str, version: str, config: EngineConfig, timeout_s: float | None) -> None:
         self.name = name
@@ -51,6 +52,8 @@ class _Entry:
         self.stats = StatsCollector(name, version=version)
         self.config = config
         self.timeout_s = timeout_s
+        #: The outputs :meth:`Engine.encode` returns when it names none (the package's).
+        self.default_outputs: tuple[str, ...] | None = None
 
 
 #: The version a model registered without one gets.
@@ -141,6 +144,7 @@ class Engine:
         warmup: bool = True,
         text_encoder: Any = None,
         options: ModelOptions | None = None,
+        default_outputs: Sequence[str] | None = None,
     ) -> ModelInfo:
         """Register ``model`` under ``name`` (hot-swapping an instance of the same backend).
 
@@ -149,7 +153,8 @@ class Engine:
         its specs) before it takes traffic. ``text_encoder`` (an object with ``encode(texts)``, see
         ``inferox.core.text``) turns string requests into inputs; it defaults to the model's own
         ``text_encoder`` attribute. ``options`` override the engine's batching, queue and timeout
-        settings for this model version. Raises :class:`OutOfMemoryError` when the engine's
+        settings for this model version. ``default_outputs`` are what :meth:`encode` returns when
+        it names no output (a package's, e.g. ``sentence_embedding``). Raises :class:`OutOfMemoryError` when the engine's
         ``memory_budget_bytes`` cannot hold it — a hot swap counts the instance it replaces too,
         since both are loaded until the swap — and the error's ``budget``, ``required`` and
         ``in_use`` say by how much; what was registered keeps serving.
@@ -180,6 +185,8 @@ class Engine:
                     entry = _Entry(name, version, config, timeout)
                 else:  # new options apply to the instances registered from now on
                     entry.config, entry.timeout_s = config, timeout
+            if default_outputs is not None:
+                entry.default_outputs = tuple(default_outputs) or None
             instance = ModelInstance(name, any_model, entry.config, entry.stats, version=version)
             if text_encoder is not None:
                 instance.text_encoder = text_encoder
@@ -204,21 +211,33 @@ class Engine:
         device: str | None = None,
         dtype: Any = None,
         threads: int | None = None,
+        int8: bool = False,
         warmup: bool = True,
         verify: bool = False,
         trust_code: bool = False,
+        allow_pickle: bool = False,
         version: str | None = None,
         options: ModelOptions | None = None,
+        revision: str | None = None,
     ) -> ModelInfo:
-        """Load a model package (a path or an ``inferox.mlpkg.Package``) and register it.
+        """Load a model and register it.
 
-        ``name`` defaults to the package's model name; ``backend`` to the first backend in
-        ``config.backend_preference`` that implements the architecture (else mlpkg's choice);
-        ``dtype`` (``f32``/``f16``/``bf16``) and ``device`` are applied at load; ``threads`` sets the
-        backend's intra-op threads; ``verify`` checks the package's checksums first; ``version``
-        and ``options`` are :meth:`register`'s. The package is composed (instances, text encoder
-        with the package's truncation) by :func:`~inferox.engine.compose_model`, as the server
-        and the CLI do.
+        ``package`` is a package folder, an ``inferox.mlpkg.Package``, a Hugging Face /
+        sentence-transformers model folder, a ``model.toml`` or a Hub id ``hf://org/name[@rev]``
+        (``revision=`` also names the revision); a folder or Hub id is packed into the package
+        cache first, as ``inferox pack`` would (:func:`inferox.mlpkg.resolve_source`), and a second
+        load reuses that package. ``name`` defaults to the package's model name; ``backend`` to
+        the first of ``config.backend_preference`` that implements the architecture, else the
+        fastest installed backend for it (:func:`~inferox.engine.choose_backend`; the choice and
+        its reason are in ``model_info(name).metadata.extra["backend_choice"]``). ``dtype``
+        (``f32``/``f16``/``bf16``) and ``device`` are applied at load; ``threads`` sets the
+        backend's intra-op threads (default: the CPUs this process may use); ``int8`` loads an
+        int8-quantised model (an onnx-backend option: another backend refuses it with a
+        :class:`ConfigError` naming ``int8``); ``verify`` checks the package's checksums first;
+        ``allow_pickle`` lets a model folder with pickle weights be packed (converted);
+        ``version`` and ``options`` are :meth:`register`'s. The package is composed (instances,
+        text encoder with the package's truncation, default outputs) by
+        :func:`~inferox.engine.compose_model`, as the server and the CLI do.
         """
         self._check_open()
         holder: list[str] = []
@@ -228,15 +247,27 @@ class Engine:
 
         from inferox import mlpkg
 
-        pkg = package if isinstance(package, mlpkg.Package) else mlpkg.load_package(package)
+        if isinstance(package, mlpkg.Package):
+            pkg = package
+        else:
+            resolved = mlpkg.resolve_source(package, revision=revision, allow_pickle=allow_pickle)
+            if resolved.is_repository:
+                raise InvalidInputError(
+                    f"{resolved.source} is a model repository (several models): load its packages one by one, or serve it with `inferox serve`",
+                    name="package",
+                    expected="a package, a model folder, a model.toml or hf://org/name",
+                    actual=str(resolved.source),
+                )
+            pkg = mlpkg.load_package(resolved.path)
         holder.append(pkg.name)
         composed = compose_model(
-            pkg, backends=(backend,), preference=self.config.backend_preference, device=device, dtype=dtype,
-            threads=threads, trust_code=trust_code, verify=verify, options=options, check_budget=check_budget,
+            pkg, backends=(backend,), preference=self.config.backend_preference, device=device, dtype=dtype, threads=threads, int8=int8,
+            trust_code=trust_code, allow_pickle=allow_pickle, verify=verify, options=options, check_budget=check_budget,
         )
         try:
             return self.register(
-                name or composed.name, composed.instances[0], version=version, warmup=warmup, text_encoder=composed.text_encoder, options=options
+                name or composed.name, composed.instances[0], version=version, warmup=warmup, text_encoder=composed.text_encoder, options=options,
+                default_outputs=composed.default_outputs,
             )
         except BaseException:
             composed.close()
@@ -333,40 +364,66 @@ class Engine:
 
     # -- inference ----------------------------------------------------------------------------------
     def infer(
-        self, name: str, inputs: Any, *, backend: str | None = None, timeout: float | None = None, return_native: bool = False, version: str | None = None
+        self,
+        name: str,
+        inputs: Any,
+        *,
+        backend: str | None = None,
+        timeout: float | None = None,
+        return_native: bool = False,
+        version: str | None = None,
+        outputs: Sequence[str] | None = None,
     ) -> InferenceResult:
         """Run one request: ``inputs`` is a dict of named array-likes, a single array-like (for a
         one-input model), or text (``str``, ``list[str]``, ``{"text": ...}``) for a model with a text
-        encoder. Returns the outputs as numpy (native tensors with ``return_native=True``).
+        encoder. Returns the outputs as numpy (native tensors with ``return_native=True``): those
+        named in ``outputs`` (in that order), else every output.
 
         Raises :class:`ModelNotFoundError`, :class:`InvalidInputError` (naming the input, expected and
-        actual; nothing computed), :class:`InferoxTimeoutError`, :class:`QueueFullError`,
-        :class:`BackendError` (the framework's exception as ``__cause__``) or
-        :class:`ServiceUnavailableError` after :meth:`shutdown`. ``version`` names a model
-        version (default: the highest); ``timeout`` defaults to the model's, else the engine's.
+        actual; nothing computed; an unknown name in ``outputs`` names ``outputs``),
+        :class:`InferoxTimeoutError`, :class:`QueueFullError`, :class:`BackendError` (the
+        framework's exception as ``__cause__``) or :class:`ServiceUnavailableError` after
+        :meth:`shutdown`. ``version`` names a model version (default: the highest); ``timeout``
+        defaults to the model's, else the engine's.
         """
-        self._check_open()
-        entry = self._entry(name, version)
-        timeout = self._timeout(timeout, entry)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            result = self._dispatch(entry, version is not None, inputs, backend, deadline, timeout, return_native)
-        except InferoxError as exc:
-            entry.stats.record_error(exc.code, getattr(exc, "backend", None))
-            raise
-        entry.stats.record_success(result.backend, result.queue_time_s, result.compute_time_s)
-        return result
+        entry, deadline, timeout = self._begin(name, version, timeout)
+
+        def attempt(inst: ModelInstance) -> InferenceResult:
+            req = self._request(inst, inputs, deadline, timeout, return_native, outputs, inline_ok=True)
+            if not inst.config.batching:
+                # With a deadline the forward pass runs in its own thread, so the caller can
+                # stop waiting at the deadline even if the pass (or the model's lock) hangs.
+                inst.run_now([req], detached=deadline is not None)
+            return self._wait(req.future, entry.name, deadline, timeout)
+
+        return self._finish(entry, lambda: _drive(self._route(entry, version is not None, backend), attempt))
 
     async def ainfer(
-        self, name: str, inputs: Any, *, backend: str | None = None, timeout: float | None = None, return_native: bool = False, version: str | None = None
+        self,
+        name: str,
+        inputs: Any,
+        *,
+        backend: str | None = None,
+        timeout: float | None = None,
+        return_native: bool = False,
+        version: str | None = None,
+        outputs: Sequence[str] | None = None,
     ) -> InferenceResult:
         """:meth:`infer` for asyncio callers: the same batcher, awaited without blocking the loop."""
-        self._check_open()
-        entry = self._entry(name, version)
-        timeout = self._timeout(timeout, entry)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        entry, deadline, timeout = self._begin(name, version, timeout)
+
+        async def attempt(inst: ModelInstance) -> InferenceResult:
+            # asyncio callers never run inline: their thread is the event loop's.
+            req = self._request(inst, inputs, deadline, timeout, return_native, outputs, inline_ok=False)
+            if not inst.config.batching:
+                if deadline is None:
+                    await asyncio.to_thread(inst.run_now, [req])
+                else:
+                    inst.run_now([req], detached=True)
+            return await self._await(req.future, entry.name, deadline, timeout)
+
         try:
-            result = await self._adispatch(entry, version is not None, inputs, backend, deadline, timeout, return_native)
+            result: InferenceResult = await _adrive(self._route(entry, version is not None, backend), attempt)
         except InferoxError as exc:
             entry.stats.record_error(exc.code, getattr(exc, "backend", None))
             raise
@@ -374,7 +431,14 @@ class Engine:
         return result
 
     def infer_batch(
-        self, name: str, items: Sequence[Any], *, backend: str | None = None, timeout: float | None = None, version: str | None = None
+        self,
+        name: str,
+        items: Sequence[Any],
+        *,
+        backend: str | None = None,
+        timeout: float | None = None,
+        version: str | None = None,
+        outputs: Sequence[str] | None = None,
     ) -> list[InferenceResult]:
         """Run many items as real batched forward passes; results in the items' order.
 
@@ -384,23 +448,127 @@ class Engine:
         rows, padded on paddable dynamic axes and trimmed back (see ``inferox.engine._batching``).
         Every item is validated before anything runs; a bad item raises
         :class:`InvalidInputError` whose ``index`` names it. An empty list gives ``[]``.
+        ``outputs`` selects outputs as in :meth:`infer`: for 1,000 sentences, asking for
+        ``["sentence_embedding"]`` keeps 1.5 MB of results instead of every token's hidden state.
+        For one matrix of embeddings, see :meth:`encode`.
         """
         self._check_open()
-        entry = self._entry(name, version)
+        self._entry(name, version)  # an unknown model is reported before a malformed list
         if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
             raise InvalidInputError("infer_batch takes a sequence of items", name="items", expected="list", actual=type(items).__name__)
         if len(items) == 0:
             return []
-        timeout = self._timeout(timeout, entry)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        entry, deadline, timeout = self._begin(name, version, timeout)
+
+        def attempt(inst: ModelInstance) -> list[InferenceResult]:
+            wanted = inst.check_outputs(outputs)
+            reqs: list[Request] = []
+            for i, item in enumerate(items):
+                prepared, squeeze = self._prepare(inst, item, index=i, item=True)
+                reqs.append(inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=False, squeeze=squeeze, outputs=wanted))
+            inst.run_now(reqs, detached=deadline is not None)
+            out: list[InferenceResult] = []
+            for i, req in enumerate(reqs):
+                try:
+                    out.append(self._wait(req.future, entry.name, deadline, timeout))
+                except InferoxTimeoutError:
+                    for rest in reqs[i:]:
+                        rest.future.cancel()  # not started yet: skipped; running: dropped
+                    raise
+                except InferoxError as exc:
+                    if isinstance(exc, InvalidInputError) and exc.index is None:
+                        exc.index = i
+                        exc.details["index"] = i
+                    elif not isinstance(exc, InvalidInputError):
+                        exc.details.setdefault("index", i)
+                    raise
+            return out
+
         try:
-            results = self._dispatch_batch(entry, version is not None, items, backend, deadline, timeout)
+            results: list[InferenceResult] = _drive(self._route(entry, version is not None, backend), attempt)
         except InferoxError as exc:
             entry.stats.record_error(exc.code, getattr(exc, "backend", None))
             raise
         for r in results:
             entry.stats.record_success(r.backend, r.queue_time_s, r.compute_time_s)
         return results
+
+    def encode(
+        self,
+        name: str,
+        texts: str | Sequence[str],
+        *,
+        batch_size: int | None = None,
+        output: str | None = None,
+        show_progress: bool | None = None,
+        backend: str | None = None,
+        version: str | None = None,
+        timeout: float | None = None,
+    ) -> np.ndarray:
+        """Encode many texts into one matrix: row ``i`` is ``texts[i]``'s ``output``.
+
+        ``output`` defaults to the model's default output (a sentence-transformers package's
+        ``sentence_embedding``), else its only output; it must have one fixed-size row per text.
+        Texts are sorted by length and sent ``batch_size`` at a time (default: the model's
+        ``max_batch_size``), so each forward pass pads little; the rows come back in the input
+        order. ``show_progress`` draws a progress bar on stderr (default: when stderr is a
+        terminal and there are more than ten batches). ``timeout`` applies to each batch. A single
+        string is one text (a one-row matrix).
+        """
+        self._check_open()
+        entry = self._entry(name, version)
+        if isinstance(texts, str):
+            texts = [texts]
+        if isinstance(texts, bytes) or not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
+            raise InvalidInputError("encode takes a list of strings", name="texts", expected="list[str]", actual=type(texts).__name__)
+        if batch_size is None:
+            batch_size = entry.config.max_batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError("batch_size must be a positive integer", name="batch_size", expected=">= 1", actual=repr(batch_size))
+        chosen = self._encode_output(entry, output)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # longest first: a too-long batch fails early
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        if not batches:
+            spec = next(iter(entry.instances.values())).output_specs[chosen]
+            return np.zeros((0, *(int(d or 0) for d in spec.shape[1:])), dtype=spec.dtype.to_numpy())
+        out: np.ndarray | None = None
+        with _progress(len(texts), show_progress if show_progress is not None else len(batches) > 10 and _stderr_is_terminal()) as advance:
+            for idx in batches:
+                result = self.infer(name, [texts[i] for i in idx], backend=backend, version=version, timeout=timeout, outputs=(chosen,))
+                rows = np.asarray(result[chosen])
+                if out is None:
+                    out = np.empty((len(texts), *rows.shape[1:]), dtype=rows.dtype)
+                out[idx] = rows
+                advance(len(idx))
+        assert out is not None
+        return out
+
+    def _encode_output(self, entry: _Entry, output: str | None) -> str:
+        """The output :meth:`encode` returns: one fixed-size row per text."""
+        inst = next(iter(entry.instances.values()), None)
+        if inst is None:  # pragma: no cover - entries without instances are removed under the lock
+            raise ModelNotFoundError(entry.name, available=self.list_models())
+        specs = inst.output_specs
+        if output is None:
+            if entry.default_outputs:
+                output = entry.default_outputs[0]
+            elif len(specs) == 1:
+                output = next(iter(specs))
+            else:
+                raise InvalidInputError(
+                    f"model {entry.name!r} has several outputs and no default one: name one with output=", name="output", expected=list(specs), actual=None
+                )
+        spec = specs.get(output)
+        if spec is None:
+            raise InvalidInputError(f"model {entry.name!r} has no output {output[:80]!r}", name="output", expected=list(specs), actual=output[:80])
+        if not spec.is_batched or any(d is None for d in spec.shape[1:]):
+            raise InvalidInputError(
+                f"output {output!r} has shape {list(spec.shape)}: encode needs one fixed-size row per text (use infer_batch)",
+                name="output",
+                expected=[n for n, s in specs.items() if s.is_batched and all(d is not None for d in s.shape[1:])],
+                actual=output,
+            )
+        return output
 
     def session(self, name: str, *, backend: str | None = None) -> Session:
         """A new :class:`Session` on model ``name`` (preferring ``backend``)."""
@@ -609,15 +777,19 @@ class Engine:
             raise last
         raise ModelNotFoundError(entry.name, backend=backend, available=self.list_models())
 
-    def _request(self, inst: ModelInstance, inputs: Any, deadline: float | None, timeout: float | None, return_native: bool, *, inline_ok: bool) -> Request:
-        """Validate ``inputs`` for ``inst`` and build the request. With batching on it is handed to
-        the batcher here; otherwise the caller runs it with ``inst.run_now``."""
+    def _request(
+        self, inst: ModelInstance, inputs: Any, deadline: float | None, timeout: float | None, return_native: bool, outputs: Any, *, inline_ok: bool
+    ) -> Request:
+        """Validate ``inputs`` (and the ``outputs`` asked for) for ``inst`` and build the request.
+        With batching on it is handed to the batcher here; otherwise the caller runs it with
+        ``inst.run_now``."""
+        wanted = None if outputs is None else inst.check_outputs(outputs)
         if not inst.config.batching:
             prepared, _ = self._prepare(inst, inputs)
-            return inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=return_native)
+            return inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=return_native, outputs=wanted)
         with inst.arriving() as arrival:
             prepared, _ = self._prepare(inst, inputs)
-            req = inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=return_native)
+            req = inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=return_native, outputs=wanted)
             inst.submit(req, arrival, inline_ok=inline_ok)
         return req
 
@@ -643,96 +815,55 @@ class Engine:
             )
         return name
 
-    def _served(self, entry: _Entry, backend: str | None, tried: set[str], result: InferenceResult) -> InferenceResult:
-        if tried or (backend is not None and result.backend != backend):
-            entry.stats.record_fallback(backend, result.backend)
+    def _route(self, entry: _Entry, pinned: bool, backend: str | None) -> Generator[ModelInstance, Any, Any]:
+        """The routing policy of every entry point, once: yields the instance to try next and is
+        sent the attempt's result (its return value) or thrown the attempt's exception.
+
+        It starts with the named backend, then goes through ``backend_preference``, then any other
+        instance (:meth:`_candidates`); an instance hot-swapped or unregistered under the caller
+        (``InstanceClosed``) is routed again; a :class:`BackendError` moves on to the next backend;
+        the caller's own errors (``_NO_FALLBACK``) and everything else end the request. A request
+        pinned to a version stays on it; one naming none follows a reload to the new highest
+        (:meth:`_current`). When every instance has failed, the last backend error is the answer.
+        A result served by another backend than the one asked for (or the first tried) is counted
+        in ``stats.fallbacks``.
+        """
+        backend = self._backend_name(entry, backend)
+        tried: set[str] = set()
+        last: BackendError | None = None
+        while True:
+            inst = self._next_instance(entry, pinned, backend, tried, last)
+            try:
+                result = yield inst
+            except InstanceClosed:
+                continue
+            except _NO_FALLBACK:
+                raise
+            except BackendError as exc:
+                last = exc
+                tried.add(inst.backend_name)
+                continue
+            for r in result if isinstance(result, list) else (result,):
+                if tried or (backend is not None and r.backend != backend):
+                    entry.stats.record_fallback(backend, r.backend)
+            return result
+
+    def _begin(self, name: str, version: str | None, timeout: float | None) -> tuple[_Entry, float | None, float | None]:
+        """A request's entry, deadline and timeout."""
+        self._check_open()
+        entry = self._entry(name, version)
+        timeout = self._timeout(timeout, entry)
+        return entry, (None if timeout is None else time.monotonic() + timeout), timeout
+
+    @staticmethod
+    def _finish(entry: _Entry, run: Callable[[], InferenceResult]) -> InferenceResult:
+        try:
+            result = run()
+        except InferoxError as exc:
+            entry.stats.record_error(exc.code, getattr(exc, "backend", None))
+            raise
+        entry.stats.record_success(result.backend, result.queue_time_s, result.compute_time_s)
         return result
-
-    def _dispatch(
-        self, entry: _Entry, pinned: bool, inputs: Any, backend: str | None, deadline: float | None, timeout: float | None, return_native: bool
-    ) -> InferenceResult:
-        backend = self._backend_name(entry, backend)
-        tried: set[str] = set()
-        last: BackendError | None = None
-        while True:
-            inst = self._next_instance(entry, pinned, backend, tried, last)
-            try:
-                req = self._request(inst, inputs, deadline, timeout, return_native, inline_ok=True)
-                if not inst.config.batching:
-                    # With a deadline the forward pass runs in its own thread, so the caller can
-                    # stop waiting at the deadline even if the pass (or the model's lock) hangs.
-                    inst.run_now([req], detached=deadline is not None)
-                return self._served(entry, backend, tried, self._wait(req.future, entry.name, deadline, timeout))
-            except InstanceClosed:
-                continue  # hot-swapped or unregistered under us: route again
-            except _NO_FALLBACK:
-                raise
-            except BackendError as exc:
-                last = exc
-                tried.add(inst.backend_name)
-
-    async def _adispatch(
-        self, entry: _Entry, pinned: bool, inputs: Any, backend: str | None, deadline: float | None, timeout: float | None, return_native: bool
-    ) -> InferenceResult:
-        backend = self._backend_name(entry, backend)
-        tried: set[str] = set()
-        last: BackendError | None = None
-        while True:
-            inst = self._next_instance(entry, pinned, backend, tried, last)
-            try:
-                # asyncio callers never run inline: their thread is the event loop's.
-                req = self._request(inst, inputs, deadline, timeout, return_native, inline_ok=False)
-                if not inst.config.batching:
-                    if deadline is None:
-                        await asyncio.to_thread(inst.run_now, [req])
-                    else:
-                        inst.run_now([req], detached=True)
-                return self._served(entry, backend, tried, await self._await(req.future, entry.name, deadline, timeout))
-            except InstanceClosed:
-                continue
-            except _NO_FALLBACK:
-                raise
-            except BackendError as exc:
-                last = exc
-                tried.add(inst.backend_name)
-
-    def _dispatch_batch(
-        self, entry: _Entry, pinned: bool, items: Sequence[Any], backend: str | None, deadline: float | None, timeout: float | None
-    ) -> list[InferenceResult]:
-        backend = self._backend_name(entry, backend)
-        tried: set[str] = set()
-        last: BackendError | None = None
-        while True:
-            inst = self._next_instance(entry, pinned, backend, tried, last)
-            try:
-                reqs: list[Request] = []
-                for i, item in enumerate(items):
-                    prepared, squeeze = self._prepare(inst, item, index=i, item=True)
-                    reqs.append(inst.make_request(prepared, deadline=deadline, timeout=timeout, return_native=False, squeeze=squeeze))
-                inst.run_now(reqs, detached=deadline is not None)
-                out: list[InferenceResult] = []
-                for i, req in enumerate(reqs):
-                    try:
-                        out.append(self._served(entry, backend, tried, self._wait(req.future, entry.name, deadline, timeout)))
-                    except InferoxTimeoutError:
-                        for rest in reqs[i:]:
-                            rest.future.cancel()  # not started yet: skipped; running: dropped
-                        raise
-                    except InferoxError as exc:
-                        if isinstance(exc, InvalidInputError) and exc.index is None:
-                            exc.index = i
-                            exc.details["index"] = i
-                        elif not isinstance(exc, InvalidInputError):
-                            exc.details.setdefault("index", i)
-                        raise
-                return out
-            except InstanceClosed:
-                continue
-            except _NO_FALLBACK:
-                raise
-            except BackendError as exc:
-                last = exc
-                tried.add(inst.backend_name)
 
     @staticmethod
     def _expired(name: str, timeout: float | None) -> InferoxTimeoutError:
@@ -759,3 +890,62 @@ class Engine:
         except TimeoutError:
             fut.cancel()
             raise self._expired(name, timeout) from None
+
+
+_T = TypeVar("_T")
+
+
+def _drive(route: Generator[ModelInstance, Any, Any], attempt: Callable[[ModelInstance], _T]) -> _T:
+    """Run ``attempt`` on the instances :meth:`Engine._route` picks until one answers."""
+    inst = next(route)
+    while True:
+        try:
+            result = attempt(inst)
+        except Exception as exc:  # noqa: BLE001 - the route decides: retry elsewhere, or re-raise
+            inst = route.throw(exc)
+            continue
+        try:
+            route.send(result)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        raise AssertionError("the route yielded after a result")  # pragma: no cover
+
+
+async def _adrive(route: Generator[ModelInstance, Any, Any], attempt: Callable[[ModelInstance], Awaitable[_T]]) -> _T:
+    """:func:`_drive` for an asyncio ``attempt``."""
+    inst = next(route)
+    while True:
+        try:
+            result = await attempt(inst)
+        except Exception as exc:  # noqa: BLE001 - the route decides: retry elsewhere, or re-raise
+            inst = route.throw(exc)
+            continue
+        try:
+            route.send(result)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        raise AssertionError("the route yielded after a result")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _progress(total: int, show: bool) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr while :meth:`Engine.encode` runs (a no-op when ``show`` is false)."""
+    if not show:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    # On a terminal the bar redraws in place and goes away; elsewhere (a log) its final state is
+    # printed once at the end.
+    with Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=console.is_terminal) as bar:
+        task = bar.add_task("encode", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -104,9 +104,14 @@ class ModelInstance:
         self.ready = True
 
     def info(self) -> InstanceInfo:
+        model = self.model
+        threads: dict[str, Any] = {}
+        if model is not None:
+            with contextlib.suppress(Exception):  # a description must not fail a metadata request
+                threads = dict(model.model.thread_info())
         return InstanceInfo(
             backend=self.backend_name, device=self.device, ready=self.ready and not self._closing,
-            memory_bytes=self.memory_bytes, batching=self.config.batching and self.batchable, queue_depth=len(self._queue),
+            memory_bytes=self.memory_bytes, batching=self.config.batching and self.batchable, queue_depth=len(self._queue), threads=threads,
         )
 
     def close(self, *, drain: bool = True, timeout: float | None = None) -> None:
@@ -172,9 +177,31 @@ class ModelInstance:
         timeout: float | None,
         return_native: bool,
         squeeze: bool = False,
+        outputs: tuple[str, ...] | None = None,
     ) -> Request:
         key, rows, lengths = request_key(self.input_specs, prepared, self.batchable)
-        return Request(prepared, rows=rows, key=key, lengths=lengths, deadline=deadline, timeout=timeout, return_native=return_native, squeeze=squeeze)
+        return Request(
+            prepared, rows=rows, key=key, lengths=lengths, deadline=deadline, timeout=timeout, return_native=return_native, squeeze=squeeze, outputs=outputs
+        )
+
+    def check_outputs(self, outputs: Any) -> tuple[str, ...] | None:
+        """The output names a request asks for, checked against this model's (``None``: all).
+
+        Repeats are dropped; an unknown name, or an empty selection, is an
+        :class:`InvalidInputError` naming ``outputs`` and listing the model's outputs."""
+        if outputs is None:
+            return None
+        if isinstance(outputs, str):
+            outputs = (outputs,)
+        names = tuple(dict.fromkeys(outputs)) if isinstance(outputs, (list, tuple)) else None
+        if not names or not all(isinstance(n, str) for n in names):
+            raise InvalidInputError(
+                "outputs must be a non-empty list of output names", name="outputs", expected=list(self.output_specs), actual=repr(outputs)[:80]
+            )
+        for n in names:
+            if n not in self.output_specs:
+                raise InvalidInputError(f"model {self.name!r} has no output {n[:80]!r}", name="outputs", expected=list(self.output_specs), actual=n[:80])
+        return names
 
     def prepare(self, inputs: Any, *, index: int | None = None) -> dict[str, Any]:
         """``AnyModel.prepare`` with the specs read once at registration (a model may rebuild its
@@ -419,6 +446,11 @@ class ModelInstance:
                 model.backend.synchronize(model.device)
             t3 = time.perf_counter()
         self._check_outputs(outputs, rows)
+        wanted = _wanted(group)
+        if wanted is not None:
+            # Convert and split only what the callers asked for: a pooled embedding is a few KiB,
+            # the per-token states it was pooled from are most of the batch's bytes.
+            outputs = {k: v for k, v in outputs.items() if k in wanted}
         if len(group) == 1:
             native_split: list[dict[str, Any]] | None = [outputs]
             host_split = [model.outputs_to_numpy(outputs)] if not group[0].return_native else None
@@ -434,6 +466,8 @@ class ModelInstance:
         results: list[InferenceResult] = []
         for i, req in enumerate(group):
             outs = native_split[i] if req.return_native else host_split[i]  # type: ignore[index]
+            if req.outputs is not None:  # in the caller's order, without what batch-mates asked for
+                outs = {k: outs[k] for k in req.outputs if k in outs}
             if req.squeeze:
                 outs = {k: v[0] for k, v in outs.items()}
             profile = None
@@ -446,3 +480,16 @@ class ModelInstance:
                 )
             )
         return results
+
+
+def _wanted(group: Sequence[Request]) -> frozenset[str] | None:
+    """The outputs any request of ``group`` asked for (``None``: someone wants every output)."""
+    if len(group) == 1:
+        only = group[0].outputs
+        return None if only is None else frozenset(only)
+    names: set[str] = set()
+    for req in group:
+        if req.outputs is None:
+            return None
+        names.update(req.outputs)
+    return frozenset(names)

@@ -86,11 +86,15 @@ class InstanceInfo:
     memory_bytes: int
     batching: bool = True
     queue_depth: int = 0
+    #: The thread pools the instance computes on (``Model.thread_info()``: ``intra_op``,
+    #: ``inter_op``, ``spinning``, ``usable_cpus`` …), as the framework reports them now.
+    threads: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "backend": self.backend, "device": self.device, "ready": self.ready,
             "memory_bytes": self.memory_bytes, "batching": self.batching, "queue_depth": self.queue_depth,
+            "threads": dict(self.threads),
         }
 
 

@@ -32,6 +32,10 @@ Host arrays
 
 from __future__ import annotations
 
+from inferox.jax import _threads  # first: it sets XLA_FLAGS before jax starts
+
+# isort: split
+
 import os
 from typing import Any
 
@@ -99,6 +103,10 @@ class JaxBackend(Backend):
 
     def __init__(self) -> None:
         self._platform_devices: dict[str, list[Any]] = {}
+
+    def thread_info(self) -> dict[str, Any]:
+        """XLA's CPU pools as configured (see :mod:`inferox.jax._threads` for what can be)."""
+        return _threads.thread_info()
 
     # -- identity ---------------------------------------------------------------------------------
     @property

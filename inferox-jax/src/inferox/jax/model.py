@@ -23,6 +23,10 @@ A concrete model (MLP, BERT …) subclasses :class:`JaxModel`, declares its inpu
 
 from __future__ import annotations
 
+from inferox.jax import _threads  # noqa: F401 - first: it sets XLA_FLAGS before jax starts
+
+# isort: split
+
 import math
 import threading
 from abc import abstractmethod

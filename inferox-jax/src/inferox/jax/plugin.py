@@ -21,6 +21,7 @@ __all__ = [
     "ARCHITECTURES",
     "BACKEND_NAME",
     "DISTRIBUTION",
+    "SPEED",
     "inferox_contract_version",
     "inferox_plugin_info",
     "inferox_register_architectures",
@@ -36,6 +37,14 @@ ARCHITECTURES: tuple[tuple[str, str], ...] = (
     ("mlp", "inferox.jax.models.mlp:create_model"),
     ("bert", "inferox.jax.models.bert:create_model"),
 )
+#: Speed per architecture and device kind, relative to inferox-torch's (see
+#: ``ArchitectureSpec.speed``), from ``benchmarks/results/minilm.md``: XLA:CPU costs 1.06x to 1.3x
+#: torch's CPU time on BERT (one thread). ``benchmarks/engine/bench_backend_choice.py`` checks
+#: the ranking these give on a machine.
+SPEED: dict[str, dict[str, float]] = {
+    "mlp": {"cpu": 0.8},
+    "bert": {"cpu": 0.85},
+}
 
 
 @hookimpl
@@ -61,7 +70,7 @@ def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
 def inferox_register_architectures(register: Callable[..., None]) -> None:
     """Register a factory for every architecture in :data:`ARCHITECTURES`."""
     for arch, factory in ARCHITECTURES:
-        register(BACKEND_NAME, arch, factory)
+        register(BACKEND_NAME, arch, factory, speed=SPEED.get(arch))
 
 
 @hookimpl

@@ -33,6 +33,10 @@ jax → numpy / torch
 
 from __future__ import annotations
 
+from inferox.jax import _threads  # noqa: F401 - first: it sets XLA_FLAGS before jax starts
+
+# isort: split
+
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 

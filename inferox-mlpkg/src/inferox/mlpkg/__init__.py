@@ -15,6 +15,7 @@ from inferox.mlpkg._fs import clean_debris
 from inferox.mlpkg._hub import DownloadPolicy, HubSource
 from inferox.mlpkg._loading import VerifyReport, as_backend, load_model, verify_package
 from inferox.mlpkg._package import Package, load_package
+from inferox.mlpkg._source import SOURCE_KINDS, ResolvedSource, is_model_repository, resolve_source, source_kind
 from inferox.mlpkg._toml import ModelToml, parse_model_toml
 from inferox.mlpkg._weights import convert_pickle_to_safetensors
 
@@ -27,6 +28,8 @@ __all__ = [
     "Package",
     "PackageArchitecture",
     "PackageCache",
+    "ResolvedSource",
+    "SOURCE_KINDS",
     "VerifyReport",
     "architecture_for_config",
     "as_backend",
@@ -37,9 +40,12 @@ __all__ = [
     "clean_debris",
     "convert_pickle_to_safetensors",
     "get_architecture",
+    "is_model_repository",
     "known_architectures",
     "load_model",
     "load_package",
     "parse_model_toml",
+    "resolve_source",
+    "source_kind",
     "verify_package",
 ]

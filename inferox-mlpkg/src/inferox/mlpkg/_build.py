@@ -214,7 +214,10 @@ def _golden_outputs(
 
     reg = get_registry()
     have = reg.backends_for(arch.name)
-    order = [b for b in backends if b in have] + [b for b in have if b not in backends]
+    # After the package's own backends, the fastest declared first: the backend a server would
+    # choose, so packing on the way to serving imports no other framework (and builds once).
+    rest = sorted((b for b in have if b not in backends), key=lambda b: -(reg.declared_speed(b, arch.name) or 0.0))
+    order = [b for b in backends if b in have] + rest
     for name in order:
         try:
             be = reg.get_backend(name)
@@ -352,8 +355,12 @@ def _folder_files(folder: Path) -> dict[str, Path]:
     return out
 
 
-def _resolve_target(name: str, output_dir: str | Path | None) -> Path | None:
-    base = Path(output_dir).expanduser() if output_dir is not None else _default_output_dir()
+def _resolve_target(name: str, output_dir: str | Path | None, cache: Any = None) -> Path | None:
+    """``output_dir/<name>``; else, unless a cache was given, ``$INFEROX_PACKAGE_DIR/<name>``;
+    ``None``: build into the (given or default) package cache."""
+    if output_dir is not None:
+        return Path(output_dir).expanduser() / name
+    base = _default_output_dir() if cache is None else None
     return base / name if base is not None else None
 
 
@@ -433,7 +440,7 @@ def build_from_folder(
         return _assemble(files, target, name=pkg_name, version=version, description=description, architecture=architecture, backends=be,
                          source=source, allow_pickle=allow_pickle, golden=golden)
 
-    target = _resolve_target(pkg_name, output_dir)
+    target = _resolve_target(pkg_name, output_dir, cache)
     if target is not None:
         return build(target)
     from inferox.mlpkg._cache import PackageCache
@@ -511,7 +518,7 @@ def build_from_hub(
         return _assemble(files, target, name=pkg_name, version=version, description=description, architecture=architecture, backends=be,
                          source=src, allow_pickle=allow_pickle, golden=golden)
 
-    target = _resolve_target(pkg_name, output_dir)
+    target = _resolve_target(pkg_name, output_dir, cache)
     if target is not None:
         return build_into(target)
     from inferox.mlpkg._cache import PackageCache
@@ -561,8 +568,9 @@ def build_package(
     """Build a package and return its folder.
 
     ``source`` is a ``model.toml`` path, a local model folder, ``"hf://org/name"`` or a
-    :class:`HubSource`. The package is written to ``output_dir/<name>``, else
-    ``$INFEROX_PACKAGE_DIR/<name>``, else into the package cache (:class:`PackageCache`).
+    :class:`HubSource`. The package is written to ``output_dir/<name>``, else into ``cache``
+    (a :class:`PackageCache`) when one is given, else ``$INFEROX_PACKAGE_DIR/<name>``, else into
+    the default package cache.
     Other keyword options (``version``, ``description``, ``allow_pickle``, ``golden``,
     ``policy``, ``download_dir``, ``cache``) are passed to the specific builder.
     """

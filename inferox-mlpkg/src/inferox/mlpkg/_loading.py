@@ -92,11 +92,13 @@ def instantiate(
 
 
 def candidate_backends(pkg: Package) -> list[str]:
-    """Backends that could load ``pkg``: its preferred ones first, then any registering its architecture."""
+    """Backends that could load ``pkg``: its preferred ones first, then any registering its
+    architecture, the fastest declared first (``PluginRegistry.declared_speed`` on the CPU; the
+    engine's ``choose_backend`` ranks the same way)."""
     reg = get_registry()
     have = set(reg.backends_for(pkg.architecture)) | {b for b in pkg.backend_overrides if b in reg.backend_names()}
     order = [b for b in pkg.backends if b in have]
-    order += [b for b in sorted(have) if b not in order]
+    order += sorted((b for b in have if b not in order), key=lambda b: (-(reg.declared_speed(b, pkg.architecture) or 0.0), b))
     return order
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from inferox.core import usable_cpus
 from inferox.core.backend import Backend
 from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo
 from inferox.core.dtype import DType
@@ -69,6 +70,9 @@ class OnnxBackend(Backend):
     name = BACKEND_NAME
     device_kinds = frozenset({DeviceKind.CPU, DeviceKind.CUDA})
     supports_dlpack = True
+    #: ``int8`` (with ``int8_scheme``) quantises the graph's weights; ``optimize`` toggles ONNX
+    #: Runtime's transformer fusions (see docs/onnx-backend.md).
+    load_options = frozenset({"int8", "int8_scheme", "optimize"})
 
     @property
     def version(self) -> str:
@@ -87,12 +91,12 @@ class OnnxBackend(Backend):
 
     def devices(self) -> list[Device]:
         """The CPU, then every CUDA device the CUDA provider can use."""
-        threads = os.cpu_count() or 1
+        threads = usable_cpus()
         out = [
             Device(
                 DeviceId.cpu(),
                 self.name,
-                name=f"CPU ({threads} cores)",
+                name=f"CPU ({threads} usable cores)",
                 available=True,
                 memory=host_memory_info(),
                 properties={"providers": self.available_providers},

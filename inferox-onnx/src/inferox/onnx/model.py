@@ -8,8 +8,11 @@ override :meth:`OnnxModel.feeds` (inputs to the graph's feed dict) and :meth:`On
 * **the session** — one ``onnxruntime.InferenceSession`` with every ONNX Runtime graph
   optimisation enabled, on the CPU provider or, for ``cuda:N``, the CUDA provider;
 * **threads** — the ``threads`` option sets the session's intra-op thread count. Unlike torch's
-  ``set_num_threads`` it is *per model*: other models in the process keep theirs. With one thread
-  ONNX Runtime runs every kernel on the calling thread (no pool, no spinning);
+  ``set_num_threads`` it is *per model*: other models in the process keep theirs. The default is
+  the CPUs this process may use (:func:`inferox.core.usable_cpus`: affinity and cgroup quota;
+  ONNX Runtime's own default counts the machine's cores). Inter-op execution is sequential (one
+  thread) and pool threads never spin-wait (``session.intra_op.allow_spinning=0``): an idle pool
+  costs no CPU. With one thread ONNX Runtime runs every kernel on the calling thread (no pool);
 * **errors** — every ONNX Runtime exception becomes an Inferox error with the runtime's exception
   as ``__cause__`` (see :mod:`inferox.onnx._errors`);
 * **memory** — :meth:`memory_requirements` is the size of the graph (weights are initializers);
@@ -27,6 +30,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from inferox.core import usable_cpus
 from inferox.core.backend import Backend
 from inferox.core.device import DeviceId
 from inferox.core.dtype import DType
@@ -39,7 +43,7 @@ from inferox.onnx.plugin import BACKEND_NAME
 if TYPE_CHECKING:
     from inferox.onnx.backend import OnnxBackend
 
-__all__ = ["LOAD_DTYPES", "OnnxModel", "check_load_dtype", "check_threads", "session_options"]
+__all__ = ["LOAD_DTYPES", "OnnxModel", "check_load_dtype", "check_threads", "default_threads", "session_options"]
 
 #: Dtypes a model's floating parameters may be loaded in: the graphs are built in f32 (``int8``
 #: is a separate option, see :mod:`inferox.onnx.models.bert`).
@@ -70,14 +74,23 @@ def check_threads(threads: Any) -> int | None:
     return threads
 
 
+def default_threads(threads: int | None) -> int:
+    """``threads``, else the CPUs this process may use (affinity and cgroup quota)."""
+    return usable_cpus() if threads is None else threads
+
+
 def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """Session options: every graph optimisation, sequential execution, ``threads`` intra-op threads."""
+    """Session options: every graph optimisation, sequential execution, ``threads`` intra-op
+    threads (default: the CPUs this process may use), no spin-waiting in either pool."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.inter_op_num_threads = 1
-    if threads is not None:
-        opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = default_threads(threads)
+    # A spinning pool thread burns a core for a while after every kernel: on a server whose other
+    # requests (tokenising, the event loop, other models) need that core, sleeping is cheaper.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     opts.log_severity_level = 3  # errors only: fusion notices are not the user's business
     return opts
 
@@ -124,6 +137,8 @@ class OnnxModel(Model):
         self._output_specs = tuple(output_specs)
         self.load_dtype = check_load_dtype(dtype)
         self.threads = check_threads(threads)
+        #: The intra-op threads the session runs with (``threads``, else the usable CPUs).
+        self.intra_op_threads = default_threads(self.threads)
         self.graph_path: Path | None = None
         if isinstance(graph, onnx.ModelProto):
             source: bytes | str = graph.SerializeToString()
@@ -138,7 +153,7 @@ class OnnxModel(Model):
         from inferox.onnx.backend import providers_for
 
         with onnx_errors(device=str(dev), model=metadata.name):
-            self._session: ort.InferenceSession | None = ort.InferenceSession(source, session_options(self.threads), providers=providers_for(dev))
+            self._session: ort.InferenceSession | None = ort.InferenceSession(source, session_options(self.intra_op_threads), providers=providers_for(dev))
         if weight_bytes is not None:
             self._graph_bytes = int(weight_bytes)
         session = self._session
@@ -169,6 +184,11 @@ class OnnxModel(Model):
     def providers(self) -> list[str]:
         """The execution providers the session runs on, in priority order."""
         return list(self.session.get_providers())
+
+    def thread_info(self) -> dict[str, Any]:
+        """This model's session pools: ``intra_op`` threads (the calling thread included),
+        sequential inter-op execution, no spin-waiting; and the CPUs the process may use."""
+        return {"intra_op": self.intra_op_threads, "inter_op": 1, "spinning": False, "usable_cpus": usable_cpus()}
 
     # -- running --------------------------------------------------------------------------------
     def feeds(self, inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:

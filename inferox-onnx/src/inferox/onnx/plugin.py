@@ -21,6 +21,7 @@ __all__ = [
     "ARCHITECTURES",
     "BACKEND_NAME",
     "DISTRIBUTION",
+    "SPEED",
     "inferox_contract_version",
     "inferox_plugin_info",
     "inferox_register_architectures",
@@ -36,6 +37,14 @@ ARCHITECTURES: tuple[tuple[str, str], ...] = (
     ("mlp", "inferox.onnx.models.mlp:create_model"),
     ("bert", "inferox.onnx.models.bert:create_model"),
 )
+#: Speed per architecture and device kind, relative to inferox-torch's (see
+#: ``ArchitectureSpec.speed``), from ``benchmarks/results/onnx.md``: the fused BERT graph costs
+#: 0.4x to 0.95x torch's CPU time per sequence (most at small batches, where serving lives).
+#: ``benchmarks/engine/bench_backend_choice.py`` checks the ranking these give on a machine.
+SPEED: dict[str, dict[str, float]] = {
+    "mlp": {"cpu": 1.2},
+    "bert": {"cpu": 1.5},
+}
 #: Distributions that provide the ``onnxruntime`` module: the CPU build, or one of the GPU builds
 #: (which are published under their own names and replace the CPU one).
 _RUNTIME_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
@@ -78,7 +87,7 @@ def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
 def inferox_register_architectures(register: Callable[..., None]) -> None:
     """Register a factory for every architecture in :data:`ARCHITECTURES`."""
     for arch, factory in ARCHITECTURES:
-        register(BACKEND_NAME, arch, factory)
+        register(BACKEND_NAME, arch, factory, speed=SPEED.get(arch))
 
 
 @hookimpl

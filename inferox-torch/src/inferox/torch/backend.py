@@ -37,6 +37,9 @@ is available, by the tests that skip by capability elsewhere.
 
 from __future__ import annotations
 
+from inferox.torch import _threads  # first: it sets OpenMP's environment before torch loads
+
+# isort: split
 import os
 from pathlib import Path
 from typing import Any
@@ -104,6 +107,15 @@ class TorchBackend(Backend):
     name = BACKEND_NAME
     device_kinds = frozenset({DeviceKind.CPU, DeviceKind.CUDA, DeviceKind.MPS})
     supports_dlpack = True
+
+    def __init__(self) -> None:
+        # Pools sized to the CPUs this process may use, spinning off (see inferox.torch._threads).
+        _threads.apply_defaults()
+
+    def thread_info(self) -> dict[str, Any]:
+        """torch's intra-op and inter-op pools now (process-wide), the CPUs the process may use and
+        whether idle OpenMP threads spin (``omp_wait_policy``)."""
+        return _threads.thread_info()
 
     @property
     def version(self) -> str:

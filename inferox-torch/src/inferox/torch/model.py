@@ -11,13 +11,18 @@ inputs as keyword arguments, or overrides :meth:`TorchModel.run`. The base class
   ``eval()`` mode, and every torch exception becomes an Inferox error with the torch exception as
   ``__cause__`` (see :mod:`inferox.torch._errors`);
 * **threads** — the ``threads`` option calls ``torch.set_num_threads``, which is *process-wide*:
-  it changes the intra-op thread pool of every torch model in the process, not only this one;
+  it changes the intra-op thread pool of every torch model in the process, not only this one.
+  Without it the pool has the CPUs this process may use, and idle threads sleep rather than spin
+  (:mod:`inferox.torch._threads`);
 * **memory** — :meth:`memory_requirements` counts parameters and buffers; :meth:`close` drops the
   module, collects garbage and empties the CUDA / MPS caching allocator.
 """
 
 from __future__ import annotations
 
+from inferox.torch import _threads  # noqa: F401 - first: it sets OpenMP's environment before torch loads
+
+# isort: split
 import gc
 from collections.abc import Mapping, Sequence
 from pathlib import Path

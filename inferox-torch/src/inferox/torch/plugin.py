@@ -20,6 +20,7 @@ __all__ = [
     "ARCHITECTURES",
     "BACKEND_NAME",
     "DISTRIBUTION",
+    "SPEED",
     "inferox_contract_version",
     "inferox_plugin_info",
     "inferox_register_architectures",
@@ -35,6 +36,12 @@ ARCHITECTURES: tuple[tuple[str, str], ...] = (
     ("mlp", "inferox.torch.models.mlp:create_model"),
     ("bert", "inferox.torch.models.bert:create_model"),
 )
+#: Speed per architecture and device kind, relative to this backend's (1.0 by definition): the
+#: reference the other backends declare theirs against (see ``ArchitectureSpec.speed``).
+SPEED: dict[str, dict[str, float]] = {
+    "mlp": {"cpu": 1.0, "cuda": 1.0, "mps": 1.0},
+    "bert": {"cpu": 1.0, "cuda": 1.0, "mps": 1.0},
+}
 
 
 @hookimpl
@@ -60,7 +67,7 @@ def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
 def inferox_register_architectures(register: Callable[..., None]) -> None:
     """Register a factory for every architecture in :data:`ARCHITECTURES`."""
     for arch, factory in ARCHITECTURES:
-        register(BACKEND_NAME, arch, factory)
+        register(BACKEND_NAME, arch, factory, speed=SPEED.get(arch))
 
 
 @hookimpl

@@ -21,6 +21,9 @@ Memory sharing (checked by pointer in ``tests/torch/test_tensor.py``):
 
 from __future__ import annotations
 
+from inferox.torch import _threads  # noqa: F401 - first: it sets OpenMP's environment before torch loads
+
+# isort: split
 from typing import TYPE_CHECKING, Any
 
 import ml_dtypes

@@ -46,6 +46,8 @@ _FLAG_KEYS: dict[str, tuple[str, Any]] = {
     "backends_": ("models.backends", tuple),
     "device": ("models.device", None),
     "threads": ("models.threads", None),
+    "dtype": ("models.dtype", None),
+    "int8": ("models.int8", None),
 }
 
 
@@ -61,7 +63,7 @@ def _given_flags(ctx: click.Context) -> dict[str, Any]:
 
 
 @cli.command(epilog=EPILOG)
-@click.argument("path", type=click.Path(path_type=Path), required=False)
+@click.argument("path", required=False)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML file of [server], [engine] and [models] settings (see docs/serving.md).")
 @click.option("--print-config", is_flag=True, help="Print each effective setting and its source (default, file, environment, flag), then exit.")
 @click.option("--host", help="Interface to bind (default 127.0.0.1; 0.0.0.0 exposes the server to the network).")
@@ -71,7 +73,10 @@ def _given_flags(ctx: click.Context) -> dict[str, Any]:
 @click.option("--name", help="Model name when PATH is a single package (default: the package's name).")
 @click.option("--backend", "backends_", multiple=True, help="Backend(s) to load models on (repeat for several).")
 @click.option("--device", help="Device for every model (cpu, cuda:0 …).")
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads of every model's backend (default: the backend's own; on torch it is process-wide).")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads of every model's backend (default: the CPUs this process may use, by affinity and cgroup quota; on torch it is process-wide).")
+@click.option("--dtype", help="Load every model's weights as f32, f16 or bf16 (backends that support it; a model's serving.toml may say otherwise).")
+@click.option("--int8", is_flag=True, help="Serve int8-quantised models (an option of the onnx backend; another backend refuses it).")
+@click.option("--revision", help="Hub revision (branch, tag or commit) when PATH is hf://org/name.")
 @click.option("--token", help="Bearer token required by the load/unload endpoints (env INFEROX_SERVER_TOKEN).")
 @click.option("--protect-all", is_flag=True, help="Require the token on every endpoint.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), help="Dynamic batching: most rows per forward pass.")
@@ -102,10 +107,11 @@ def _given_flags(ctx: click.Context) -> dict[str, Any]:
 def serve(
     ctx: click.Context,
     /,
-    path: Path | None,
+    path: str | None,
     config_file: Path | None,
     print_config: bool,
     name: str | None,
+    revision: str | None,
     log_level: str,
     use_ray: bool,
     address: str | None,
@@ -117,11 +123,15 @@ def serve(
     ray_batching: str | None,
     **_flags: Any,
 ) -> None:
-    """Serve a package, or a model repository folder, over three protocols: the Open Inference
+    """Serve a model over three protocols: the Open Inference
     Protocol (KServe V2) over HTTP on --port, V2 over gRPC on --grpc-port (when given), and
     OpenAI-compatible embeddings (POST /v1/embeddings, GET /v1/models) on --port.
 
-    A repository holds packages as NAME/ or NAME/VERSION/, each with an optional NAME/serving.toml
+    PATH is a package, a model repository folder, a Hugging Face / sentence-transformers model
+    folder, a model.toml or a Hub repository (hf://org/name[@revision]); a model folder or Hub
+    repository is packed into the package cache first, as `inferox pack` would (the next start
+    reuses it). With no --backend a model is served on the fastest installed backend for its
+    architecture (logged, and in the model's metadata). A repository holds packages as NAME/ or NAME/VERSION/, each with an optional NAME/serving.toml
     (backends, device, threads, max_batch_size, max_batch_tokens, batch_delay_ms, max_queue_size, timeout_s,
     warmup, versions) overriding the server-wide settings for that model. Binds 127.0.0.1 unless --host
     says otherwise; --token protects the load/unload endpoints (--protect-all: every endpoint).
@@ -139,18 +149,19 @@ def serve(
         console().print(table)
         return
     if path is None:
-        raise click.UsageError("PATH is required (a package folder or a model repository folder)")
+        raise click.UsageError("PATH is required (a package, a model repository, a model folder or hf://org/name)")
     from inferox.engine.server.app import InferoxServer
 
     if use_ray and resolved.config.grpc_port is not None:
         # The Ray ingress is an HTTP deployment: V2 over gRPC is this process's transport.
         raise ConfigError("--ray serves V2 over HTTP only; drop --grpc-port (server.grpc_port)", field="server.grpc_port", value=resolved.config.grpc_port)
-    server = InferoxServer.for_path(path, config=resolved.config, name=name)
+    source = _resolve_source(path, revision=revision, allow_pickle=resolved.config.allow_pickle)
+    server = InferoxServer.for_path(source, config=resolved.config, name=name)
     config = server.config
     if use_ray:
         _serve_on_ray(
             server,
-            path,
+            source,
             address=address,
             replicas=replicas,
             autoscaling=autoscaling,
@@ -172,6 +183,23 @@ def serve(
     except KeyboardInterrupt:
         # uvicorn re-raises the Ctrl-C it handled *after* finishing in-flight requests: a clean stop.
         err.print("inferox server stopped")
+
+
+def _resolve_source(path: str, *, revision: str | None, allow_pickle: bool) -> Path:
+    """The folder to serve PATH from: a package or repository as it is; a model folder,
+    model.toml or Hub repository packed into the package cache first (``inferox.mlpkg.resolve_source``)."""
+    from inferox import mlpkg
+
+    kind = mlpkg.source_kind(path)
+    if kind in ("package", "repository"):
+        if revision is not None:
+            raise ConfigError(f"--revision applies to Hub sources (hf://org/name), not to {path}", field="revision", value=revision)
+        return Path(path).expanduser()
+    err = console(err=True)
+    with err.status(f"packing {escape(path)} into the package cache …"):
+        source = mlpkg.resolve_source(path, revision=revision, allow_pickle=allow_pickle)
+    err.print(f"[green]✓[/] packed {escape(path)} into {escape(str(source.path))}")
+    return source.path
 
 
 def _serve_on_ray(

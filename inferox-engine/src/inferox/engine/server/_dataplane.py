@@ -156,6 +156,21 @@ def _text_bytes(req: InferRequest) -> int:
     return sum(len(x) for t in req.inputs if t.datatype == BYTES for x in t.data.reshape(-1))
 
 
+def runtime_parameters(info: Any) -> dict[str, Any]:
+    """How the model's first instance runs, as flat V2 metadata parameters: the backend choice
+    and its reason (``compose_model`` records them) and the instance's thread pools."""
+    out: dict[str, Any] = {}
+    choice = info.metadata.extra.get("backend_choice")
+    if isinstance(choice, Mapping):
+        out["backend_choice"] = str(choice.get("how", ""))
+        out["backend_choice_reason"] = str(choice.get("reason", ""))
+    threads = info.instances[0].threads if info.instances else {}
+    for key, value in threads.items():
+        if isinstance(value, (bool, int, float, str)):
+            out[f"threads_{key}"] = value
+    return out
+
+
 class DataPlane:
     """Model lifecycle, inference, metadata and statistics for any transport (see the module doc)."""
 
@@ -256,6 +271,7 @@ class DataPlane:
             device=settings.device,
             dtype=settings.dtype,
             threads=settings.threads,
+            int8=bool(settings.int8),
             trust_code=self.config.trust_code,
             allow_pickle=self.config.allow_pickle,
             verify=self.config.verify,
@@ -578,6 +594,7 @@ class DataPlane:
         }
         if served.default_outputs:
             out["parameters"]["default_outputs"] = list(served.default_outputs)
+        out["parameters"].update(runtime_parameters(info))
         return out
 
     def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:

@@ -91,7 +91,9 @@ class ServingSettings:
     the engine's dynamic batcher for this model (``max_batch_tokens``: length-aware batching);
     ``timeout_s`` bounds each request; ``warmup`` runs a warm-up forward pass before the model
     reports ready; ``threads`` is the backend's intra-op thread count (the ``threads`` load option:
-    per model on onnx, process-wide on torch; inferox-jax takes XLA's from ``XLA_FLAGS``);
+    per model on onnx, process-wide on torch, XLA's pool on jax while it has not started; default:
+    the CPUs the process may use); ``dtype`` loads the weights as ``f32``/``f16``/``bf16``;
+    ``int8`` serves an int8-quantised model (onnx);
     ``version_policy`` picks the versions served: ``("latest", n)``, ``("specific", (v, ...))`` or
     ``("all",)`` (``None``: the latest one).
     """
@@ -106,6 +108,8 @@ class ServingSettings:
     timeout_s: float | None = None
     warmup: bool | None = None
     threads: int | None = None
+    #: Serve an int8-quantised model (an onnx-backend load option; another backend refuses it).
+    int8: bool | None = None
     version_policy: tuple[Any, ...] | None = None
 
     @classmethod
@@ -140,10 +144,11 @@ class ServingSettings:
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (key == "timeout_s" and v == 0):
                     raise ConfigError("must be a positive number" if key == "timeout_s" else "must be a number >= 0", field=key, value=v, path=path)
                 out[key] = float(v)
-        if "warmup" in data:
-            if not isinstance(data["warmup"], bool):
-                raise ConfigError("must be true or false", field="warmup", value=data["warmup"], path=path)
-            out["warmup"] = data["warmup"]
+        for key in ("warmup", "int8"):
+            if key in data:
+                if not isinstance(data[key], bool):
+                    raise ConfigError("must be true or false", field=key, value=data[key], path=path)
+                out[key] = data[key]
         if "version_policy" in data:
             out["version_policy"] = _version_policy(data["version_policy"], path)
         return cls(**out)

@@ -35,14 +35,20 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(out, separators=(",", ":"))
 
 
+#: Loggers a server writes: its own (access log included), the engine's (which backend each model
+#: was loaded on, and why) and mlpkg's (packing, golden outputs).
+SERVER_LOGGERS = ("inferox.server", "inferox.engine", "inferox.mlpkg")
+
+
 def configure_logging(level: str = "info", *, stream: Any = None) -> None:
-    """Send ``inferox.server`` logs (access log included) to ``stream`` as JSON lines."""
+    """Send the :data:`SERVER_LOGGERS` to ``stream`` as JSON lines."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonLogFormatter())
-    logger = logging.getLogger("inferox.server")
-    logger.handlers[:] = [handler]
-    logger.setLevel(level.upper())
-    logger.propagate = False
+    for name in SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
 
 
 def _uvicorn_config(server: InferoxServer, *, host: str, port: int, log_level: str) -> Any:

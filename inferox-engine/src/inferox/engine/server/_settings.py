@@ -3,7 +3,7 @@
 Every setting has a dotted key — ``server.*`` (:class:`ServerConfig`), ``engine.*``
 (:class:`~inferox.engine.EngineConfig`: the server-wide batching, queue, timeout and memory
 settings that a model's ``serving.toml`` overrides for that model) and ``models.*`` (defaults for
-every model: ``backends``, ``device``, ``dtype``, ``warmup``, ``threads``). A file holds them as TOML tables::
+every model: ``backends``, ``device``, ``dtype``, ``warmup``, ``threads``, ``int8``). A file holds them as TOML tables::
 
     [server]
     port = 9000
@@ -67,7 +67,7 @@ SERVER_ENV: dict[str, str] = {
 
 _SERVER_FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig) if f.name not in ("defaults", "engine_config")}
 _ENGINE_FIELDS = {f.name: f for f in dataclasses.fields(EngineConfig)}
-_MODEL_FIELDS = ("backends", "device", "dtype", "warmup", "threads")
+_MODEL_FIELDS = ("backends", "device", "dtype", "warmup", "threads", "int8")
 
 DEFAULT, FILE, ENV, FLAG = "default", "file", "environment", "flag"
 
