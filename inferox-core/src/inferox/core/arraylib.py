@@ -30,27 +30,17 @@ defaults to ``xp.__version__``.
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar
 
 import numpy as np
 
 from inferox.core.backend import Backend
-from inferox.core.device import Device, DeviceId, MemoryInfo
+from inferox.core.device import Device, DeviceId, MemoryInfo, host_memory_info
 from inferox.core.dtype import DType
 from inferox.core.errors import PluginError
 from inferox.core.tensor import Tensor, TensorBuilder
 
 __all__ = ["ArrayBackend", "ArrayTensor", "ArrayTensorBuilder", "host_memory_info"]
-
-
-def host_memory_info() -> MemoryInfo | None:
-    """The host's total and available memory (``None`` where the platform cannot tell)."""
-    try:
-        page = os.sysconf("SC_PAGE_SIZE")
-        return MemoryInfo.from_total_free(os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page)
-    except (AttributeError, ValueError, OSError):  # pragma: no cover - platforms without sysconf
-        return None
 
 
 class ArrayTensor(Tensor):
