@@ -23,6 +23,7 @@ from inferox.engine.cli import cli, exit_code_for
 from inferox.engine.cli._errors import ParityError
 from tests.support.model_files import mlp_reference
 from tests.support.net import free_port
+from tests.support.plugins import make_distribution
 
 INFEROX = str(Path(sys.executable).parent / "inferox")
 COMMANDS = ["backends", "pack", "inspect", "verify", "convert", "run", "serve", "bench"]
@@ -92,6 +93,32 @@ def test_backends_reports_blocked_plugins(fresh_registry: None, monkeypatch: pyt
     data = json.loads(invoke("backends", "--json").output)
     assert "jax" not in {b["name"] for b in data["backends"]} and data["blocked"] == ["jax"]
     assert "blocked by INFEROX_BLOCKED_PLUGINS: jax" in invoke("backends").output
+
+
+def test_backends_hides_what_blocked_plugins_contribute(fresh_registry: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A really installed extra plugin implements the numpy plugin's 'linear' on jax: with jax blocked,
+    no architecture is listed as running on jax; with numpy blocked, 'linear' itself is gone."""
+    site = tmp_path / "site"
+    make_distribution(site, "inferox-jax-linear", {"jaxlinear": "jaxlinear_plugin"}, modules={"jaxlinear_plugin": (
+        "from inferox.core import hookimpl\n\n"
+        "@hookimpl\ndef inferox_contract_version():\n    return '1.2'\n\n"
+        "@hookimpl\ndef inferox_register_implementations(register):\n    register('jax', 'linear', 'jaxlinear_plugin:create')\n"
+    )})
+    monkeypatch.syspath_prepend(str(site))
+    reset_registry()
+    listed = {a["name"]: a for a in json.loads(invoke("backends", "--json", "--no-devices").output)["architectures"]}
+    assert listed["linear"]["backends"] == ["jax", "numpy"]  # installed and unblocked: it runs on jax too
+    monkeypatch.setenv("INFEROX_BLOCKED_PLUGINS", "jax")
+    reset_registry()
+    data = json.loads(invoke("backends", "--json", "--no-devices").output)
+    assert all("jax" not in a["backends"] for a in data["architectures"]), data["architectures"]
+    assert {a["name"]: a["backends"] for a in data["architectures"]}["linear"] == ["numpy"]
+    assert "architecture linear (plugin numpy): numpy\n" in invoke("backends", "--no-devices").output
+    monkeypatch.setenv("INFEROX_BLOCKED_PLUGINS", "numpy")
+    reset_registry()
+    data = json.loads(invoke("backends", "--json", "--no-devices").output)
+    assert "linear" not in {a["name"] for a in data["architectures"]} and data["blocked"] == ["numpy"]
+    assert all("linear" not in b["architectures"] for b in data["backends"]), "an architecture no unblocked plugin defines is not listed"
 
 
 # ------------------------------------------------------------------------------------------------- pack

@@ -201,6 +201,9 @@ def test_backend_without_the_architecture_lists_those_with_it(pkg_path: Path, on
     with pytest.raises(ArchitectureNotFoundError) as ei:
         load_model(pkg_path, backend="otherbe")
     assert ei.value.code == "ARCHITECTURE_NOT_FOUND" and ei.value.backend == "otherbe" and ei.value.available == ["numpy"]
+    # … naming the plugin that registered the backend, and the one that defines the architecture
+    assert (ei.value.plugin, ei.value.defined_by) == ("other", "inferox-core")
+    assert str(ei.value) == "backend 'otherbe' (plugin 'other') does not implement architecture 'mlp' (defined by plugin 'inferox-core'); backends that do: numpy"
     with pytest.raises(BackendUnavailableError) as ei2:
         load_model(pkg_path, backend="nosuch")
     assert ei2.value.backend == "nosuch"
@@ -210,6 +213,7 @@ def test_no_backend_for_the_architecture(pkg_path: Path, no_backends: Any) -> No
     with pytest.raises(ArchitectureNotFoundError) as ei:
         load_model(pkg_path)
     assert ei.value.architecture == "mlp" and ei.value.available == []
+    assert ei.value.install == "install a backend that implements it, e.g. inferox-torch, inferox-jax or inferox-onnx" and ei.value.install in str(ei.value)
 
 
 def test_factory_errors_are_wrapped(pkg_path: Path, no_backends: Any) -> None:
@@ -222,6 +226,8 @@ def test_factory_errors_are_wrapped(pkg_path: Path, no_backends: Any) -> None:
     with pytest.raises(BackendError) as ei:
         load_model(pkg_path)
     assert ei.value.backend == "numpy" and "on purpose" in str(ei.value) and isinstance(ei.value.__cause__, RuntimeError)
+    assert type(ei.value) is BackendError and ei.value.code == "BACKEND_ERROR"
+    assert str(ei.value).endswith("(the numpy:mlp factory registered by plugin 'failing')")  # whose code crashed
 
 
 def test_trusted_code_override(pkg_path: Path) -> None:

@@ -16,6 +16,7 @@ from inferox.core.device import DeviceId
 from inferox.core.dtype import DType
 from inferox.core.errors import (
     ArchitectureNotFoundError,
+    BackendError,
     BackendUnavailableError,
     InferoxError,
     PackageError,
@@ -77,7 +78,11 @@ def instantiate(
     origin: str,
     **options: Any,
 ) -> Model:
-    """Call an architecture factory, turning a framework exception into an inferox one."""
+    """Call an architecture factory, turning a framework exception into an inferox one.
+
+    ``origin`` is ``"backend:architecture"`` for a registered factory (a crash names the plugin that
+    registered it) or the path of a package's own ``backends/<name>/model.py``.
+    """
     try:
         model = factory(backend=backend, config=dict(config), weights=weights, metadata=metadata, device=device, dtype=dtype, **options)
     except InferoxError:
@@ -85,7 +90,16 @@ def instantiate(
     except Exception as exc:
         if origin.startswith(BACKENDS_DIR):
             raise PackageError(f"{origin}: {OVERRIDE_FACTORY} raised {type(exc).__name__}: {exc}", path=origin) from exc
-        raise wrap_backend_error(exc, backend=backend.name, model=metadata.name) from exc
+        err = wrap_backend_error(exc, backend=backend.name, model=metadata.name)
+        if type(err) is BackendError:  # a crash (not out of memory, not IO): say whose code it was
+            reg = get_registry()
+            b, _, arch = origin.partition(":")
+            try:
+                by = reg.describe_plugin(reg.implementation(b, arch).plugin)
+            except ArchitectureNotFoundError:  # a factory handed over directly, not registered
+                by = "no plugin (not registered)"
+            err = BackendError(f"{err.message} (the {origin} factory registered by {by})", backend=backend.name, model=metadata.name)
+        raise err from exc
     if not isinstance(model, Model):
         raise PackageError(f"{origin} returned {type(model).__name__}, not an inferox.core.Model", path=origin if origin.startswith(BACKENDS_DIR) else None)
     return model
@@ -106,7 +120,7 @@ def _choose_backend(pkg: Package, backend: str | None) -> str:
         name = backend.strip().lower()
         reg.backend_spec(name)  # BackendUnavailableError naming the installed ones
         if name not in reg.backends_for(pkg.architecture) and name not in pkg.backend_overrides:
-            raise ArchitectureNotFoundError(pkg.architecture, backend=name, available=reg.backends_for(pkg.architecture))
+            reg.implementation(name, pkg.architecture)  # ArchitectureNotFoundError naming the plugins and what to install
         return name
     reasons: list[str] = []
     for name in candidate_backends(pkg):
@@ -118,7 +132,7 @@ def _choose_backend(pkg: Package, backend: str | None) -> str:
         return name
     if reasons:
         raise BackendUnavailableError("any", reason=f"no backend for architecture {pkg.architecture!r} could load: {'; '.join(reasons)}")
-    raise ArchitectureNotFoundError(pkg.architecture, available=[])
+    raise ArchitectureNotFoundError(pkg.architecture, available=[], install=reg.install_hint(pkg.architecture))
 
 
 def package_options(pkg: Package) -> dict[str, Any]:
