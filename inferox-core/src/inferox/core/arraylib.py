@@ -122,7 +122,8 @@ class ArrayBackend(Backend):
         return tensor if isinstance(tensor, ArrayTensor) and tensor.backend is self else self.wrap(self.xp.asarray(tensor.numpy()))
 
     def cast(self, tensor: Tensor, dtype: DType) -> ArrayTensor:
-        return self.wrap(self.xp.asarray(tensor.numpy().astype(dtype.to_numpy())))
+        with np.errstate(over="ignore", invalid="ignore"):  # an asked-for cast may overflow (1e308 → f32 inf), silently as in torch and jax
+            return self.wrap(self.xp.asarray(tensor.numpy().astype(dtype.to_numpy())))
 
     def to_numpy(self, native: Any) -> np.ndarray:
         return np.asarray(native)

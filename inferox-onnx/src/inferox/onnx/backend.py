@@ -143,7 +143,9 @@ class OnnxBackend(Backend):
         target = DType.parse(dtype)
         dev = tensor.device if isinstance(tensor, Tensor) else device_id_of(tensor)
         host = self.to_numpy(tensor.native if isinstance(tensor, Tensor) else tensor)
-        return self.to_device(OnnxTensor(host.astype(target.to_numpy()), self), dev)
+        with np.errstate(over="ignore", invalid="ignore"):  # an asked-for cast may overflow (1e308 → f32 inf), as torch's and jax's do silently
+            cast = host.astype(target.to_numpy())
+        return self.to_device(OnnxTensor(cast, self), dev)
 
     def to_numpy(self, native: Any) -> np.ndarray:
         """The array itself on the CPU; a host copy of a device ``OrtValue``."""
