@@ -24,48 +24,7 @@ import pytest
 from inferox.core import PluginRegistry
 from inferox.core.testing import BackendConformance, Capabilities, ConformanceWarning, since
 from inferox.core.testing._conformance import _minor
-from tests.support.plugins import make_distribution
-
-PLUGIN = '''
-import numpy as np
-from inferox_numpy.backend import NumpyBackend
-from inferox_numpy.mlp import create_mlp as numpy_mlp
-
-from inferox.core import BackendSpec, ConfigError, hookimpl
-
-NAME = {name!r}
-
-
-class Backend(NumpyBackend):
-    name = NAME
-
-    def cast(self, tensor, dtype):
-        # Goes through float32: exact for small values, wrong for 2**40 + 1 (1.0 never checked).
-        with np.errstate(over="ignore"):
-            return self.wrap(tensor.numpy().astype(np.float32).astype(dtype.to_numpy()))
-
-
-def create_mlp(*, backend, config, weights, metadata, device=None, dtype=None, **options):
-    if dtype is not None and str(dtype) != "f32":
-        raise ConfigError("only f32 models", field="dtype", value=str(dtype))  # how a 1.0 plugin refused a dtype
-    tanh = dict(config, activation="gelu_pytorch_tanh") if config.get("activation") == "gelu" else config  # 1.0 never checked numbers
-    return numpy_mlp(backend=backend, config=tanh, weights=weights, metadata=metadata, device=device)
-
-
-@hookimpl
-def inferox_contract_version():
-    return {version!r}
-
-
-@hookimpl
-def inferox_register_backends(register):
-    register(BackendSpec(NAME, loader=__name__ + ":Backend", requires=("numpy",)))
-
-
-@hookimpl
-def inferox_register_architectures(register):  # the 1.0 name of inferox_register_implementations
-    register(NAME, "mlp", __name__ + ":create_mlp")
-'''
+from tests.support.plugins import make_distribution, numpy_mlp_plugin
 
 
 def installed(site: Path, declared: str) -> tuple[PluginRegistry, str]:
@@ -74,7 +33,7 @@ def installed(site: Path, declared: str) -> tuple[PluginRegistry, str]:
     name, module = f"old{tag}", f"inferox_old{tag}_plugin"
     dist_info = site / f"inferox_old{tag}-1.0.0.dist-info"
     dist = md.PathDistribution(dist_info) if dist_info.exists() else make_distribution(
-        site, f"inferox-old{tag}", {name: module}, version="1.0.0", modules={module: PLUGIN.format(name=name, version=declared)}
+        site, f"inferox-old{tag}", {name: module}, version="1.0.0", modules={module: numpy_mlp_plugin(name, version=declared, hook="inferox_register_architectures", gelu="tanh", refuse_dtype="ConfigError", cast_through_f32=True)}
     )
     registry = PluginRegistry()
     registry.load_entry_points([dist], blocked=())

@@ -40,6 +40,8 @@ CASES: list[tuple[type[E.InferoxError], str, int, tuple[type[BaseException], ...
     (E.PackageError, "PACKAGE_ERROR", 422, (ValueError,), E.PackageError("bad", path="metadata.json", field="version"), {"path": "metadata.json", "field": "version"}),
     (E.PackageNotFoundError, "PACKAGE_NOT_FOUND", 404, (ValueError, FileNotFoundError), E.PackageNotFoundError("missing", path="/pkg"), {"path": "/pkg", "field": None}),
     (E.PackageFormatError, "PACKAGE_FORMAT_ERROR", 422, (ValueError,), E.PackageFormatError("bad json", path="model_info.json", field="inputs"), {"path": "model_info.json", "field": "inputs"}),
+    (E.WeightShapeError, "WEIGHT_SHAPE_MISMATCH", 422, (ValueError,), E.WeightShapeError("wrong shape", weight="layers.0.weight", expected=(8, 4), actual=(8, 5), path="model.safetensors"),
+     {"weight": "layers.0.weight", "expected": (8, 4), "actual": (8, 5), "field": "layers.0.weight", "path": "model.safetensors"}),
     (E.PackageVersionError, "PACKAGE_VERSION_UNSUPPORTED", 422, (ValueError,), E.PackageVersionError("too new", path="metadata.json", field="format_version"), {"field": "format_version"}),
     (E.PackageIntegrityError, "INTEGRITY_ERROR", 422, (ValueError,), E.PackageIntegrityError("sha mismatch", path="weights.safetensors"), {"path": "weights.safetensors"}),
     (E.UnsafePackageError, "UNSAFE_PACKAGE", 403, (ValueError, PermissionError), E.UnsafePackageError("code inside", path="model.py"), {"path": "model.py"}),

@@ -52,6 +52,7 @@ __all__ = [
     "StateTypeError",
     "TypeMismatchError",
     "UnsafePackageError",
+    "WeightShapeError",
     "backend_errors",
     "error_from_code",
     "from_os_error",
@@ -424,6 +425,20 @@ class PackageFormatError(PackageError):
     code = "PACKAGE_FORMAT_ERROR"
 
 
+class WeightShapeError(PackageFormatError):
+    """A weight's shape is not the one the architecture's schema expects for the config (``inferox pack``
+    refuses such a source): names the weight, its shape and the expected shape."""
+
+    code = "WEIGHT_SHAPE_MISMATCH"
+
+    def __init__(self, message: str, *, weight: str, expected: tuple[int, ...], actual: tuple[int, ...], path: str | None = None) -> None:
+        super().__init__(message, path=path, field=weight)
+        self.weight = weight
+        self.expected = expected
+        self.actual = actual
+        self.details.update(weight=weight, expected=expected, actual=actual)
+
+
 class PackageVersionError(PackageError):
     """A package was written in a newer major format version than this inferox reads."""
 
@@ -489,7 +504,7 @@ _ALL_ERRORS: tuple[type[InferoxError], ...] = (
     BackendError, BackendUnavailableError, OutOfMemoryError, DeviceError, DeviceUnavailableError,
     ArchitectureNotFoundError, NumericMismatchError, InferoxTimeoutError, QueueFullError, ServiceUnavailableError, SessionExpiredError, ConfigError,
     PluginError, PluginVersionError, InferoxIOError, PackageError, PackageNotFoundError,
-    PackageFormatError, PackageVersionError, PackageIntegrityError, UnsafePackageError, DownloadError,
+    PackageFormatError, WeightShapeError, PackageVersionError, PackageIntegrityError, UnsafePackageError, DownloadError,
     RepositoryNotFoundError, RevisionNotFoundError, HubAuthError, GatedRepoError,
 )
 ERROR_CODES: dict[str, type[InferoxError]] = {cls.code: cls for cls in _ALL_ERRORS}
