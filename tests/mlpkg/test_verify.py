@@ -155,3 +155,34 @@ def test_the_tolerance_builds_recorded_before_it_was_measured_is_read_as_the_mea
     (pkg / "metadata.json").write_text(json.dumps(meta))
     assert load_package(pkg).golden_tolerance == (2e-3, 0.0)
     assert verify_package(pkg, backends=["tanhnp"]).ok
+
+
+def test_golden_files_of_the_wrong_dtype_are_package_errors_not_numbers(registry: P.PluginRegistry, tmp_path: Path) -> None:
+    import hashlib
+
+    from safetensors.numpy import load_file
+
+    from inferox.core.errors import DTypeError, PackageFormatError
+
+    pkg = build_package(gelu_mlp_folder(tmp_path / "src"), output_dir=tmp_path / "out", backends=["numpy"])
+
+    def rewrite(rel: str, change: Any) -> None:
+        tensors = {k: change(v) for k, v in load_file(str(pkg / rel)).items()}
+        save_file(tensors, str(pkg / rel))
+        meta = json.loads((pkg / "metadata.json").read_text())
+        for f in meta["files"]:
+            if f["path"] == rel:  # re-signed: the hashes pass, the contents reach verify
+                data = (pkg / rel).read_bytes()
+                f["size"], f["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+        (pkg / "metadata.json").write_text(json.dumps(meta))
+
+    rewrite("golden/outputs.safetensors", lambda v: v.view(np.int32))
+    report = verify_package(pkg, backends=["numpy"])
+    assert rows(report) == {"golden": ("reference", False), "numpy": ("reference", True)}  # the backend is still checked
+    err = report.rows[0].error
+    assert isinstance(err, PackageFormatError) and (err.code, err.path, err.field) == ("PACKAGE_FORMAT_ERROR", "golden/outputs.safetensors", "output")
+    assert "output 'output' has dtype int32, the package's outputs declare f32" in str(err)
+    rewrite("golden/inputs.safetensors", lambda v: v.view(np.int32))
+    report = verify_package(pkg, backends=["numpy"])
+    (err,) = report.errors
+    assert isinstance(err, DTypeError) and (err.code, err.name, err.actual, err.expected) == ("INVALID_DTYPE", "input", "i32", "f32") and report.rows == []
