@@ -294,6 +294,15 @@ def test_verify_with_golden_inputs_but_no_outputs_checks_the_backends_against_th
     assert "skipped: no golden outputs stored (no backend ran at build time)" in table["golden"] and "yes" in table["torch"]
 
 
+def test_verify_without_the_reference_or_without_any_backend(tmp_path: Path, mlp_package: Path, fresh_registry: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = invoke("verify", mlp_package, "--backend", "torch", "--no-reference", env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "against the golden" in result.output and "compared with the stored golden outputs: the reference was not asked for" in result.output
+    monkeypatch.setenv("INFEROX_BLOCKED_PLUGINS", "torch,jax,onnx,numpy")
+    reset_registry()
+    assert_error(invoke("verify", mlp_package), "INVALID_CONFIG", 3)  # golden outputs to reproduce, and nothing to run them
+
+
 def test_verify_without_golden_inputs(tmp_path: Path, mlp_package: Path) -> None:
     from inferox.core.errors import InferoxError
 

@@ -186,3 +186,93 @@ def test_golden_files_of_the_wrong_dtype_are_package_errors_not_numbers(registry
     report = verify_package(pkg, backends=["numpy"])
     (err,) = report.errors
     assert isinstance(err, DTypeError) and (err.code, err.name, err.actual, err.expected) == ("INVALID_DTYPE", "input", "i32", "f32") and report.rows == []
+
+
+# -- the comparison itself, and the ways a row cannot be computed ----------------------------------------------
+def test_compare_names_what_differs_and_how(registry: P.PluginRegistry) -> None:
+    from inferox.core.errors import PackageFormatError
+    from inferox.mlpkg._verify import compare
+
+    want = {"y": np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)}
+    ok = compare("numpy", "reference", {"y": want["y"] + 1e-6}, want, atol=1e-5, rtol=1e-5)
+    assert ok.ok and ok.output == "y" and ok.max_difference == pytest.approx(1e-6, rel=0.1)
+    assert compare("numpy", "reference", {"y": np.zeros((0, 2), np.float32)}, {"y": np.zeros((0, 2), np.float32)}, atol=1e-5, rtol=1e-5).max_difference == 0.0
+    nan = compare("numpy", "reference", {"y": np.array([[1.0, np.nan], [3.0, 4.0]], np.float32)}, want, atol=1e-5, rtol=1e-5)
+    assert isinstance(nan.error, NumericMismatchError) and nan.error.index == (0, 1) and nan.max_difference == np.inf  # a NaN is never within tolerance
+    missing = compare("numpy", "reference", {}, want, atol=1e-5, rtol=1e-5)
+    assert isinstance(missing.error, NumericMismatchError) and missing.error.output == "y" and "backend 'numpy' (plugin 'numpy') gave no output 'y'" in str(missing.error)
+    assert isinstance(compare("golden", "reference", {}, want, atol=1e-5, rtol=1e-5).error, PackageFormatError)
+    shaped = compare("numpy", "reference", {"y": want["y"].reshape(4)}, want, atol=1e-5, rtol=1e-5)
+    assert isinstance(shaped.error, NumericMismatchError) and "output 'y' has shape [4], the reference [2, 2]" in str(shaped.error)
+    lying = compare("golden", "reference", {"y": want["y"].reshape(4)}, want, atol=1e-5, rtol=1e-5)
+    assert isinstance(lying.error, PackageIntegrityError) and lying.error.field == "y"  # a golden file's header that lies
+    odd = compare("numpy", "reference", {"y": np.array([["a", "b"], ["c", "d"]])}, want, atol=1e-5, rtol=1e-5)
+    assert isinstance(odd.error, PackageFormatError) and "output 'y' of backend 'numpy' (plugin 'numpy') cannot be compared" in str(odd.error)
+    assert odd.to_dict()["error"]["code"] == "PACKAGE_FORMAT_ERROR" and ok.to_dict()["ok"] is True
+
+
+@pytest.mark.parametrize(("reference", "why"), [
+    ("tests.mlpkg.test_verify:exploding_reference", "the reference failed: RuntimeError: the reference exploded"),
+    ("no_such_module_anywhere:reference", "the reference failed: the reference of architecture 'odd' (no_such_module_anywhere:reference) failed to load: ModuleNotFoundError"),
+])
+def test_a_reference_that_fails_falls_back_to_the_golden_outputs(registry: P.PluginRegistry, tmp_path: Path, reference: str, why: str) -> None:
+    from inferox_numpy.linear import LINEAR
+
+    odd = dataclasses.replace(LINEAR, name="odd", model_types=("odd",), reference=reference)
+    plugin = types.ModuleType("odd_plugin")
+    plugin.inferox_contract_version = hookimpl(lambda: CONTRACT_VERSION)  # type: ignore[attr-defined]
+    plugin.inferox_register_schemas = hookimpl(lambda register: register(odd))  # type: ignore[attr-defined]
+    plugin.inferox_register_implementations = hookimpl(lambda register: register("numpy", "odd", "inferox_numpy.linear:create_linear"))  # type: ignore[attr-defined]
+    registry.register_plugin(plugin, name="odd")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"model_type": "odd", "in_features": 5, "out_features": 3}))
+    save_file({"weight": np.ones((5, 3), np.float32), "bias": np.zeros(3, np.float32)}, str(src / "model.safetensors"))
+    pkg = build_package(src, output_dir=tmp_path / "out", backends=["numpy"])
+    report = verify_package(pkg, backends=["numpy", "nosuch", "goodnp"])
+    assert report.against == "golden" and report.notes[0].startswith(f"compared with the stored golden outputs: {why}")
+    assert rows(report) == {"numpy": ("golden", True), "nosuch": ("golden", False), "goodnp": ("golden", False)}
+    assert report.skipped["nosuch"].startswith("backend 'nosuch' unavailable: not installed")  # a backend not there: skipped, said why
+    (err,) = report.errors  # goodnp does not implement 'odd': its row holds the error naming it
+    assert err.code == "ARCHITECTURE_NOT_FOUND" and "backend 'goodnp' (plugin 'goodnp') does not implement architecture 'odd' (defined by plugin 'odd')" in str(err)
+    # no golden outputs, and no reference to compare with: said as such
+    (pkg / "golden" / "outputs.safetensors").unlink()
+    meta = json.loads((pkg / "metadata.json").read_text())
+    meta["golden"]["outputs"] = None
+    meta["files"] = [f for f in meta["files"] if f["path"] != "golden/outputs.safetensors"]
+    (pkg / "metadata.json").write_text(json.dumps(meta))
+    skipped = verify_package(pkg).skipped["golden"]
+    assert skipped.startswith("the package has golden inputs but no golden outputs, and the reference failed") and skipped.endswith(": parity not checked")
+
+
+def exploding_reference(*args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+    raise RuntimeError("the reference exploded")
+
+
+def test_what_keeps_the_reference_out(registry: P.PluginRegistry, tmp_path: Path) -> None:
+    from inferox.mlpkg._verify import reference_outputs
+
+    pkg_path = build_package(gelu_mlp_folder(tmp_path / "src"), output_dir=tmp_path / "out", backends=["numpy"])
+    pkg = load_package(pkg_path)
+    inputs = pkg.golden_inputs() or {}
+    assert reference_outputs(pkg, inputs)[0] is not None
+    pickled = dataclasses.replace(pkg, metadata={**pkg.metadata, "weights": "weights.pt"})
+    assert reference_outputs(pickled, inputs) == (None, "the package's weights are pickled (the reference reads safetensors only)")
+    unknown = dataclasses.replace(pkg, model_info={**pkg.model_info, "architecture": "wavenet"})
+    out, why = reference_outputs(unknown, inputs)
+    assert out is None and why.startswith("architecture 'wavenet' is unknown here (no installed plugin defines architecture 'wavenet'")
+    # a golden input the package's inputs require, missing: reported, nothing run
+    from safetensors.numpy import save_file as save
+
+    save({"other": np.zeros((1, 4), np.float32)}, str(pkg_path / "golden" / "inputs.safetensors"))
+    import hashlib
+
+    meta = json.loads((pkg_path / "metadata.json").read_text())
+    for f in meta["files"]:
+        if f["path"] == "golden/inputs.safetensors":
+            data = (pkg_path / f["path"]).read_bytes()
+            f["size"], f["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    (pkg_path / "metadata.json").write_text(json.dumps(meta))
+    report = verify_package(pkg_path)
+    (err,) = report.errors
+    assert (err.code, err.field) == ("PACKAGE_FORMAT_ERROR", "input") and "golden/inputs.safetensors has no input 'input'" in str(err)  # type: ignore[attr-defined]
