@@ -61,6 +61,47 @@ def gelu_mlp_folder(folder: Path) -> Path:
     return folder
 
 
+def linear_variant_package(registry: P.PluginRegistry, tmp_path: Path, name: str, *, reference: Any) -> Path:
+    """A package of ``name``, inferox-numpy's ``linear`` under another name with another ``reference``,
+    defined and implemented (on ``numpy``) by an in-process plugin; golden outputs from numpy."""
+    from inferox_numpy.linear import LINEAR
+
+    schema = dataclasses.replace(LINEAR, name=name, model_types=(name,), reference=reference)
+    plugin = types.ModuleType(f"{name}_plugin")
+    plugin.inferox_contract_version = hookimpl(lambda: CONTRACT_VERSION)  # type: ignore[attr-defined]
+    plugin.inferox_register_schemas = hookimpl(lambda register: register(schema))  # type: ignore[attr-defined]
+    plugin.inferox_register_implementations = hookimpl(lambda register: register("numpy", name, "inferox_numpy.linear:create_linear"))  # type: ignore[attr-defined]
+    registry.register_plugin(plugin, name=name)
+    src = tmp_path / f"{name}-src"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"model_type": name, "in_features": 5, "out_features": 3}))
+    rng = np.random.default_rng(1)
+    save_file({"weight": rng.standard_normal((5, 3)).astype(np.float32), "bias": rng.standard_normal(3).astype(np.float32)}, str(src / "model.safetensors"))
+    return build_package(src, output_dir=tmp_path / "out", backends=["numpy"])
+
+
+def resign(pkg: Path, rel: str) -> None:
+    """Record ``rel``'s new size and sha256 in metadata.json, as an attacker (or a careless hand) would."""
+    import hashlib
+
+    meta = json.loads((pkg / "metadata.json").read_text())
+    for f in meta["files"]:
+        if f["path"] == rel:
+            data = (pkg / rel).read_bytes()
+            f["size"], f["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    (pkg / "metadata.json").write_text(json.dumps(meta))
+
+
+def drop_golden_outputs(pkg: Path) -> dict[str, Any]:
+    """The package as a build with no backend leaves it: golden inputs, no outputs. Returns metadata.json."""
+    (pkg / "golden" / "outputs.safetensors").unlink()
+    meta: dict[str, Any] = json.loads((pkg / "metadata.json").read_text())
+    meta["golden"]["outputs"] = None
+    meta["files"] = [f for f in meta["files"] if f["path"] != "golden/outputs.safetensors"]
+    (pkg / "metadata.json").write_text(json.dumps(meta))
+    return meta
+
+
 def rows(report: Any) -> dict[str, tuple[str, bool]]:
     return {r.subject: (r.against, r.ok) for r in report.rows}
 
@@ -107,11 +148,7 @@ def test_one_backend_crashing_does_not_hide_the_others(registry: P.PluginRegistr
 
 def test_without_golden_outputs_the_backends_are_still_checked_against_the_reference(registry: P.PluginRegistry, tmp_path: Path) -> None:
     pkg = build_package(gelu_mlp_folder(tmp_path / "src"), output_dir=tmp_path / "out", backends=["numpy"])
-    (pkg / "golden" / "outputs.safetensors").unlink()
-    meta = json.loads((pkg / "metadata.json").read_text())
-    meta["golden"]["outputs"] = None
-    meta["files"] = [f for f in meta["files"] if f["path"] != "golden/outputs.safetensors"]
-    (pkg / "metadata.json").write_text(json.dumps(meta))
+    meta = drop_golden_outputs(pkg)
     report = verify_package(pkg, backends=["numpy", "tanhnp"])
     assert rows(report) == {"golden": ("reference", False), "numpy": ("reference", True), "tanhnp": ("reference", False)}
     assert report.rows[0].skipped == "no golden outputs stored (no backend ran at build time)"
@@ -125,20 +162,8 @@ def test_without_golden_outputs_the_backends_are_still_checked_against_the_refer
 
 
 def test_an_architecture_without_reference_holds_backends_to_the_golden_outputs(registry: P.PluginRegistry, tmp_path: Path) -> None:
-    from inferox_numpy.linear import LINEAR
-
-    noref = dataclasses.replace(LINEAR, name="noreflinear", model_types=("noreflinear",), reference=None)
-    plugin = types.ModuleType("noref_plugin")
-    plugin.inferox_contract_version = hookimpl(lambda: CONTRACT_VERSION)  # type: ignore[attr-defined]
-    plugin.inferox_register_schemas = hookimpl(lambda register: register(noref))  # type: ignore[attr-defined]
-    plugin.inferox_register_implementations = hookimpl(lambda register: register("numpy", "noreflinear", "inferox_numpy.linear:create_linear"))  # type: ignore[attr-defined]
-    registry.register_plugin(plugin, name="noref")
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "config.json").write_text(json.dumps({"model_type": "noreflinear", "in_features": 5, "out_features": 3}))
-    rng = np.random.default_rng(1)
-    save_file({"weight": rng.standard_normal((5, 3)).astype(np.float32), "bias": rng.standard_normal(3).astype(np.float32)}, str(src / "model.safetensors"))
-    report = verify_package(build_package(src, output_dir=tmp_path / "out", backends=["numpy"]), backends=["numpy"])
+    pkg = linear_variant_package(registry, tmp_path, "noreflinear", reference=None)
+    report = verify_package(pkg, backends=["numpy"])
     assert report.ok and report.against == "golden" and rows(report) == {"numpy": ("golden", True)}
     assert report.notes == ["compared with the stored golden outputs: architecture 'noreflinear' has no reference implementation"]
 
@@ -158,8 +183,6 @@ def test_the_tolerance_builds_recorded_before_it_was_measured_is_read_as_the_mea
 
 
 def test_golden_files_of_the_wrong_dtype_are_package_errors_not_numbers(registry: P.PluginRegistry, tmp_path: Path) -> None:
-    import hashlib
-
     from safetensors.numpy import load_file
 
     from inferox.core.errors import DTypeError, PackageFormatError
@@ -167,14 +190,8 @@ def test_golden_files_of_the_wrong_dtype_are_package_errors_not_numbers(registry
     pkg = build_package(gelu_mlp_folder(tmp_path / "src"), output_dir=tmp_path / "out", backends=["numpy"])
 
     def rewrite(rel: str, change: Any) -> None:
-        tensors = {k: change(v) for k, v in load_file(str(pkg / rel)).items()}
-        save_file(tensors, str(pkg / rel))
-        meta = json.loads((pkg / "metadata.json").read_text())
-        for f in meta["files"]:
-            if f["path"] == rel:  # re-signed: the hashes pass, the contents reach verify
-                data = (pkg / rel).read_bytes()
-                f["size"], f["sha256"] = len(data), hashlib.sha256(data).hexdigest()
-        (pkg / "metadata.json").write_text(json.dumps(meta))
+        save_file({k: change(v) for k, v in load_file(str(pkg / rel)).items()}, str(pkg / rel))
+        resign(pkg, rel)  # re-signed: the hashes pass, the contents reach verify
 
     rewrite("golden/outputs.safetensors", lambda v: v.view(np.int32))
     report = verify_package(pkg, backends=["numpy"])
@@ -216,19 +233,7 @@ def test_compare_names_what_differs_and_how(registry: P.PluginRegistry) -> None:
     ("no_such_module_anywhere:reference", "the reference failed: the reference of architecture 'odd' (no_such_module_anywhere:reference) failed to load: ModuleNotFoundError"),
 ])
 def test_a_reference_that_fails_falls_back_to_the_golden_outputs(registry: P.PluginRegistry, tmp_path: Path, reference: str, why: str) -> None:
-    from inferox_numpy.linear import LINEAR
-
-    odd = dataclasses.replace(LINEAR, name="odd", model_types=("odd",), reference=reference)
-    plugin = types.ModuleType("odd_plugin")
-    plugin.inferox_contract_version = hookimpl(lambda: CONTRACT_VERSION)  # type: ignore[attr-defined]
-    plugin.inferox_register_schemas = hookimpl(lambda register: register(odd))  # type: ignore[attr-defined]
-    plugin.inferox_register_implementations = hookimpl(lambda register: register("numpy", "odd", "inferox_numpy.linear:create_linear"))  # type: ignore[attr-defined]
-    registry.register_plugin(plugin, name="odd")
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "config.json").write_text(json.dumps({"model_type": "odd", "in_features": 5, "out_features": 3}))
-    save_file({"weight": np.ones((5, 3), np.float32), "bias": np.zeros(3, np.float32)}, str(src / "model.safetensors"))
-    pkg = build_package(src, output_dir=tmp_path / "out", backends=["numpy"])
+    pkg = linear_variant_package(registry, tmp_path, "odd", reference=reference)
     report = verify_package(pkg, backends=["numpy", "nosuch", "goodnp"])
     assert report.against == "golden" and report.notes[0].startswith(f"compared with the stored golden outputs: {why}")
     assert rows(report) == {"numpy": ("golden", True), "nosuch": ("golden", False), "goodnp": ("golden", False)}
@@ -236,11 +241,7 @@ def test_a_reference_that_fails_falls_back_to_the_golden_outputs(registry: P.Plu
     (err,) = report.errors  # goodnp does not implement 'odd': its row holds the error naming it
     assert err.code == "ARCHITECTURE_NOT_FOUND" and "backend 'goodnp' (plugin 'goodnp') does not implement architecture 'odd' (defined by plugin 'odd')" in str(err)
     # no golden outputs, and no reference to compare with: said as such
-    (pkg / "golden" / "outputs.safetensors").unlink()
-    meta = json.loads((pkg / "metadata.json").read_text())
-    meta["golden"]["outputs"] = None
-    meta["files"] = [f for f in meta["files"] if f["path"] != "golden/outputs.safetensors"]
-    (pkg / "metadata.json").write_text(json.dumps(meta))
+    drop_golden_outputs(pkg)
     skipped = verify_package(pkg).skipped["golden"]
     assert skipped.startswith("the package has golden inputs but no golden outputs, and the reference failed") and skipped.endswith(": parity not checked")
 
@@ -265,14 +266,7 @@ def test_what_keeps_the_reference_out(registry: P.PluginRegistry, tmp_path: Path
     from safetensors.numpy import save_file as save
 
     save({"other": np.zeros((1, 4), np.float32)}, str(pkg_path / "golden" / "inputs.safetensors"))
-    import hashlib
-
-    meta = json.loads((pkg_path / "metadata.json").read_text())
-    for f in meta["files"]:
-        if f["path"] == "golden/inputs.safetensors":
-            data = (pkg_path / f["path"]).read_bytes()
-            f["size"], f["sha256"] = len(data), hashlib.sha256(data).hexdigest()
-    (pkg_path / "metadata.json").write_text(json.dumps(meta))
+    resign(pkg_path, "golden/inputs.safetensors")
     report = verify_package(pkg_path)
     (err,) = report.errors
     assert (err.code, err.field) == ("PACKAGE_FORMAT_ERROR", "input") and "golden/inputs.safetensors has no input 'input'" in str(err)  # type: ignore[attr-defined]
