@@ -23,6 +23,7 @@ from inferox.engine.cli import cli, exit_code_for
 from inferox.engine.cli._errors import ParityError
 from tests.support.model_files import mlp_reference
 from tests.support.net import free_port
+from tests.support.plugins import make_distribution
 
 INFEROX = str(Path(sys.executable).parent / "inferox")
 COMMANDS = ["backends", "pack", "inspect", "verify", "convert", "run", "serve", "bench"]
@@ -94,6 +95,32 @@ def test_backends_reports_blocked_plugins(fresh_registry: None, monkeypatch: pyt
     assert "blocked by INFEROX_BLOCKED_PLUGINS: jax" in invoke("backends").output
 
 
+def test_backends_hides_what_blocked_plugins_contribute(fresh_registry: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A really installed extra plugin implements the numpy plugin's 'linear' on jax: with jax blocked,
+    no architecture is listed as running on jax; with numpy blocked, 'linear' itself is gone."""
+    site = tmp_path / "site"
+    make_distribution(site, "inferox-jax-linear", {"jaxlinear": "jaxlinear_plugin"}, modules={"jaxlinear_plugin": (
+        "from inferox.core import hookimpl\n\n"
+        "@hookimpl\ndef inferox_contract_version():\n    return '1.2'\n\n"
+        "@hookimpl\ndef inferox_register_implementations(register):\n    register('jax', 'linear', 'jaxlinear_plugin:create')\n"
+    )})
+    monkeypatch.syspath_prepend(str(site))
+    reset_registry()
+    listed = {a["name"]: a for a in json.loads(invoke("backends", "--json", "--no-devices").output)["architectures"]}
+    assert listed["linear"]["backends"] == ["jax", "numpy"]  # installed and unblocked: it runs on jax too
+    monkeypatch.setenv("INFEROX_BLOCKED_PLUGINS", "jax")
+    reset_registry()
+    data = json.loads(invoke("backends", "--json", "--no-devices").output)
+    assert all("jax" not in a["backends"] for a in data["architectures"]), data["architectures"]
+    assert {a["name"]: a["backends"] for a in data["architectures"]}["linear"] == ["numpy"]
+    assert "architecture linear (plugin numpy): numpy\n" in invoke("backends", "--no-devices").output
+    monkeypatch.setenv("INFEROX_BLOCKED_PLUGINS", "numpy")
+    reset_registry()
+    data = json.loads(invoke("backends", "--json", "--no-devices").output)
+    assert "linear" not in {a["name"] for a in data["architectures"]} and data["blocked"] == ["numpy"]
+    assert all("linear" not in b["architectures"] for b in data["backends"]), "an architecture no unblocked plugin defines is not listed"
+
+
 # ------------------------------------------------------------------------------------------------- pack
 def test_pack_a_folder_and_failures(tmp_path: Path, mlp_package: Path) -> None:
     src = mlp_package.parent.parent / "mlp-src"
@@ -106,6 +133,29 @@ def test_pack_a_folder_and_failures(tmp_path: Path, mlp_package: Path) -> None:
     empty.mkdir()
     result = invoke("pack", empty, "-o", tmp_path / "o")
     assert result.exit_code in (4, 5) and "error [" in result.output
+
+
+def test_pack_refuses_a_weight_of_the_wrong_shape(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    from tests.support.model_files import mlp_tensors, write_mlp_folder
+
+    src = write_mlp_folder(tmp_path / "src")  # config 4 → 8 → 3
+    save_file({**mlp_tensors(), "layers.1.weight": np.zeros((3, 9), np.float32)}, str(src / "model.safetensors"))
+    result = invoke("pack", src, "-o", tmp_path / "out")
+    assert_error(result, "WEIGHT_SHAPE_MISMATCH", 5)
+    assert "model.safetensors: weight 'layers.1.weight' has shape [3, 9], but architecture 'mlp' expects [3, 8] for this config" in result.output
+    assert "packed" not in result.output and not (tmp_path / "out" / "src").exists()
+
+
+def test_pack_says_when_no_backend_could_record_golden_outputs(tmp_path: Path, fresh_registry: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support.model_files import write_mlp_folder
+
+    monkeypatch.setenv("INFEROX_BLOCKED_PLUGINS", "torch,jax,onnx,numpy")
+    reset_registry()
+    result = CliRunner().invoke(cli, ["pack", str(write_mlp_folder(tmp_path / "src")), "-o", str(tmp_path / "out")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "no golden outputs recorded: no installed backend could run architecture 'mlp'; inferox verify will check backends against" in result.output
 
 
 # ---------------------------------------------------------------------------------------------- inspect
@@ -141,6 +191,59 @@ def test_verify_hashes_and_parity(mlp_package: Path) -> None:
     assert invoke("verify", mlp_package, "--backend", "torch").exit_code == 0
 
 
+@pytest.fixture()
+def defective_plugins(fresh_registry: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two really installed third-party backends next to torch, jax, onnx and numpy: ``tanhnp`` (its
+    mlp computes a tanh GELU) and ``crashnp`` (its mlp's forward raises)."""
+    from tests.support.plugins import numpy_mlp_plugin
+
+    site = tmp_path / "site"
+    for name, defect in (("tanhnp", {"gelu": "tanh"}), ("crashnp", {"crash": True})):
+        make_distribution(site, f"inferox-{name}", {name: f"{name}_plugin"}, modules={f"{name}_plugin": numpy_mlp_plugin(name, **defect)})
+    monkeypatch.syspath_prepend(str(site))
+    reset_registry()
+
+
+def gelu_mlp_package(root: Path) -> Path:
+    """The plugin guide's tiny MLP with the exact GELU, packed with golden outputs from torch."""
+    from safetensors.numpy import save_file
+
+    from inferox.mlpkg import build_package
+
+    src = root / "tiny-mlp"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"model_type": "mlp", "layer_sizes": [4, 8, 3], "activation": "gelu"}))
+    rng = np.random.default_rng(0)
+    save_file({n: rng.standard_normal(s).astype(np.float32) for n, s in (("layers.0.weight", (8, 4)), ("layers.0.bias", (8,)), ("layers.1.weight", (3, 8)), ("layers.1.bias", (3,)))},
+              str(src / "model.safetensors"))
+    return build_package(src, output_dir=root / "packages", backends=["torch"])
+
+
+def test_verify_catches_a_tanh_gelu_backend_by_name_and_largest_difference(defective_plugins: None, tmp_path: Path) -> None:
+    pkg = gelu_mlp_package(tmp_path)
+    result = invoke("verify", pkg, "--backend", "torch", "--backend", "tanhnp", "--backend", "numpy", env={"COLUMNS": "200"})
+    assert_error(result, "PARITY_MISMATCH", 12)
+    assert "against the reference (atol=1e-05, rtol=1e-05)" in result.output
+    table = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.startswith("│")}
+    assert set(table) == {"golden", "torch", "tanhnp", "numpy"}
+    assert all("yes" in table[k] for k in ("golden", "torch", "numpy")) and "no: beyond tolerance" in table["tanhnp"]
+    assert "✗ backend 'tanhnp' (plugin 'tanhnp'): output 'output' differs from the reference by up to 0.00148 at index (" in result.output
+    assert "outputs differ beyond tolerance: tanhnp vs reference: output[" in result.output
+    # the tolerance verify used before let it through
+    assert invoke("verify", pkg, "--backend", "tanhnp", "--atol", "1e-4", "--rtol", "1e-3").exit_code == 0
+
+
+def test_verify_shows_every_backend_when_one_crashes(defective_plugins: None, tmp_path: Path) -> None:
+    pkg = gelu_mlp_package(tmp_path)
+    result = invoke("verify", pkg, env={"COLUMNS": "200"})
+    assert_error(result, "BACKEND_ERROR", 7)
+    table = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.startswith("│")}
+    assert {"golden", "torch", "jax", "onnx", "numpy", "crashnp", "tanhnp"} <= set(table)
+    assert "failed: BACKEND_ERROR" in table["crashnp"] and "no: beyond tolerance" in table["tanhnp"]
+    assert all("yes" in table[k] for k in ("golden", "torch", "jax", "onnx", "numpy"))
+    assert "kernel exploded" in result.output and "(the crashnp:mlp factory" not in result.output  # the forward crashed, not the factory
+
+
 def test_verify_detects_tampering(tmp_path: Path, mlp_package: Path) -> None:
     bad = tmp_path / "tampered"
     shutil.copytree(mlp_package, bad)
@@ -167,9 +270,37 @@ def test_verify_detects_parity_mismatch(tmp_path: Path, mlp_package: Path) -> No
             f["size"] = golden.stat().st_size
             f["sha256"] = hashlib.sha256(golden.read_bytes()).hexdigest()
     (bad / "metadata.json").write_text(json.dumps(meta))
-    result = invoke("verify", bad)
+    result = invoke("verify", bad, env={"COLUMNS": "200"})
     assert_error(result, "PARITY_MISMATCH", 12)
-    assert "vs golden" in result.output
+    # the stored outputs are what differs from the reference; every backend agrees with it
+    assert "✗ the package's golden outputs (computed by backend" in result.output and "golden vs reference: output[" in result.output
+    table = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.startswith("│")}
+    assert "no: beyond tolerance" in table["golden"] and all("yes" in table[b] for b in ("torch", "jax"))
+
+
+def test_verify_with_golden_inputs_but_no_outputs_checks_the_backends_against_the_reference(tmp_path: Path, mlp_package: Path) -> None:
+    # What a build leaves when no backend could run: inputs, no outputs. verify said "no golden inputs".
+    pkg = tmp_path / "inputs-only"
+    shutil.copytree(mlp_package, pkg)
+    (pkg / "golden" / "outputs.safetensors").unlink()
+    meta = json.loads((pkg / "metadata.json").read_text())
+    meta["golden"]["outputs"] = None
+    meta["files"] = [f for f in meta["files"] if f["path"] != "golden/outputs.safetensors"]
+    (pkg / "metadata.json").write_text(json.dumps(meta))
+    result = invoke("verify", pkg, "--backend", "torch", env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "no golden inputs" not in result.output and "against the reference" in result.output
+    table = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.startswith("│")}
+    assert "skipped: no golden outputs stored (no backend ran at build time)" in table["golden"] and "yes" in table["torch"]
+
+
+def test_verify_without_the_reference_or_without_any_backend(tmp_path: Path, mlp_package: Path, fresh_registry: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = invoke("verify", mlp_package, "--backend", "torch", "--no-reference", env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "against the golden" in result.output and "compared with the stored golden outputs: the reference was not asked for" in result.output
+    monkeypatch.setenv("INFEROX_BLOCKED_PLUGINS", "torch,jax,onnx,numpy")
+    reset_registry()
+    assert_error(invoke("verify", mlp_package), "INVALID_CONFIG", 3)  # golden outputs to reproduce, and nothing to run them
 
 
 def test_verify_without_golden_inputs(tmp_path: Path, mlp_package: Path) -> None:
@@ -184,7 +315,7 @@ def test_verify_without_golden_inputs(tmp_path: Path, mlp_package: Path) -> None
     (pkg / "metadata.json").write_text(json.dumps(meta))
     result = invoke("verify", pkg)
     if result.exit_code == 0:
-        assert "no golden inputs" in result.output
+        assert "parity not checked: the package has no golden inputs" in result.output
     else:  # the package format may require golden files: then it is a clean package error
         assert "error [" in result.output and result.exit_code in (4, 5)
     assert issubclass(ParityError, InferoxError) and exit_code_for(ParityError("x")) == 12

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import sys
-import textwrap
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -20,30 +19,7 @@ import pytest
 from inferox_numpy.backend import NumpyBackend
 
 from inferox.core.plugins import PluginRegistry
-
-
-def make_distribution(
-    site: Path,
-    name: str,
-    entry_points: Mapping[str, str],
-    *,
-    version: str = "1.0.0",
-    modules: Mapping[str, str] | None = None,
-    group: str = "inferox",
-) -> md.PathDistribution:
-    """A real installed distribution: ``site/<name>-<version>.dist-info`` with METADATA and an
-    ``entry_points.txt`` naming ``entry_points`` in ``group``, plus plugin modules written to ``site``."""
-    site.mkdir(parents=True, exist_ok=True)
-    dist_info = site / f"{name.replace('-', '_')}-{version}.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8")
-    lines = [f"[{group}]"] + [f"{k} = {v}" for k, v in entry_points.items()]
-    (dist_info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    for module, source in (modules or {}).items():
-        path = site / (module.replace(".", "/") + ".py")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(source), encoding="utf-8")
-    return md.PathDistribution(dist_info)
+from tests.support.plugins import make_distribution
 
 
 @pytest.fixture

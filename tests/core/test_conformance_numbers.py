@@ -7,6 +7,7 @@ transposed weight, an ignored attention mask)."""
 
 from __future__ import annotations
 
+import dataclasses
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -30,14 +31,18 @@ from inferox.core import (
     hookimpl,
 )
 from inferox.core.testing import (
+    TANH_GELU,
     TOLERANCES,
     ArchitectureMismatch,
+    BackendConformance,
     bert_reference,
     check_architecture,
     checked_architectures,
     gelu_exact,
+    gelu_sensitivity,
     gelu_tanh,
     mlp_reference,
+    native_input_outputs,
     refused_dtype_error,
 )
 
@@ -179,8 +184,6 @@ def test_a_wrong_shape_fails_and_an_architecture_without_reference_is_refused() 
     backend = registry.get_backend("refnp")
     with pytest.raises(ArchitectureMismatch, match=r"output 'output' has shape \(3, 2\), the reference \(3, 3\)"):
         check_architecture(backend, "mlp", registry=registry)
-    import dataclasses
-
     registry.register_plugin(_schema_plugin(dataclasses.replace(registry.schema("mlp"), name="noref", model_types=(), reference=None)), name="noref")
     with pytest.raises(ConfigError) as ei:
         check_architecture(backend, "noref", registry=registry)
@@ -202,3 +205,135 @@ def _schema_plugin(schema: Any) -> types.ModuleType:
     plugin.inferox_contract_version = hookimpl(lambda: CONTRACT_VERSION)  # type: ignore[attr-defined]
     plugin.inferox_register_schemas = hookimpl(lambda register: register(schema))  # type: ignore[attr-defined]
     return plugin
+
+
+# -- the sensitivity probe: can the numbers check catch a tanh GELU at all? ---------------------------------
+@pytest.mark.parametrize("architecture", ["mlp", "bert"])
+def test_the_standard_examples_separate_exact_from_tanh_gelu(architecture: str) -> None:
+    schema = PluginRegistry().schema(architecture)
+    found = gelu_sensitivity(schema)
+    assert found is not None and found.fields == (("activation",) if architecture == "mlp" else ("hidden_act",))
+    atol = TOLERANCES[DType.F32][0]
+    assert found.separates, f"a tanh-GELU {architecture} would pass the numbers check: {found.max_differences}"
+    assert max(found.max_differences.values()) > 3 * atol  # with margin, not by a hair
+
+
+def suite_registry(schema: Any) -> PluginRegistry:
+    """A registry where backend 'refnp' (a plugin of the current contract) implements ``schema`` correctly."""
+    registry = PluginRegistry()
+    reference = schema.load_reference()
+
+    def factory(*, backend: Backend, config: Mapping[str, Any], weights: Mapping[str, Any], metadata: ModelMetadata, device: Any = None, dtype: Any = None, **options: Any) -> Model:
+        specs = schema.specs(config, options.get("preprocessing", {}))
+        return SchemaModel(backend=backend, metadata=metadata, specs=specs, run=lambda inputs: reference(config, weights, inputs, **options))
+
+    plugin = _schema_plugin(schema)
+    plugin.inferox_register_backends = hookimpl(lambda register: register(BackendSpec("refnp", loader=f"{__name__}:RefBackend")))  # type: ignore[attr-defined]
+    plugin.inferox_register_implementations = hookimpl(lambda register: register("refnp", schema.name, factory))  # type: ignore[attr-defined]
+    registry.register_plugin(plugin, name="refnp")
+    return registry
+
+
+class Suite(BackendConformance):
+    backend_name = "refnp"
+
+
+def test_an_example_too_weak_to_show_a_tanh_gelu_fails_the_probe() -> None:
+    # bert's example at the old weight scale, 0.2: a tanh-GELU bert stayed within f32's tolerance.
+    weak = dataclasses.replace(PluginRegistry().schema("bert"), name="weakbert", model_types=(), example_weight_scale=0.2)
+    found = gelu_sensitivity(weak)
+    assert found is not None and not found.separates and found.separating == ()
+    registry = suite_registry(weak)
+    backend = registry.get_backend("refnp")
+    Suite().test_architecture_numbers(backend=backend, registry=registry)  # passes: the numbers check cannot see it …
+    with pytest.raises(pytest.fail.Exception) as ei:
+        Suite().test_example_weights_separate_exact_from_tanh_gelu(backend=backend, registry=registry)  # … the probe says so
+    text = str(ei.value)
+    assert text.startswith("architecture 'weakbert' (plugin 'refnp'): on the conformance example the tanh GELU moves the reference by at most ")
+    assert "within the f32 tolerance atol=5e-05, rtol=0.0001: a backend using it would pass; raise the schema's example_weight_scale (0.2)" in text
+    strong = suite_registry(dataclasses.replace(weak, name="strongbert", example_weight_scale=0.5))
+    Suite().test_example_weights_separate_exact_from_tanh_gelu(backend=strong.get_backend("refnp"), registry=strong)
+
+
+def test_the_probe_needs_a_tanh_spelling_and_skips_architectures_without_gelu() -> None:
+    mlp = PluginRegistry().schema("mlp")
+
+    def exact_only(config: Mapping[str, Any]) -> Any:
+        if config.get("activation") != "gelu":
+            raise ConfigError("only the exact GELU", field="activation", value=config.get("activation"))
+        return mlp.parse(config)
+
+    no_tanh = dataclasses.replace(mlp, name="exactmlp", model_types=(), parse=exact_only)
+    with pytest.raises(ConfigError) as ei:
+        gelu_sensitivity(no_tanh)
+    assert (ei.value.code, ei.value.field, ei.value.value) == ("INVALID_CONFIG", "activation", TANH_GELU)
+    registry = suite_registry(no_tanh)
+    with pytest.raises(pytest.fail.Exception, match="architecture 'exactmlp': the tanh GELU cannot be swapped in to probe the example: activation: only the exact GELU"):
+        Suite().test_example_weights_separate_exact_from_tanh_gelu(backend=registry.get_backend("refnp"), registry=registry)
+    relu = dataclasses.replace(mlp, name="relumlp", model_types=(), example_config={**mlp.example_config, "activation": "relu"})
+    assert gelu_sensitivity(relu) is None  # nothing to probe
+    registry = suite_registry(relu)
+    Suite().test_example_weights_separate_exact_from_tanh_gelu(backend=registry.get_backend("refnp"), registry=registry)
+
+
+# -- native inputs --------------------------------------------------------------------------------------------
+class BoxedDType:
+    """A dtype object of an array library that core cannot read by name (it prints as ``boxed.float32``)."""
+
+    def __init__(self, dtype: np.dtype[Any]) -> None:
+        self.numpy = dtype
+
+    def __repr__(self) -> str:
+        return f"boxed.{self.numpy}"
+
+
+class Boxed:
+    """The native array of a minimal array library: numpy inside, its own dtype objects outside."""
+
+    def __init__(self, value: Any) -> None:
+        self.array = np.asarray(value)
+
+    shape = property(lambda self: self.array.shape)
+    dtype = property(lambda self: BoxedDType(self.array.dtype))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.array if dtype is None else self.array.astype(dtype)
+
+    def __matmul__(self, other: Any) -> np.ndarray:
+        return self.array @ other
+
+
+class BoxedBackend(ArrayBackend):
+    name = "boxed"
+    xp = types.SimpleNamespace(asarray=Boxed, from_dlpack=lambda obj: Boxed(np.from_dlpack(obj)), __version__="0")
+
+
+def test_native_inputs_a_backend_cannot_take_fail_the_suite() -> None:
+    from inferox_numpy.linear import LinearModel
+
+    class BoxedSuite(BackendConformance):
+        backend_name = "boxed"
+
+        def make_tiny_model(self, backend: Backend, weight: np.ndarray, bias: np.ndarray) -> Model:
+            return LinearModel(backend=backend, metadata=ModelMetadata("tiny"), weight=weight, bias=bias)
+
+    registry = PluginRegistry()
+    plugin = types.ModuleType("boxed_plugin")
+    plugin.inferox_contract_version = hookimpl(lambda: CONTRACT_VERSION)  # type: ignore[attr-defined]
+    plugin.inferox_register_backends = hookimpl(lambda register: register(BackendSpec("boxed", loader=f"{__name__}:BoxedBackend")))  # type: ignore[attr-defined]
+    registry.register_plugin(plugin, name="boxed")
+    backend = registry.get_backend("boxed")
+    any_model, weight, bias = BoxedSuite().tiny_any_model(backend)
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_allclose(any_model.forward_any({"x": x})["y"], x @ weight + bias, rtol=1e-6)  # numpy inputs work …
+    with pytest.raises(pytest.fail.Exception) as ei:
+        BoxedSuite().test_native_inputs(backend=backend, registry=registry)  # … the backend's own arrays do not
+    assert str(ei.value).startswith("tiny model with a native input: DTypeError: ") and "boxed.float32" in str(ei.value)
+
+
+def test_native_inputs_give_the_numbers_of_numpy_inputs() -> None:
+    registry = registry_with("bert", correct(bert_reference))
+    from_numpy, from_native = native_input_outputs(registry.get_backend("refnp"), "bert", registry=registry)
+    assert set(from_numpy) == {"last_hidden_state", "pooler_output", "sentence_embedding"}
+    for name, want in from_numpy.items():
+        np.testing.assert_array_equal(from_native[name], want)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from inferox.core import Device, DeviceError, DeviceId, DeviceKind, MemoryInfo
+from inferox.core.device import host_memory_info
 
 
 @pytest.mark.parametrize(
@@ -117,3 +121,37 @@ def test_device_record() -> None:
     assert str(dev) == "torch:cuda:1"
     assert not dev.available and dev.memory is mem and dev.properties == {"cc": "9.0"}
     assert dev == Device(DeviceId.cuda(1), "torch", name="H100", available=False, memory=mem)  # properties do not count
+
+
+# -- host memory: one helper for every backend whose CPU device is the host -----------------------------
+def test_host_memory_parses_meminfo_file(tmp_path: Path) -> None:
+    path = tmp_path / "meminfo"
+    path.write_text("MemTotal:        1000 kB\nMemFree:          100 kB\nMemAvailable:     400 kB\nHugePages_Total:       0\nDirectMap:\n")
+    assert host_memory_info(path) == MemoryInfo(total=1024000, free=409600, used=614400)  # available, not free
+    path.write_text("MemTotal: 2000 kB\nMemFree: 500 kB\n")  # old kernels: no MemAvailable
+    info = host_memory_info(path)
+    assert info is not None and info.free == 512000
+
+
+def test_host_memory_without_proc_meminfo_uses_sysconf(tmp_path: Path) -> None:
+    # A non-Linux host has no /proc/meminfo; the sysconf page counts give the same total.
+    fallback, proc = host_memory_info(tmp_path / "absent"), host_memory_info()
+    assert fallback is not None and proc is not None
+    assert fallback.total == proc.total and 0 < fallback.free <= fallback.total
+    (tmp_path / "no-total").write_text("MemFree: 5 kB\n")  # a file without MemTotal is not trusted either
+    no_total = host_memory_info(tmp_path / "no-total")
+    assert no_total is not None and no_total.total == fallback.total
+
+
+def test_backends_report_the_same_host_memory_helper() -> None:
+    # The one helper is what core's ArrayBackend (and torch, onnx) put on their cpu device.
+    from inferox.core import ArrayBackend
+    from inferox.core import host_memory_info as public
+
+    class Host(ArrayBackend):
+        name = "host-mem"
+        xp = np
+
+    assert public is host_memory_info
+    cpu = Host().devices()[0]
+    assert cpu.memory is not None and cpu.memory.total == host_memory_info().total  # type: ignore[union-attr]

@@ -26,6 +26,9 @@ CASES: list[tuple[type[E.InferoxError], str, int, tuple[type[BaseException], ...
     (E.DeviceError, "DEVICE_ERROR", 400, (RuntimeError,), E.DeviceError("bad device", device="cuda:x", backend="torch"), {"device": "cuda:x", "backend": "torch"}),
     (E.DeviceUnavailableError, "DEVICE_UNAVAILABLE", 503, (RuntimeError,), E.DeviceUnavailableError("absent", device="cuda:3"), {"device": "cuda:3", "backend": None}),
     (E.ArchitectureNotFoundError, "ARCHITECTURE_NOT_FOUND", 404, (LookupError,), E.ArchitectureNotFoundError("gpt", backend="jax", available=["torch"]), {"architecture": "gpt", "backend": "jax", "available": ["torch"]}),
+    (E.NumericMismatchError, "NUMERIC_MISMATCH", 500, (AssertionError,),
+     E.NumericMismatchError("differs", subject="torch", against="reference", output="y", index=(0, 1), max_difference=1.5e-3, atol=1e-5, rtol=1e-4),
+     {"subject": "torch", "against": "reference", "output": "y", "index": (0, 1), "max_difference": 1.5e-3, "atol": 1e-5, "rtol": 1e-4}),
     (E.InferoxTimeoutError, "TIMEOUT", 504, (TimeoutError,), E.InferoxTimeoutError("late", timeout=1.5, model="m"), {"timeout": 1.5, "model": "m"}),
     (E.QueueFullError, "QUEUE_FULL", 429, (RuntimeError,), E.QueueFullError("m", max_queue_size=8, retry_after=0.25), {"model": "m", "max_queue_size": 8, "retry_after": 0.25}),
     (E.ServiceUnavailableError, "UNAVAILABLE", 503, (RuntimeError,), E.ServiceUnavailableError("shutting down"), {}),
@@ -37,6 +40,8 @@ CASES: list[tuple[type[E.InferoxError], str, int, tuple[type[BaseException], ...
     (E.PackageError, "PACKAGE_ERROR", 422, (ValueError,), E.PackageError("bad", path="metadata.json", field="version"), {"path": "metadata.json", "field": "version"}),
     (E.PackageNotFoundError, "PACKAGE_NOT_FOUND", 404, (ValueError, FileNotFoundError), E.PackageNotFoundError("missing", path="/pkg"), {"path": "/pkg", "field": None}),
     (E.PackageFormatError, "PACKAGE_FORMAT_ERROR", 422, (ValueError,), E.PackageFormatError("bad json", path="model_info.json", field="inputs"), {"path": "model_info.json", "field": "inputs"}),
+    (E.WeightShapeError, "WEIGHT_SHAPE_MISMATCH", 422, (ValueError,), E.WeightShapeError("wrong shape", weight="layers.0.weight", expected=(8, 4), actual=(8, 5), path="model.safetensors"),
+     {"weight": "layers.0.weight", "expected": (8, 4), "actual": (8, 5), "field": "layers.0.weight", "path": "model.safetensors"}),
     (E.PackageVersionError, "PACKAGE_VERSION_UNSUPPORTED", 422, (ValueError,), E.PackageVersionError("too new", path="metadata.json", field="format_version"), {"field": "format_version"}),
     (E.PackageIntegrityError, "INTEGRITY_ERROR", 422, (ValueError,), E.PackageIntegrityError("sha mismatch", path="weights.safetensors"), {"path": "weights.safetensors"}),
     (E.UnsafePackageError, "UNSAFE_PACKAGE", 403, (ValueError, PermissionError), E.UnsafePackageError("code inside", path="model.py"), {"path": "model.py"}),
@@ -200,4 +205,42 @@ def test_backend_errors_context_manager() -> None:
         raise original
     assert ei2.value is original
     with E.backend_errors("jax"):
+        pass
+
+
+# ------------------------------------------------------------------------------------------- FrameworkErrors
+TABLE = E.FrameworkErrors("fw", out_of_memory=("can't allocate memory",), device_missing=("not compiled with cuda",))
+
+
+def test_framework_errors_read_the_backends_tables() -> None:
+    oom = TABLE.wrap(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 GB"), device="cpu", model="m")
+    assert type(oom) is E.OutOfMemoryError and (oom.code, oom.backend, oom.model) == ("OUT_OF_MEMORY", "fw", "m")
+    assert str(oom).startswith("fw: out of memory on cpu:")
+    missing = TABLE.wrap(AssertionError("Torch not compiled with CUDA enabled"), device="cuda:0")
+    assert type(missing) is E.DeviceUnavailableError and (missing.code, missing.device, missing.backend) == ("DEVICE_UNAVAILABLE", "cuda:0", "fw")
+    assert "cuda:0 is not available to backend 'fw'" in str(missing)
+    other = TABLE.wrap(ValueError("bad shape"), model="m")
+    assert type(other) is E.BackendError and str(other) == "fw raised ValueError in model 'm': bad shape"
+    for err, exc in ((oom, "DefaultCPUAllocator"), (missing, "Torch not compiled"), (other, "bad shape")):
+        assert err.__cause__ is not None and exc in str(err.__cause__)
+    # The tables are the backend's: core's own wrapping does not know those words.
+    assert type(E.wrap_backend_error(RuntimeError("can't allocate memory"), backend="fw")) is E.BackendError
+    assert type(E.wrap_backend_error(AssertionError("not compiled with CUDA"), backend="fw")) is E.BackendError
+
+
+def test_framework_errors_shared_rules() -> None:
+    # Every framework's out-of-memory words, an OSError, and Inferox errors passing through.
+    assert type(E.FrameworkErrors("jx").wrap(RuntimeError("RESOURCE_EXHAUSTED: while allocating"))) is E.OutOfMemoryError
+    enomem = TABLE.wrap(OSError(errno.ENOMEM, "can't allocate memory"))
+    assert type(enomem) is E.OutOfMemoryError  # an allocator's OSError is out of memory, not an IO error
+    io = TABLE.wrap(PermissionError(errno.EACCES, "Permission denied", "/w.bin"))
+    assert type(io) is E.InferoxIOError and io.path == "/w.bin"
+    inferox = E.DTypeError("x", name="dtype")
+    assert TABLE.wrap(inferox) is inferox
+    with pytest.raises(E.DeviceUnavailableError) as ei, TABLE.context(device="cuda:1", model="m"):
+        raise RuntimeError("Torch not compiled with CUDA enabled")
+    assert ei.value.device == "cuda:1" and isinstance(ei.value.__cause__, RuntimeError)
+    with pytest.raises(E.DTypeError), TABLE.context():
+        raise inferox
+    with TABLE.context():
         pass

@@ -30,14 +30,16 @@ def plugin_source(
     backends: list[tuple[str, ...]] = (),  # type: ignore[assignment]
     archs: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
     prelude: str = "",
+    hook: str = "inferox_register_architectures",
 ) -> str:
-    """The source of a plugin module implementing the hooks with the given registrations."""
+    """The source of a plugin module implementing the hooks with the given registrations (``hook``:
+    the implementations hook's name, the 1.0 one by default as an old plugin would write it)."""
     lines = ["from inferox.core import BackendSpec, hookimpl", prelude, ""]
     if version is not None:
         lines += ["@hookimpl", "def inferox_contract_version():", f"    return {version!r}", ""]
     lines += ["@hookimpl", "def inferox_register_backends(register):"]
     lines += [f"    register(BackendSpec({b[0]!r}, loader={b[1]!r}, requires={tuple(b[2:])!r}))" for b in backends] or ["    pass"]
-    lines += ["", "@hookimpl", "def inferox_register_architectures(register):"]
+    lines += ["", "@hookimpl", f"def {hook}(register):"]
     lines += [f"    register({a[0]!r}, {a[1]!r}, {a[2]!r})" for a in archs] or ["    pass"]
     return "\n".join(lines) + "\n"
 
@@ -129,6 +131,8 @@ def test_architecture_factory_that_fails_to_import(make_dist: MakeDist, unique: 
     err = ei.value
     assert (err.code, err.backend) == ("BACKEND_UNAVAILABLE", "numpy")
     assert "architecture 'broken' failed to load: ModuleNotFoundError" in err.reason
+    # … naming the plugin that registered the failing factory, and the distribution it came from.
+    assert f"(factory 'missing_mod_{unique}:create', registered by plugin 'p{unique}' (d-{unique} 1.0.0))" in err.reason
     assert isinstance(err.__cause__, ModuleNotFoundError)
 
 
@@ -144,7 +148,13 @@ def test_callable_factories_and_in_process_plugins() -> None:
     registry = P.PluginRegistry()
     registry.register_plugin(module, name="inproc")
     assert registry.architecture_factory("numpy", "inline") is create
-    assert registry.architectures() == {"inline": ["numpy"]}
+    # Listed once the backend it is for is registered (by another plugin here): not before.
+    assert registry.architectures() == {} and registry.backends_for("inline") == []
+    backend = types.ModuleType("npbackend")
+    backend.inferox_contract_version = hookimpl(lambda: CONTRACT_VERSION)  # type: ignore[attr-defined]
+    backend.inferox_register_backends = hookimpl(lambda register: register(BackendSpec("numpy", loader="inferox_numpy.backend:NumpyBackend")))  # type: ignore[attr-defined]
+    registry.register_plugin(backend, name="npbackend")
+    assert registry.architectures() == {"inline": ["numpy"]} and registry.backends_for("inline") == ["numpy"]
 
 
 def test_unknown_backend(fake: dict[str, Any]) -> None:
@@ -170,6 +180,75 @@ def test_entry_points_of_other_groups_and_repeated_names_are_ignored(make_dist: 
     registry = registry_for(fake["dist"], other, shadow)
     assert registry.failures == []
     assert registry.backend_names() == [fake["name"]]
+
+
+# ------------------------------------------------------------------ the implementations hook, and its alias
+@pytest.mark.parametrize("hook", ["inferox_register_implementations", "inferox_register_architectures"])
+def test_implementations_hook_and_its_old_name_both_work(make_dist: MakeDist, unique: str, hook: str) -> None:
+    name, mod = f"impl{unique}", f"implplug_{unique}"
+    version = "1.2" if hook == "inferox_register_implementations" else "1.0"
+    dist = make_dist(f"d-{unique}", {name: mod}, version="2.0.0",
+                     modules={mod: plugin_source(version=version, backends=[(name, "inferox_numpy.backend:NumpyBackend")], archs=[(name, "mlp", "x:create")], hook=hook)})
+    registry = registry_for(dist)
+    assert registry.failures == []
+    assert registry.architectures(name) == {"mlp": [name]}
+    spec = registry.implementation(name, "mlp")
+    assert (spec.factory, spec.plugin) == ("x:create", name)
+    assert registry.contract_version(name) == version and registry.contract_version("inferox-core") == CONTRACT_VERSION
+    assert registry.describe_plugin(name) == f"plugin '{name}' (d-{unique} 2.0.0)"
+    assert registry.contract_version("nobody") is None and registry.describe_plugin("nobody") == "plugin 'nobody'"
+
+
+def test_core_plugins_use_the_new_hook_name() -> None:
+    import inferox.core.hookspecs as specs
+
+    for name in ("inferox_register_implementations", "inferox_register_architectures"):
+        assert getattr(specs, name).__doc__, f"{name} is documented"
+    assert "alias" in (specs.inferox_register_architectures.__doc__ or "")
+    for module in ("inferox.torch.plugin", "inferox.jax.plugin", "inferox.onnx.plugin"):
+        plugin = pytest.importorskip(module)
+        assert hasattr(plugin, "inferox_register_implementations") and not hasattr(plugin, "inferox_register_architectures"), module
+
+
+def test_implementing_one_pair_through_both_hooks_is_refused(make_dist: MakeDist, unique: str) -> None:
+    name, mod = f"both{unique}", f"bothplug_{unique}"
+    source = plugin_source(version="1.2", archs=[("numpy", "mlp", "x:create")], hook="inferox_register_implementations")
+    source += "\n@hookimpl\ndef inferox_register_architectures(register):\n    register('numpy', 'mlp', 'x:create')\n"
+    (failure,) = registry_for(make_dist(f"d-{unique}", {name: mod}, modules={mod: source})).failures
+    err = failure.exception
+    assert isinstance(err, PluginError) and (err.code, err.plugin) == ("PLUGIN_ERROR", name)
+    assert f"plugin '{name}' registers architecture 'mlp' for backend 'numpy' twice" in str(err)
+
+
+# ------------------------------------------------------------------------ errors name plugins and installs
+def test_a_backend_without_the_architecture_names_both_plugins_and_what_to_install(fake: dict[str, Any]) -> None:
+    registry = registry_for(fake["dist"])
+    name = fake["name"]
+    with pytest.raises(ArchitectureNotFoundError) as ei:
+        registry.architecture_factory(name, "bert")  # bert: core's standard architecture; no torch here
+    err = ei.value
+    assert (err.code, err.architecture, err.backend, err.plugin, err.defined_by, err.available) == ("ARCHITECTURE_NOT_FOUND", "bert", name, name, "inferox-core", [])
+    assert str(err).startswith(f"backend '{name}' (plugin '{name}') does not implement architecture 'bert' (defined by plugin 'inferox-core'); backends that do: (none); ")
+    assert err.install == "install a backend that implements it, e.g. inferox-torch, inferox-jax or inferox-onnx" and err.install in str(err)
+    with pytest.raises(ArchitectureNotFoundError) as ei:
+        registry.architecture_factory(name, "gpt")  # no plugin defines it at all
+    assert ei.value.defined_by is None and ei.value.install == "install the plugin that defines it"
+    with pytest.raises(ArchitectureNotFoundError) as ei:
+        registry.schema("gpt")
+    assert "no installed plugin defines architecture 'gpt'; known architectures: bert, mlp; install the plugin that defines it" == str(ei.value)
+
+
+def test_an_architecture_only_a_blocked_backend_implements_says_so(make_dist: MakeDist, unique: str, fake: dict[str, Any]) -> None:
+    # A second plugin implements the third-party 'toy' for a backend of its own; blocking that
+    # plugin hides the backend, its implementation and anything listing it.
+    other, mod = f"other{unique}", f"otherplug_{unique}"
+    dist = make_dist(f"o-{unique}", {other: mod}, modules={mod: plugin_source(backends=[(other, "inferox_numpy.backend:NumpyBackend")], archs=[(other, "toy", "x:f"), (fake["name"], "extra", "x:g")])})
+    registry = registry_for(fake["dist"], dist, blocked=(fake["name"],))
+    # The implementation 'other' registered for the blocked backend is not listed anywhere.
+    assert registry.architectures() == {"toy": [other]} and registry.backends_for("extra") == []
+    with pytest.raises(ArchitectureNotFoundError) as ei:
+        registry.architecture_factory(other, "extra")
+    assert ei.value.install == f"backend(s) {fake['name']} implement it but are blocked by INFEROX_BLOCKED_PLUGINS"
 
 
 # -------------------------------------------------------------------------------------------- blocking
@@ -214,7 +293,7 @@ def test_plugin_whose_import_fails_is_reported_by_name(make_dist: MakeDist, uniq
 
 @pytest.mark.parametrize(
     ("declared", "shown"),
-    [("2.0", "'2.0'"), ("0.9", "'0.9'"), ("1.2", "'1.2'"), (None, None), ("abc", "'abc'"), ("1.x", "'1.x'"), ("", "''")],
+    [("2.0", "'2.0'"), ("0.9", "'0.9'"), ("1.3", "'1.3'"), (None, None), ("abc", "'abc'"), ("1.x", "'1.x'"), ("", "''")],
     ids=["major-newer", "major-older", "minor-newer", "missing", "unreadable", "unreadable-minor", "empty"],
 )
 def test_contract_version_mismatch_is_refused(make_dist: MakeDist, unique: str, declared: str | None, shown: str | None) -> None:
@@ -237,7 +316,7 @@ def test_contract_version_mismatch_is_refused(make_dist: MakeDist, unique: str, 
     assert registry.pm.get_plugin(pname) is None
 
 
-@pytest.mark.parametrize("declared", ["1.1", "1.0", "1", 1])
+@pytest.mark.parametrize("declared", ["1.2", "1.1", "1.0", "1", 1])
 def test_compatible_contract_versions(declared: Any) -> None:
     P.check_contract_version("p", declared)
 

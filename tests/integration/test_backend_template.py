@@ -42,7 +42,7 @@ def test_same_constants_and_hooks(package: str, distribution: str, backend: str)
     assert all(isinstance(a, str) and f.startswith(f"{package}.models.{a}:") for a, f in plugin.ARCHITECTURES)
     assert set(plugin.__all__) == {
         "ARCHITECTURES", "BACKEND_NAME", "DISTRIBUTION", "inferox_contract_version", "inferox_plugin_info",
-        "inferox_register_architectures", "inferox_register_backends",
+        "inferox_register_backends", "inferox_register_implementations",
     }
     registry = PluginRegistry()
     registry.register_plugin(plugin, name=backend)

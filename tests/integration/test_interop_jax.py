@@ -22,6 +22,7 @@ import jax.numpy as jnp  # noqa: E402
 from inferox.core import AnyModel, Backend, DType, DTypeError, ModelMetadata, Tensor, TensorSpec  # noqa: E402
 from inferox.core.plugins import get_registry, reset_registry  # noqa: E402
 from inferox.jax import JaxBackend, JaxModel, JaxTensor, aligned_empty  # noqa: E402
+from inferox.torch import torch_dtype  # noqa: E402
 
 JAX32 = [DType.BOOL, DType.U8, DType.U16, DType.U32, DType.I8, DType.I16, DType.I32, DType.F16, DType.BF16, DType.F32]
 # numpy's DLPack exporter has no bfloat16 code; torch's has.
@@ -35,7 +36,7 @@ def np_ptr(a: np.ndarray) -> int:
 
 def torch_sample(dtype: DType, n: int = 24) -> Any:
     values = torch.arange(n).reshape(4, n // 4)
-    return (values % 2 == 0) if dtype is DType.BOOL else values.to(dtype.to_torch())
+    return (values % 2 == 0) if dtype is DType.BOOL else values.to(torch_dtype(dtype))
 
 
 @pytest.fixture

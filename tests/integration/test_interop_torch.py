@@ -17,7 +17,8 @@ jnp = pytest.importorskip("jax.numpy")
 
 from inferox.core import DType, DTypeError  # noqa: E402
 from inferox.core.plugins import get_registry, reset_registry  # noqa: E402
-from inferox.torch import TorchBackend, TorchTensor  # noqa: E402
+from inferox.jax import jax_dtype  # noqa: E402
+from inferox.torch import TorchBackend, TorchTensor, torch_dtype  # noqa: E402
 
 # Dtypes JAX holds without 64-bit mode, with a torch tensor of each.
 _JAX32 = [DType.BOOL, DType.U8, DType.U16, DType.U32, DType.I8, DType.I16, DType.I32, DType.F16, DType.BF16, DType.F32]
@@ -31,7 +32,7 @@ def np_ptr(a: np.ndarray) -> int:
 
 def torch_sample(dtype: DType) -> torch.Tensor:
     values = torch.arange(24).reshape(4, 6)  # torch's allocator aligns to 64 bytes: jax can adopt it
-    return (values % 2 == 0) if dtype is DType.BOOL else values.to(dtype.to_torch())
+    return (values % 2 == 0) if dtype is DType.BOOL else values.to(torch_dtype(dtype))
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ def test_torch_to_jax_shares_memory(dtype: DType) -> None:
 
 @pytest.mark.parametrize("dtype", _JAX32, ids=lambda d: d.value)
 def test_jax_to_torch_shares_memory(tb: TorchBackend, dtype: DType) -> None:
-    j = jnp.arange(24).reshape(4, 6).astype(dtype.to_jax())
+    j = jnp.arange(24).reshape(4, 6).astype(jax_dtype(dtype))
     tensor = tb.tensor_builder("cpu").from_dlpack(j)
     assert isinstance(tensor, TorchTensor) and tensor.dtype is dtype
     assert tensor.data_ptr == j.unsafe_buffer_pointer()

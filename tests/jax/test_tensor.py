@@ -13,7 +13,7 @@ import pytest
 
 from inferox.core import BackendError, DeviceId, DType, DTypeError, InvalidInputError, OutOfMemoryError
 from inferox.core.testing import sample_array, to_python_list
-from inferox.jax import JaxBackend, JaxTensor, aligned_empty, is_zero_copy_eligible
+from inferox.jax import JaxBackend, JaxTensor, aligned_empty, is_zero_copy_eligible, jax_dtype
 
 from .conftest import aligned_copy
 
@@ -304,3 +304,15 @@ def test_from_array_dispatch(builder, backend: JaxBackend) -> None:
     assert builder.from_array(backend.wrap(native)).native is native
     assert builder.from_array(7).shape == () and builder.from_array([[1, 2]], dtype="u8").dtype is DType.U8
     assert builder.from_array(np.ones(3, np.float16)).dtype is DType.F16
+
+
+@pytest.mark.parametrize("dtype", list(DType), ids=[d.value for d in DType])
+def test_jax_dtype_is_the_backends_one_mapping(dtype: DType) -> None:
+    # Core maps DType to numpy's spelling only; the jax.numpy object is looked up here, in the backend.
+    native = jax_dtype(dtype)
+    assert native is getattr(jnp, dtype.numpy_name) and jax_dtype(dtype.value) is native
+    assert DType.parse(native) is dtype and DType.parse(jnp.dtype(native)) is dtype
+    assert jnp.dtype(native).itemsize == dtype.itemsize
+    with pytest.raises(DTypeError) as ei:
+        jax_dtype("f128")
+    assert ei.value.code == "INVALID_DTYPE" and ei.value.actual == "f128"

@@ -16,6 +16,7 @@ from inferox.core.errors import (
     PackageFormatError,
     PackageNotFoundError,
     UnsafePackageError,
+    WeightShapeError,
 )
 from inferox.mlpkg import (
     FORMAT_VERSION,
@@ -106,7 +107,7 @@ def test_unknown_model_type_names_file_and_field(tmp_path: Path) -> None:
         build_package(src, output_dir=tmp_path / "out")
     assert ei.value.code == "PACKAGE_FORMAT_ERROR" and ei.value.path == "config.json" and ei.value.field == "model_type"
     assert "wavenet" in str(ei.value) and "bert" in str(ei.value)
-    (src / "config.json").write_text(json.dumps({"layer_sizes": [2, 2]}))
+    (src / "config.json").write_text(json.dumps({"layer_sizes": [4, 8, 3]}))
     with pytest.raises(PackageFormatError) as ei2:
         build_package(src, output_dir=tmp_path / "out")
     assert ei2.value.field == "model_type"
@@ -321,3 +322,51 @@ def test_symlinked_sources_become_regular_readable_files(tmp_path: Path, no_back
         assert stat.S_ISREG(mode) and not p.is_symlink()
         assert mode & stat.S_IRUSR and mode & stat.S_IRGRP and not mode & stat.S_IXUSR and os.access(p, os.R_OK)
     assert (pkg.path / "model.safetensors").read_bytes() == (real / "model.safetensors").read_bytes()
+
+
+# -- weight shapes against the schema ----------------------------------------------------------------------
+def test_a_weight_of_the_wrong_shape_is_refused_naming_it_and_both_shapes(tmp_path: Path, only_ref_backend: Any) -> None:
+    from safetensors.numpy import save_file
+
+    src = write_mlp_folder(tmp_path / "src")  # config 4 → 8 → 3
+    tensors = mlp_tensors()
+    tensors["layers.0.weight"] = np.zeros((8, 5), np.float32)  # a checkpoint of another config
+    save_file(tensors, str(src / "model.safetensors"))
+    out = tmp_path / "out"
+    with pytest.raises(WeightShapeError) as ei:
+        build_package(src, output_dir=out, name="wrong")
+    err = ei.value
+    assert isinstance(err, PackageFormatError) and err.code == "WEIGHT_SHAPE_MISMATCH"
+    assert (err.weight, err.actual, err.expected, err.path, err.field) == ("layers.0.weight", (8, 5), (8, 4), "model.safetensors", "layers.0.weight")
+    assert str(err) == "model.safetensors: weight 'layers.0.weight' has shape [8, 5], but architecture 'mlp' expects [8, 4] for this config"
+    assert not (out / "wrong").exists() and [p.name for p in out.iterdir()] == []  # nothing half-built left
+    # … and a package already there under that name is left as it was
+    good = build_package(write_mlp_folder(tmp_path / "good"), output_dir=out, name="wrong")
+    before = (good / "metadata.json").read_bytes()
+    with pytest.raises(WeightShapeError):
+        build_package(src, output_dir=out, name="wrong")
+    assert (good / "metadata.json").read_bytes() == before and load_package(good, verify=True).name == "wrong"
+
+
+def test_a_missing_weight_is_refused_and_hub_prefixes_are_understood(tmp_path: Path, only_ref_backend: Any, minilm_dir: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    src = write_mlp_folder(tmp_path / "src")
+    tensors = mlp_tensors()
+    del tensors["layers.1.bias"]
+    save_file(tensors, str(src / "model.safetensors"))
+    with pytest.raises(PackageFormatError) as ei:
+        build_package(src, output_dir=tmp_path / "out")
+    assert (ei.value.code, ei.value.field) == ("PACKAGE_FORMAT_ERROR", "layers.1.bias")
+    assert "architecture 'mlp' needs weight 'layers.1.bias', which is missing" in str(ei.value)
+    # A BERT checkpoint whose weights are named under "bert." (as the Hub's BertFor… classes save them)
+    bert = tmp_path / "bert"
+    shutil.copytree(minilm_dir, bert)
+    save_file({f"bert.{k}": v for k, v in load_file(str(bert / "model.safetensors")).items()}, str(bert / "model.safetensors"))
+    assert load_package(build_package(bert, output_dir=tmp_path / "out", golden=False)).architecture == "bert"
+    weights = load_file(str(bert / "model.safetensors"))
+    weights["bert.encoder.layer.3.intermediate.dense.weight"] = weights["bert.encoder.layer.3.intermediate.dense.weight"][:100]
+    save_file(weights, str(bert / "model.safetensors"))
+    with pytest.raises(WeightShapeError) as ei2:
+        build_package(bert, output_dir=tmp_path / "out", name="bad-bert", golden=False)
+    assert (ei2.value.weight, ei2.value.actual, ei2.value.expected) == ("bert.encoder.layer.3.intermediate.dense.weight", (100, 384), (1536, 384))

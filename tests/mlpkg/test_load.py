@@ -14,6 +14,7 @@ from inferox.core.errors import (
     ArchitectureNotFoundError,
     BackendError,
     BackendUnavailableError,
+    NumericMismatchError,
     PackageError,
     PackageFormatError,
     PackageIntegrityError,
@@ -24,7 +25,6 @@ from inferox.core.errors import (
 )
 from inferox.core.model import AnyModel
 from inferox.mlpkg import (
-    Package,
     as_backend,
     build_package,
     convert_pickle_to_safetensors,
@@ -201,6 +201,9 @@ def test_backend_without_the_architecture_lists_those_with_it(pkg_path: Path, on
     with pytest.raises(ArchitectureNotFoundError) as ei:
         load_model(pkg_path, backend="otherbe")
     assert ei.value.code == "ARCHITECTURE_NOT_FOUND" and ei.value.backend == "otherbe" and ei.value.available == ["numpy"]
+    # … naming the plugin that registered the backend, and the one that defines the architecture
+    assert (ei.value.plugin, ei.value.defined_by) == ("other", "inferox-core")
+    assert str(ei.value) == "backend 'otherbe' (plugin 'other') does not implement architecture 'mlp' (defined by plugin 'inferox-core'); backends that do: numpy"
     with pytest.raises(BackendUnavailableError) as ei2:
         load_model(pkg_path, backend="nosuch")
     assert ei2.value.backend == "nosuch"
@@ -210,6 +213,7 @@ def test_no_backend_for_the_architecture(pkg_path: Path, no_backends: Any) -> No
     with pytest.raises(ArchitectureNotFoundError) as ei:
         load_model(pkg_path)
     assert ei.value.architecture == "mlp" and ei.value.available == []
+    assert ei.value.install == "install a backend that implements it, e.g. inferox-torch, inferox-jax or inferox-onnx" and ei.value.install in str(ei.value)
 
 
 def test_factory_errors_are_wrapped(pkg_path: Path, no_backends: Any) -> None:
@@ -222,6 +226,8 @@ def test_factory_errors_are_wrapped(pkg_path: Path, no_backends: Any) -> None:
     with pytest.raises(BackendError) as ei:
         load_model(pkg_path)
     assert ei.value.backend == "numpy" and "on purpose" in str(ei.value) and isinstance(ei.value.__cause__, RuntimeError)
+    assert type(ei.value) is BackendError and ei.value.code == "BACKEND_ERROR"
+    assert str(ei.value).endswith("(the numpy:mlp factory registered by plugin 'failing')")  # whose code crashed
 
 
 def test_trusted_code_override(pkg_path: Path) -> None:
@@ -297,9 +303,11 @@ def test_pickle_loading_refuses_arbitrary_objects(tmp_path: Path) -> None:
 # -- verify_package ----------------------------------------------------------------------------------------
 def test_verify_package_runs_the_golden_cases(pkg_path: Path) -> None:
     report = verify_package(pkg_path)
-    assert report.ok and report.files_checked == 5 and report.golden == {"numpy": 0.0}
-    assert report.to_dict()["ok"] is True
-    # a golden output that the model no longer gives is a problem naming the output
+    assert report.ok and report.files_checked == 5 and set(report.golden) == {"numpy"} and report.golden["numpy"] < 1e-6
+    assert report.against == "reference" and (report.atol, report.rtol) == (1e-5, 1e-5)
+    assert [(r.subject, r.against, r.ok) for r in report.rows] == [("golden", "reference", True), ("numpy", "reference", True)]
+    assert report.to_dict()["ok"] is True and report.to_dict()["rows"][1]["subject"] == "numpy"
+    # golden outputs that the reference does not give are a numeric mismatch naming the output
     from safetensors.numpy import load_file, save_file
 
     g = load_file(str(pkg_path / "golden" / "outputs.safetensors"))
@@ -313,8 +321,16 @@ def test_verify_package_runs_the_golden_cases(pkg_path: Path) -> None:
             data = (pkg_path / f["path"]).read_bytes()
             f["size"], f["sha256"] = len(data), hashlib.sha256(data).hexdigest()
     (pkg_path / "metadata.json").write_text(json.dumps(meta))
-    bad = verify_package(Package.__new__(Package) if False else pkg_path)
-    assert not bad.ok and bad.errors[0].field == "output" and "golden" in bad.problems[0]  # type: ignore[attr-defined]
+    bad = verify_package(pkg_path)
+    (err,) = bad.errors
+    assert not bad.ok and isinstance(err, NumericMismatchError) and not isinstance(err, PackageIntegrityError)
+    assert (err.code, err.subject, err.against, err.output, err.max_difference) == ("NUMERIC_MISMATCH", "golden", "reference", "output", pytest.approx(1.0))
+    assert str(err).startswith("the package's golden outputs (computed by backend 'numpy' at build): output 'output' differs from the reference by up to 1 at index (")
+    assert bad.golden["numpy"] < 1e-6  # the backend agrees with the reference: the stored outputs are what is wrong
+    # with the reference left out, the backend is held to the (wrong) golden outputs instead
+    held = verify_package(pkg_path, reference=False)
+    assert held.against == "golden" and [r.subject for r in held.rows] == ["numpy"] and held.errors[0].subject == "numpy"  # type: ignore[attr-defined]
+    assert held.notes == ["compared with the stored golden outputs: the reference was not asked for"]
     assert verify_package(pkg_path, run_golden=False).ok
 
 
@@ -323,7 +339,7 @@ def test_verify_package_reports_unloadable_and_skips(tmp_path: Path, mlp_dir: Pa
     assert not report.ok and report.errors[0].code == "PACKAGE_NOT_FOUND"
     path = build_package(mlp_dir, output_dir=tmp_path / "out")  # no backend: no golden outputs
     r = verify_package(path)
-    assert r.ok and r.skipped == {"golden": "package has no golden outputs"}
+    assert r.ok and r.skipped == {"golden": "the package has no golden outputs and no installed backend implements 'mlp': parity not checked"}
 
 
 # -- real backends -----------------------------------------------------------------------------------------

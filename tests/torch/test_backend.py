@@ -19,7 +19,7 @@ from inferox.core import (
     OutOfMemoryError,
 )
 from inferox.core.tensor import Tensor, TensorBuilder
-from inferox.torch import TorchBackend, TorchTensor, device_id_of, host_memory_info, torch_device, torch_errors, wrap_torch_error
+from inferox.torch import TorchBackend, TorchTensor, device_id_of, torch_device, torch_errors, wrap_torch_error
 
 _PROBE = TorchBackend()
 HAS_CUDA = _PROBE.is_device_available("cuda:0")
@@ -124,22 +124,6 @@ def test_memory_info_cpu(backend: TorchBackend) -> None:
     assert info.total > 0 and 0 < info.free <= info.total
     assert info.used == info.total - info.free
     assert 0.0 <= info.utilization <= 1.0
-
-
-def test_host_memory_without_proc_meminfo_uses_sysconf(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    # A non-Linux host has no /proc/meminfo; the sysconf page counts give the same total.
-    fallback = host_memory_info(tmp_path / "absent")
-    proc = host_memory_info()
-    assert fallback.total == proc.total
-    assert 0 < fallback.free <= fallback.total
-
-
-def test_host_memory_parses_meminfo_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    path = tmp_path / "meminfo"
-    path.write_text("MemTotal:        1000 kB\nMemFree:          100 kB\nMemAvailable:     400 kB\nHugePages_Total:       0\nDirectMap:\n")
-    assert host_memory_info(path) == MemoryInfo(total=1024000, free=409600, used=614400)
-    path.write_text("MemTotal: 2000 kB\nMemFree: 500 kB\n")  # old kernels: no MemAvailable
-    assert host_memory_info(path).free == 512000
 
 
 @needs_cuda

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from inferox.core import DeviceId, DType, DTypeError, InvalidInputError, Tensor
-from inferox.torch import TorchBackend, TorchTensor, TorchTensorBuilder, numpy_to_torch
+from inferox.torch import TorchBackend, TorchTensor, TorchTensorBuilder, numpy_to_torch, torch_dtype
 
 ALL_DTYPES = list(DType)
 
@@ -47,7 +47,7 @@ def test_from_numpy_every_dtype_shares_memory(cpu_builder: TorchTensorBuilder, d
     tensor = cpu_builder.from_numpy(source)
     assert isinstance(tensor, TorchTensor) and isinstance(tensor.native, torch.Tensor)
     assert tensor.dtype is dtype
-    assert tensor.native.dtype == dtype.to_torch()
+    assert tensor.native.dtype == torch_dtype(dtype)
     assert tensor.shape == (2, 3) and tensor.ndim == 2 and tensor.size == 6
     assert tensor.nbytes == 6 * dtype.itemsize
     assert tensor.device == DeviceId.cpu()
@@ -276,3 +276,15 @@ def test_dlpack_export_of_a_grad_tensor_detaches(backend: TorchBackend) -> None:
     exported = np.from_dlpack(backend.wrap(x))  # the Tensor face detaches first: same memory
     assert exported.__array_interface__["data"][0] == x.data_ptr()
     assert exported.tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("dtype", list(DType), ids=[d.value for d in DType])
+def test_torch_dtype_is_the_backends_one_mapping(dtype: DType) -> None:
+    # Core maps DType to numpy's spelling only; the torch object is looked up here, in the backend.
+    native = torch_dtype(dtype)
+    assert isinstance(native, torch.dtype)
+    assert torch_dtype(dtype.value) is native and DType.parse(native) is dtype
+    assert torch.zeros(1, dtype=native).element_size() == dtype.itemsize
+    with pytest.raises(DTypeError) as ei:
+        torch_dtype("f128")
+    assert ei.value.code == "INVALID_DTYPE" and ei.value.actual == "f128"

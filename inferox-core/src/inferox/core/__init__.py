@@ -10,7 +10,7 @@ from inferox.core._lazy import distribution_version, lazy_exports
 from inferox.core.arraylib import ArrayBackend, ArrayTensor, ArrayTensorBuilder
 from inferox.core.backend import Backend
 from inferox.core.constants import CONTRACT_VERSION
-from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo
+from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo, host_memory_info
 from inferox.core.dtype import DType, can_cast_safely
 from inferox.core.errors import (
     ArchitectureNotFoundError,
@@ -21,11 +21,13 @@ from inferox.core.errors import (
     DeviceUnavailableError,
     DownloadError,
     DTypeError,
+    FrameworkErrors,
     InferoxError,
     InferoxIOError,
     InferoxTimeoutError,
     InvalidInputError,
     ModelNotFoundError,
+    NumericMismatchError,
     OutOfMemoryError,
     PackageError,
     PluginError,
@@ -73,6 +75,7 @@ __all__ = [
     "DeviceKind",
     "DeviceUnavailableError",
     "DownloadError",
+    "FrameworkErrors",
     "InferoxError",
     "InferoxIOError",
     "InferoxTimeoutError",
@@ -81,6 +84,7 @@ __all__ = [
     "Model",
     "ModelMetadata",
     "ModelNotFoundError",
+    "NumericMismatchError",
     "OutOfMemoryError",
     "PackageError",
     "PluginError",
@@ -99,6 +103,7 @@ __all__ = [
     "get_backend",
     "get_registry",
     "hookimpl",
+    "host_memory_info",
     "lazy_exports",
     "random_weights",
     "usable_cpus",

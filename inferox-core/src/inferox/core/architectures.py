@@ -51,8 +51,9 @@ __all__ = [
     "select_weights",
 ]
 
-#: Activations an ``mlp`` may use between layers.
-ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "identity")
+#: Activations an ``mlp`` may use between layers (``"gelu"`` is exact; ``"gelu_new"`` and
+#: ``"gelu_pytorch_tanh"`` the tanh approximation, named as Hugging Face configs name them).
+ACTIVATIONS = ("relu", "gelu", "gelu_new", "gelu_pytorch_tanh", "tanh", "sigmoid", "identity")
 #: Ways a ``bert`` model may pool its token states into ``sentence_embedding``.
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
 

@@ -30,27 +30,17 @@ defaults to ``xp.__version__``.
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar
 
 import numpy as np
 
 from inferox.core.backend import Backend
-from inferox.core.device import Device, DeviceId, MemoryInfo
+from inferox.core.device import Device, DeviceId, MemoryInfo, host_memory_info
 from inferox.core.dtype import DType
 from inferox.core.errors import PluginError
 from inferox.core.tensor import Tensor, TensorBuilder
 
 __all__ = ["ArrayBackend", "ArrayTensor", "ArrayTensorBuilder", "host_memory_info"]
-
-
-def host_memory_info() -> MemoryInfo | None:
-    """The host's total and available memory (``None`` where the platform cannot tell)."""
-    try:
-        page = os.sysconf("SC_PAGE_SIZE")
-        return MemoryInfo.from_total_free(os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page)
-    except (AttributeError, ValueError, OSError):  # pragma: no cover - platforms without sysconf
-        return None
 
 
 class ArrayTensor(Tensor):
@@ -132,7 +122,8 @@ class ArrayBackend(Backend):
         return tensor if isinstance(tensor, ArrayTensor) and tensor.backend is self else self.wrap(self.xp.asarray(tensor.numpy()))
 
     def cast(self, tensor: Tensor, dtype: DType) -> ArrayTensor:
-        return self.wrap(self.xp.asarray(tensor.numpy().astype(dtype.to_numpy())))
+        with np.errstate(over="ignore", invalid="ignore"):  # an asked-for cast may overflow (1e308 → f32 inf), silently as in torch and jax
+            return self.wrap(self.xp.asarray(tensor.numpy().astype(dtype.to_numpy())))
 
     def to_numpy(self, native: Any) -> np.ndarray:
         return np.asarray(native)

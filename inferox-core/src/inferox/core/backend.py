@@ -2,7 +2,7 @@
 
 A backend answers for one framework: which devices it has, which dtypes it supports on each, how
 to build, move, cast and export its native tensors, and how much memory a device has. Architecture
-implementations are registered separately, through the ``inferox_register_architectures`` hook.
+implementations are registered separately, through the ``inferox_register_implementations`` hook.
 """
 
 from __future__ import annotations

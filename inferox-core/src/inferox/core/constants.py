@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 __all__ = [
+    "BUILTIN_PLUGIN",
     "CONTRACT_VERSION",
     "DEFAULT_CACHE_DIR",
     "ENTRY_POINT_GROUP",
@@ -17,6 +18,7 @@ __all__ = [
     "ENV_MMAP_THRESHOLD",
     "ENV_PACKAGE_DIR",
     "PROJECT_NAME",
+    "STANDARD_BACKEND_DISTRIBUTIONS",
     "blocked_plugins",
     "cache_dir",
 ]
@@ -26,9 +28,18 @@ PROJECT_NAME = "inferox"
 ENTRY_POINT_GROUP = "inferox"
 
 #: The plugin contract's version, "MAJOR.MINOR". A plugin built for another major, or for a newer
-#: minor than this core, is refused with both versions named. 1.1 added ``inferox_register_schemas``
-#: (architectures as plugins); 1.0 plugins load unchanged.
-CONTRACT_VERSION = "1.1"
+#: minor than this core, is refused with both versions named; every older minor loads unchanged.
+#: 1.1 added ``inferox_register_schemas`` (architectures as plugins) and the conformance suite's
+#: numbers checks; 1.2 added ``inferox_register_implementations`` (``inferox_register_architectures``
+#: stays as its alias) and the conformance checks for GELU sensitivity, native inputs and extreme
+#: casts. A conformance check added in a minor only warns for plugins declaring an older one.
+CONTRACT_VERSION = "1.2"
+
+#: The name core's own built-in plugin (the standard architectures' schemas) is registered under.
+BUILTIN_PLUGIN = "inferox-core"
+#: The distributions of this repository that implement core's standard architectures: named in
+#: "what to install" hints only (core imports none of them).
+STANDARD_BACKEND_DISTRIBUTIONS = ("inferox-torch", "inferox-jax", "inferox-onnx")
 
 #: Comma-separated plugin (entry-point) names to skip at discovery, e.g. ``INFEROX_BLOCKED_PLUGINS=jax``.
 ENV_BLOCKED_PLUGINS = "INFEROX_BLOCKED_PLUGINS"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from inferox.core.errors import DeviceError
 
-__all__ = ["Device", "DeviceId", "DeviceKind", "MemoryInfo"]
+__all__ = ["Device", "DeviceId", "DeviceKind", "MemoryInfo", "host_memory_info"]
 
 
 class DeviceKind:
@@ -121,6 +123,28 @@ class MemoryInfo:
     def utilization(self) -> float:
         """Fraction of memory in use (0.0 when ``total`` is unknown/zero)."""
         return self.used / self.total if self.total else 0.0
+
+
+def host_memory_info(meminfo: str | os.PathLike[str] = "/proc/meminfo") -> MemoryInfo | None:
+    """Host RAM, for every backend whose CPU device is the host: ``MemTotal`` / ``MemAvailable``
+    from ``/proc/meminfo`` where it exists (Linux: *available* counts reclaimable page cache, which
+    *free* does not), else ``os.sysconf`` page counts (other POSIX systems), else ``None`` (the
+    platform cannot tell)."""
+    try:
+        fields: dict[str, int] = {}
+        for line in Path(meminfo).read_text().splitlines():
+            key, _, rest = line.partition(":")
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                fields[key] = int(parts[0]) * 1024  # reported in kB
+        return MemoryInfo.from_total_free(fields["MemTotal"], fields.get("MemAvailable", fields.get("MemFree", 0)))
+    except (OSError, KeyError):
+        pass
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        return MemoryInfo.from_total_free(page * os.sysconf("SC_PHYS_PAGES"), page * os.sysconf("SC_AVPHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - platforms without sysconf (Windows)
+        return None
 
 
 @dataclass(frozen=True)

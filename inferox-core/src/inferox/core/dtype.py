@@ -1,7 +1,11 @@
-"""Element types, and how they map onto numpy, torch, jax and the V2 protocol.
+"""Element types, and how they map onto numpy and the V2 protocol.
 
-Framework dtypes are looked up by *name* (``torch.float32`` → ``"float32"``) so that this module never
-imports torch or jax; ``to_torch`` / ``to_jax`` import the framework only when called.
+The one mapping between Inferox dtypes and frameworks is the **numpy spelling**
+(:attr:`DType.numpy_name`: ``"float32"``, ``"bfloat16"``), which torch, jax, ONNX Runtime and the
+array API all share. Core reads any framework's dtype by that name (``torch.float32`` prints as
+``"torch.float32"``, a jax or numpy dtype has ``.name``), so it never imports or names a framework;
+turning a :class:`DType` into a framework's own dtype object is the backend's job, next to its
+tensors (``inferox.torch.torch_dtype``, ``inferox.jax.jax_dtype``).
 """
 
 from __future__ import annotations
@@ -83,17 +87,20 @@ class DType(str, enum.Enum):
         if isinstance(value, str):
             key = value.strip()
             found = _BY_NAME.get(key) or _BY_NAME.get(key.lower())
-            if found is None and key.startswith("torch."):
-                found = _BY_NAME.get(key[len("torch.") :])
+            if found is None and "." in key:  # a framework's printed dtype: "torch.float32", "jnp.bfloat16"
+                found = _BY_NAME.get(key.rpartition(".")[2])
             if found is None:
                 raise DTypeError(f"unknown dtype {value!r}", expected="one of " + ", ".join(d.value for d in cls), actual=value)
             return found
         if (isinstance(value, type) and issubclass(value, np.generic)) or isinstance(value, np.dtype):
             return cls.from_numpy(value)
-        # torch.dtype prints as "torch.float32"; jax/numpy scalar types have a .dtype or a name.
-        name = getattr(value, "name", None) if not _is_torch_dtype(value) else str(value)
+        # jax/numpy dtypes and scalar types have a name or a .dtype; a torch.dtype has neither and
+        # prints as "torch.float32" — read by its numpy spelling either way.
+        name = getattr(value, "name", None)
         if name is None and hasattr(value, "dtype"):
             return cls.parse(value.dtype)
+        if name is None and type(value).__name__ == "dtype":
+            name = str(value)
         if isinstance(name, str):
             return cls.parse(name)
         raise DTypeError(f"cannot interpret {value!r} as a dtype", actual=type(value).__name__)
@@ -117,32 +124,8 @@ class DType(str, enum.Enum):
         """The numpy dtype; bf16 maps to ``ml_dtypes.bfloat16``."""
         return np.dtype(ml_dtypes.bfloat16) if self is DType.BF16 else np.dtype(self.numpy_name)
 
-    @classmethod
-    def from_torch(cls, dtype: Any) -> DType:
-        return cls.parse(str(dtype))
-
-    def to_torch(self) -> Any:
-        """The ``torch.dtype`` (imports torch)."""
-        import torch
-
-        return getattr(torch, self.numpy_name)
-
-    @classmethod
-    def from_jax(cls, dtype: Any) -> DType:
-        return cls.from_numpy(dtype)
-
-    def to_jax(self) -> Any:
-        """The ``jax.numpy`` dtype (imports jax)."""
-        import jax.numpy as jnp
-
-        return getattr(jnp, self.numpy_name)
-
     def can_cast_to(self, other: DType | str) -> bool:
         return can_cast_safely(self, DType.parse(other))
-
-
-def _is_torch_dtype(value: Any) -> bool:
-    return type(value).__module__ == "torch" and type(value).__name__ == "dtype"
 
 
 _ITEMSIZE = {

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "DeviceError",
     "DeviceUnavailableError",
     "DownloadError",
+    "FrameworkErrors",
     "GatedRepoError",
     "HubAuthError",
     "InferoxError",
@@ -33,6 +35,7 @@ __all__ = [
     "InferoxTimeoutError",
     "InvalidInputError",
     "ModelNotFoundError",
+    "NumericMismatchError",
     "OutOfMemoryError",
     "PackageError",
     "PackageFormatError",
@@ -49,6 +52,7 @@ __all__ = [
     "StateTypeError",
     "TypeMismatchError",
     "UnsafePackageError",
+    "WeightShapeError",
     "backend_errors",
     "error_from_code",
     "from_os_error",
@@ -225,26 +229,83 @@ class DeviceUnavailableError(DeviceError):
 
 
 class ArchitectureNotFoundError(InferoxError, LookupError):
-    """No installed backend (or not the requested one) implements an architecture."""
+    """No installed backend (or not the requested one) implements an architecture, or no plugin defines it.
+
+    ``plugin`` names the plugin that registered ``backend``, ``defined_by`` the plugin that defines
+    the architecture, and ``install`` says what to install (``"install inferox-torch, …"``); the
+    registry fills them in so the message says who is involved and what to do.
+    """
 
     code = "ARCHITECTURE_NOT_FOUND"
     http_status = 404
 
-    def __init__(self, architecture: str, *, backend: str | None = None, available: list[str] | None = None, known: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        architecture: str,
+        *,
+        backend: str | None = None,
+        available: list[str] | None = None,
+        known: list[str] | None = None,
+        plugin: str | None = None,
+        defined_by: str | None = None,
+        install: str | None = None,
+    ) -> None:
+        arch = f"architecture {architecture!r}" + (f" (defined by plugin {defined_by!r})" if defined_by else "")
         if known is not None:
             # No plugin contributes the architecture's schema at all (``known``: the architectures that are).
             msg = f"no installed plugin defines architecture {architecture!r}; known architectures: {', '.join(sorted(known)) or '(none)'}"
         elif backend:
-            msg = f"backend {backend!r} does not implement architecture {architecture!r}"
+            msg = f"backend {backend!r}" + (f" (plugin {plugin!r})" if plugin else "") + f" does not implement {arch}"
         else:
-            msg = f"no installed backend implements architecture {architecture!r}"
+            msg = f"no installed backend implements {arch}"
         if available is not None:
             msg += f"; backends that do: {', '.join(sorted(available)) or '(none)'}"
-        super().__init__(msg, architecture=architecture, backend=backend)
+        if install:
+            msg += f"; {install}"
+        super().__init__(msg, architecture=architecture, backend=backend, plugin=plugin, defined_by=defined_by)
         self.architecture = architecture
         self.backend = backend
         self.available = available
         self.known = known
+        self.plugin = plugin
+        self.defined_by = defined_by
+        self.install = install
+
+
+class NumericMismatchError(InferoxError, AssertionError):
+    """Numbers differ beyond a tolerance: a backend's outputs, or a package's golden outputs, against
+    the architecture's reference (or the golden outputs where there is no reference).
+
+    Not a :class:`PackageIntegrityError`: the package's files may be intact while a backend computes
+    something else (a tanh GELU for the exact one, a transposed weight). ``subject`` names what was
+    checked (a backend's name, or ``"golden"`` for the package's stored outputs) and ``against`` what
+    it was compared with (``"reference"`` or ``"golden"``); ``output``, ``index`` and
+    ``max_difference`` say where the largest difference is, ``atol`` / ``rtol`` the tolerance.
+    """
+
+    code = "NUMERIC_MISMATCH"
+    http_status = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        subject: str | None = None,
+        against: str | None = None,
+        output: str | None = None,
+        index: tuple[int, ...] | None = None,
+        max_difference: float | None = None,
+        atol: float | None = None,
+        rtol: float | None = None,
+    ) -> None:
+        super().__init__(message, subject=subject, against=against, output=output, index=index, max_difference=max_difference, atol=atol, rtol=rtol)
+        self.subject = subject
+        self.against = against
+        self.output = output
+        self.index = index
+        self.max_difference = max_difference
+        self.atol = atol
+        self.rtol = rtol
 
 
 class InferoxTimeoutError(InferoxError, TimeoutError):
@@ -364,6 +425,20 @@ class PackageFormatError(PackageError):
     code = "PACKAGE_FORMAT_ERROR"
 
 
+class WeightShapeError(PackageFormatError):
+    """A weight's shape is not the one the architecture's schema expects for the config (``inferox pack``
+    refuses such a source): names the weight, its shape and the expected shape."""
+
+    code = "WEIGHT_SHAPE_MISMATCH"
+
+    def __init__(self, message: str, *, weight: str, expected: tuple[int, ...], actual: tuple[int, ...], path: str | None = None) -> None:
+        super().__init__(message, path=path, field=weight)
+        self.weight = weight
+        self.expected = expected
+        self.actual = actual
+        self.details.update(weight=weight, expected=expected, actual=actual)
+
+
 class PackageVersionError(PackageError):
     """A package was written in a newer major format version than this inferox reads."""
 
@@ -427,9 +502,9 @@ class GatedRepoError(HubAuthError):
 _ALL_ERRORS: tuple[type[InferoxError], ...] = (
     InferoxError, ModelNotFoundError, InvalidInputError, DTypeError, TypeMismatchError, StateTypeError,
     BackendError, BackendUnavailableError, OutOfMemoryError, DeviceError, DeviceUnavailableError,
-    ArchitectureNotFoundError, InferoxTimeoutError, QueueFullError, ServiceUnavailableError, SessionExpiredError, ConfigError,
+    ArchitectureNotFoundError, NumericMismatchError, InferoxTimeoutError, QueueFullError, ServiceUnavailableError, SessionExpiredError, ConfigError,
     PluginError, PluginVersionError, InferoxIOError, PackageError, PackageNotFoundError,
-    PackageFormatError, PackageVersionError, PackageIntegrityError, UnsafePackageError, DownloadError,
+    PackageFormatError, WeightShapeError, PackageVersionError, PackageIntegrityError, UnsafePackageError, DownloadError,
     RepositoryNotFoundError, RevisionNotFoundError, HubAuthError, GatedRepoError,
 )
 ERROR_CODES: dict[str, type[InferoxError]] = {cls.code: cls for cls in _ALL_ERRORS}
@@ -455,28 +530,49 @@ def from_os_error(exc: OSError, *, path: str | None = None) -> InferoxError:
     return err
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
+#: Lower-cased message fragments that mean "out of memory" in any framework (XLA's status name,
+#: CUDA's and most allocators' wording); a backend adds its own through :class:`FrameworkErrors`.
+_OUT_OF_MEMORY = ("resource_exhausted", "out of memory")
+
+
+def _is_out_of_memory(exc: BaseException, fragments: tuple[str, ...] = ()) -> bool:
     if isinstance(exc, MemoryError):
         return True
     # torch.OutOfMemoryError / jaxlib's RESOURCE_EXHAUSTED, recognised without importing either.
-    name = type(exc).__name__
-    text = str(exc)
-    return name == "OutOfMemoryError" or "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+    text = str(exc).lower()
+    return type(exc).__name__ == "OutOfMemoryError" or any(f in text for f in (*_OUT_OF_MEMORY, *fragments))
 
 
-def wrap_backend_error(exc: BaseException, *, backend: str, model: str | None = None) -> InferoxError:
+def wrap_backend_error(
+    exc: BaseException,
+    *,
+    backend: str,
+    model: str | None = None,
+    device: str | None = None,
+    out_of_memory: tuple[str, ...] = (),
+    device_missing: tuple[str, ...] = (),
+) -> InferoxError:
     """Turn a framework exception into an Inferox one, keeping the original as ``__cause__``.
 
     Inferox errors pass through unchanged, ``OSError`` becomes an IO error and out-of-memory
-    conditions become :class:`OutOfMemoryError`; anything else is a :class:`BackendError`.
+    conditions become :class:`OutOfMemoryError`; a message containing one of ``device_missing``
+    (lower-cased fragments: "not compiled with cuda") is a :class:`DeviceUnavailableError` naming
+    ``device``; anything else is a :class:`BackendError`. ``out_of_memory`` adds a framework's own
+    fragments to the ones every framework shares. A backend keeps its tables in a
+    :class:`FrameworkErrors` rather than calling this with them each time.
     """
     if isinstance(exc, InferoxError):
         return exc
     err: InferoxError
-    if isinstance(exc, OSError):
+    on = f" on {device}" if device else ""
+    # Out of memory first: an allocator may say so through an OSError (ENOMEM) or a plain RuntimeError.
+    if _is_out_of_memory(exc, out_of_memory):
+        err = OutOfMemoryError(f"{backend}: out of memory{on}: {exc}", backend=backend, model=model)
+    elif isinstance(exc, OSError):
         err = from_os_error(exc)
-    elif _is_out_of_memory(exc):
-        err = OutOfMemoryError(f"{backend}: out of memory: {exc}", backend=backend, model=model)
+    elif device_missing and any(f in str(exc).lower() for f in device_missing):
+        where = device or "the requested device"
+        err = DeviceUnavailableError(f"{where} is not available to backend {backend!r}: {exc}", device=device, backend=backend)
     else:
         where = f" in model {model!r}" if model else ""
         err = BackendError(f"{backend} raised {type(exc).__name__}{where}: {exc}", backend=backend, model=model)
@@ -485,11 +581,50 @@ def wrap_backend_error(exc: BaseException, *, backend: str, model: str | None = 
 
 
 @contextmanager
-def backend_errors(backend: str, *, model: str | None = None) -> Iterator[None]:
+def backend_errors(
+    backend: str,
+    *,
+    model: str | None = None,
+    device: str | None = None,
+    out_of_memory: tuple[str, ...] = (),
+    device_missing: tuple[str, ...] = (),
+) -> Iterator[None]:
     """Context manager that re-raises framework exceptions as Inferox errors (see :func:`wrap_backend_error`)."""
     try:
         yield
     except InferoxError:
         raise
     except Exception as exc:
-        raise wrap_backend_error(exc, backend=backend, model=model) from exc
+        raise wrap_backend_error(exc, backend=backend, model=model, device=device, out_of_memory=out_of_memory, device_missing=device_missing) from exc
+
+
+@dataclass(frozen=True)
+class FrameworkErrors:
+    """How one backend's framework reports what Inferox has a typed error for: the only part of
+    error wrapping that differs between backends, as two tables of lower-cased message fragments.
+
+    Every backend distribution builds one and derives its ``wrap_<x>_error`` / ``<x>_errors``
+    from it, so the wrapping rules (pass Inferox errors through, keep the framework's exception as
+    ``__cause__``, out of memory before a missing device before anything else) live here only::
+
+        TORCH_ERRORS = FrameworkErrors("torch", out_of_memory=("can't allocate memory",), device_missing=("not compiled with cuda",))
+        wrap_torch_error = TORCH_ERRORS.wrap
+        torch_errors = TORCH_ERRORS.context
+
+    ``out_of_memory``: fragments of the framework's messages that mean an allocation failed (added
+    to those every framework shares: ``RESOURCE_EXHAUSTED``, "out of memory", a ``MemoryError``, an
+    exception class named ``OutOfMemoryError``). ``device_missing``: fragments that mean the
+    requested device does not exist on this machine or in this build.
+    """
+
+    backend: str
+    out_of_memory: tuple[str, ...] = ()
+    device_missing: tuple[str, ...] = ()
+
+    def wrap(self, exc: BaseException, *, device: str | None = None, model: str | None = None) -> InferoxError:
+        """The Inferox error for a framework exception (``exc`` kept as ``__cause__``)."""
+        return wrap_backend_error(exc, backend=self.backend, model=model, device=device, out_of_memory=self.out_of_memory, device_missing=self.device_missing)
+
+    def context(self, *, device: str | None = None, model: str | None = None) -> AbstractContextManager[None]:
+        """A context manager re-raising anything the framework raises inside it as an Inferox error."""
+        return backend_errors(self.backend, model=model, device=device, out_of_memory=self.out_of_memory, device_missing=self.device_missing)

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from inferox.core import hookspecs
-from inferox.core.constants import CONTRACT_VERSION, ENTRY_POINT_GROUP, PROJECT_NAME, blocked_plugins
+from inferox.core.constants import (
+    BUILTIN_PLUGIN,
+    CONTRACT_VERSION,
+    ENTRY_POINT_GROUP,
+    PROJECT_NAME,
+    STANDARD_BACKEND_DISTRIBUTIONS,
+    blocked_plugins,
+)
 from inferox.core.errors import (
     ArchitectureNotFoundError,
     BackendUnavailableError,
@@ -159,13 +166,15 @@ class PluginRegistry:
         self._instances: dict[str, Backend] = {}
         self._instance_errors: dict[str, str] = {}
         self._plugin_versions: dict[str, str | None] = {}
+        self._contract_versions: dict[str, str] = {}
+        self._distributions: dict[str, str] = {}
         self.failures: list[PluginFailure] = []
         self.blocked: list[str] = []
         self._lock = threading.RLock()
         if builtin:
             from inferox.core import _builtin
 
-            self.register_plugin(_builtin, name=_builtin.PLUGIN_NAME, version=_dist_version("inferox-core"))
+            self.register_plugin(_builtin, name=_builtin.PLUGIN_NAME, version=_dist_version("inferox-core"), distribution="inferox-core")
 
     # -- loading plugins ------------------------------------------------------------------------
     def load_entry_points(self, distributions: Iterable[md.Distribution] | None = None, *, blocked: Iterable[str] | None = None) -> None:
@@ -200,23 +209,33 @@ class PluginRegistry:
                     self.failures.append(PluginFailure(ep.name, str(err), err))
                     continue
                 try:
-                    self.register_plugin(module, name=ep.name, version=dist.version)
+                    self.register_plugin(module, name=ep.name, version=dist.version, distribution=dist.metadata["Name"])
                 except InferoxError as exc:
                     self.failures.append(PluginFailure(ep.name, str(exc), exc))
 
-    def register_plugin(self, plugin: ModuleType | object, *, name: str, version: str | None = None) -> None:
-        """Register one plugin object or module (checks its contract, then collects its registrations)."""
+    def register_plugin(self, plugin: ModuleType | object, *, name: str, version: str | None = None, distribution: str | None = None) -> None:
+        """Register one plugin object or module (checks its contract, then collects its registrations).
+
+        ``version`` and ``distribution`` describe where the plugin comes from (what ``pip`` installed);
+        discovery fills them in from the entry point's distribution, and errors name them.
+        """
         impl = getattr(plugin, "inferox_contract_version", None)
         if impl is None:
             raise PluginVersionError(f"plugin {name!r} does not declare inferox_contract_version(); core speaks {CONTRACT_VERSION}", plugin=name)
-        check_contract_version(name, impl())
+        declared = impl()
+        check_contract_version(name, declared)
         with self._lock:
             self.pm.register(plugin, name=name)
             self._plugin_versions[name] = version
+            self._contract_versions[name] = str(declared)
+            if distribution:
+                self._distributions[name] = distribution
             try:
                 self._collect(name)
             except InferoxError:
                 self.pm.unregister(name=name)
+                self._contract_versions.pop(name, None)
+                self._distributions.pop(name, None)
                 raise
 
     def _collect(self, plugin_name: str) -> None:
@@ -242,9 +261,11 @@ class PluginRegistry:
         for impl in self.pm.hook.inferox_register_backends.get_hookimpls():
             if impl.plugin_name == plugin_name:
                 impl.function(register=register_backend)
-        for impl in self.pm.hook.inferox_register_architectures.get_hookimpls():
-            if impl.plugin_name == plugin_name:
-                impl.function(register=register_architecture)
+        # inferox_register_architectures is the 1.0/1.1 name of inferox_register_implementations: both are read.
+        for hook in (self.pm.hook.inferox_register_implementations, self.pm.hook.inferox_register_architectures):
+            for impl in hook.get_hookimpls():
+                if impl.plugin_name == plugin_name:
+                    impl.function(register=register_architecture)
         for impl in self.pm.hook.inferox_register_schemas.get_hookimpls():
             if impl.plugin_name == plugin_name:
                 impl.function(register=register_schema)
@@ -265,8 +286,14 @@ class PluginRegistry:
             if spec.name in self._backends:
                 other = self._backends[spec.name].plugin
                 raise PluginError(f"backend {spec.name!r} registered by both {other!r} and {plugin_name!r}", plugin=plugin_name)
-        for arch in new_archs:
+        for i, arch in enumerate(new_archs):
             key = (arch.backend, arch.name)
+            if any((a.backend, a.name) == key for a in new_archs[:i]):
+                raise PluginError(
+                    f"plugin {plugin_name!r} registers architecture {arch.name!r} for backend {arch.backend!r} twice "
+                    "(once is enough: inferox_register_architectures is the old name of inferox_register_implementations)",
+                    plugin=plugin_name,
+                )
             if key in self._architectures:
                 other = self._architectures[key].plugin
                 raise PluginError(
@@ -349,17 +376,45 @@ class PluginRegistry:
             out.append(name)
         return out
 
+    # -- plugins ------------------------------------------------------------------------------
+    def contract_version(self, plugin: str) -> str | None:
+        """The contract version ``plugin`` declares (its ``inferox_contract_version()``), ``None`` if unknown."""
+        return self._contract_versions.get(plugin)
+
+    def describe_plugin(self, plugin: str) -> str:
+        """``"plugin 'torch' (inferox-torch 0.1.0)"``: a plugin as errors name it, with what pip installed it as."""
+        dist, version = self._distributions.get(plugin), self._plugin_versions.get(plugin)
+        where = " ".join(filter(None, [dist, version]))
+        return f"plugin {plugin!r}" + (f" ({where})" if where else "")
+
     # -- architectures ------------------------------------------------------------------------
     def architectures(self, backend: str | None = None) -> dict[str, list[str]]:
-        """``{architecture: [backends]}``, optionally only those of one backend."""
+        """``{architecture: [backends]}``, optionally only those of one backend.
+
+        Only implementations on backends that some installed, unblocked plugin registers: a plugin
+        may implement an architecture for another plugin's backend, and when that backend's plugin
+        is blocked (``INFEROX_BLOCKED_PLUGINS``) or not installed, its implementations are hidden.
+        """
         out: dict[str, list[str]] = {}
         for (b, a) in sorted(self._architectures):
-            if backend is None or b == backend.lower():
+            if b in self._backends and (backend is None or b == backend.lower()):
                 out.setdefault(a, []).append(b)
         return out
 
     def backends_for(self, architecture: str) -> list[str]:
-        return sorted(b for (b, a) in self._architectures if a == architecture.lower())
+        """The registered backends that implement ``architecture`` (see :meth:`architectures`)."""
+        return sorted(b for (b, a) in self._architectures if a == architecture.lower() and b in self._backends)
+
+    def implementation(self, backend: str, architecture: str) -> ArchitectureSpec:
+        """What ``backend`` registered for ``architecture`` (its factory and the plugin that registered it).
+
+        :class:`ArchitectureNotFoundError` names the backend's plugin, the plugin that defines the
+        architecture, the backends that do implement it and, when none does, what to install.
+        """
+        spec = self._architectures.get((backend.lower(), architecture.lower()))
+        if spec is None:
+            raise self._not_implemented(backend, architecture)
+        return spec
 
     def declared_speed(self, backend: str, architecture: str, device_kind: str = "cpu") -> float | None:
         """The speed ``backend`` declares for ``architecture`` on ``device_kind`` (throughput
@@ -370,15 +425,41 @@ class PluginRegistry:
     def architecture_factory(self, backend: str, architecture: str) -> Factory:
         """The factory ``backend`` registered for ``architecture``.
 
-        :class:`ArchitectureNotFoundError` lists the backends that do implement it.
+        :class:`ArchitectureNotFoundError` lists the backends that do implement it; a factory that
+        fails to import is a :class:`BackendUnavailableError` naming the plugin that registered it.
         """
-        spec = self._architectures.get((backend.lower(), architecture.lower()))
-        if spec is None:
-            raise ArchitectureNotFoundError(architecture, backend=backend, available=self.backends_for(architecture))
+        spec = self.implementation(backend, architecture)
         try:
             return spec.load()
         except Exception as exc:
-            raise BackendUnavailableError(backend, reason=f"architecture {architecture!r} failed to load: {type(exc).__name__}: {exc}") from exc
+            where = f"{spec.factory!r}, registered by {self.describe_plugin(spec.plugin)}" if isinstance(spec.factory, str) else f"registered by {self.describe_plugin(spec.plugin)}"
+            raise BackendUnavailableError(backend, reason=f"architecture {architecture!r} failed to load: {type(exc).__name__}: {exc} (factory {where})") from exc
+
+    def _not_implemented(self, backend: str, architecture: str) -> ArchitectureNotFoundError:
+        key = architecture.lower()
+        name = key if key in self._schemas else self._model_types.get(key)
+        defined_by = self._schemas[name].plugin if name is not None else None
+        spec = self._backends.get(backend.lower())
+        available = self.backends_for(name or key)
+        return ArchitectureNotFoundError(
+            architecture, backend=backend, available=available, plugin=spec.plugin if spec else None, defined_by=defined_by,
+            install=None if available else self.install_hint(name or key),
+        )
+
+    def install_hint(self, architecture: str) -> str:
+        """What to install so that some backend runs ``architecture`` (for errors and ``inferox backends``)."""
+        key = architecture.lower()
+        hidden = sorted(b for (b, a) in self._architectures if a == key and b not in self._backends)
+        blocked = {b.lower() for b in self.blocked}
+        if hidden:
+            why = "blocked by INFEROX_BLOCKED_PLUGINS" if all(b in blocked for b in hidden) else "not installed or blocked"
+            return f"backend(s) {', '.join(hidden)} implement it but are {why}"
+        name = key if key in self._schemas else self._model_types.get(key)
+        if name is not None and self._schemas[name].plugin == BUILTIN_PLUGIN:
+            return f"install a backend that implements it, e.g. {', '.join(STANDARD_BACKEND_DISTRIBUTIONS[:-1])} or {STANDARD_BACKEND_DISTRIBUTIONS[-1]}"
+        if name is not None:
+            return f"install a backend plugin that implements it ({self.describe_plugin(self._schemas[name].plugin)} defines it but registers no backend for it)"
+        return "install the plugin that defines it" + (f" (blocked by INFEROX_BLOCKED_PLUGINS: {', '.join(sorted(self.blocked))})" if self.blocked else "")
 
 
     # -- architecture schemas -------------------------------------------------------------------
@@ -394,7 +475,7 @@ class PluginRegistry:
         key = architecture.lower()
         name = key if key in self._schemas else self._model_types.get(key)
         if name is None:
-            raise ArchitectureNotFoundError(architecture, known=self.schema_names())
+            raise ArchitectureNotFoundError(architecture, known=self.schema_names(), install=self.install_hint(key))
         return self._schemas[name]
 
     def schema_for_model_type(self, model_type: str) -> ArchitectureSchema | None:

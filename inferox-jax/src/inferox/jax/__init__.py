@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from inferox.jax._errors import jax_errors, wrap_jax_error
     from inferox.jax.backend import JaxBackend, x64_enabled
     from inferox.jax.model import BucketPolicy, JaxModel, cast_params, load_params
-    from inferox.jax.tensor import JaxTensor, JaxTensorBuilder, aligned_empty, is_zero_copy_eligible
+    from inferox.jax.tensor import JaxTensor, JaxTensorBuilder, aligned_empty, is_zero_copy_eligible, jax_dtype
 
 __all__ = [
     "BucketPolicy",
@@ -37,6 +37,7 @@ __all__ = [
     "aligned_empty",
     "cast_params",
     "is_zero_copy_eligible",
+    "jax_dtype",
     "jax_errors",
     "load_params",
     "wrap_jax_error",
@@ -50,6 +51,7 @@ _LAZY: dict[str, str] = {
     "JaxTensorBuilder": "inferox.jax.tensor",
     "aligned_empty": "inferox.jax.tensor",
     "is_zero_copy_eligible": "inferox.jax.tensor",
+    "jax_dtype": "inferox.jax.tensor",
     "BucketPolicy": "inferox.jax.model",
     "JaxModel": "inferox.jax.model",
     "cast_params": "inferox.jax.model",

@@ -50,7 +50,7 @@ from inferox.core.errors import DTypeError, InvalidInputError
 from inferox.core.tensor import Tensor
 from inferox.jax._errors import jax_errors
 from inferox.jax.plugin import BACKEND_NAME
-from inferox.jax.tensor import JaxTensor, JaxTensorBuilder
+from inferox.jax.tensor import JaxTensor, JaxTensorBuilder, jax_dtype
 
 __all__ = ["JaxBackend", "x64_enabled"]
 
@@ -255,7 +255,7 @@ class JaxBackend(Backend):
         target = self._require_dtype(DType.parse(dtype))
         native = self._native_of(tensor)
         with jax_errors():
-            return self.wrap(native.astype(target.to_jax()))
+            return self.wrap(native.astype(jax_dtype(target)))
 
     def to_numpy(self, native: Any) -> np.ndarray:
         """``np.asarray``: a read-only zero-copy view for CPU arrays, a host copy otherwise."""

@@ -54,6 +54,7 @@ from inferox.core.weights import load_safetensors
 from inferox.jax._errors import jax_errors
 from inferox.jax.backend import x64_enabled
 from inferox.jax.plugin import BACKEND_NAME
+from inferox.jax.tensor import jax_dtype
 
 if TYPE_CHECKING:
     from inferox.jax.backend import JaxBackend
@@ -134,7 +135,7 @@ def cast_params(params: Any, dtype: DType | str) -> Any:
     """``params`` (a pytree of arrays) with every floating-point leaf cast to ``dtype``."""
     target = _check_param_dtype(dtype)
     assert target is not None
-    jdt = target.to_jax()
+    jdt = jax_dtype(target)
 
     def cast(leaf: Any) -> Any:
         return leaf.astype(jdt) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
@@ -376,7 +377,7 @@ class JaxModel(Model):
                     )
                     # The dtype requests will really arrive in (i64 token ids are narrowed to i32 without x64).
                     dtype = self.backend.narrowed_dtype(spec.dtype, self.device)
-                    example[spec.name] = jax.ShapeDtypeStruct(shape, dtype.to_jax())  # type: ignore[no-untyped-call,assignment]
+                    example[spec.name] = jax.ShapeDtypeStruct(shape, jax_dtype(dtype))  # type: ignore[no-untyped-call,assignment]
                 yield example
 
     def warmup(self) -> None:

@@ -24,8 +24,8 @@ __all__ = [
     "SPEED",
     "inferox_contract_version",
     "inferox_plugin_info",
-    "inferox_register_architectures",
     "inferox_register_backends",
+    "inferox_register_implementations",
 ]
 
 #: The distribution this plugin ships in (its version is the plugin's version).
@@ -67,7 +67,7 @@ def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
 
 
 @hookimpl
-def inferox_register_architectures(register: Callable[..., None]) -> None:
+def inferox_register_implementations(register: Callable[..., None]) -> None:
     """Register a factory for every architecture in :data:`ARCHITECTURES`."""
     for arch, factory in ARCHITECTURES:
         register(BACKEND_NAME, arch, factory, speed=SPEED.get(arch))

@@ -55,10 +55,18 @@ from inferox.jax.plugin import BACKEND_NAME
 if TYPE_CHECKING:
     from inferox.jax.backend import JaxBackend
 
-__all__ = ["CPU_ALIGNMENT", "JaxTensor", "JaxTensorBuilder", "aligned_empty", "is_zero_copy_eligible"]
+__all__ = ["CPU_ALIGNMENT", "JaxTensor", "JaxTensorBuilder", "aligned_empty", "is_zero_copy_eligible", "jax_dtype"]
 
 #: Byte alignment XLA's CPU client needs to adopt a host buffer without copying it.
 CPU_ALIGNMENT = 64
+
+
+def jax_dtype(dtype: DType | str) -> Any:
+    """The ``jax.numpy`` dtype of an Inferox dtype (``"bf16"`` → ``jnp.bfloat16``).
+
+    Core maps dtypes to one spelling, numpy's (:attr:`~inferox.core.DType.numpy_name`), which JAX
+    shares; the framework object is looked up here, in the backend, so core never names jax."""
+    return getattr(jnp, DType.parse(dtype).numpy_name)
 
 
 def aligned_empty(shape: Sequence[int] | int, dtype: DType | str | Any = DType.F32, *, alignment: int = CPU_ALIGNMENT) -> np.ndarray:
@@ -163,7 +171,7 @@ class JaxTensorBuilder(TensorBuilder):
         dims = validate_shape(shape)
         scalar = coerce_untyped(np.asarray(value), target, name="value")
         with jax_errors():
-            native = jnp.full(dims, scalar, dtype=target.to_jax(), device=self._jax_device)
+            native = jnp.full(dims, scalar, dtype=jax_dtype(target), device=self._jax_device)
         return self.backend.wrap(native)
 
     def _from_dlpack(self, obj: Any) -> Any:

@@ -61,6 +61,9 @@ class PackageArchitecture:
     def describe(self, config: Mapping[str, Any]) -> dict[str, Any]:
         return _as_package_error(lambda: self.schema.describe(config), CONFIG_FILE)
 
+    def weight_shapes(self, config: Mapping[str, Any]) -> Mapping[str, tuple[int, ...]]:
+        return _as_package_error(lambda: self.schema.weight_shapes(config), CONFIG_FILE)
+
     def golden(self, config: Mapping[str, Any], pre: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
         return _as_package_error(lambda: self.schema.golden(config, pre, rng), CONFIG_FILE)
 

@@ -31,8 +31,10 @@ from inferox.mlpkg._format import (
     BACKENDS_DIR,
     CONFIG_FILE,
     FORMAT_VERSION,
+    GOLDEN_ATOL,
     GOLDEN_INPUTS,
     GOLDEN_OUTPUTS,
+    GOLDEN_RTOL,
     METADATA_FILE,
     MODEL_INFO_FILE,
     PICKLE_SUFFIXES,
@@ -47,6 +49,7 @@ from inferox.mlpkg._outputs import DEFAULT_OUTPUTS_FIELD, build_default_outputs
 from inferox.mlpkg._regular import file_kind, open_regular
 from inferox.mlpkg._toml import ModelToml, normalize_backends, parse_model_toml
 from inferox.mlpkg._weights import (
+    check_weight_shapes,
     convert_pickle_to_safetensors,
     merge_safetensors,
     read_safetensors_header,
@@ -62,7 +65,6 @@ _OTHER_WEIGHTS = (".h5", ".msgpack", ".onnx", ".ot", ".tflite", ".gguf", ".mlmod
 _SKIP_DIRS = ("onnx", "openvino", "coreml", "tf", "flax")
 #: Files a build regenerates rather than copies (a package can be rebuilt from its own folder).
 _GENERATED = {METADATA_FILE, MODEL_INFO_FILE, GOLDEN_INPUTS, GOLDEN_OUTPUTS}
-GOLDEN_ATOL, GOLDEN_RTOL = 1e-4, 1e-3
 _NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -276,6 +278,8 @@ def _assemble(
         else:
             merge_safetensors([files[w] for w in weights], dst)
         header = read_safetensors_header(dst, rel=WEIGHTS_FILE)
+        # Refuse a package no backend could load (typed, naming the weight), before golden outputs are attempted.
+        check_weight_shapes(header, arch.weight_shapes(config), architecture=arch.name, rel=WEIGHTS_FILE)
         for rel, src in sorted(files.items()):
             if _copied(rel, weights):
                 out = tmp / _package_rel(rel)

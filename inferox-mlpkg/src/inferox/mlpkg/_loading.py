@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from inferox.core.device import DeviceId
 from inferox.core.dtype import DType
 from inferox.core.errors import (
     ArchitectureNotFoundError,
+    BackendError,
     BackendUnavailableError,
     InferoxError,
     PackageError,
@@ -31,6 +32,9 @@ from inferox.mlpkg._format import BACKENDS_DIR, METADATA_FILE
 from inferox.mlpkg._fs import sha256_file
 from inferox.mlpkg._package import Package, as_package, load_package, scan_package_tree, unlisted_files
 from inferox.mlpkg._weights import load_pickle_weights
+
+if TYPE_CHECKING:
+    from inferox.mlpkg._verify import ParityRow
 
 __all__ = ["VerifyReport", "as_backend", "instantiate", "load_model", "verify_package"]
 
@@ -77,7 +81,11 @@ def instantiate(
     origin: str,
     **options: Any,
 ) -> Model:
-    """Call an architecture factory, turning a framework exception into an inferox one."""
+    """Call an architecture factory, turning a framework exception into an inferox one.
+
+    ``origin`` is ``"backend:architecture"`` for a registered factory (a crash names the plugin that
+    registered it) or the path of a package's own ``backends/<name>/model.py``.
+    """
     try:
         model = factory(backend=backend, config=dict(config), weights=weights, metadata=metadata, device=device, dtype=dtype, **options)
     except InferoxError:
@@ -85,7 +93,16 @@ def instantiate(
     except Exception as exc:
         if origin.startswith(BACKENDS_DIR):
             raise PackageError(f"{origin}: {OVERRIDE_FACTORY} raised {type(exc).__name__}: {exc}", path=origin) from exc
-        raise wrap_backend_error(exc, backend=backend.name, model=metadata.name) from exc
+        err = wrap_backend_error(exc, backend=backend.name, model=metadata.name)
+        if type(err) is BackendError:  # a crash (not out of memory, not IO): say whose code it was
+            reg = get_registry()
+            b, _, arch = origin.partition(":")
+            try:
+                by = reg.describe_plugin(reg.implementation(b, arch).plugin)
+            except ArchitectureNotFoundError:  # a factory handed over directly, not registered
+                by = "no plugin (not registered)"
+            err = BackendError(f"{err.message} (the {origin} factory registered by {by})", backend=backend.name, model=metadata.name)
+        raise err from exc
     if not isinstance(model, Model):
         raise PackageError(f"{origin} returned {type(model).__name__}, not an inferox.core.Model", path=origin if origin.startswith(BACKENDS_DIR) else None)
     return model
@@ -108,7 +125,7 @@ def _choose_backend(pkg: Package, backend: str | None) -> str:
         name = backend.strip().lower()
         reg.backend_spec(name)  # BackendUnavailableError naming the installed ones
         if name not in reg.backends_for(pkg.architecture) and name not in pkg.backend_overrides:
-            raise ArchitectureNotFoundError(pkg.architecture, backend=name, available=reg.backends_for(pkg.architecture))
+            reg.implementation(name, pkg.architecture)  # ArchitectureNotFoundError naming the plugins and what to install
         return name
     reasons: list[str] = []
     for name in candidate_backends(pkg):
@@ -120,7 +137,7 @@ def _choose_backend(pkg: Package, backend: str | None) -> str:
         return name
     if reasons:
         raise BackendUnavailableError("any", reason=f"no backend for architecture {pkg.architecture!r} could load: {'; '.join(reasons)}")
-    raise ArchitectureNotFoundError(pkg.architecture, available=[])
+    raise ArchitectureNotFoundError(pkg.architecture, available=[], install=reg.install_hint(pkg.architecture))
 
 
 def package_options(pkg: Package) -> dict[str, Any]:
@@ -204,6 +221,15 @@ class VerifyReport:
     skipped: dict[str, str] = field(default_factory=dict)
     #: Whether a backend had to reproduce golden outputs (the package has them and ``run_golden``).
     parity_required: bool = False
+    #: One row per comparison: the stored golden outputs, then each backend (``_verify.ParityRow``).
+    rows: list[ParityRow] = field(default_factory=list)
+    #: What the rows were compared with: ``"reference"``, ``"golden"``, or ``None`` (not checked).
+    against: str | None = None
+    #: The tolerance the rows were compared with.
+    atol: float | None = None
+    rtol: float | None = None
+    #: Remarks that are not problems (why the stored golden outputs were the truth, …).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -227,6 +253,11 @@ class VerifyReport:
             "golden_max_abs_diff": dict(self.golden),
             "skipped": dict(self.skipped),
             "parity_required": self.parity_required,
+            "against": self.against,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "rows": [r.to_dict() for r in self.rows],
+            "notes": list(self.notes),
         }
 
 
@@ -238,12 +269,16 @@ def verify_package(
     trust_code: bool = False,
     atol: float | None = None,
     rtol: float | None = None,
+    reference: bool = True,
 ) -> VerifyReport:
     """Check every file's size and sha256, that every file of the package is listed in
-    ``metadata.json`` (except the per-deployment files, see ``DEPLOYMENT_FILES``), and that the
-    golden inputs give the golden outputs on each installed backend that registers the
-    architecture (or on ``backends``), within the package's golden tolerance (``atol`` / ``rtol``
-    override it).
+    ``metadata.json`` (except the per-deployment files, see ``DEPLOYMENT_FILES``), and then the
+    numbers: the stored golden outputs and each installed backend that registers the architecture
+    (or each of ``backends``), run on the golden inputs, against the architecture's reference on
+    the package's weights, within the package's golden tolerance (``atol`` / ``rtol`` override it).
+    Without a reference (or with ``reference=False``) the backends are compared with the stored
+    golden outputs. ``report.rows`` holds one row per comparison (see ``inferox.mlpkg._verify``); a
+    difference beyond tolerance is a :class:`~inferox.core.errors.NumericMismatchError`.
 
     Problems are collected, not raised, so one run reports everything wrong; use
     :meth:`VerifyReport.raise_for_problems` to turn them into an exception.
@@ -277,63 +312,7 @@ def verify_package(
         report.add(PackageNotFoundError(f"{METADATA_FILE} names golden outputs {out_rel} but the file is missing", path=out_rel, field="golden"))
     if report.problems or not run_golden:
         return report
-    try:
-        inputs, expected = pkg.golden_inputs(), pkg.golden_outputs()
-    except InferoxError as exc:
-        report.add(exc)
-        return report
-    if inputs is None or expected is None:
-        report.skipped["golden"] = "package has no golden outputs"
-        return report
-    report.parity_required = True
-    pkg_atol, pkg_rtol = pkg.golden_tolerance
-    atol = pkg_atol if atol is None else atol
-    rtol = pkg_rtol if rtol is None else rtol
-    for name in backends if backends is not None else candidate_backends(pkg):
-        try:
-            model = load_model(pkg, backend=name, trust_code=trust_code)
-        except (BackendUnavailableError, UnsafePackageError) as exc:
-            report.skipped[name] = str(exc)
-            continue
-        except InferoxError as exc:
-            report.add(exc)
-            continue
-        try:
-            got = model.forward_any(inputs)
-        except InferoxError as exc:
-            report.add(exc)
-            continue
-        finally:
-            model.model.close()
-        worst = 0.0
-        for key, want in expected.items():
-            if key not in got:
-                report.add(PackageFormatError(f"backend {name!r} gave no output {key!r} listed in golden/outputs.safetensors", path="golden/outputs.safetensors", field=key))
-                continue
-            try:
-                have, want64 = np.asarray(got[key], dtype=np.float64), np.asarray(want, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                report.add(PackageFormatError(f"golden output {key!r} cannot be compared: {exc}", path="golden/outputs.safetensors", field=key))
-                continue
-            if have.shape != want64.shape:
-                # A golden file whose header lies about a shape must be reported, not broadcast.
-                report.add(
-                    PackageIntegrityError(
-                        f"backend {name!r}: output {key!r} has shape {list(have.shape)}, the golden output {list(want64.shape)}",
-                        path="golden/outputs.safetensors",
-                        field=key,
-                    )
-                )
-                continue
-            diff = float(np.max(np.abs(have - want64))) if want64.size else 0.0
-            worst = max(worst, diff)
-            if not np.allclose(have, want64, atol=atol, rtol=rtol):
-                report.add(
-                    PackageIntegrityError(
-                        f"backend {name!r}: output {key!r} differs from the golden output (max abs diff {diff:.3g}, atol {atol}, rtol {rtol})",
-                        path="golden/outputs.safetensors",
-                        field=key,
-                    )
-                )
-        report.golden[name] = worst
+    from inferox.mlpkg._verify import check_parity
+
+    check_parity(pkg, report, backends=backends, trust_code=trust_code, atol=atol, rtol=rtol, reference=reference)
     return report

@@ -26,8 +26,11 @@ from inferox.core.spec import TensorSpec
 from inferox.mlpkg._format import (
     BACKENDS_DIR,
     CONFIG_FILE,
+    GOLDEN_ATOL,
     GOLDEN_INPUTS,
     GOLDEN_OUTPUTS,
+    GOLDEN_RTOL,
+    LEGACY_GOLDEN_TOLERANCE,
     METADATA_FILE,
     MODEL_INFO_FILE,
     PICKLE_SUFFIXES,
@@ -163,9 +166,15 @@ class Package:
 
     @property
     def golden_tolerance(self) -> tuple[float, float]:
+        """``(atol, rtol)`` of the golden case: what the build recorded, else the current defaults.
+
+        Builds before the tolerance was measured recorded 1e-4 / 1e-3, which lets a tanh GELU pass
+        for an exact one: that pair is read as the current defaults (``GOLDEN_ATOL`` / ``GOLDEN_RTOL``).
+        """
         golden = _golden_info(self.metadata)
         atol, rtol = golden.get("atol"), golden.get("rtol")
-        return float(1e-4 if atol is None else atol), float(1e-3 if rtol is None else rtol)
+        recorded = (float(GOLDEN_ATOL if atol is None else atol), float(GOLDEN_RTOL if rtol is None else rtol))
+        return (GOLDEN_ATOL, GOLDEN_RTOL) if recorded == LEGACY_GOLDEN_TOLERANCE else recorded
 
     def model_metadata(self) -> ModelMetadata:
         """The :class:`~inferox.core.ModelMetadata` handed to architecture factories."""

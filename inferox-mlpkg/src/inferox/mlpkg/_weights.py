@@ -12,13 +12,42 @@ from typing import Any
 
 import numpy as np
 
-from inferox.core.errors import PackageFormatError, PackageNotFoundError, UnsafePackageError
+from inferox.core.errors import PackageFormatError, PackageNotFoundError, UnsafePackageError, WeightShapeError
 from inferox.mlpkg._format import PICKLE_SUFFIXES
 from inferox.mlpkg._regular import open_regular
 
-__all__ = ["convert_pickle_to_safetensors", "load_pickle_weights", "read_safetensors_header", "safetensors_parameter_count"]
+__all__ = ["check_weight_shapes", "convert_pickle_to_safetensors", "load_pickle_weights", "read_safetensors_header", "safetensors_parameter_count"]
 
 _MAX_HEADER = 100 << 20
+
+
+def check_weight_shapes(header: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]], *, architecture: str, rel: str) -> None:
+    """Check a safetensors header against the weights an architecture's schema expects for a config.
+
+    Checkpoints often name weights under a prefix (the Hub's ``bert.embeddings…`` for the schema's
+    ``embeddings…``): the prefix that finds the most expected names is used, as the backends' loaders
+    do. A missing weight is a :class:`PackageFormatError`, a weight of another shape a
+    :class:`WeightShapeError`, each naming the weight (and both shapes): such a package would build,
+    then fail on every backend.
+    """
+    shapes = {k: tuple(int(d) for d in v.get("shape", ())) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    names = list(expected)
+    prefixes = {""} | {k[: len(k) - len(n)] for n in names for k in shapes if k.endswith("." + n)}
+    prefix = min(prefixes, key=lambda p: (-sum(p + n in shapes for n in names), len(p), p))
+    wrong = [(prefix + n, shapes[prefix + n], tuple(expected[n])) for n in names if prefix + n in shapes and shapes[prefix + n] != tuple(expected[n])]
+    if wrong:
+        weight, actual, want = wrong[0]
+        more = f" ({len(wrong) - 1} more weight(s) differ too: {', '.join(w for w, _, _ in wrong[1:4])}{', …' if len(wrong) > 4 else ''})" if len(wrong) > 1 else ""
+        raise WeightShapeError(
+            f"{rel}: weight {weight!r} has shape {list(actual)}, but architecture {architecture!r} expects {list(want)} for this config{more}",
+            weight=weight, expected=want, actual=actual, path=rel,
+        )
+    missing = [prefix + n for n in names if prefix + n not in shapes]
+    if missing:
+        raise PackageFormatError(
+            f"{rel}: architecture {architecture!r} needs weight {missing[0]!r}, which is missing ({len(missing)} missing, {len(shapes)} tensors present)",
+            path=rel, field=missing[0],
+        )
 
 
 def read_safetensors_header(path: Path, *, rel: str | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from inferox.onnx.plugin import DISTRIBUTION
 
 if TYPE_CHECKING:
     from inferox.onnx._errors import onnx_errors, wrap_onnx_error
-    from inferox.onnx.backend import CPU_PROVIDER, CUDA_PROVIDER, OnnxBackend, host_memory_info, providers_for
+    from inferox.onnx.backend import CPU_PROVIDER, CUDA_PROVIDER, OnnxBackend, providers_for
     from inferox.onnx.model import LOAD_DTYPES, OnnxModel, check_threads, session_options
     from inferox.onnx.models._common import INT8_SCHEMES, GraphBuilder, graph_cache_dir
     from inferox.onnx.tensor import OnnxTensor, OnnxTensorBuilder
@@ -31,7 +31,6 @@ __all__ = [
     "__version__",
     "check_threads",
     "graph_cache_dir",
-    "host_memory_info",
     "onnx_errors",
     "providers_for",
     "session_options",
@@ -42,7 +41,6 @@ _LAZY: dict[str, str] = {
     "CPU_PROVIDER": "inferox.onnx.backend",
     "CUDA_PROVIDER": "inferox.onnx.backend",
     "OnnxBackend": "inferox.onnx.backend",
-    "host_memory_info": "inferox.onnx.backend",
     "providers_for": "inferox.onnx.backend",
     "LOAD_DTYPES": "inferox.onnx.model",
     "OnnxModel": "inferox.onnx.model",

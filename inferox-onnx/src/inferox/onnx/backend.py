@@ -18,7 +18,6 @@ Lines that only run with a CUDA device present are marked ``# pragma: gpu`` (see
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ import onnxruntime as ort
 
 from inferox.core import usable_cpus
 from inferox.core.backend import Backend
-from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo
+from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo, host_memory_info
 from inferox.core.dtype import DType
 from inferox.core.errors import InvalidInputError
 from inferox.core.tensor import Tensor
@@ -34,27 +33,12 @@ from inferox.onnx._errors import onnx_errors
 from inferox.onnx.plugin import BACKEND_NAME
 from inferox.onnx.tensor import OnnxTensor, OnnxTensorBuilder, device_id_of
 
-__all__ = ["CPU_PROVIDER", "CUDA_PROVIDER", "OnnxBackend", "host_memory_info", "providers_for"]
+__all__ = ["CPU_PROVIDER", "CUDA_PROVIDER", "OnnxBackend", "providers_for"]
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 _ALL_DTYPES = frozenset(DType)
-
-
-def host_memory_info(meminfo: str | Path = "/proc/meminfo") -> MemoryInfo:
-    """Host RAM: ``MemTotal``/``MemAvailable`` from ``/proc/meminfo`` (Linux), else ``os.sysconf``."""
-    try:
-        fields: dict[str, int] = {}
-        for line in Path(meminfo).read_text().splitlines():
-            key, _, rest = line.partition(":")
-            parts = rest.split()
-            if parts and parts[0].isdigit():
-                fields[key] = int(parts[0]) * 1024  # reported in kB
-        return MemoryInfo.from_total_free(fields["MemTotal"], fields.get("MemAvailable", fields.get("MemFree", 0)))
-    except (OSError, KeyError):
-        page = os.sysconf("SC_PAGE_SIZE")
-        return MemoryInfo.from_total_free(page * os.sysconf("SC_PHYS_PAGES"), page * os.sysconf("SC_AVPHYS_PAGES"))
 
 
 def providers_for(device: DeviceId) -> list[Any]:
@@ -163,7 +147,9 @@ class OnnxBackend(Backend):
         target = DType.parse(dtype)
         dev = tensor.device if isinstance(tensor, Tensor) else device_id_of(tensor)
         host = self.to_numpy(tensor.native if isinstance(tensor, Tensor) else tensor)
-        return self.to_device(OnnxTensor(host.astype(target.to_numpy()), self), dev)
+        with np.errstate(over="ignore", invalid="ignore"):  # an asked-for cast may overflow (1e308 → f32 inf), as torch's and jax's do silently
+            cast = host.astype(target.to_numpy())
+        return self.to_device(OnnxTensor(cast, self), dev)
 
     def to_numpy(self, native: Any) -> np.ndarray:
         """The array itself on the CPU; a host copy of a device ``OrtValue``."""

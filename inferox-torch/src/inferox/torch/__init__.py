@@ -13,9 +13,9 @@ from inferox.torch.plugin import DISTRIBUTION
 
 if TYPE_CHECKING:
     from inferox.torch._errors import torch_errors, wrap_torch_error
-    from inferox.torch.backend import TorchBackend, device_id_of, host_memory_info, torch_device
+    from inferox.torch.backend import TorchBackend, device_id_of, torch_device
     from inferox.torch.model import LOAD_DTYPES, TorchModel, load_state_dict, resolve_load_dtype, set_threads
-    from inferox.torch.tensor import TorchTensor, TorchTensorBuilder, numpy_to_torch
+    from inferox.torch.tensor import TorchTensor, TorchTensorBuilder, numpy_to_torch, torch_dtype
 
 __all__ = [
     "LOAD_DTYPES",
@@ -25,12 +25,12 @@ __all__ = [
     "TorchTensorBuilder",
     "__version__",
     "device_id_of",
-    "host_memory_info",
     "load_state_dict",
     "numpy_to_torch",
     "resolve_load_dtype",
     "set_threads",
     "torch_device",
+    "torch_dtype",
     "torch_errors",
     "wrap_torch_error",
 ]
@@ -38,11 +38,11 @@ __all__ = [
 _LAZY: dict[str, str] = {
     "TorchBackend": "inferox.torch.backend",
     "device_id_of": "inferox.torch.backend",
-    "host_memory_info": "inferox.torch.backend",
     "torch_device": "inferox.torch.backend",
     "TorchTensor": "inferox.torch.tensor",
     "TorchTensorBuilder": "inferox.torch.tensor",
     "numpy_to_torch": "inferox.torch.tensor",
+    "torch_dtype": "inferox.torch.tensor",
     "LOAD_DTYPES": "inferox.torch.model",
     "TorchModel": "inferox.torch.model",
     "load_state_dict": "inferox.torch.model",

@@ -40,8 +40,6 @@ from __future__ import annotations
 from inferox.torch import _threads  # first: it sets OpenMP's environment before torch loads
 
 # isort: split
-import os
-from pathlib import Path
 from typing import Any
 
 import ml_dtypes
@@ -49,15 +47,15 @@ import numpy as np
 import torch
 
 from inferox.core.backend import Backend
-from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo
+from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo, host_memory_info
 from inferox.core.dtype import DType
 from inferox.core.errors import DeviceError, DTypeError, InvalidInputError
 from inferox.core.tensor import Tensor
 from inferox.torch._errors import torch_errors
 from inferox.torch.plugin import BACKEND_NAME
-from inferox.torch.tensor import TorchTensor, TorchTensorBuilder
+from inferox.torch.tensor import TorchTensor, TorchTensorBuilder, torch_dtype
 
-__all__ = ["TorchBackend", "device_id_of", "host_memory_info", "torch_device"]
+__all__ = ["TorchBackend", "device_id_of", "torch_device"]
 
 _ALL_DTYPES = frozenset(DType)
 _MPS_DTYPES = _ALL_DTYPES - {DType.F64}
@@ -79,22 +77,6 @@ def device_id_of(native: torch.Tensor) -> DeviceId:
     if dev.type == "cpu":
         return DeviceId.cpu()
     return DeviceId(dev.type, dev.index or 0)  # pragma: gpu
-
-
-def host_memory_info(meminfo: str | Path = "/proc/meminfo") -> MemoryInfo:
-    """Host RAM: ``MemTotal``/``MemAvailable`` from ``/proc/meminfo`` where it exists (Linux), else
-    ``os.sysconf`` page counts (other POSIX systems)."""
-    try:
-        fields: dict[str, int] = {}
-        for line in Path(meminfo).read_text().splitlines():
-            key, _, rest = line.partition(":")
-            parts = rest.split()
-            if parts and parts[0].isdigit():
-                fields[key] = int(parts[0]) * 1024  # reported in kB
-        return MemoryInfo.from_total_free(fields["MemTotal"], fields.get("MemAvailable", fields.get("MemFree", 0)))
-    except (OSError, KeyError):
-        page = os.sysconf("SC_PAGE_SIZE")
-        return MemoryInfo.from_total_free(page * os.sysconf("SC_PHYS_PAGES"), page * os.sysconf("SC_AVPHYS_PAGES"))
 
 
 def _mps_available() -> bool:
@@ -241,7 +223,7 @@ class TorchBackend(Backend):
         native = self._native_of(tensor)
         self._check_dtype_on(target, device_id_of(native))
         with torch_errors(device=str(device_id_of(native))):
-            return self.wrap(native.to(target.to_torch()))
+            return self.wrap(native.to(torch_dtype(target)))
 
     def _check_dtype_on(self, dtype: DType, device: DeviceId) -> None:
         supported = self.supported_dtypes(device)

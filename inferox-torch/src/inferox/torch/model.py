@@ -47,7 +47,7 @@ from inferox.core.spec import TensorSpec
 from inferox.core.weights import load_safetensors
 from inferox.torch._errors import torch_errors
 from inferox.torch.plugin import BACKEND_NAME
-from inferox.torch.tensor import numpy_to_torch
+from inferox.torch.tensor import numpy_to_torch, torch_dtype
 
 if TYPE_CHECKING:
     from inferox.torch.backend import TorchBackend
@@ -69,7 +69,7 @@ def resolve_load_dtype(dtype: DType | str | None) -> torch.dtype | None:
     parsed = DType.parse(dtype)
     if parsed not in LOAD_DTYPES:
         raise DTypeError("unsupported load dtype for a torch model", name="dtype", expected=", ".join(d.value for d in LOAD_DTYPES), actual=parsed.value)
-    return parsed.to_torch()  # type: ignore[no-any-return]
+    return torch_dtype(parsed)
 
 
 def set_threads(threads: int | None) -> None:
@@ -237,7 +237,7 @@ class TorchModel(Model):
             if spec.optional:
                 continue
             shape = [(batch if i == 0 else 1) if d is None else d for i, d in enumerate(spec.shape)]
-            out[spec.name] = torch.zeros(shape, dtype=spec.dtype.to_torch(), device=self.torch_device)
+            out[spec.name] = torch.zeros(shape, dtype=torch_dtype(spec.dtype), device=self.torch_device)
         return out
 
     def warmup(self) -> None:

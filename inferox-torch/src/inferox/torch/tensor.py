@@ -32,6 +32,7 @@ import torch
 from torch.utils.dlpack import from_dlpack
 
 from inferox.core.device import DeviceId
+from inferox.core.dtype import DType
 from inferox.core.tensor import Tensor, TensorBuilder
 from inferox.torch._errors import torch_errors
 from inferox.torch.plugin import BACKEND_NAME
@@ -39,9 +40,17 @@ from inferox.torch.plugin import BACKEND_NAME
 if TYPE_CHECKING:
     from inferox.torch.backend import TorchBackend
 
-__all__ = ["TorchTensor", "TorchTensorBuilder", "numpy_to_torch"]
+__all__ = ["TorchTensor", "TorchTensorBuilder", "numpy_to_torch", "torch_dtype"]
 
 _BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+def torch_dtype(dtype: DType | str) -> torch.dtype:
+    """The ``torch.dtype`` of an Inferox dtype (``"f32"`` → ``torch.float32``).
+
+    Core maps dtypes to one spelling, numpy's (:attr:`~inferox.core.DType.numpy_name`), which torch
+    shares; the framework object is looked up here, in the backend, so core never names torch."""
+    return getattr(torch, DType.parse(dtype).numpy_name)  # type: ignore[no-any-return]
 
 
 def numpy_to_torch(array: np.ndarray) -> torch.Tensor:

@@ -23,6 +23,10 @@ reference, compared per output with the tolerance of the dtype (:data:`TOLERANCE
 the output and the largest difference (:class:`ArchitectureMismatch`). Capability tests (DLPack, zero-copy with numpy, each accelerator kind) skip only
 through :meth:`BackendConformance.require`, when the capability is not declared or the device is
 absent from this machine.
+
+Compatibility: a check added in a later contract minor (:func:`since`) only warns
+(:class:`ConformanceWarning`) for a plugin declaring an older minor, so a plugin that passed 1.0
+keeps passing 1.x.
 """
 
 from __future__ import annotations
@@ -39,13 +43,17 @@ if importlib.util.find_spec("pytest") is None:
     )
 
 from inferox.core.testing._capabilities import ACCELERATOR_KINDS, Capabilities
-from inferox.core.testing._conformance import TINY_IN, TINY_OUT, BackendConformance, NotTheModel
+from inferox.core.testing._conformance import TINY_IN, TINY_OUT, BackendConformance, ConformanceWarning, NotTheModel, since
 from inferox.core.testing._numbers import (
+    TANH_GELU,
     TOLERANCES,
     ArchitectureMismatch,
     NumbersReport,
+    Sensitivity,
     check_architecture,
     checked_architectures,
+    gelu_sensitivity,
+    native_input_outputs,
     refused_dtype_error,
 )
 from inferox.core.testing._reference import bert_reference, gelu_exact, gelu_tanh, mlp_reference
@@ -53,21 +61,27 @@ from inferox.core.testing._values import sample_array, to_python_list
 
 __all__ = [
     "ACCELERATOR_KINDS",
+    "TANH_GELU",
     "TINY_IN",
     "TINY_OUT",
     "TOLERANCES",
     "ArchitectureMismatch",
     "BackendConformance",
     "Capabilities",
+    "ConformanceWarning",
     "NotTheModel",
     "NumbersReport",
+    "Sensitivity",
     "bert_reference",
     "check_architecture",
     "checked_architectures",
     "gelu_exact",
+    "gelu_sensitivity",
     "gelu_tanh",
     "mlp_reference",
+    "native_input_outputs",
     "refused_dtype_error",
     "sample_array",
+    "since",
     "to_python_list",
 ]

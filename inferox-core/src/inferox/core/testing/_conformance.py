@@ -1,9 +1,18 @@
-"""The backend conformance suite (see :mod:`inferox.core.testing`)."""
+"""The backend conformance suite (see :mod:`inferox.core.testing`).
+
+Compatibility within a contract major version: a backend whose plugin passed the suite of 1.0 keeps
+passing every 1.x. Each check added after 1.0 is marked with the minor that added it
+(:func:`since`); for a plugin that declares an older minor (its ``inferox_contract_version()``) a
+failure of such a check is a :class:`ConformanceWarning` saying what will be required, not a
+failure. Declaring the newer minor opts in to it; the next major version requires every check.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+import functools
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pytest
@@ -24,10 +33,18 @@ from inferox.core.plugins import PluginRegistry, get_registry
 from inferox.core.spec import TensorSpec
 from inferox.core.tensor import Tensor
 from inferox.core.testing._capabilities import ACCELERATOR_KINDS, Capabilities
-from inferox.core.testing._numbers import ArchitectureMismatch, check_architecture, checked_architectures, refused_dtype_error
+from inferox.core.testing._numbers import (
+    TOLERANCES,
+    ArchitectureMismatch,
+    check_architecture,
+    checked_architectures,
+    gelu_sensitivity,
+    native_input_outputs,
+    refused_dtype_error,
+)
 from inferox.core.testing._values import sample_array, to_python_list
 
-__all__ = ["BackendConformance", "NotTheModel"]
+__all__ = ["BackendConformance", "ConformanceWarning", "NotTheModel", "since"]
 
 #: The tiny model's sizes: y = x @ W + b with x (batch, IN) and y (batch, OUT).
 TINY_IN = 4
@@ -63,6 +80,55 @@ def _collect(failures: list[str]) -> None:
     """Fail once, listing every dtype/case that failed, so one run shows the whole picture."""
     if failures:
         pytest.fail("\n".join(failures), pytrace=False)
+
+
+class ConformanceWarning(UserWarning):
+    """A conformance check added in a newer contract minor than the plugin declares failed.
+
+    It is a warning until the plugin declares that minor (and in the next major, a failure)."""
+
+
+def _minor(version: str) -> tuple[int, int]:
+    major, _, minor = str(version).partition(".")
+    return int(major), int(minor or 0)
+
+
+_Check = TypeVar("_Check", bound=Callable[..., None])
+
+
+def since(version: str) -> Callable[[_Check], _Check]:
+    """Mark a conformance check as added in contract ``version`` (``"1.2"``).
+
+    The check runs for every backend. When it fails for a backend whose plugin declares an older
+    minor of the same major, the failure becomes a :class:`ConformanceWarning` naming the check, the
+    backend, the plugin, both versions and what failed; the test passes. Skips are never changed.
+    The decorated check takes the ``backend`` and ``registry`` fixtures (by keyword).
+    """
+
+    def decorate(check: _Check) -> _Check:
+        @functools.wraps(check)
+        def run(self: BackendConformance, *args: Any, **kwargs: Any) -> None:
+            try:
+                check(self, *args, **kwargs)
+            except (Exception, pytest.fail.Exception) as exc:  # pytest.skip's exception is neither: skips stay skips
+                backend, registry = kwargs["backend"], kwargs["registry"]
+                plugin = registry.backend_spec(backend.name).plugin if backend.name in registry.backend_names() else ""
+                declared = registry.contract_version(plugin)
+                if declared is None or _minor(declared) >= _minor(version) or _minor(declared)[0] != _minor(version)[0]:
+                    raise
+                what = str(exc).strip() or type(exc).__name__
+                warnings.warn(
+                    ConformanceWarning(
+                        f"{check.__name__} (added in contract {version}) fails for backend {backend.name!r}, whose plugin {plugin!r} "
+                        f"declares contract {declared}: a warning until the plugin declares {version} or later, then a failure: {what}"
+                    ),
+                    stacklevel=2,
+                )
+
+        run.since = version  # type: ignore[attr-defined]
+        return run  # type: ignore[return-value]
+
+    return decorate
 
 
 class BackendConformance:
@@ -420,6 +486,7 @@ class BackendConformance:
     # =================================================================================================
     # Architectures: the numbers, against the schema's NumPy reference
     # =================================================================================================
+    @since("1.1")
     def test_architecture_numbers(self, backend: Backend, registry: PluginRegistry) -> None:
         """Every architecture the backend implements that has a reference: golden inputs through the
         backend's factory, compared with the reference per output, in f32 and each of model_dtypes."""
@@ -435,6 +502,7 @@ class BackendConformance:
                     failures.append(str(exc))
         _collect(failures)
 
+    @since("1.1")
     def test_architecture_factories_refuse_a_dtype_they_cannot_compute_in(self, backend: Backend, registry: PluginRegistry) -> None:
         """A factory given ``dtype="i32"`` raises DTypeError naming ``dtype`` (never ignores it)."""
         archs = [a for a in sorted(registry.architectures(backend.name)) if a in registry.schema_names()]
@@ -445,6 +513,91 @@ class BackendConformance:
             err = refused_dtype_error(backend, arch, registry=registry)
             if not isinstance(err, DTypeError) or err.code != "INVALID_DTYPE" or getattr(err, "name", None) != "dtype":
                 failures.append(f"{arch}: dtype='i32' gave {type(err).__name__}: {err} (expected a DTypeError naming 'dtype')")
+        _collect(failures)
+
+    @since("1.2")
+    def test_example_weights_separate_exact_from_tanh_gelu(self, backend: Backend, registry: PluginRegistry) -> None:
+        """The sensitivity probe: for every architecture checked above whose example uses the exact
+        GELU, the reference with the tanh GELU differs by more than the f32 tolerance on the example
+        weights, so that test_architecture_numbers can catch a backend making that mistake."""
+        archs = checked_architectures(backend.name, registry)
+        if not archs:
+            pytest.skip(f"no architecture with a reference implementation is registered for backend {backend.name!r}")
+        failures: list[str] = []
+        for arch in archs:
+            schema = registry.schema(arch)
+            try:
+                found = gelu_sensitivity(schema)
+            except InferoxError as exc:
+                failures.append(f"architecture {arch!r}: the tanh GELU cannot be swapped in to probe the example: {exc}")
+                continue
+            if found is not None and not found.separates:
+                atol, rtol = TOLERANCES[DType.F32]
+                worst = max(found.max_differences.values(), default=0.0)
+                failures.append(
+                    f"architecture {arch!r} ({registry.describe_plugin(schema.plugin)}): on the conformance example the tanh GELU moves the reference by "
+                    f"at most {worst:.3g} ({', '.join(f'{k} {v:.3g}' for k, v in found.max_differences.items())}), within the f32 tolerance "
+                    f"atol={atol:g}, rtol={rtol:g}: a backend using it would pass; raise the schema's example_weight_scale ({schema.example_weight_scale:g})"
+                )
+        _collect(failures)
+
+    @since("1.2")
+    def test_native_inputs(self, backend: Backend, registry: PluginRegistry) -> None:
+        """The backend's own native tensors as inputs give what numpy inputs give: the tiny model,
+        and every architecture the backend implements with a schema."""
+        any_model, weight, bias = self.tiny_any_model(backend)
+        x = np.random.default_rng(11).standard_normal((3, TINY_IN)).astype(np.float32)
+        native = backend.tensor_builder(any_model.device).from_numpy(x).native
+        assert backend.is_native(native), f"tensor_builder().from_numpy(x).native is not native to backend {backend.name!r}"
+        failures: list[str] = []
+        try:
+            got = any_model.forward_any({"x": native})
+            np.testing.assert_allclose(np.asarray(got["y"]), x @ weight + bias, rtol=1e-5, atol=1e-5)
+        except (AssertionError, InferoxError) as exc:
+            failures.append(f"tiny model with a native input: {type(exc).__name__}: {exc}")
+        for arch in (a for a in sorted(registry.architectures(backend.name)) if a in registry.schema_names()):
+            try:
+                from_numpy, from_native = native_input_outputs(backend, arch, registry=registry)
+                for name, want in from_numpy.items():
+                    np.testing.assert_allclose(from_native[name], want, rtol=1e-6, atol=1e-6, err_msg=f"output {name!r}")
+            except (AssertionError, InferoxError, KeyError) as exc:
+                failures.append(f"architecture {arch!r} with native inputs: {type(exc).__name__}: {exc}")
+        _collect(failures)
+
+    @since("1.2")
+    def test_casts_keep_extreme_values(self, backend: Backend, registry: PluginRegistry) -> None:
+        """Values where a cast through a narrower type shows: integers past float32's 24 bits (2**40+1)
+        and float64's 53 (2**53+1), and float64 precision and range (1/3, 1+2**-52, the smallest normal,
+        1e308), through every constructor and ``astype`` to each declared float dtype, exactly as numpy
+        casts (subnormals may flush to zero: they are not checked)."""
+        builder = backend.tensor_builder("cpu")
+        declared = set(self.declared_dtypes(backend))
+        failures: list[str] = []
+        sources: list[tuple[DType, np.ndarray]] = []
+        if DType.I64 in declared:
+            sources.append((DType.I64, np.array([2**40 + 1, -(2**40 + 1), 2**53 + 1, -(2**62) - 3], dtype=np.int64)))
+        if DType.F64 in declared:
+            sources.append((DType.F64, np.array([1 / 3, 1 + 2**-52, 2.2250738585072014e-308, -1e-300, 1e308, 0.1], dtype=np.float64)))
+        if DType.F32 in declared:
+            # Normal numbers only: flushing subnormals to zero is allowed (XLA does, on CPU and GPU).
+            sources.append((DType.F32, np.array([1 / 3, 1 + 2**-23, 1.1754944e-38, 3.4e38, 0.1], dtype=np.float32)))
+        for dtype, values in sources:
+            what = f"{dtype.value} {values.tolist()}"
+            try:
+                tensor = builder.from_numpy(values.copy())
+                _assert_same(tensor.numpy(), values, f"{what}: from_numpy")
+                _assert_same(builder.from_list(values.tolist(), dtype=dtype).numpy(), values, f"{what}: from_list")
+                _assert_same(builder.full((2,), values.tolist()[0], dtype=dtype).numpy(), np.full((2,), values[0]), f"{what}: full")
+                for target in (d for d in DType if d in declared and (d.is_float or d is dtype)):
+                    with np.errstate(over="ignore"):
+                        expected = values.astype(target.to_numpy())
+                    _assert_same(tensor.astype(target).numpy(), expected, f"{what}: astype({target.value})")
+            except AssertionError as exc:
+                failures.append(str(exc))
+            except Exception as exc:  # noqa: BLE001 - report every source, not only the first failure
+                failures.append(f"{what}: {type(exc).__name__}: {exc}")
+        if not sources:
+            pytest.skip(f"backend {backend.name!r} declares none of i64, f64, f32")  # pragma: no cover - f32 is mandatory
         _collect(failures)
 
     # =================================================================================================

@@ -1,4 +1,9 @@
-"""``inferox backends``: installed backend plugins, their versions, devices and architectures."""
+"""``inferox backends``: installed backend plugins, their versions, devices and architectures.
+
+What a blocked plugin (``INFEROX_BLOCKED_PLUGINS``) contributes is not listed: its backends, the
+architectures it defines, and other plugins' implementations on its backends (the registry hides
+those); nor is an implementation of an architecture that no installed, unblocked plugin defines.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ def backends(as_json: bool, no_devices: bool) -> None:
     from inferox.core import get_registry
 
     registry = get_registry()
+    defined = set(registry.schema_names())
     rows: list[dict[str, Any]] = []
     for info in registry.list_backends():
         row: dict[str, Any] = {
@@ -31,7 +37,7 @@ def backends(as_json: bool, no_devices: bool) -> None:
             "available": info.available,
             "reason": info.reason,
             "devices": [],
-            "architectures": sorted(registry.architectures(info.name)),
+            "architectures": sorted(a for a in registry.architectures(info.name) if a in defined),
         }
         if info.available and not no_devices:
             try:

@@ -15,7 +15,7 @@ code  meaning
 9     plugin error (a plugin failed to load or speaks another contract version)
 10    I/O error
 11    timeout, full queue or service unavailable
-12    ``verify``: outputs differ between backends or from the package's golden outputs
+12    ``verify``: golden outputs or a backend's outputs differ from the reference beyond tolerance
 70    unexpected internal error (a bug: rerun with ``--debug`` and report the traceback)
 130   interrupted (Ctrl-C)
 ===== =====================================================================================
@@ -32,6 +32,7 @@ from inferox.core.errors import (
     InferoxIOError,
     InferoxTimeoutError,
     InvalidInputError,
+    NumericMismatchError,
     PackageError,
     PackageNotFoundError,
     PluginError,
@@ -48,16 +49,25 @@ EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 
-class ParityError(InferoxError, AssertionError):
-    """``inferox verify`` found outputs that differ between backends or from the golden outputs."""
+class ParityError(NumericMismatchError):
+    """``inferox verify``'s verdict: outputs differ beyond tolerance (every failing row, summarised).
+
+    A :class:`~inferox.core.errors.NumericMismatchError` whose fields are those of ``first``, the
+    first failing row's; its own code, ``PARITY_MISMATCH``, is the command's (exit code 12)."""
 
     code = "PARITY_MISMATCH"
-    http_status = 500
+
+    def __init__(self, message: str, *, first: InferoxError | None = None) -> None:
+        if isinstance(first, NumericMismatchError):
+            super().__init__(message, subject=first.subject, against=first.against, output=first.output, index=first.index,
+                             max_difference=first.max_difference, atol=first.atol, rtol=first.rtol)
+        else:
+            super().__init__(message)
 
 
 def exit_code_for(exc: InferoxError) -> int:
     """The exit code of an Inferox error (most specific family first)."""
-    if isinstance(exc, ParityError):
+    if isinstance(exc, NumericMismatchError):
         return EXIT_PARITY
     if isinstance(exc, UnsafePackageError):
         return 6

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.console import Console
 from rich.markup import escape
 
 from inferox.core.errors import PackageNotFoundError
@@ -31,4 +32,19 @@ def pack(source: str, output_dir: Path | None, revision: str | None, name: str |
     with out.status(f"packing {source} …"):
         path = build_package(source, output_dir=output_dir, revision=revision, name=name, allow_pickle=allow_pickle, endpoint=endpoint, token=token)
     out.print(f"[green]✓[/] packed {escape(str(source))}")
+    _say_what_golden_lacks(out, path)
     click.echo(str(path))
+
+
+def _say_what_golden_lacks(out: Console, path: Path) -> None:
+    """A package without golden outputs (no installed backend ran it at build time) says so, and
+    what ``inferox verify`` will compare with instead."""
+    from inferox.mlpkg import load_package
+
+    pkg = load_package(path)
+    golden = pkg.metadata.get("golden")
+    if golden and golden.get("inputs") and not golden.get("outputs"):
+        out.print(
+            f"[yellow]no golden outputs recorded[/]: no installed backend could run architecture {escape(repr(pkg.architecture))}; "
+            "inferox verify will check backends against the architecture's reference"
+        )

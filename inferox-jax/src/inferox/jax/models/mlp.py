@@ -20,6 +20,8 @@ __all__ = ["MLPModel", "create_model", "mlp_apply"]
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # torch's F.gelu default is the exact erf form
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "tanh": jnp.tanh,
     "sigmoid": jax.nn.sigmoid,
     "identity": lambda x: x,

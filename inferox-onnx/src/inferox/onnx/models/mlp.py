@@ -37,6 +37,8 @@ def build_mlp_graph(cfg: MLPConfig, weights: Mapping[str, np.ndarray]) -> onnx.M
         if i < last:
             if cfg.activation == "gelu":
                 x = g.op("Gelu", [x], domain="com.microsoft")  # exact (erf) GELU, as torch's F.gelu
+            elif cfg.activation in ("gelu_new", "gelu_pytorch_tanh"):
+                x = g.op("FastGelu", [x], domain="com.microsoft")  # the tanh approximation
             else:
                 x = g.op(_ACTIVATIONS[cfg.activation], [x])
     g.rename_output(x, "output")

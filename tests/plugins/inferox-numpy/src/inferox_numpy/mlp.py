@@ -18,6 +18,8 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 _ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "relu": lambda x: np.maximum(x, 0),
     "gelu": lambda x: 0.5 * x * (1 + np.asarray(_erf(x / math.sqrt(2)), dtype=x.dtype)),  # exact (erf) GELU, as the schema says
+    "gelu_new": (tanh_gelu := lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))),  # the tanh approximation
+    "gelu_pytorch_tanh": tanh_gelu,
     "tanh": np.tanh,
     "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
     "identity": lambda x: x,

@@ -10,7 +10,7 @@ from inferox.core import ArchitectureSchema, BackendSpec, hookimpl
 
 @hookimpl
 def inferox_contract_version() -> str:
-    return "1.1"  # the contract this plugin was written for: 1.1 added inferox_register_schemas
+    return "1.2"  # the contract this plugin was written for: 1.2 named inferox_register_implementations
 
 
 @hookimpl
@@ -27,7 +27,7 @@ def inferox_register_schemas(register: Callable[[ArchitectureSchema], None]) -> 
 
 
 @hookimpl
-def inferox_register_architectures(register: Callable[..., None]) -> None:
+def inferox_register_implementations(register: Callable[..., None]) -> None:
     register("numpy", "linear", "inferox_numpy.linear:create_linear")
     register("numpy", "mlp", "inferox_numpy.mlp:create_mlp")
 
