@@ -80,7 +80,7 @@ def test_hooks() -> None:
     assert spec.name == "jax" and spec.loader == "inferox.jax.backend:JaxBackend" and spec.requires == ("jax", "jaxlib")
     assert spec.description
     archs: list[tuple[str, str, str]] = []
-    plugin.inferox_register_implementations(register=lambda b, a, f: archs.append((b, a, f)))
+    plugin.inferox_register_implementations(register=lambda b, a, f, **_: archs.append((b, a, f)))
     assert archs == [("jax", a, f) for a, f in plugin.ARCHITECTURES]
 
 

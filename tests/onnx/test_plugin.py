@@ -73,7 +73,7 @@ def test_hooks_register_the_backend_and_architectures() -> None:
     specs: list[BackendSpec] = []
     archs: list[tuple[str, str, str]] = []
     plugin.inferox_register_backends(specs.append)
-    plugin.inferox_register_implementations(lambda b, a, f: archs.append((b, a, f)))
+    plugin.inferox_register_implementations(lambda b, a, f, **_: archs.append((b, a, f)))
     assert [s.name for s in specs] == ["onnx"] and specs[0].requires == ("onnx", "onnxruntime")
     assert specs[0].loader == "inferox.onnx.backend:OnnxBackend"
     assert archs == [("onnx", "mlp", "inferox.onnx.models.mlp:create_model"), ("onnx", "bert", "inferox.onnx.models.bert:create_model")]

@@ -81,7 +81,7 @@ def test_hookimpls_register_a_lazy_spec() -> None:
     assert specs == [BackendSpec("torch", loader="inferox.torch.backend:TorchBackend", requires=("torch",), description=specs[0].description)]
     assert specs[0].description
     archs: list[tuple[str, str, str]] = []
-    plugin.inferox_register_implementations(register=lambda b, a, f: archs.append((b, a, f)))
+    plugin.inferox_register_implementations(register=lambda b, a, f, **_: archs.append((b, a, f)))
     assert all(b == "torch" and ":" in f for b, _, f in archs)
     assert plugin.inferox_plugin_info()["version"] == inferox.torch.__version__
 
