@@ -15,6 +15,13 @@ def have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Time limits written for a quiet machine, stretched by the load when the run starts."""
+    from tests.support.timing import stretch_time_limits
+
+    stretch_time_limits(config, items)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_inferox_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep tests from reading or writing the user's real cache or blocking settings."""

@@ -10,9 +10,16 @@ is never scaled — it is the fact under test.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pytest
 
 #: Overrides the measured factor (``INFEROX_TEST_TIME_SCALE=4``), e.g. under a known concurrent load.
 SCALE_ENV = "INFEROX_TEST_TIME_SCALE"
+#: The most a loaded machine stretches pytest-timeout's per-test limits: past it, a test that hangs
+#: is reported as hanging, not waited on for the rest of CI's budget.
+TIME_LIMIT_STRETCH_MAX = 4.0
 #: However loaded the machine, a wait grows at most this much: past it, a hang is a hang.
 MAX_FACTOR = 8.0
 
@@ -40,3 +47,21 @@ def load_factor() -> float:
 def scaled(seconds: float) -> float:
     """``seconds`` (enough on a quiet machine) stretched by :func:`load_factor`."""
     return seconds * load_factor()
+
+
+def stretch_time_limits(config: pytest.Config, items: list[pytest.Item], factor: float | None = None) -> None:
+    """Each test's time limit (its ``timeout`` marker, else pyproject's ``timeout``) scaled by how
+    loaded the machine is when the run starts (at most :data:`TIME_LIMIT_STRETCH_MAX`): limits
+    written for a quiet machine fail good tests on CI's busy two cores. Called at collection
+    (tests/conftest.py); a marker added to the item itself is the one pytest-timeout reads."""
+    import pytest
+
+    factor = min(TIME_LIMIT_STRETCH_MAX, load_factor() if factor is None else factor)
+    if factor <= 1.0 or not config.pluginmanager.hasplugin("timeout"):
+        return
+    default = float(config.getini("timeout") or 0)
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        limit = float((marker.args[0] if marker.args else marker.kwargs.get("timeout", default)) if marker else default)
+        if limit > 0:
+            item.add_marker(pytest.mark.timeout(limit * factor), append=False)  # first: the closest marker
