@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     sh(*build, str(ROOT))
     build_s = time.monotonic() - t0
-    config = json.loads(sh("buildah", "inspect", "--type", "image", "--format", "{{json .Docker.Config}}", args.tag, capture=True))
+    config = json.loads(sh("buildah", "inspect", "--type", "image", args.tag, capture=True))["Docker"]["config"]
     size = int(sh("podman", "image", "inspect", "--format", "{{.Size}}", args.tag, capture=True) or 0) if _have("podman") else 0
     assert config["User"] not in ("", "root", "0"), f"the image runs as {config['User']!r}"
     entry = [*config["Entrypoint"], *config["Cmd"]]
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         models.mkdir()
         models.chmod(0o777)  # the image's user writes the package
         try:
-            sh(*run, "-v", f"{args.model_dir}:/src:ro", "-v", f"{models}:/models", ctr, "--", "inferox", "pack", "/src", "-o", "/models", "--name", "minilm")
+            sh(*run, "-v", f"{args.model_dir.resolve()}:/src:ro", "-v", f"{models}:/models", ctr, "--", "inferox", "pack", "/src", "-o", "/models", "--name", "minilm")
             log = open(Path(tmp) / "serve.log", "wb")  # closed below
             server = subprocess.Popen([*run, "-v", f"{models}:/models:ro", ctr, "--", *entry], stdout=log, stderr=subprocess.STDOUT)
             t0 = time.monotonic()

@@ -44,3 +44,17 @@ def test_waits_and_time_limits_scale_with_the_load(monkeypatch: pytest.MonkeyPat
     assert limit() == before * 2.5 * timing.TIME_LIMIT_STRETCH_MAX
     timing.stretch_time_limits(request.config, [request.node], factor=0.5)  # a quiet machine changes nothing
     assert limit() == before * 2.5 * timing.TIME_LIMIT_STRETCH_MAX
+
+
+def test_httpx_default_timeout_stretches_and_is_restored() -> None:
+    import httpx
+
+    from tests.support import timing
+
+    before = httpx.Client().timeout
+    restore = timing.stretch_httpx_default_timeout(3.0)
+    try:
+        assert httpx.Client().timeout.read == before.read * 3 and httpx.Client().timeout.connect == before.connect * 3  # type: ignore[operator]
+    finally:
+        restore()
+    assert httpx.Client().timeout == before

@@ -10,6 +10,7 @@ is never scaled — it is the fact under test.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -65,3 +66,22 @@ def stretch_time_limits(config: pytest.Config, items: list[pytest.Item], factor:
         limit = float((marker.args[0] if marker.args else marker.kwargs.get("timeout", default)) if marker else default)
         if limit > 0:
             item.add_marker(pytest.mark.timeout(limit * factor), append=False)  # first: the closest marker
+
+
+def stretch_httpx_default_timeout(factor: float) -> Callable[[], None]:
+    """httpx's default timeout (5 s, the same ``Timeout`` object every ``httpx.get`` / ``post`` /
+    ``Client`` defaults to) times ``factor``; returns what restores it. Tests call httpx without a
+    timeout where any answer is expected quickly — on a loaded machine "quickly" is longer."""
+    from httpx import _config
+
+    default = _config.DEFAULT_TIMEOUT_CONFIG
+    before = {name: getattr(default, name) for name in ("connect", "read", "write", "pool")}
+    for name, value in before.items():
+        if value is not None:
+            setattr(default, name, value * factor)
+
+    def restore() -> None:
+        for name, value in before.items():
+            setattr(default, name, value)
+
+    return restore
