@@ -45,7 +45,8 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"{self.path.relative_to(REPO_ROOT).as_posix()} line {self.line} ({self.language or 'no language'} block)"
+        name = self.path.relative_to(REPO_ROOT).as_posix() if self.path.is_relative_to(REPO_ROOT) else str(self.path)
+        return f"{name} line {self.line} ({self.language or 'no language'} block)"
 
     @property
     def skip_reason(self) -> str | None:

@@ -77,15 +77,19 @@ for block in page["blocks"]:
         if inspect.iscoroutine(result):
             asyncio.run(result)
     except BaseException as exc:
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == block["path"]]
-        where = frames[-1].lineno if frames else block["line"]
-        sys.stderr.write("\nDOCS-BLOCK-FAILED " + json.dumps({"line": block["line"], "at": where, "error": f"{type(exc).__name__}: {exc}", "traceback": "".join(traceback.format_exception(exc))}) + "\n")
+        tb = traceback.extract_tb(exc.__traceback__)
+        ours = [f for f in tb if f.filename == block["path"]]
+        where = ours[-1].lineno if ours else block["line"]
+        # The page's own frames and what they called (the runner's and asyncio's frames left out).
+        first = next((i for i, f in enumerate(tb) if f.filename == block["path"]), 0)
+        text = "".join(traceback.format_list(tb[first:])) + "".join(traceback.format_exception_only(exc))
+        sys.stderr.write("\nDOCS-BLOCK-FAILED " + json.dumps({"line": block["line"], "at": where, "error": f"{type(exc).__name__}: {exc}", "traceback": text}) + "\n")
         sys.exit(3)
 """
 
 
 def _ids(path: Path) -> str:
-    return path.relative_to(REPO_ROOT).as_posix()
+    return path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 # -- what every block is -----------------------------------------------------------------------------
@@ -309,3 +313,67 @@ def test_page_runs(page: Path, workspace: Path, docs_cache: Path, request: pytes
             run_shell_block(block, cwd=workspace, env=env, documented=documented)
     if python:
         run_python_blocks(python, cwd=workspace, env=env, documented=documented)
+
+
+# -- commands quoted in the prose ------------------------------------------------------------------
+_SPAN = re.compile(r"(?<!`)`(inferox [a-z][^`]*)`(?!`)")
+_FLAG = re.compile(r"(?<![\w\[-])(--\[no-\][a-z0-9-]+|--[a-z][a-z0-9-]*|-[a-zA-Z])(?![\w-])")
+_SEVERAL = re.compile(r"(--[a-z][a-z0-9-]*|-[a-zA-Z]) [A-Z][A-Z_.]*…")
+
+
+def _prose(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of the page outside its fenced blocks."""
+    out, fenced = [], False
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if re.match(r"^\s*(```|~~~)", line):
+            fenced = not fenced
+        elif not fenced:
+            out.append((number, line))
+    return out
+
+
+def test_commands_quoted_in_the_prose_name_real_options() -> None:
+    """Every ``inferox …`` the pages quote inline (the command tables, the prose) names a command
+    that exists and options that command has; ``-x VALUE…`` (several values after one flag) only
+    where the option takes several. Checked against the CLI itself (click), not its help text."""
+    import click
+
+    from inferox.engine.cli import cli
+
+    problems = []
+    for page in PAGES:
+        for number, line in _prose(page):
+            for span in _SPAN.findall(line):
+                span = span.replace("\\|", "|")
+                where = f"{_ids(page)} line {number}: `{span}`"
+                name = span.split()[1]
+                command = cli.commands.get(name) if isinstance(cli, click.Group) else None
+                if command is None:
+                    problems.append(f"{where}: no command `inferox {name}`")
+                    continue
+                options = {o: p for p in command.params if isinstance(p, click.Option) for o in (*p.opts, *p.secondary_opts)}
+                options.update({"--help": None, "-h": None})
+                for flag in _FLAG.findall(span):
+                    for real in ((flag.replace("[no-]", ""), flag.replace("[no-]", "no-")) if "[no-]" in flag else (flag,)):
+                        if real not in options:
+                            problems.append(f"{where}: `inferox {name}` has no option {real}")
+                for flag in _SEVERAL.findall(span):
+                    param = options.get(flag)
+                    if isinstance(param, click.Option) and param.nargs == 1:
+                        how = f"is repeated for several (write `[{flag} VALUE]…`)" if param.multiple else "nothing more"
+                        problems.append(f"{where}: `{flag} VALUE…` reads as several values after one {flag}, but `inferox {name} {flag}` takes one value and {how}")
+    assert not problems, "\n".join(problems)
+
+
+def test_a_failure_names_the_page_the_line_and_why(tmp_path: Path, docs_cache: Path) -> None:
+    """What the harness says when a block breaks: the file, the block's line, the failing line."""
+    page = tmp_path / "page.md"
+    page.write_text("# A page\n\n```python\nx = 1\ny = undefined_name\n```\n\n```bash\ntrue\nexit 7\n```\n")
+    python, shell = blocks(page)
+    with pytest.raises(pytest.fail.Exception) as ei:
+        run_python_blocks([python], cwd=tmp_path, env=_env(docs_cache), documented=None)
+    assert f"{page} line 3 (python block) fails at line 5: NameError: name 'undefined_name' is not defined" in str(ei.value)
+    assert f'File "{page}", line 5' in str(ei.value) and "asyncio" not in str(ei.value)
+    with pytest.raises(pytest.fail.Exception) as ei:
+        run_shell_block(shell, cwd=tmp_path, env=_env(docs_cache), documented=None)
+    assert f"{page} line 8 (bash block), command on line 10: `exit 7` exited 7" in str(ei.value)
