@@ -11,7 +11,7 @@
 # `--build-arg BACKENDS="inferox-onnx inferox-torch"` (add PyTorch's CPU index for torch, e.g.
 # `--build-arg PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu`, or pip fetches CUDA builds).
 # tests/repo/test_install.py runs this file's install steps in a scratch environment and starts the
-# entry point; `nox -s image` builds it for real with podman.
+# entry point; `nox -s image` builds and runs it for real (buildah: tools/check_image.py).
 # The base: CPython 3.11 on Debian, slim. BASE_IMAGE exists for mirrors and air-gapped builders.
 ARG BASE_IMAGE=python:3.11-slim
 FROM $BASE_IMAGE

@@ -59,7 +59,7 @@ import json, os, platform, re, subprocess, sys
 summary, wall, status, workers, tool, log, loadavg, args = sys.argv[1:]
 samples = [float(x) for x in open(loadavg).read().split()]
 text = open(log, errors="replace").read()
-sessions = re.findall(r"nox > Session (\S+) (was successful|failed|was skipped)[^\n]*?(?:in ([\d.]+ \w+))?\n", text)
+sessions = re.findall(r"nox > Session (\S+) (was successful|failed|was skipped)(?: in ([^\n]+?))?\.?\n", text)
 result = {
     "command": f"scripts/test.sh {args}".strip(),
     "wall_s": int(wall),
