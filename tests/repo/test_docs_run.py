@@ -351,7 +351,7 @@ def test_commands_quoted_in_the_prose_name_real_options() -> None:
                 if command is None:
                     problems.append(f"{where}: no command `inferox {name}`")
                     continue
-                options = {o: p for p in command.params if isinstance(p, click.Option) for o in (*p.opts, *p.secondary_opts)}
+                options: dict[str, click.Option | None] = {o: p for p in command.params if isinstance(p, click.Option) for o in (*p.opts, *p.secondary_opts)}
                 options.update({"--help": None, "-h": None})
                 for flag in _FLAG.findall(span):
                     for real in ((flag.replace("[no-]", ""), flag.replace("[no-]", "no-")) if "[no-]" in flag else (flag,)):
