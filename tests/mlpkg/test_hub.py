@@ -26,10 +26,13 @@ from inferox.mlpkg import DownloadPolicy, HubSource, PackageCache, build_package
 from tests.support.hub import Hub
 from tests.support.model_files import mlp_files
 from tests.support.net import free_port
+from tests.support.timing import scaled
 
 pytestmark = pytest.mark.hub
 
-FAST = DownloadPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.05, connect_timeout=2, read_timeout=5)
+#: Retries without waiting; timeouts that a busy machine's olah answers within (connect_timeout is
+#: also huggingface_hub's wait for a file's metadata): no test with this policy provokes a timeout.
+FAST = DownloadPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.05, connect_timeout=scaled(10), read_timeout=scaled(30))
 
 
 def build(hub: Hub, repo: str | HubSource, out: Path | None, **kw: object) -> Path:
@@ -152,7 +155,8 @@ def test_stall_once_is_retried_and_the_build_completes(hub: Hub, tmp_path: Path)
     repo_id, sha = hub.new_repo(mlp_files())
     hub.proxy.faults.stall["model.safetensors"] = 30
     hub.proxy.faults.stall_times["model.safetensors"] = 1
-    policy = DownloadPolicy(max_retries=3, backoff_base=0.01, backoff_max=0.02, connect_timeout=2, read_timeout=2)
+    # The stalled request must time out (30 s stall), every other one must not: scaled, below 30 s.
+    policy = DownloadPolicy(max_retries=3, backoff_base=0.01, backoff_max=0.02, connect_timeout=scaled(2), read_timeout=scaled(2))
     pkg = load_package(build(hub, repo_id, tmp_path / "out", policy=policy), verify=True)
     assert pkg.revision == sha
     assert len(hub.proxy.requests(path_part="model.safetensors")) >= 2
@@ -250,7 +254,7 @@ def test_two_processes_building_the_same_package_build_once(hub: Hub, tmp_path: 
     script = _CONCURRENT.format(repo=repo_id, endpoint=hub.endpoint, cache=str(tmp_path / "cache"), dl=str(tmp_path / "dl"))
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=120) for p in procs]
+    outs = [p.communicate(timeout=scaled(120)) for p in procs]
     for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
     paths = {line.split(" ", 1)[1] for out, _ in outs for line in out.splitlines() if line.startswith("PATH ")}

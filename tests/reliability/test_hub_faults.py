@@ -21,11 +21,14 @@ from inferox.mlpkg import DownloadPolicy, PackageCache, build_package, load_pack
 from tests.support.disks import TmpfsDisks
 from tests.support.hub import FaultProxy, OlahServer
 from tests.support.model_files import mlp_files
+from tests.support.timing import scaled
 
-FAST = DownloadPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.05, connect_timeout=2, read_timeout=5)
+#: Timeouts a busy machine's olah answers within (no test here provokes one: the faults are cut
+#: connections, a dead server and a full disk).
+FAST = DownloadPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.05, connect_timeout=scaled(10), read_timeout=scaled(30))
 #: One attempt: huggingface_hub's own retry loop (5 HEAD retries, up to 8 s apart, which
 #: DownloadPolicy does not reach) already spends ~25 s on a dead server.
-ONCE = DownloadPolicy(max_retries=0, backoff_base=0.01, backoff_max=0.05, connect_timeout=2, read_timeout=5)
+ONCE = DownloadPolicy(max_retries=0, backoff_base=0.01, backoff_max=0.05, connect_timeout=scaled(10), read_timeout=scaled(30))
 
 
 class DyingProxy(FaultProxy):

@@ -1,19 +1,18 @@
 """Each distribution builds, offline, into an sdist and a wheel holding only what it is: its own
 sources, README, LICENSE, py.typed and the packaging metadata every sdist and wheel carries.
 
-Built with the build backend installed here (``python -m build --no-isolation``: no download), as
-a release would build them. The nox ``all`` session installs ``build`` and ``hatchling``."""
+Built once a session by the build backend installed here (hatchling: no download; the ``built``
+fixture in conftest.py), or taken from ``INFEROX_DIST_DIR`` (``nox -s dist`` writes ``dist/``)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from tests.repo.dists import DISTRIBUTION_FOLDERS, Built
 from tests.support import REPO_ROOT
 
 DISTRIBUTIONS = {
@@ -21,6 +20,7 @@ DISTRIBUTIONS = {
     "inferox-core": ("inferox_core", "inferox/core"),
     "inferox-torch": ("inferox_torch", "inferox/torch"),
     "inferox-jax": ("inferox_jax", "inferox/jax"),
+    "inferox-onnx": ("inferox_onnx", "inferox/onnx"),
     "inferox-mlpkg": ("inferox_mlpkg", "inferox/mlpkg"),
     "inferox-engine": ("inferox_engine", "inferox/engine"),
     "tests/plugins/inferox-numpy": ("inferox_numpy", "inferox_numpy"),
@@ -37,27 +37,17 @@ def sources(folder: Path, package: str) -> set[str]:
     return {p.relative_to(root).as_posix() for p in (root / package).rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
-    """Every distribution's sdist and wheel: built once, in one process per distribution."""
-    out: dict[str, tuple[Path, Path]] = {}
-    for folder, (name, _) in DISTRIBUTIONS.items():
-        dest = tmp_path_factory.mktemp(name)
-        proc = subprocess.run(
-            [sys.executable, "-m", "build", "--no-isolation", "--sdist", "--wheel", "--outdir", str(dest), str(REPO_ROOT / folder)],
-            capture_output=True, text=True, timeout=300,
-        )
-        assert proc.returncode == 0, f"{folder} did not build:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        (sdist,) = dest.glob(f"{name}-*.tar.gz")
-        (wheel,) = dest.glob(f"{name}-*.whl")
-        out[folder] = (sdist, wheel)
-    return out
+def test_every_distribution_of_the_repository_is_checked() -> None:
+    """A distribution added at the root (``inferox-<x>/``) is checked here too: the list above is
+    compared with the folders, which ``nox -s dist`` and the install tests build from."""
+    assert set(DISTRIBUTION_FOLDERS) == {f for f in DISTRIBUTIONS if f.startswith("inferox-")}
+    assert len(DISTRIBUTION_FOLDERS) == 6
 
 
 @pytest.mark.parametrize("folder", DISTRIBUTIONS)
-def test_sdist_holds_only_the_distribution(built: dict[str, tuple[Path, Path]], folder: str) -> None:
+def test_sdist_holds_only_the_distribution(built: dict[str, Built], folder: str) -> None:
     package = DISTRIBUTIONS[folder][1]
-    sdist, _ = built[folder]
+    sdist = built[folder].sdist
     with tarfile.open(sdist) as tar:
         members = {m.name.split("/", 1)[1] for m in tar.getmembers() if m.isfile()}
     expected = {f"src/{s}" for s in sources(REPO_ROOT / folder, package)} | {"README.md", "LICENSE"} | SDIST_ALWAYS
@@ -66,9 +56,9 @@ def test_sdist_holds_only_the_distribution(built: dict[str, tuple[Path, Path]], 
 
 
 @pytest.mark.parametrize("folder", DISTRIBUTIONS)
-def test_wheel_holds_only_the_distribution(built: dict[str, tuple[Path, Path]], folder: str) -> None:
+def test_wheel_holds_only_the_distribution(built: dict[str, Built], folder: str) -> None:
     package = DISTRIBUTIONS[folder][1]
-    _, wheel = built[folder]
+    wheel = built[folder].wheel
     with zipfile.ZipFile(wheel) as zf:
         files = set(zf.namelist())
         metadata = zf.read(next(f for f in files if f.endswith(".dist-info/METADATA"))).decode()

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support import REPO_ROOT
 
-DISTRIBUTIONS = ("inferox-core", "inferox-torch", "inferox-jax", "inferox-mlpkg", "inferox-engine")
+DISTRIBUTIONS = ("inferox-core", "inferox-torch", "inferox-jax", "inferox-onnx", "inferox-mlpkg", "inferox-engine")
 
 # [text](target) and [text](target "title"), images too; reference definitions "[x]: target".
 _INLINE = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -103,6 +103,8 @@ def test_distribution_readme_stands_alone_on_pypi(dist: str) -> None:
     assert relative == [], f"{dist}/README.md links relatively (broken on PyPI): {relative}"
     assert readme.startswith(f"# {dist}\n")
     assert f"pip install {dist}" in readme or f'pip install "{dist}[' in readme
+    # Until a release exists, the README says so and how to install from the repository instead.
+    assert "Not published on PyPI yet" in readme and f"pip install -c constraints.txt ./{dist}" in readme
     examples = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
     assert examples, f"{dist}/README.md has no Python example"
     for example in examples:

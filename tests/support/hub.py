@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .net import free_port
+from .timing import scaled
 
 _GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
 
@@ -98,7 +99,7 @@ class OlahServer:
             [sys.executable, "-c", "from olah.server import cli; cli()", "-c", str(cfg), "--log-path", str(workdir / "logs")],
             cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + scaled(60)  # olah imports FastAPI & co.: slow on a busy machine
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"olah exited: {(workdir / 'olah.out').read_text(errors='replace')[-2000:]}")
@@ -111,7 +112,7 @@ class OlahServer:
             except OSError:
                 time.sleep(0.2)
         self.stop()
-        raise RuntimeError("olah did not start within 60 s")
+        raise RuntimeError(f"olah did not start within {scaled(60):.0f} s")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -249,7 +250,7 @@ class FaultProxy:
             self._record(method, h, 403)
             self._send(h, 403, {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to this model is restricted"}, b'{"error":"gated"}', method)
             return
-        conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=scaled(60))
         fwd = {k: v for k, v in h.headers.items() if k.lower() not in ("host", "range", "accept-encoding", "connection", "authorization")}
         conn.request(method, path, headers=fwd)
         resp = conn.getresponse()
