@@ -40,7 +40,7 @@ def test_core_and_discovery_import_neither_torch_nor_jax() -> None:
 def test_public_api() -> None:
     import inferox.core as core
 
-    assert __version__ and CONTRACT_VERSION == "1.1"
+    assert __version__ and CONTRACT_VERSION == "1.2"
     for name in public:
         assert hasattr(core, name), name
     assert sorted(public) == sorted(set(public))

@@ -9,6 +9,7 @@ from inferox.core._lazy import distribution_version, lazy_exports
 from inferox.core.arraylib import ArrayBackend, ArrayTensor, ArrayTensorBuilder
 from inferox.core.backend import Backend
 from inferox.core.constants import CONTRACT_VERSION
+from inferox.core.definition import Definition, DefinitionModel, DefinitionPlan, TextSettings
 from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo
 from inferox.core.dtype import DType, can_cast_safely
 from inferox.core.errors import (
@@ -32,9 +33,11 @@ from inferox.core.errors import (
     QueueFullError,
     ServiceUnavailableError,
     TypeMismatchError,
+    UnsupportedHeadError,
 )
 from inferox.core.hookspecs import hookimpl
 from inferox.core.model import AnyModel, Model, ModelMetadata
+from inferox.core.ops import Ops
 from inferox.core.plugins import (
     ArchitectureSpec,
     BackendInfo,
@@ -66,6 +69,9 @@ __all__ = [
     "ConfigError",
     "DType",
     "DTypeError",
+    "Definition",
+    "DefinitionModel",
+    "DefinitionPlan",
     "Device",
     "DeviceError",
     "DeviceId",
@@ -80,6 +86,7 @@ __all__ = [
     "Model",
     "ModelMetadata",
     "ModelNotFoundError",
+    "Ops",
     "OutOfMemoryError",
     "PackageError",
     "PluginError",
@@ -90,7 +97,9 @@ __all__ = [
     "Tensor",
     "TensorBuilder",
     "TensorSpec",
+    "TextSettings",
     "TypeMismatchError",
+    "UnsupportedHeadError",
     "__version__",
     "can_cast_safely",
     "distribution_version",

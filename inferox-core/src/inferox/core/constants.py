@@ -27,8 +27,10 @@ ENTRY_POINT_GROUP = "inferox"
 
 #: The plugin contract's version, "MAJOR.MINOR". A plugin built for another major, or for a newer
 #: minor than this core, is refused with both versions named. 1.1 added ``inferox_register_schemas``
-#: (architectures as plugins); 1.0 plugins load unchanged.
-CONTRACT_VERSION = "1.1"
+#: (architectures as plugins); 1.2 added architecture definitions (``ArchitectureSchema.definition``)
+#: and ``BackendSpec(definitions=True)`` (a backend that runs every definition); older plugins load
+#: unchanged.
+CONTRACT_VERSION = "1.2"
 
 #: Comma-separated plugin (entry-point) names to skip at discovery, e.g. ``INFEROX_BLOCKED_PLUGINS=jax``.
 ENV_BLOCKED_PLUGINS = "INFEROX_BLOCKED_PLUGINS"

@@ -25,7 +25,10 @@ brings a backend ``mylib`` and implements the standard ``mlp`` on it::
     def inferox_register_architectures(register):
         register("mylib", "mlp", "inferox_mylib.models:create_mlp")
 
-A plugin bringing a new architecture adds ``inferox_register_schemas`` (contract 1.1).
+A plugin bringing a new architecture adds ``inferox_register_schemas`` (contract 1.1); with a
+:class:`~inferox.core.Definition` in its schema it runs on every backend that runs definitions
+(contract 1.2), and a backend that declares an array namespace registers
+``BackendSpec(..., definitions=True)`` and no factory at all.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 @hookspec
 def inferox_contract_version() -> str:  # type: ignore[empty-body]
-    """Return the plugin contract version this plugin was written for (``"1.1"``).
+    """Return the plugin contract version this plugin was written for (``"1.2"``).
 
     The plugin manager calls each plugin's implementation separately and refuses a plugin whose
     major version differs from core's :data:`~inferox.core.constants.CONTRACT_VERSION`, or whose

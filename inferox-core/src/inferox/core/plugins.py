@@ -67,13 +67,20 @@ def load_object(path: str) -> Any:
 @dataclass(frozen=True)
 class BackendSpec:
     """A lazily loaded backend: its name, the ``"module:Class"`` that implements it, and the
-    distributions (``("torch",)``) whose presence and version describe it."""
+    distributions (``("torch",)``) whose presence and version describe it.
+
+    ``definitions=True`` says the backend declares an array namespace
+    (:meth:`Backend.array_namespace <inferox.core.Backend.array_namespace>`): it then runs every
+    architecture that has a definition, without registering a factory — and the registry lists them
+    for it without importing the framework.
+    """
 
     name: str
     loader: str
     requires: tuple[str, ...] = ()
     description: str = ""
     plugin: str = ""
+    definitions: bool = False
 
 
 @dataclass(frozen=True)
@@ -221,7 +228,7 @@ class PluginRegistry:
         def register_backend(spec: BackendSpec) -> None:
             if not isinstance(spec, BackendSpec):
                 raise PluginError(f"plugin {plugin_name!r} registered {spec!r}, not a BackendSpec", plugin=plugin_name)
-            new_backends.append(BackendSpec(spec.name.lower(), spec.loader, tuple(spec.requires), spec.description, plugin_name))
+            new_backends.append(dataclasses.replace(spec, name=spec.name.lower(), requires=tuple(spec.requires), plugin=plugin_name))
 
         def register_architecture(backend: str, name: str, factory: str | Factory) -> None:
             new_archs.append(ArchitectureSpec(backend.lower(), name.lower(), factory, plugin_name))
@@ -345,30 +352,53 @@ class PluginRegistry:
         return out
 
     # -- architectures ------------------------------------------------------------------------
+    def _pairs(self) -> set[tuple[str, str]]:
+        """Every (backend, architecture) with a factory: registered ones, and the generic one a
+        backend that runs definitions gets for every architecture with a definition."""
+        pairs = set(self._architectures)
+        runs = [b for b, spec in self._backends.items() if spec.definitions]
+        if runs:
+            pairs |= {(b, a) for b in runs for a, schema in self._schemas.items() if schema.definition is not None}
+        return pairs
+
     def architectures(self, backend: str | None = None) -> dict[str, list[str]]:
         """``{architecture: [backends]}``, optionally only those of one backend."""
         out: dict[str, list[str]] = {}
-        for (b, a) in sorted(self._architectures):
+        for (b, a) in sorted(self._pairs()):
             if backend is None or b == backend.lower():
                 out.setdefault(a, []).append(b)
         return out
 
     def backends_for(self, architecture: str) -> list[str]:
-        return sorted(b for (b, a) in self._architectures if a == architecture.lower())
+        return sorted(b for (b, a) in self._pairs() if a == architecture.lower())
 
     def architecture_factory(self, backend: str, architecture: str) -> Factory:
-        """The factory ``backend`` registered for ``architecture``.
+        """The factory ``backend`` registered for ``architecture`` — or, where it registered none and
+        runs definitions (``BackendSpec.definitions``), the generic factory that runs the
+        architecture's definition on it (:func:`~inferox.core.definition.definition_factory`).
 
         :class:`ArchitectureNotFoundError` lists the backends that do implement it.
         """
         spec = self._architectures.get((backend.lower(), architecture.lower()))
         if spec is None:
-            raise ArchitectureNotFoundError(architecture, backend=backend, available=self.backends_for(architecture))
+            generic = self._definition_factory(backend, architecture)
+            if generic is None:
+                raise ArchitectureNotFoundError(architecture, backend=backend, available=self.backends_for(architecture))
+            return generic
         try:
             return spec.load()
         except Exception as exc:
             raise BackendUnavailableError(backend, reason=f"architecture {architecture!r} failed to load: {type(exc).__name__}: {exc}") from exc
 
+    def _definition_factory(self, backend: str, architecture: str) -> Factory | None:
+        be = self._backends.get(backend.lower())
+        key = architecture.lower()
+        name = key if key in self._schemas else self._model_types.get(key)
+        if be is None or not be.definitions or name is None or self._schemas[name].definition is None:
+            return None
+        from inferox.core.definition import definition_factory
+
+        return definition_factory(self._schemas[name])
 
     # -- architecture schemas -------------------------------------------------------------------
     def schema_names(self) -> list[str]:

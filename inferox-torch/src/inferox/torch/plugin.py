@@ -1,8 +1,10 @@
 """The ``torch`` entry point of the ``inferox`` plugin group (``torch = "inferox.torch.plugin"``).
 
-Registers the PyTorch backend as a *lazy* spec and the torch implementations of the standard
-architectures as ``"module:factory"`` strings. Importing this module imports no framework: torch is
-imported only when the backend or an architecture factory is first used.
+Registers the PyTorch backend as a *lazy* spec that runs architecture definitions
+(``definitions=True``): every architecture with a definition — the standard ones and any plugin's —
+runs on torch through the registry's generic factory, so this plugin registers no factory of its
+own. Importing this module imports no framework: torch is imported only when the backend is first
+used.
 
 Every backend distribution of this repository follows the same template (see docs/plugin-guide.md,
 "The backend template"): ``plugin.py`` holds the constants :data:`DISTRIBUTION`,
@@ -31,10 +33,8 @@ DISTRIBUTION = "inferox-torch"
 #: The registry name of the backend.
 BACKEND_NAME = "torch"
 #: ``(architecture, "module:factory")`` pairs registered for the backend, imported on first use.
-ARCHITECTURES: tuple[tuple[str, str], ...] = (
-    ("mlp", "inferox.torch.models.mlp:create_model"),
-    ("bert", "inferox.torch.models.bert:create_model"),
-)
+#: Empty: torch runs every architecture's definition (``BackendSpec.definitions``).
+ARCHITECTURES: tuple[tuple[str, str], ...] = ()
 
 
 @hookimpl
@@ -52,6 +52,7 @@ def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
             loader="inferox.torch.backend:TorchBackend",
             requires=("torch",),
             description="PyTorch: cpu, cuda:N and mps devices; DLPack zero-copy exchange",
+            definitions=True,
         )
     )
 
