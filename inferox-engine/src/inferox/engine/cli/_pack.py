@@ -35,8 +35,7 @@ def pack(
     out = console(err=True)
     with out.status(f"packing {source} …"):
         path = build_package(
-            source, output_dir=output_dir, revision=revision, name=name, allow_pickle=allow_pickle, endpoint=endpoint, token=token,
-            **({"encoder_only": True} if encoder_only else {}),
+            source, output_dir=output_dir, revision=revision, name=name, allow_pickle=allow_pickle, endpoint=endpoint, token=token, encoder_only=encoder_only,
         )
     out.print(f"[green]✓[/] packed {escape(str(source))}")
     click.echo(str(path))
