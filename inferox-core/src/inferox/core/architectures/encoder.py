@@ -23,6 +23,7 @@ and refuses one no family supports, naming it, unless ``--encoder-only``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -344,7 +345,7 @@ def _with_preprocessing(cfg: EncoderConfig, fam: Family, pre: Mapping[str, Any])
         raise ConfigError("a model has a task head or a sentence pooling, not both", field="head", value=pre.get("head"))
     if head is not None and fam.head.dense is None and not cfg.pooler:
         raise ConfigError(f"the {fam.name} classification head reads the pooler", field="pooler", value=cfg.pooler)
-    return EncoderConfig(**{**cfg.__dict__, "pooling": pooling, "normalize": normalize, "max_seq_length": max_len, "dense": dense, "head": head})
+    return dataclasses.replace(cfg, pooling=pooling, normalize=normalize, max_seq_length=max_len, dense=dense, head=head)
 
 
 def _parse_dense(raw: Any, *, width: int) -> tuple[DenseLayer, ...]:
@@ -738,9 +739,9 @@ def resolve_package(family: str, config: Mapping[str, Any], preprocessing: Mappi
     return pre
 
 
-def encoder_task(config: Mapping[str, Any], preprocessing: Mapping[str, Any]) -> dict[str, Any] | None:
+def encoder_task(config: Mapping[str, Any], preprocessing: Mapping[str, Any], *, family: str | None = None) -> dict[str, Any] | None:
     """What a server needs to serve a package of an encoder (recorded as ``model_info.json``'s ``task``)."""
-    cfg = parse_encoder(config, preprocessing)
+    cfg = parse_encoder(config, preprocessing, family=family)
     if cfg.head is not None:
         task: dict[str, Any] = {"task": cfg.head.task, "output": "score" if cfg.head.task == "rerank" else "logits", "activation": cfg.head.activation}
         if cfg.head.task == "classify":
@@ -858,7 +859,7 @@ def encoder_schema(family: Family) -> ArchitectureSchema:
         example_config=_example_config(family),
         # Mean pooling + L2 normalisation, as sentence-transformers packages record: checks sentence_embedding too.
         example_preprocessing={"pooling": "mean", "normalize": True},
-        definition=Definition(**{**ENCODER_DEFINITION.__dict__, "configure": lambda config, pre: parse_encoder(config, pre, family=name)}),
+        definition=dataclasses.replace(ENCODER_DEFINITION, configure=lambda config, pre: parse_encoder(config, pre, family=name)),
         resolve=lambda config, pre, *, weight_names, encoder_only=False: resolve_package(name, config, pre, weight_names=weight_names, encoder_only=encoder_only),
-        task=lambda config, pre: encoder_task({**config, "model_type": family.model_types[0]}, pre),
+        task=lambda config, pre: encoder_task(config, pre, family=name),
     )
