@@ -118,6 +118,15 @@ def _set_eval(module: nn.Module) -> bool:
     return True
 
 
+def _give_memory_back(device: DeviceId) -> None:
+    """After a model dropped its tensors: collect them, and empty the device's caching allocator."""
+    gc.collect()
+    if device.is_cuda:
+        torch.cuda.empty_cache()  # pragma: gpu
+    elif device.is_metal:
+        torch.mps.empty_cache()  # pragma: gpu
+
+
 def _default_backend() -> TorchBackend:
     from inferox.torch.backend import TorchBackend
 
@@ -291,11 +300,7 @@ class TorchModel(Model):
         if self._module is None:
             return
         self._module = None
-        gc.collect()
-        if self.device.is_cuda:
-            torch.cuda.empty_cache()  # pragma: gpu
-        elif self.device.is_metal:
-            torch.mps.empty_cache()  # pragma: gpu
+        _give_memory_back(self.device)
 
 
 class TorchDefinitionModel(Model):
@@ -425,8 +430,4 @@ class TorchDefinitionModel(Model):
         if self.params is None:
             return
         self.params = None
-        gc.collect()
-        if self.device.is_cuda:
-            torch.cuda.empty_cache()  # pragma: gpu
-        elif self.device.is_metal:
-            torch.mps.empty_cache()  # pragma: gpu
+        _give_memory_back(self.device)
