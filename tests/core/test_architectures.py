@@ -164,18 +164,42 @@ def _write(folder: Path, name: str, data: Any) -> None:
     path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
 
 
-@pytest.mark.parametrize(("flag", "mode"), [("pooling_mode_cls_token", "cls"), ("pooling_mode_max_tokens", "max"), ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len")])
-def test_read_sentence_transformers_config_modes(tmp_path: Path, flag: str, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("pooling_config", "mode"),
+    [
+        ({"pooling_mode_cls_token": True}, "cls"),
+        ({"pooling_mode_max_tokens": True}, "max"),
+        ({"pooling_mode_mean_sqrt_len_tokens": True}, "mean_sqrt_len"),
+        ({"pooling_mode_weightedmean_tokens": True}, "weightedmean"),
+        ({"pooling_mode_lasttoken": True}, "lasttoken"),
+        # sentence-transformers >= 5 writes one pooling_mode key, with its own spellings
+        ({"pooling_mode": "mean_sqrt_len_tokens"}, "mean_sqrt_len"),
+        ({"pooling_mode": ["cls", "mean"]}, ["cls", "mean"]),
+        # several legacy flags: concatenated in sentence-transformers' order
+        ({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": True}, ["cls", "mean"]),
+    ],
+)
+def test_read_sentence_transformers_config_modes(tmp_path: Path, pooling_config: dict[str, Any], mode: Any) -> None:
     _write(tmp_path, "modules.json", [{"type": "sentence_transformers.models.Transformer", "path": ""}, {"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"}])
-    _write(tmp_path, "1_Pooling/config.json", {flag: True})
+    _write(tmp_path, "1_Pooling/config.json", pooling_config)
     assert A.read_sentence_transformers_config(tmp_path) == {"pooling": mode, "normalize": False}
+
+
+@pytest.mark.parametrize("bad", ["sum", ["mean", 3], {"mode": "mean"}])
+def test_unknown_pooling_mode_names_the_file(tmp_path: Path, bad: Any) -> None:
+    _write(tmp_path, "modules.json", [{"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"}])
+    _write(tmp_path, "1_Pooling/config.json", {"pooling_mode": bad})
+    with pytest.raises(PackageFormatError) as ei:
+        A.read_sentence_transformers_config(tmp_path)
+    assert ei.value.code == "PACKAGE_FORMAT_ERROR" and ei.value.field == "pooling_mode" and "1_Pooling" in str(ei.value.path)
 
 
 def test_read_sentence_transformers_config_edge_cases(tmp_path: Path) -> None:
     assert A.read_sentence_transformers_config(tmp_path) == {}  # not a sentence-transformers folder
     _write(tmp_path, "modules.json", ["not a module", {"type": "x.Pooling", "path": "missing"}])
     _write(tmp_path, "sentence_bert_config.json", {"max_seq_length": "long"})
-    assert A.read_sentence_transformers_config(tmp_path) == {"normalize": False}
+    # A Pooling module that names no mode pools by mean, sentence-transformers' default.
+    assert A.read_sentence_transformers_config(tmp_path) == {"pooling": "mean", "normalize": False}
     _write(tmp_path, "modules.json", {"type": "x"})
     with pytest.raises(PackageFormatError) as ei:
         A.read_sentence_transformers_config(tmp_path)

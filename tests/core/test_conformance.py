@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from inferox_numpy.linear import LinearModel
 
 from inferox.core import Backend, DType, Model, ModelMetadata
 from inferox.core.plugins import PluginRegistry
 from inferox.core.testing import BackendConformance, Capabilities
+from tests.support.linear_model import LinearModel
 
 
 class TestNumpyBackendConformance(BackendConformance):

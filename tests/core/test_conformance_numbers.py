@@ -184,7 +184,8 @@ def test_a_wrong_shape_fails_and_an_architecture_without_reference_is_refused() 
     backend = registry.get_backend("refnp")
     with pytest.raises(ArchitectureMismatch, match=r"output 'output' has shape \(3, 2\), the reference \(3, 3\)"):
         check_architecture(backend, "mlp", registry=registry)
-    registry.register_plugin(_schema_plugin(dataclasses.replace(registry.schema("mlp"), name="noref", model_types=(), reference=None)), name="noref")
+    # Neither a reference nor a definition to run as one: numbers cannot be checked.
+    registry.register_plugin(_schema_plugin(dataclasses.replace(registry.schema("mlp"), name="noref", model_types=(), reference=None, definition=None)), name="noref")
     with pytest.raises(ConfigError) as ei:
         check_architecture(backend, "noref", registry=registry)
     assert ei.value.code == "INVALID_CONFIG" and ei.value.field == "reference" and "'noref' has no reference implementation" in str(ei.value)

@@ -24,7 +24,8 @@ from inferox.core import DType
 from inferox.core import plugins as P
 from inferox.core.testing import BackendConformance, Capabilities, sample_array, to_python_list
 
-PLUGIN_SRC = Path(__file__).resolve().parents[1] / "plugins" / "inferox-numpy" / "src"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PLUGIN_SRC = REPO_ROOT / "tests" / "plugins" / "inferox-numpy" / "src"
 
 SCENARIOS = '''
 from typing import Any
@@ -33,7 +34,7 @@ import numpy as np
 from inferox_numpy.backend import NumpyBackend
 
 from inferox.core import ArrayTensorBuilder as NumpyTensorBuilder
-from inferox_numpy.linear import LinearModel
+from tests.support.linear_model import LinearModel
 
 from inferox.core import DType, ModelMetadata
 
@@ -75,7 +76,7 @@ import types
 
 import numpy as np
 import pytest
-from inferox_numpy.linear import LinearModel
+from tests.support.linear_model import LinearModel
 from scenario_backends import Forgiving
 
 from inferox.core import BackendSpec, DType, ModelMetadata, hookimpl
@@ -172,7 +173,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], 
     (folder / "scenario_backends.py").write_text(textwrap.dedent(SCENARIOS), encoding="utf-8")
     (folder / "test_scenarios.py").write_text(textwrap.dedent(TESTS), encoding="utf-8")
     report = folder / "report.xml"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(folder), str(PLUGIN_SRC), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(folder), str(PLUGIN_SRC), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
     env.pop("COV_CORE_SOURCE", None)  # the inner run is not part of this run's coverage
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", str(folder / "test_scenarios.py"), "-q", "-p", "no:cacheprovider", "-p", "no:randomly",

@@ -45,6 +45,8 @@ CASES: list[tuple[type[E.InferoxError], str, int, tuple[type[BaseException], ...
     (E.PackageVersionError, "PACKAGE_VERSION_UNSUPPORTED", 422, (ValueError,), E.PackageVersionError("too new", path="metadata.json", field="format_version"), {"field": "format_version"}),
     (E.PackageIntegrityError, "INTEGRITY_ERROR", 422, (ValueError,), E.PackageIntegrityError("sha mismatch", path="weights.safetensors"), {"path": "weights.safetensors"}),
     (E.UnsafePackageError, "UNSAFE_PACKAGE", 403, (ValueError, PermissionError), E.UnsafePackageError("code inside", path="model.py"), {"path": "model.py"}),
+    (E.UnsupportedHeadError, "UNSUPPORTED_HEAD", 400, (ValueError,), E.UnsupportedHeadError("BertForMaskedLM", supported=["BertModel", "BertForSequenceClassification"], architecture="bert"),
+     {"head": "BertForMaskedLM", "supported": ["BertModel", "BertForSequenceClassification"], "architecture": "bert", "field": "architectures"}),
     (E.DownloadError, "DOWNLOAD_ERROR", 502, (ConnectionError,), E.DownloadError("failed", repo_id="org/m", revision="main", filename="a.bin"), {"repo_id": "org/m", "revision": "main", "filename": "a.bin"}),
     (E.RepositoryNotFoundError, "REPOSITORY_NOT_FOUND", 404, (ConnectionError, LookupError), E.RepositoryNotFoundError("no repo", repo_id="org/x"), {"repo_id": "org/x", "revision": None}),
     (E.RevisionNotFoundError, "REVISION_NOT_FOUND", 404, (ConnectionError, LookupError), E.RevisionNotFoundError("no rev", repo_id="org/m", revision="v9"), {"revision": "v9"}),

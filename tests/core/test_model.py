@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 from inferox_numpy.backend import NumpyBackend
-from inferox_numpy.linear import LinearModel
 
 from inferox.core import (
     AnyModel,
@@ -24,6 +23,7 @@ from inferox.core import (
     TypeMismatchError,
 )
 from inferox.core.model import prepare_inputs
+from tests.support.linear_model import LinearModel
 
 
 class TokensModel(Model):

@@ -40,9 +40,12 @@ def schema_plugin(*schemas: Any) -> types.ModuleType:
     return module
 
 
-def test_builtin_plugin_defines_mlp_and_bert() -> None:
+BUILTIN = ["bert", "distilbert", "electra", "mlp", "mpnet", "roberta", "xlm-roberta"]
+
+
+def test_builtin_plugin_defines_mlp_and_the_encoder_families() -> None:
     registry = PluginRegistry()
-    assert registry.schema_names() == ["bert", "mlp"]
+    assert registry.schema_names() == BUILTIN
     assert registry.schema("MLP").plugin == "inferox-core" and registry.schema("bert").family == "encoder"
     assert registry.pm.get_plugin("inferox-core") is not None
     assert registry.backend_names() == [] and registry.architectures() == {}  # schemas only, no backend
@@ -59,8 +62,8 @@ def test_schema_lookup_by_model_type_and_unknown_names() -> None:
     with pytest.raises(ArchitectureNotFoundError) as ei:
         registry.schema("gpt2")
     err = ei.value
-    assert err.code == "ARCHITECTURE_NOT_FOUND" and err.architecture == "gpt2" and err.known == ["bert", "mlp", "wide-mlp"]
-    assert "no installed plugin defines architecture 'gpt2'; known architectures: bert, mlp, wide-mlp" in str(err)
+    assert err.code == "ARCHITECTURE_NOT_FOUND" and err.architecture == "gpt2" and err.known == sorted([*BUILTIN, "wide-mlp"])
+    assert f"no installed plugin defines architecture 'gpt2'; known architectures: {', '.join(sorted([*BUILTIN, 'wide-mlp']))}" in str(err)
 
 
 def test_a_name_or_model_type_defined_twice_names_both_plugins() -> None:
@@ -78,7 +81,7 @@ def test_a_name_or_model_type_defined_twice_names_both_plugins() -> None:
         registry.register_plugin(schema_plugin(twice, twice), name="self")
     with pytest.raises(PluginError, match="registered 'mlp', not an ArchitectureSchema"):
         registry.register_plugin(schema_plugin("mlp"), name="strings")
-    assert registry.schema_names() == ["bert", "mlp"]  # nothing of the refused plugins was kept
+    assert registry.schema_names() == BUILTIN  # nothing of the refused plugins was kept
 
 
 def test_parse_config_and_default_outputs() -> None:
@@ -106,9 +109,11 @@ def test_random_weights_and_references() -> None:
     empty = dataclasses.replace(mlp, name="empty", weight_shapes=lambda config: {})
     with pytest.raises(ConfigError, match="declares no weights"):
         random_weights(empty, {}, np.random.default_rng(0))
-    ref = mlp.load_reference()
-    assert callable(ref) and ref.__name__ == "mlp_reference"
-    assert dataclasses.replace(mlp, reference=None).load_reference() is None
+    ref = mlp.load_reference()  # the definition, run on NumPy in float64
+    assert callable(ref) and ref.__name__ == "mlp_reference" and mlp.has_reference
+    assert dataclasses.replace(mlp, definition=None).load_reference() is None and not dataclasses.replace(mlp, definition=None).has_reference
+    registered = dataclasses.replace(mlp, reference=lambda config, weights, inputs, **options: {"output": np.zeros(1)})
+    assert registered.load_reference() is registered.reference  # a registered reference wins over the definition
     with pytest.raises(PluginError, match=r"the reference of architecture 'mlp' .* failed to load: ModuleNotFoundError"):
         dataclasses.replace(mlp, reference="no_such_module_here:ref").load_reference()
     with pytest.raises(PluginError, match="is not callable"):

@@ -70,9 +70,20 @@ def test_load_errors_come_from_mlpkg_typed(mlp_package: Path, minilm_package: Pa
         with pytest.raises(BackendUnavailableError) as ei2:
             eng.load(path, backend="tensorflow")
         assert ei2.value.backend == "tensorflow"
-        with pytest.raises(ArchitectureNotFoundError) as ei3:  # the NumPy backend implements mlp, not bert
-            eng.load(minilm_package, backend="numpy")
-        assert ei3.value.architecture == "bert" and ei3.value.backend == "numpy"
+        # A backend that implements the architecture only through hand-written factories (onnx: mlp
+        # and bert) does not run a plugin's architecture; the definition backends all do.
+        from safetensors.numpy import save_file
+
+        from inferox.mlpkg import build_package
+
+        src = tmp_path / "linear-src"
+        src.mkdir()
+        (src / "config.json").write_text('{"model_type": "linear", "in_features": 2, "out_features": 2}')
+        save_file({"weight": np.eye(2, dtype=np.float32), "bias": np.zeros(2, np.float32)}, str(src / "model.safetensors"))
+        linear = build_package(src, output_dir=tmp_path / "pkgs", name="lin")
+        with pytest.raises(ArchitectureNotFoundError) as ei3:
+            eng.load(linear, backend="onnx")
+        assert ei3.value.architecture == "linear" and ei3.value.backend == "onnx" and "numpy" in (ei3.value.available or [])
         broken = tmp_path / "broken"
         broken.mkdir()
         (broken / "metadata.json").write_text("{not json")

@@ -1,6 +1,11 @@
 """Every backend distribution of this repository follows one template (docs/plugin-guide.md,
 "The backend template"): the same module names, the same constants in ``plugin.py``, the version
-read from the distribution's metadata and the same lazy ``__init__`` built by core's helper."""
+read from the distribution's metadata and the same lazy ``__init__`` built by core's helper.
+
+A backend that runs architecture definitions (``BackendSpec(definitions=True)``) has an ``ops.py``
+(its overrides of core's fused operations) and no ``models/`` folder: it holds no code of any
+architecture. inferox-onnx still registers hand-written factories (``models/``) until its graphs are
+traced from the definitions."""
 
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: (import package, distribution, backend name, prefix of the error helpers)
 BACKENDS = [("inferox.torch", "inferox-torch", "torch"), ("inferox.jax", "inferox-jax", "jax"), ("inferox.onnx", "inferox-onnx", "onnx")]
 TEMPLATE_MODULES = {"__init__.py", "_errors.py", "backend.py", "model.py", "plugin.py", "py.typed", "tensor.py"}
+#: Backends that run every architecture's definition: their op overrides, no per-architecture code.
+DEFINITION_BACKENDS = {"torch", "jax"}
 TEMPLATE_MODEL_MODULES = {"__init__.py", "_common.py", "bert.py", "mlp.py"}
 
 
@@ -29,8 +36,12 @@ def _source(package: str) -> Path:
 @pytest.mark.parametrize(("package", "distribution", "backend"), BACKENDS)
 def test_same_module_names(package: str, distribution: str, backend: str) -> None:
     src = _source(package)
-    assert {p.name for p in src.iterdir() if p.is_file()} == TEMPLATE_MODULES
-    assert {p.name for p in (src / "models").iterdir() if p.is_file()} == TEMPLATE_MODEL_MODULES
+    if backend in DEFINITION_BACKENDS:
+        assert {p.name for p in src.iterdir() if p.is_file()} == TEMPLATE_MODULES | {"ops.py"}
+        assert not (src / "models").exists()  # no architecture code: the definitions run here
+    else:
+        assert {p.name for p in src.iterdir() if p.is_file()} == TEMPLATE_MODULES
+        assert {p.name for p in (src / "models").iterdir() if p.is_file()} == TEMPLATE_MODEL_MODULES
     assert not (src / "_version.py").exists()  # the version comes from the distribution's metadata
 
 
@@ -47,7 +58,12 @@ def test_same_constants_and_hooks(package: str, distribution: str, backend: str)
     registry = PluginRegistry()
     registry.register_plugin(plugin, name=backend)
     assert registry.backend_names() == [backend]
-    assert sorted(registry.architectures(backend)) == sorted(a for a, _ in plugin.ARCHITECTURES)
+    if backend in DEFINITION_BACKENDS:
+        # No factory registered, and every architecture with a definition runs here.
+        assert plugin.ARCHITECTURES == () and registry.backend_spec(backend).definitions
+        assert sorted(registry.architectures(backend)) == [s for s in registry.schema_names() if registry.schema(s).definition is not None]
+    else:
+        assert sorted(registry.architectures(backend)) == sorted(a for a, _ in plugin.ARCHITECTURES)
     assert plugin.inferox_plugin_info()["version"] == md.version(distribution)
 
 

@@ -103,8 +103,11 @@ def test_sentence_embedding_pooling_inside_the_model(backend_name: str, tiny_wei
 
 
 def test_flat_options_override_preprocessing(backend_name: str, tiny_weights: dict[str, np.ndarray]) -> None:
-    model = build(backend_name, "bert", config=TINY_BERT, weights=tiny_weights, preprocessing={"pooling": "mean"}, pooling="cls", normalize=True)
-    assert model.preprocessing.pooling == "cls" and model.preprocessing.normalize is True  # type: ignore[attr-defined]
+    inputs = token_batch(3, 10, seed=4)
+    flat = AnyModel(build(backend_name, "bert", config=TINY_BERT, weights=tiny_weights, preprocessing={"pooling": "mean"}, pooling="cls", normalize=True))(inputs)
+    recorded = AnyModel(build(backend_name, "bert", config=TINY_BERT, weights=tiny_weights, preprocessing={"pooling": "cls", "normalize": True}))(inputs)
+    np.testing.assert_array_equal(flat["sentence_embedding"], recorded["sentence_embedding"])  # the flat options won
+    np.testing.assert_allclose(flat["sentence_embedding"], pool_reference(flat["last_hidden_state"], inputs["attention_mask"], "cls", True), rtol=1e-5, atol=1e-5)
 
 
 def test_backends_agree_on_tiny_bert(tiny_weights: dict[str, np.ndarray]) -> None:

@@ -119,8 +119,8 @@ def test_failing_backend_falls_back_to_the_other(minilm_package: Path) -> None:
         eng.load(minilm_package, backend="torch")
         eng.load(minilm_package, backend="jax")
         # Break the torch model for real: a projection of the wrong shape makes torch itself raise.
-        layer = eng.get_model("minilm", backend="torch").model.module.layers[0]
-        layer.qkv.weight = torch.nn.Parameter(torch.zeros(7, 7), requires_grad=False)
+        layer = eng.get_model("minilm", backend="torch").model.params["layers"][0]
+        layer["qkv_w"] = torch.zeros(7, 7)
         with pytest.raises(BackendError) as ei:
             eng.get_model("minilm", backend="torch")({"input_ids": np.ones((1, 3), np.int64), "attention_mask": np.ones((1, 3), np.int64)})
         assert ei.value.code == "BACKEND_ERROR" and ei.value.backend == "torch" and isinstance(ei.value.__cause__, RuntimeError)

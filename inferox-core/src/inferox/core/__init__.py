@@ -10,6 +10,7 @@ from inferox.core._lazy import distribution_version, lazy_exports
 from inferox.core.arraylib import ArrayBackend, ArrayTensor, ArrayTensorBuilder
 from inferox.core.backend import Backend
 from inferox.core.constants import CONTRACT_VERSION
+from inferox.core.definition import Definition, DefinitionModel, DefinitionPlan, TextSettings
 from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo, host_memory_info
 from inferox.core.dtype import DType, can_cast_safely
 from inferox.core.errors import (
@@ -35,9 +36,11 @@ from inferox.core.errors import (
     QueueFullError,
     ServiceUnavailableError,
     TypeMismatchError,
+    UnsupportedHeadError,
 )
 from inferox.core.hookspecs import hookimpl
 from inferox.core.model import AnyModel, Model, ModelMetadata
+from inferox.core.ops import Ops
 from inferox.core.plugins import (
     ArchitectureSpec,
     BackendInfo,
@@ -69,6 +72,9 @@ __all__ = [
     "ConfigError",
     "DType",
     "DTypeError",
+    "Definition",
+    "DefinitionModel",
+    "DefinitionPlan",
     "Device",
     "DeviceError",
     "DeviceId",
@@ -85,6 +91,7 @@ __all__ = [
     "ModelMetadata",
     "ModelNotFoundError",
     "NumericMismatchError",
+    "Ops",
     "OutOfMemoryError",
     "PackageError",
     "PluginError",
@@ -95,7 +102,9 @@ __all__ = [
     "Tensor",
     "TensorBuilder",
     "TensorSpec",
+    "TextSettings",
     "TypeMismatchError",
+    "UnsupportedHeadError",
     "__version__",
     "can_cast_safely",
     "cgroup_cpu_limit",

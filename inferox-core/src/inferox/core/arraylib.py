@@ -1,5 +1,10 @@
 """A backend for an array library that speaks NumPy, from a few declarations: :class:`ArrayBackend`.
 
+It runs every architecture: its :meth:`ArrayBackend.array_namespace` is the library's array API
+namespace (through ``array-api-compat`` where the library needs it), so each architecture's
+definition runs on it eagerly with no code of its own (register the spec with
+``BackendSpec(..., definitions=True)`` so the registry lists them before the backend loads).
+
 Many array libraries (NumPy itself, NumPy-compatible CPU libraries, array-API namespaces) already
 take numpy arrays in ``xp.asarray``, give them back through ``numpy.asarray`` and exchange memory
 through DLPack. For those, the tensor, the tensor builder, the device list, dtypes and casts follow
@@ -61,6 +66,11 @@ class ArrayTensor(Tensor):
     def device(self) -> DeviceId:
         return DeviceId.cpu()
 
+    @property
+    def dtype(self) -> DType:
+        # Through the backend: a namespace's own dtype objects (array_api_strict.float32) are not numpy's.
+        return self._backend.native_dtype(self._native)
+
     def numpy(self) -> np.ndarray:
         return self._backend.to_numpy(self._native)
 
@@ -93,6 +103,7 @@ class ArrayBackend(Backend):
         if self.xp is None or not self.name:
             raise PluginError(f"{type(self).__name__} must declare `name` and `xp` (the array module)", plugin=self.name or None)
         self._native_type = type(self.xp.asarray(np.zeros(1, np.float32)))
+        self._namespace: Any = None
 
     @property
     def version(self) -> str:
@@ -127,3 +138,11 @@ class ArrayBackend(Backend):
 
     def to_numpy(self, native: Any) -> np.ndarray:
         return np.asarray(native)
+
+    def array_namespace(self, device: DeviceId | str | None = None) -> Any:
+        """The library's array API namespace (``array_api_compat``'s wrapper for numpy-likes that need one)."""
+        if self._namespace is None:
+            import array_api_compat
+
+            self._namespace = array_api_compat.array_namespace(self.xp.asarray(np.zeros(1, np.float32)))
+        return self._namespace

@@ -1,21 +1,32 @@
 """``Backend``: what every framework plugin implements.
 
 A backend answers for one framework: which devices it has, which dtypes it supports on each, how
-to build, move, cast and export its native tensors, and how much memory a device has. Architecture
-implementations are registered separately, through the ``inferox_register_implementations`` hook.
+to build, move, cast and export its native tensors, and how much memory a device has.
+
+Architectures need no code of their own on a backend that declares an array namespace
+(:meth:`Backend.array_namespace`): the registry then runs every architecture's
+:class:`~inferox.core.definition.Definition` on it, with the backend's :meth:`Backend.ops` (its
+native kernels where they are faster) and its :meth:`Backend.definition_model` (how the framework
+wants a model run: eagerly, under ``torch.inference_mode``, under ``jax.jit``). A backend that
+declares none registers a factory per architecture through ``inferox_register_implementations``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from inferox.core.device import Device, DeviceId, MemoryInfo
 from inferox.core.dtype import DType
-from inferox.core.errors import DeviceError, DeviceUnavailableError, DTypeError
+from inferox.core.errors import ArchitectureNotFoundError, BackendError, DeviceError, DeviceUnavailableError, DTypeError
 from inferox.core.tensor import Tensor, TensorBuilder
+
+if TYPE_CHECKING:
+    from inferox.core.definition import DefinitionPlan
+    from inferox.core.model import Model, ModelMetadata
+    from inferox.core.ops import Ops
 
 __all__ = ["Backend"]
 
@@ -149,6 +160,74 @@ class Backend(ABC):
             if candidate in supported:
                 return candidate
         raise DTypeError(f"backend {self.name!r} does not support dtype {dtype.value}", expected=", ".join(sorted(d.value for d in supported)), actual=dtype.value)
+
+    def native_dtype(self, native: Any) -> DType:
+        """The Inferox dtype of an array a request brings (what request validation reads).
+
+        The default parses ``native.dtype`` by name (numpy, torch and jax dtypes), and otherwise
+        compares it with the dtypes of the array's own array API namespace (``array_api_strict``'s
+        dtype objects are not numpy's). A :class:`~inferox.core.errors.DTypeError` when neither
+        knows it; a backend with dtypes of its own overrides this.
+        """
+        try:
+            return DType.parse(native.dtype)
+        except DTypeError:
+            import array_api_compat
+
+            try:
+                xp = array_api_compat.array_namespace(native)
+            except TypeError:
+                raise DTypeError(f"cannot interpret {native.dtype!r} as a dtype", actual=str(native.dtype)) from None
+            for dtype in DType:
+                candidate = getattr(xp, dtype.numpy_name, None)
+                if candidate is not None and native.dtype == candidate:
+                    return dtype
+            raise
+
+    # -- architecture definitions -----------------------------------------------------------------
+    def array_namespace(self, device: DeviceId | str | None = None) -> Any:
+        """The array API namespace this backend runs architecture definitions with, or ``None``.
+
+        ``None`` (the default) means the backend runs only architectures a plugin registered a
+        factory for. A namespace (``array_api_compat.torch``, ``jax.numpy``, ``numpy``) makes every
+        architecture with a :class:`~inferox.core.definition.Definition` run here, with no code of
+        its own: set :attr:`BackendSpec.definitions <inferox.core.BackendSpec>` so the registry
+        lists them before the backend is loaded.
+        """
+        return None
+
+    def ops(self, device: DeviceId | str | None = None) -> Ops:
+        """The fused operations definitions run with: the reference :class:`~inferox.core.ops.Ops`
+        over :meth:`array_namespace`, or a subclass overriding some with native kernels."""
+        from inferox.core.ops import Ops
+
+        xp = self.array_namespace(device)
+        if xp is None:
+            raise BackendError(f"backend {self.name!r} declares no array namespace: it runs no architecture definitions", backend=self.name)
+        return Ops(xp)
+
+    def definition_model(
+        self,
+        plan: DefinitionPlan,
+        *,
+        metadata: ModelMetadata,
+        device: DeviceId | str | None = None,
+        dtype: DType | str | None = None,
+        **options: Any,
+    ) -> Model:
+        """The model that runs ``plan`` (an architecture made ready by
+        :class:`~inferox.core.definition.DefinitionPlan`) on this backend.
+
+        The default runs it eagerly (:class:`~inferox.core.definition.DefinitionModel`) when the
+        backend has a namespace; a framework that compiles or needs a mode (``torch.inference_mode``,
+        ``jax.jit`` with shape buckets) overrides it. ``options`` are the factory's (``threads``,
+        ``seq_buckets`` …); ignore those you do not know.
+        """
+        if self.array_namespace(device) is None:
+            raise ArchitectureNotFoundError(plan.schema.name, backend=self.name, available=[])
+        from inferox.core.definition import DefinitionModel
+
+        return DefinitionModel(plan, backend=self, metadata=metadata, device=device, dtype=dtype)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.version}>"

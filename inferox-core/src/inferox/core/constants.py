@@ -31,8 +31,10 @@ ENTRY_POINT_GROUP = "inferox"
 #: minor than this core, is refused with both versions named; every older minor loads unchanged.
 #: 1.1 added ``inferox_register_schemas`` (architectures as plugins) and the conformance suite's
 #: numbers checks; 1.2 added ``inferox_register_implementations`` (``inferox_register_architectures``
-#: stays as its alias) and the conformance checks for GELU sensitivity, native inputs and extreme
-#: casts. A conformance check added in a minor only warns for plugins declaring an older one.
+#: stays as its alias), the conformance checks for GELU sensitivity, native inputs and extreme
+#: casts, architecture definitions (``ArchitectureSchema.definition``) and
+#: ``BackendSpec(definitions=True)`` (a backend that runs every definition). A conformance check
+#: added in a minor only warns for plugins declaring an older one.
 CONTRACT_VERSION = "1.2"
 
 #: The name core's own built-in plugin (the standard architectures' schemas) is registered under.

@@ -52,6 +52,7 @@ __all__ = [
     "StateTypeError",
     "TypeMismatchError",
     "UnsafePackageError",
+    "UnsupportedHeadError",
     "WeightShapeError",
     "backend_errors",
     "error_from_code",
@@ -371,6 +372,32 @@ class ConfigError(InferoxError, ValueError):
         self.path = path
 
 
+class UnsupportedHeadError(ConfigError):
+    """A checkpoint's task head (``config.json``'s ``architectures``) is not one Inferox computes.
+
+    Raised when a package is built rather than dropping the head silently; names the head and the
+    ones the architecture supports. ``encoder_only=True`` (``inferox pack --encoder-only``) packages
+    the encoder alone instead.
+    """
+
+    code = "UNSUPPORTED_HEAD"
+
+    def __init__(self, head: str, *, supported: list[str], architecture: str | None = None, reason: str | None = None) -> None:
+        what = f"{architecture} checkpoint" if architecture else "checkpoint"
+        why = f" ({reason})" if reason else ""
+        message = (
+            f"the {what}'s head {head} is not supported{why}; supported: {', '.join(supported)}. "
+            "Pass --encoder-only (encoder_only=True) to package the encoder alone"
+        )
+        InferoxError.__init__(self, message, field="architectures", value=head, head=head, supported=list(supported), architecture=architecture)
+        self.field: str | None = "architectures"
+        self.value = head
+        self.path: str | None = None
+        self.head = head
+        self.supported = list(supported)
+        self.architecture = architecture
+
+
 class PluginError(InferoxError, ImportError):
     """A plugin failed to load or registered something invalid; names the plugin."""
 
@@ -504,7 +531,8 @@ _ALL_ERRORS: tuple[type[InferoxError], ...] = (
     BackendError, BackendUnavailableError, OutOfMemoryError, DeviceError, DeviceUnavailableError,
     ArchitectureNotFoundError, NumericMismatchError, InferoxTimeoutError, QueueFullError, ServiceUnavailableError, SessionExpiredError, ConfigError,
     PluginError, PluginVersionError, InferoxIOError, PackageError, PackageNotFoundError,
-    PackageFormatError, WeightShapeError, PackageVersionError, PackageIntegrityError, UnsafePackageError, DownloadError,
+    PackageFormatError, WeightShapeError, PackageVersionError, PackageIntegrityError, UnsafePackageError,
+    UnsupportedHeadError, DownloadError,
     RepositoryNotFoundError, RevisionNotFoundError, HubAuthError, GatedRepoError,
 )
 ERROR_CODES: dict[str, type[InferoxError]] = {cls.code: cls for cls in _ALL_ERRORS}

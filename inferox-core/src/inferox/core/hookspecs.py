@@ -25,12 +25,16 @@ complete plugin that brings a backend ``mylib`` and implements the standard ``ml
     def inferox_register_implementations(register):
         register("mylib", "mlp", "inferox_mylib.models:create_mlp")
 
-A plugin bringing a new architecture adds ``inferox_register_schemas`` (contract 1.1).
+A plugin bringing a new architecture adds ``inferox_register_schemas`` (contract 1.1); with a
+:class:`~inferox.core.Definition` in its schema it runs on every backend that runs definitions
+(contract 1.2), and a backend that declares an array namespace registers
+``BackendSpec(..., definitions=True)`` and no factory at all.
 
 Contract versions: 1.0 had backends and ``inferox_register_architectures``; 1.1 added
 ``inferox_register_schemas``; 1.2 named the implementations hook for what it registers,
 ``inferox_register_implementations``, keeping ``inferox_register_architectures`` as an alias that
-works unchanged. Core accepts every 1.x plugin (:data:`~inferox.core.constants.CONTRACT_VERSION`).
+works unchanged, and added architecture definitions and ``BackendSpec(definitions=True)``. Core
+accepts every 1.x plugin (:data:`~inferox.core.constants.CONTRACT_VERSION`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ DLPack allows), runs the forward pass with framework errors wrapped, and returns
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -106,6 +106,7 @@ def prepare_inputs(
     *,
     model_name: str = "",
     index: int | None = None,
+    native_dtype: Callable[[Any], DType] | None = None,
 ) -> dict[str, Any]:
     """Validate ``inputs`` against ``specs`` before any compute; return them with safe casts applied.
 
@@ -114,8 +115,11 @@ def prepare_inputs(
     spec's; untyped data (lists, scalars) is judged by value. Unknown and missing names, wrong
     ranks, fixed dimensions that differ and unsafe dtypes raise :class:`InvalidInputError` naming
     the input, the expected and the actual value. Typed arrays are returned as they came (native
-    tensors stay native); only untyped data becomes numpy.
+    tensors stay native); only untyped data becomes numpy. ``native_dtype`` reads a typed array's
+    dtype (the model's backend's :meth:`~inferox.core.Backend.native_dtype`, for arrays whose dtype
+    objects numpy does not know); default: the dtype's name.
     """
+    read_dtype = native_dtype or (lambda v: DType.parse(v.dtype))
     required = [s for s in specs if not s.optional]
     by_name = {s.name: s for s in specs}
     if not isinstance(inputs, Mapping):
@@ -140,7 +144,7 @@ def prepare_inputs(
             continue
         if hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, np.generic):
             try:
-                dtype = DType.parse(value.dtype)
+                dtype = read_dtype(value)
             except InvalidInputError as exc:
                 raise DTypeError(f"unsupported dtype {value.dtype}", name=name, expected=spec.dtype.value, actual=str(value.dtype), index=index) from exc
             spec.check_dtype(dtype, index=index)
@@ -204,7 +208,7 @@ class AnyModel:
 
     def prepare(self, inputs: Mapping[str, Any] | Any, *, index: int | None = None) -> dict[str, Any]:
         """Validate ``inputs`` (see :func:`prepare_inputs`)."""
-        prepared = prepare_inputs(self.input_specs, inputs, model_name=self.name, index=index)
+        prepared = prepare_inputs(self.input_specs, inputs, model_name=self.name, index=index, native_dtype=self.backend.native_dtype)
         self._model.check_inputs(prepared)
         return prepared
 

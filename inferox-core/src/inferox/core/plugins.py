@@ -74,13 +74,24 @@ def load_object(path: str) -> Any:
 @dataclass(frozen=True)
 class BackendSpec:
     """A lazily loaded backend: its name, the ``"module:Class"`` that implements it, and the
-    distributions (``("torch",)``) whose presence and version describe it."""
+    distributions (``("torch",)``) whose presence and version describe it.
+
+    ``definitions=True`` says the backend declares an array namespace
+    (:meth:`Backend.array_namespace <inferox.core.Backend.array_namespace>`): it then runs every
+    architecture that has a definition, without registering a factory — and the registry lists them
+    for it without importing the framework. ``speed`` is what such a backend declares for the
+    architectures it runs that way (see :attr:`ArchitectureSpec.speed`), keyed by architecture name
+    or, for every architecture of a schema ``family`` without an entry of its own, by the family
+    (``{"encoder": {"cpu": 1.5}, "mlp": {"cpu": 1.2}}``).
+    """
 
     name: str
     loader: str
     requires: tuple[str, ...] = ()
     description: str = ""
     plugin: str = ""
+    definitions: bool = False
+    speed: Mapping[str, Mapping[str, float]] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,8 @@ class PluginRegistry:
         self.pm.add_hookspecs(hookspecs)
         self._backends: dict[str, BackendSpec] = {}
         self._architectures: dict[tuple[str, str], ArchitectureSpec] = {}
+        #: ``{backend: {architecture or family: speed}}`` from ``BackendSpec.speed``, checked.
+        self._definition_speeds: dict[str, dict[str, tuple[tuple[str, float], ...]]] = {}
         self._schemas: dict[str, ArchitectureSchema] = {}
         self._model_types: dict[str, str] = {}
         self._instances: dict[str, Backend] = {}
@@ -245,7 +258,7 @@ class PluginRegistry:
         def register_backend(spec: BackendSpec) -> None:
             if not isinstance(spec, BackendSpec):
                 raise PluginError(f"plugin {plugin_name!r} registered {spec!r}, not a BackendSpec", plugin=plugin_name)
-            new_backends.append(BackendSpec(spec.name.lower(), spec.loader, tuple(spec.requires), spec.description, plugin_name))
+            new_backends.append(dataclasses.replace(spec, name=spec.name.lower(), requires=tuple(spec.requires), plugin=plugin_name))
 
         def register_architecture(backend: str, name: str, factory: str | Factory, *, speed: Mapping[str, float] | None = None) -> None:
             new_archs.append(ArchitectureSpec(backend.lower(), name.lower(), factory, plugin_name, _check_speed(plugin_name, speed)))
@@ -299,7 +312,9 @@ class PluginRegistry:
                 raise PluginError(
                     f"architecture {arch.name!r} for backend {arch.backend!r} registered by both {other!r} and {plugin_name!r}", plugin=plugin_name
                 )
+        speeds = {spec.name: _check_backend_speed(plugin_name, spec.speed) for spec in new_backends}
         self._backends.update({s.name: s for s in new_backends})
+        self._definition_speeds.update(speeds)
         self._architectures.update({(a.backend, a.name): a for a in new_archs})
         self._schemas.update({s.name: s for s in new_schemas})
         self._model_types.update(model_types)
@@ -388,6 +403,15 @@ class PluginRegistry:
         return f"plugin {plugin!r}" + (f" ({where})" if where else "")
 
     # -- architectures ------------------------------------------------------------------------
+    def _pairs(self) -> set[tuple[str, str]]:
+        """Every (backend, architecture) with a factory: registered ones, and the generic one a
+        backend that runs definitions gets for every architecture with a definition."""
+        pairs = set(self._architectures)
+        runs = [b for b, spec in self._backends.items() if spec.definitions]
+        if runs:
+            pairs |= {(b, a) for b in runs for a, schema in self._schemas.items() if schema.definition is not None}
+        return pairs
+
     def architectures(self, backend: str | None = None) -> dict[str, list[str]]:
         """``{architecture: [backends]}``, optionally only those of one backend.
 
@@ -396,22 +420,26 @@ class PluginRegistry:
         is blocked (``INFEROX_BLOCKED_PLUGINS``) or not installed, its implementations are hidden.
         """
         out: dict[str, list[str]] = {}
-        for (b, a) in sorted(self._architectures):
+        for (b, a) in sorted(self._pairs()):
             if b in self._backends and (backend is None or b == backend.lower()):
                 out.setdefault(a, []).append(b)
         return out
 
     def backends_for(self, architecture: str) -> list[str]:
         """The registered backends that implement ``architecture`` (see :meth:`architectures`)."""
-        return sorted(b for (b, a) in self._architectures if a == architecture.lower() and b in self._backends)
+        return sorted(b for (b, a) in self._pairs() if a == architecture.lower() and b in self._backends)
 
     def implementation(self, backend: str, architecture: str) -> ArchitectureSpec:
-        """What ``backend`` registered for ``architecture`` (its factory and the plugin that registered it).
+        """What ``backend`` runs ``architecture`` with: the factory a plugin registered (and the plugin
+        that registered it) or, where none did and the backend runs definitions
+        (``BackendSpec.definitions``), the generic factory running the architecture's definition
+        (:func:`~inferox.core.definition.definition_factory`), attributed to the backend's plugin,
+        with the speed the backend declares for it (``BackendSpec.speed``).
 
         :class:`ArchitectureNotFoundError` names the backend's plugin, the plugin that defines the
         architecture, the backends that do implement it and, when none does, what to install.
         """
-        spec = self._architectures.get((backend.lower(), architecture.lower()))
+        spec = self._architectures.get((backend.lower(), architecture.lower())) or self._definition_implementation(backend, architecture)
         if spec is None:
             raise self._not_implemented(backend, architecture)
         return spec
@@ -419,11 +447,13 @@ class PluginRegistry:
     def declared_speed(self, backend: str, architecture: str, device_kind: str = "cpu") -> float | None:
         """The speed ``backend`` declares for ``architecture`` on ``device_kind`` (throughput
         relative to inferox-torch's = 1.0), ``None`` when it declares none."""
-        spec = self._architectures.get((backend.lower(), architecture.lower()))
+        spec = self._architectures.get((backend.lower(), architecture.lower())) or self._definition_implementation(backend, architecture)
         return None if spec is None else dict(spec.speed).get(device_kind.lower())
 
     def architecture_factory(self, backend: str, architecture: str) -> Factory:
-        """The factory ``backend`` registered for ``architecture``.
+        """The factory ``backend`` registered for ``architecture`` — or, where it registered none and
+        runs definitions (``BackendSpec.definitions``), the generic factory that runs the
+        architecture's definition on it (:func:`~inferox.core.definition.definition_factory`).
 
         :class:`ArchitectureNotFoundError` lists the backends that do implement it; a factory that
         fails to import is a :class:`BackendUnavailableError` naming the plugin that registered it.
@@ -461,6 +491,19 @@ class PluginRegistry:
             return f"install a backend plugin that implements it ({self.describe_plugin(self._schemas[name].plugin)} defines it but registers no backend for it)"
         return "install the plugin that defines it" + (f" (blocked by INFEROX_BLOCKED_PLUGINS: {', '.join(sorted(self.blocked))})" if self.blocked else "")
 
+    def _definition_implementation(self, backend: str, architecture: str) -> ArchitectureSpec | None:
+        """The generic implementation of ``architecture`` on a backend that runs definitions, or ``None``."""
+        be = self._backends.get(backend.lower())
+        key = architecture.lower()
+        name = key if key in self._schemas else self._model_types.get(key)
+        if be is None or not be.definitions or name is None or self._schemas[name].definition is None:
+            return None
+        from inferox.core.definition import definition_factory
+
+        schema = self._schemas[name]
+        speeds = self._definition_speeds.get(be.name, {})
+        speed = speeds.get(name, speeds.get(schema.family, ()))
+        return ArchitectureSpec(be.name, name, definition_factory(schema), be.plugin, speed)
 
     # -- architecture schemas -------------------------------------------------------------------
     def schema_names(self) -> list[str]:
@@ -503,6 +546,18 @@ def _check_speed(plugin: str, speed: Mapping[str, float] | None) -> tuple[tuple[
             raise PluginError(f"plugin {plugin!r} declared speed {kind!r}: {value!r}; expected a device kind and a positive number", plugin=plugin)
         out.append((kind.lower(), float(value)))
     return tuple(sorted(out))
+
+
+def _check_backend_speed(plugin: str, speed: Mapping[str, Mapping[str, float]]) -> dict[str, tuple[tuple[str, float], ...]]:
+    """``BackendSpec.speed`` checked: architecture or family names, each with a declared speed."""
+    if not isinstance(speed, Mapping):
+        raise PluginError(f"plugin {plugin!r} declared speed {speed!r}: expected a mapping of architecture to device kind speeds", plugin=plugin)
+    out: dict[str, tuple[tuple[str, float], ...]] = {}
+    for name, per_kind in speed.items():
+        if not isinstance(name, str):
+            raise PluginError(f"plugin {plugin!r} declared speed for {name!r}: expected an architecture or family name", plugin=plugin)
+        out[name.lower()] = _check_speed(plugin, per_kind)
+    return out
 
 
 def _backend_base() -> type[Backend]:

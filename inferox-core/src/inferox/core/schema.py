@@ -1,7 +1,10 @@
 """What an architecture *is*, independent of any backend: :class:`ArchitectureSchema`.
 
-A plugin contributes a schema through the ``inferox_register_schemas`` hook, and — separately, from
-the same or any other plugin — a backend's factory for it through ``inferox_register_architectures``.
+A plugin contributes a schema through the ``inferox_register_schemas`` hook. A schema with a
+:class:`~inferox.core.definition.Definition` (its compute, written once against an array namespace)
+runs on every backend that declares a namespace, with no per-backend code; a plugin may still
+register a backend's own factory for it through ``inferox_register_architectures`` (a hand-written
+backend must).
 The package builder (``inferox pack``), ``inferox verify``, the engine and the conformance suite read
 architectures from the plugin registry only (:meth:`inferox.core.PluginRegistry.schema`); the
 standard architectures ``mlp`` and ``bert`` are contributed the same way, by core's built-in plugin.
@@ -11,14 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from inferox.core.errors import ConfigError, PluginError
 from inferox.core.spec import TensorSpec
 
-__all__ = ["ArchitectureSchema", "ReferenceFn", "random_weights"]
+if TYPE_CHECKING:
+    from inferox.core.definition import Definition
+
+__all__ = ["ArchitectureSchema", "ReferenceFn", "ResolveFn", "TaskFn", "random_weights"]
 
 ParseFn = Callable[[Mapping[str, Any]], Any]
 ShapesFn = Callable[[Mapping[str, Any]], Mapping[str, tuple[int, ...]]]
@@ -28,6 +34,10 @@ DescribeFn = Callable[[Mapping[str, Any]], dict[str, Any]]
 GoldenFn = Callable[[Mapping[str, Any], Mapping[str, Any], np.random.Generator], dict[str, np.ndarray]]
 #: ``reference(config, weights, inputs, **options) -> outputs``: the architecture computed in NumPy.
 ReferenceFn = Callable[..., dict[str, np.ndarray]]
+#: ``resolve(config, preprocessing, *, weight_names, encoder_only) -> preprocessing``: what a package records.
+ResolveFn = Callable[..., dict[str, Any]]
+#: ``task(config, preprocessing) -> {"task": ..., ...} | None``: what a server needs to serve the model.
+TaskFn = Callable[[Mapping[str, Any], Mapping[str, Any]], "dict[str, Any] | None"]
 
 
 def _no_facts(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,7 +73,19 @@ class ArchitectureSchema:
             ``model_info.json``.
         reference: a NumPy implementation, ``reference(config, weights, inputs, **options) ->
             outputs`` (or a lazy ``"module:function"`` naming one): the conformance suite compares
-            every backend's factory with it. ``None``: the numbers are not checked.
+            every backend's factory with it and ``inferox pack`` computes golden outputs with it.
+            ``None``: the definition run on NumPy in float64 where there is one
+            (:func:`~inferox.core.definition.definition_reference`), else numbers are not checked.
+        definition: the architecture's compute (a :class:`~inferox.core.definition.Definition`, or a
+            lazy ``"module:attribute"`` naming one): every backend that declares an array namespace
+            runs it, and it is the reference. ``None``: only backends that register a factory run it.
+        resolve: ``resolve(config, preprocessing, *, weight_names, encoder_only) -> preprocessing``:
+            at pack time, the settings a package records from the source (which task head the
+            checkpoint's ``architectures`` names, which optional weights it holds); refuses a head
+            it does not support with :class:`~inferox.core.errors.UnsupportedHeadError` unless
+            ``encoder_only``. ``None``: the source's pre-processing settings as they are.
+        task: ``task(config, preprocessing) -> dict | None``: what a server needs to serve the model
+            (``{"task": "embed" | "classify" | "rerank", ...}``), recorded in ``model_info.json``.
         plugin: the plugin that registered the schema (filled in by the registry).
     """
 
@@ -80,6 +102,9 @@ class ArchitectureSchema:
     default_outputs: OutputsFn | None = None
     describe: DescribeFn = _no_facts
     reference: str | ReferenceFn | None = None
+    definition: str | Definition | None = None
+    resolve: ResolveFn | None = None
+    task: TaskFn | None = None
     plugin: str = field(default="", compare=False)
 
     def outputs_by_default(self, config: Mapping[str, Any], preprocessing: Mapping[str, Any] | None = None) -> list[str]:
@@ -89,19 +114,47 @@ class ArchitectureSchema:
             return list(self.default_outputs(config, pre))
         return [s.name for s in self.specs(config, pre)[1]]
 
+    @property
+    def has_reference(self) -> bool:
+        """Whether numbers can be checked: a registered reference, or a definition to run on NumPy."""
+        return self.reference is not None or self.definition is not None
+
     def load_reference(self) -> ReferenceFn | None:
-        """The reference implementation, imported if it was registered as a ``"module:function"`` string."""
-        if self.reference is None or callable(self.reference):
+        """The reference implementation: the registered one (imported if it was given as a
+        ``"module:function"`` string), else the definition run on NumPy in float64, else ``None``."""
+        if self.reference is None:
+            if self.definition is None:
+                return None
+            from inferox.core.definition import definition_reference
+
+            self.load_definition()  # a broken definition is reported here, naming the plugin
+            return definition_reference(self)
+        if callable(self.reference):
             return self.reference
+        return self._load("reference", self.reference)  # type: ignore[no-any-return]
+
+    def load_definition(self) -> Definition | None:
+        """The architecture's :class:`~inferox.core.definition.Definition`, imported if it was given
+        as a ``"module:attribute"`` string; ``None`` when the schema has none."""
+        if self.definition is None or not isinstance(self.definition, str):
+            return self.definition
+        from inferox.core.definition import Definition
+
+        loaded = self._load("definition", self.definition, check=False)
+        if not isinstance(loaded, Definition):
+            raise PluginError(f"the definition of architecture {self.name!r} ({self.definition}) is not an inferox.core.Definition", plugin=self.plugin)
+        return loaded
+
+    def _load(self, what: str, path: str, *, check: bool = True) -> Any:
         from inferox.core.plugins import load_object
 
         try:
-            fn = load_object(self.reference)
+            obj = load_object(path)
         except (ImportError, AttributeError) as exc:
-            raise PluginError(f"the reference of architecture {self.name!r} ({self.reference}) failed to load: {type(exc).__name__}: {exc}", plugin=self.plugin) from exc
-        if not callable(fn):
-            raise PluginError(f"the reference of architecture {self.name!r} ({self.reference}) is not callable", plugin=self.plugin)
-        return fn  # type: ignore[no-any-return]
+            raise PluginError(f"the {what} of architecture {self.name!r} ({path}) failed to load: {type(exc).__name__}: {exc}", plugin=self.plugin) from exc
+        if check and not callable(obj):
+            raise PluginError(f"the {what} of architecture {self.name!r} ({path}) is not callable", plugin=self.plugin)
+        return obj
 
 
 def random_weights(schema: ArchitectureSchema, config: Mapping[str, Any], rng: np.random.Generator, *, scale: float = 0.2) -> dict[str, np.ndarray]:

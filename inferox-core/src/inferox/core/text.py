@@ -65,10 +65,22 @@ class TextEncoder:
     """
 
     def __init__(
-        self, tokenizer: Any, *, max_length: int | None = None, limit: int | None = None, path: str | None = None, truncate: bool = True
+        self,
+        tokenizer: Any,
+        *,
+        max_length: int | None = None,
+        limit: int | None = None,
+        path: str | None = None,
+        truncate: bool = True,
+        inputs: Sequence[str] = TEXT_INPUT_NAMES,
     ) -> None:
         self._tokenizer = tokenizer
         self.path = path
+        unknown = [n for n in inputs if n not in TEXT_INPUT_NAMES] if not isinstance(inputs, str) else [inputs]
+        if unknown or "input_ids" not in inputs:
+            raise ConfigError(f"a text encoder fills input_ids and any of {', '.join(TEXT_INPUT_NAMES[1:])}", field="inputs", value=list(inputs), path=path)
+        #: The model inputs :meth:`encode` fills (a model without token types takes no ``token_type_ids``).
+        self.inputs = tuple(n for n in TEXT_INPUT_NAMES if n in inputs)
         #: Whether text longer than ``max_length`` tokens is cut to it (sentence-transformers' rule,
         #: the default) or refused with an :class:`InvalidInputError` naming the limit.
         self.truncate = bool(truncate)
@@ -81,8 +93,17 @@ class TextEncoder:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], *, max_length: int | None = None, limit: int | None = None, truncate: bool = True) -> TextEncoder:
-        """Load a ``tokenizer.json``; ``max_length`` defaults to the folder's ``sentence_bert_config.json``."""
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        max_length: int | None = None,
+        limit: int | None = None,
+        truncate: bool = True,
+        inputs: Sequence[str] = TEXT_INPUT_NAMES,
+    ) -> TextEncoder:
+        """Load a ``tokenizer.json``; ``max_length`` defaults to the folder's ``sentence_bert_config.json``;
+        ``inputs`` are the model inputs :meth:`encode` fills (default: all three)."""
         tokenizers = _import_tokenizers()
         path = Path(path)
         if not path.is_file():
@@ -95,7 +116,7 @@ class TextEncoder:
             max_length = read_max_seq_length(path.parent)
             if max_length is not None and limit is not None:
                 max_length = min(max_length, limit)
-        return cls(tok, max_length=max_length, limit=limit, path=str(path), truncate=truncate)
+        return cls(tok, max_length=max_length, limit=limit, path=str(path), truncate=truncate, inputs=inputs)
 
     # -- helpers ------------------------------------------------------------------------------
     def _check_length(self, value: Any, *, field: str) -> int:
@@ -199,7 +220,8 @@ class TextEncoder:
             mask[i, :k] = masks[i] if masks is not None else 1
             if types is not None:
                 type_ids[i, :k] = types[i]
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": type_ids}
+        out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": type_ids}
+        return {k: out[k] for k in self.inputs}
 
     __call__ = encode
 

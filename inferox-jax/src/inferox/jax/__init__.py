@@ -24,13 +24,16 @@ from inferox.jax.plugin import DISTRIBUTION
 if TYPE_CHECKING:
     from inferox.jax._errors import jax_errors, wrap_jax_error
     from inferox.jax.backend import JaxBackend, x64_enabled
-    from inferox.jax.model import BucketPolicy, JaxModel, cast_params, load_params
+    from inferox.jax.model import BucketPolicy, JaxDefinitionModel, JaxModel, cast_params, load_params
+    from inferox.jax.ops import JaxOps
     from inferox.jax.tensor import JaxTensor, JaxTensorBuilder, aligned_empty, is_zero_copy_eligible, jax_dtype
 
 __all__ = [
     "BucketPolicy",
     "JaxBackend",
+    "JaxDefinitionModel",
     "JaxModel",
+    "JaxOps",
     "JaxTensor",
     "JaxTensorBuilder",
     "__version__",
@@ -54,6 +57,8 @@ _LAZY: dict[str, str] = {
     "jax_dtype": "inferox.jax.tensor",
     "BucketPolicy": "inferox.jax.model",
     "JaxModel": "inferox.jax.model",
+    "JaxDefinitionModel": "inferox.jax.model",
+    "JaxOps": "inferox.jax.ops",
     "cast_params": "inferox.jax.model",
     "load_params": "inferox.jax.model",
     "jax_errors": "inferox.jax._errors",

@@ -37,7 +37,7 @@ from inferox.jax import _threads  # first: it sets XLA_FLAGS before jax starts
 # isort: split
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jaxlib
@@ -51,6 +51,11 @@ from inferox.core.tensor import Tensor
 from inferox.jax._errors import jax_errors
 from inferox.jax.plugin import BACKEND_NAME
 from inferox.jax.tensor import JaxTensor, JaxTensorBuilder, jax_dtype
+
+if TYPE_CHECKING:
+    from inferox.core.definition import DefinitionPlan
+    from inferox.core.model import Model, ModelMetadata
+    from inferox.jax.ops import JaxOps
 
 __all__ = ["JaxBackend", "x64_enabled"]
 
@@ -287,3 +292,38 @@ class JaxBackend(Backend):
                 value = narrow_checked(host, self.narrowed_dtype(target, dev))
         with jax_errors():
             return super().as_native(value, dtype=target, device=dev)
+
+    # -- architecture definitions -----------------------------------------------------------------
+    def array_namespace(self, device: DeviceId | str | None = None) -> Any:
+        """``jax.numpy`` (an array API namespace itself): every architecture definition runs on it, under ``jit``."""
+        import jax.numpy as jnp
+
+        return jnp
+
+    def ops(self, device: DeviceId | str | None = None) -> JaxOps:
+        """:class:`~inferox.jax.ops.JaxOps`: core's operations with ``jax.nn`` / ``jax.lax`` kernels."""
+        from inferox.jax.ops import JaxOps
+
+        return JaxOps(self.array_namespace(device))
+
+    def definition_model(
+        self,
+        plan: DefinitionPlan,
+        *,
+        metadata: ModelMetadata,
+        device: DeviceId | str | None = None,
+        dtype: DType | str | None = None,
+        **options: Any,
+    ) -> Model:
+        """A :class:`~inferox.jax.model.JaxDefinitionModel`, jit-compiled per shape bucket.
+
+        Options: ``seq_buckets`` / ``batch_buckets`` (padded sizes; default powers of two from 16 /
+        1, sequences capped at the model's position table), ``warmup_batch_sizes`` /
+        ``warmup_seq_lengths`` (what ``warmup()`` compiles; default batch 1, and for text models
+        sequences 16 and 128). Others are ignored.
+        """
+        from inferox.jax.model import JaxDefinitionModel, bucket_policy
+
+        text = plan.text
+        buckets = bucket_policy(options, max_sequence=text.limit if text is not None else None, warmup_sequence=(16, 128) if text is not None else ())
+        return JaxDefinitionModel(plan, backend=self, metadata=metadata, device=device, dtype=dtype, buckets=buckets)

@@ -1,6 +1,9 @@
-"""``JaxModel``: the base class of jit-compiled JAX models.
+"""``JaxModel``: the base class of jit-compiled JAX models, and :class:`JaxDefinitionModel`.
 
-A concrete model (MLP, BERT …) subclasses :class:`JaxModel`, declares its input and output
+Every architecture with a :class:`~inferox.core.Definition` (``mlp``, the encoder families, a
+plugin's) runs as a :class:`JaxDefinitionModel`: the definition on ``jax.numpy`` with
+:class:`~inferox.jax.ops.JaxOps` *is* its :meth:`JaxModel.apply`. There is no per-architecture JAX
+code. A model written by hand subclasses :class:`JaxModel`, declares its input and output
 :class:`~inferox.core.TensorSpec`\\ s and writes one *pure* function, :meth:`JaxModel.apply`
 ``(params, inputs) -> outputs`` over pytrees of ``jax.Array``. The base class does the rest:
 
@@ -30,7 +33,7 @@ from inferox.jax import _threads  # noqa: F401 - first: it sets XLA_FLAGS before
 import math
 import threading
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,10 +43,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from inferox.core.backend import narrow_checked
+from inferox.core.definition import DefinitionPlan, encode_and_run
 from inferox.core.device import DeviceId
 from inferox.core.dtype import DType
 from inferox.core.errors import (
     BackendError,
+    ConfigError,
     DTypeError,
     InvalidInputError,
     ServiceUnavailableError,
@@ -59,7 +64,7 @@ from inferox.jax.tensor import jax_dtype
 if TYPE_CHECKING:
     from inferox.jax.backend import JaxBackend
 
-__all__ = ["PARAM_DTYPES", "BucketPolicy", "JaxModel", "cast_params", "load_params"]
+__all__ = ["PARAM_DTYPES", "BucketPolicy", "JaxDefinitionModel", "JaxModel", "bucket_policy", "cast_params", "load_params"]
 
 #: Parameter dtypes a model may be loaded in (``f64`` additionally when x64 is on).
 PARAM_DTYPES = (DType.F32, DType.F16, DType.BF16)
@@ -386,3 +391,127 @@ class JaxModel(Model):
         with jax_errors(model=self.name):
             for example in self.warmup_inputs():
                 self.compiled_for(example)
+
+
+# -- architecture definitions ------------------------------------------------------------------------
+def _int_tuple(options: Mapping[str, Any], key: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    value = options.get(key)
+    if value is None:
+        return default
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ConfigError("must be a list of positive integers", field=key, value=value)
+    out = tuple(value)
+    if not out or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in out):
+        raise ConfigError("must be a non-empty list of positive integers", field=key, value=value)
+    return tuple(sorted(set(out)))
+
+
+def bucket_policy(
+    options: Mapping[str, Any],
+    *,
+    max_sequence: int | None,
+    sequence: tuple[int, ...] = (16, 32, 64, 128, 256, 512),
+    warmup_sequence: tuple[int, ...] = (),
+) -> BucketPolicy:
+    """The :class:`BucketPolicy` the options ``batch_buckets``, ``seq_buckets``, ``warmup_batch_sizes``
+    and ``warmup_seq_lengths`` describe (defaults: powers of two)."""
+    seq = _int_tuple(options, "seq_buckets", sequence)
+    if max_sequence is not None:
+        seq = (*(s for s in seq if s < max_sequence), max_sequence)
+    return BucketPolicy(
+        batch=_int_tuple(options, "batch_buckets", (1, 2, 4, 8, 16, 32, 64)),
+        sequence=seq,
+        max_sequence=max_sequence,
+        warmup_batch=_int_tuple(options, "warmup_batch_sizes", (1,)),
+        # A warm-up length past the position table would compile a shape no request can have.
+        warmup_sequence=tuple(sorted({min(s, max_sequence) if max_sequence else s for s in _int_tuple(options, "warmup_seq_lengths", warmup_sequence)})),
+    )
+
+
+class JaxDefinitionModel(JaxModel):
+    """An architecture definition, jit-compiled per shape bucket (see the module docstring).
+
+    The definition on ``jax.numpy`` with :class:`~inferox.jax.ops.JaxOps` is :meth:`apply`; the
+    plan's static config is closed over, so each bucket compiles once. Optional inputs the
+    definition has a fill for (``attention_mask`` → 1, ``token_type_ids`` → 0) are filled when a
+    request leaves them out, so one executable per bucket serves requests with and without them.
+    :attr:`trace_count` counts how many times the definition was traced (once per compiled bucket).
+    """
+
+    def __init__(
+        self,
+        plan: DefinitionPlan,
+        *,
+        backend: JaxBackend,
+        metadata: ModelMetadata,
+        device: DeviceId | str | None = None,
+        dtype: DType | str | None = None,
+        buckets: BucketPolicy | None = None,
+    ) -> None:
+        self.plan = plan
+        #: The static config the definition runs with (``Definition.configure``'s result).
+        self.config = plan.config
+        self.trace_count = 0
+        super().__init__(backend=backend, metadata=metadata, params=plan.take_params(), device=device, dtype=dtype, buckets=buckets)
+        #: A :class:`~inferox.core.text.TextEncoder` when the factory was given ``tokenizer_path``.
+        self.text_encoder = plan.text_encoder
+        self.ops = backend.ops(self.device)
+        floats = [leaf for leaf in jax.tree_util.tree_leaves(self.params) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+        self._float_dtype = floats[0].dtype if floats else jnp.float32
+
+    @property
+    def input_specs(self) -> Sequence[TensorSpec]:
+        return self.plan.input_specs
+
+    @property
+    def output_specs(self) -> Sequence[TensorSpec]:
+        return self.plan.output_specs
+
+    def apply(self, params: Any, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        self.trace_count += 1  # runs only while tracing: a count of compilations, not of calls
+        return self.plan.run(jnp, self.ops, params, inputs, self._float_dtype)
+
+    def _fills(self, inputs: Mapping[str, Any]) -> dict[str, tuple[int | float, tuple[int, ...]]]:
+        """``{optional input: (fill, shape)}`` for the inputs a request left out that the definition fills."""
+        specs = self._specs()
+        out: dict[str, tuple[int | float, tuple[int, ...]]] = {}
+        for name, fill in self.plan.input_defaults.items():
+            spec = specs.get(name)
+            if spec is None or inputs.get(name) is not None:
+                continue
+            like = next((v for k, v in inputs.items() if v is not None and specs.get(k) is not None and specs[k].ndim == spec.ndim and not specs[k].optional), None)
+            if like is not None:
+                out[name] = (fill, tuple(int(d) for d in like.shape))
+        return out
+
+    def forward(self, inputs: Mapping[str, Any]) -> dict[str, jax.Array]:
+        """Fill the optional inputs the definition has fills for, then run the bucket."""
+        full = {k: v for k, v in inputs.items() if v is not None}
+        specs = self._specs()
+        for name, (fill, shape) in self._fills(full).items():
+            full[name] = np.full(shape, fill, self.backend.narrowed_dtype(specs[name].dtype, self.device).to_numpy())
+        return super().forward(full)
+
+    def warmup_inputs(self) -> Iterator[dict[str, jax.Array]]:
+        """The signatures requests arrive with: the required inputs plus the filled optional ones."""
+        filled = set(self.plan.input_defaults)
+        for example in super().warmup_inputs():
+            like = next(iter(example.values()), None)
+            for spec in self.plan.input_specs:
+                if spec.optional and spec.name in filled and like is not None and spec.ndim == like.ndim:
+                    dtype = self.backend.narrowed_dtype(spec.dtype, self.device)
+                    example[spec.name] = jax.ShapeDtypeStruct(tuple(like.shape), jax_dtype(dtype))  # type: ignore[no-untyped-call,assignment]
+            yield example
+
+    @staticmethod
+    def _value_range(value: Any) -> tuple[int, int]:
+        a = np.asarray(value)
+        return int(a.min()), int(a.max())
+
+    def check_inputs(self, inputs: Mapping[str, Any]) -> None:
+        """The definition's value checks (ids in the vocabulary, lengths within the positions …)."""
+        self.plan.check_inputs(inputs, self._value_range)
+
+    def encode_text(self, texts: Sequence[str] | str, *, max_length: int | None = None) -> dict[str, jax.Array]:
+        """Tokenise and run ``texts`` in one call (needs ``text_encoder``); returns jax outputs."""
+        return encode_and_run(self, texts, max_length=max_length)

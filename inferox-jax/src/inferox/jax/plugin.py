@@ -1,8 +1,9 @@
 """The ``jax`` entry point of the ``inferox`` plugin group (``jax = "inferox.jax.plugin"``).
 
-Registers the JAX backend as a *lazy* spec and the JAX implementations of the standard
-architectures as ``"module:factory"`` strings. Importing this module imports no framework: jax is
-imported only when the backend or an architecture factory is first used, so a broken jax install
+Registers the JAX backend as a *lazy* spec that runs architecture definitions
+(``definitions=True``): every architecture with a definition runs on jax, jit-compiled, through the
+registry's generic factory, so this plugin registers no factory of its own. Importing this module
+imports no framework: jax is imported only when the backend is first used, so a broken jax install
 shows up as "backend 'jax' unavailable: why" rather than as an import crash during discovery.
 
 Every backend distribution of this repository follows the same template (see docs/plugin-guide.md,
@@ -33,17 +34,15 @@ DISTRIBUTION = "inferox-jax"
 #: The registry name of the backend.
 BACKEND_NAME = "jax"
 #: ``(architecture, "module:factory")`` pairs registered for the backend, imported on first use.
-ARCHITECTURES: tuple[tuple[str, str], ...] = (
-    ("mlp", "inferox.jax.models.mlp:create_model"),
-    ("bert", "inferox.jax.models.bert:create_model"),
-)
-#: Speed per architecture and device kind, relative to inferox-torch's (see
-#: ``ArchitectureSpec.speed``), from ``benchmarks/results/minilm.md``: XLA:CPU costs 1.06x to 1.3x
-#: torch's CPU time on BERT (one thread). ``benchmarks/engine/bench_backend_choice.py`` checks
-#: the ranking these give on a machine.
+#: Empty: jax runs every architecture's definition (``BackendSpec.definitions``).
+ARCHITECTURES: tuple[tuple[str, str], ...] = ()
+#: Speed per architecture (or schema family: every encoder family) and device kind, relative to
+#: inferox-torch's (see ``BackendSpec.speed``), from ``benchmarks/results/minilm.md``: XLA:CPU
+#: costs 1.06x to 1.3x torch's CPU time on BERT (one thread).
+#: ``benchmarks/engine/bench_backend_choice.py`` checks the ranking these give on a machine.
 SPEED: dict[str, dict[str, float]] = {
     "mlp": {"cpu": 0.8},
-    "bert": {"cpu": 0.85},
+    "encoder": {"cpu": 0.85},
 }
 
 
@@ -62,6 +61,8 @@ def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
             loader="inferox.jax.backend:JaxBackend",
             requires=("jax", "jaxlib"),
             description="JAX/XLA: jit-compiled models on CPU, CUDA GPUs and TPUs",
+            definitions=True,
+            speed=SPEED,
         )
     )
 

@@ -34,7 +34,10 @@ def check_weight_shapes(header: Mapping[str, Any], expected: Mapping[str, tuple[
     names = list(expected)
     prefixes = {""} | {k[: len(k) - len(n)] for n in names for k in shapes if k.endswith("." + n)}
     prefix = min(prefixes, key=lambda p: (-sum(p + n in shapes for n in names), len(p), p))
-    wrong = [(prefix + n, shapes[prefix + n], tuple(expected[n])) for n in names if prefix + n in shapes and shapes[prefix + n] != tuple(expected[n])]
+    # A task head sits beside a prefixed encoder (bert.encoder… and classifier.weight): a name not
+    # under the prefix is looked up bare.
+    found = {n: prefix + n if prefix + n in shapes or n not in shapes else n for n in names}
+    wrong = [(found[n], shapes[found[n]], tuple(expected[n])) for n in names if found[n] in shapes and shapes[found[n]] != tuple(expected[n])]
     if wrong:
         weight, actual, want = wrong[0]
         more = f" ({len(wrong) - 1} more weight(s) differ too: {', '.join(w for w, _, _ in wrong[1:4])}{', …' if len(wrong) > 4 else ''})" if len(wrong) > 1 else ""
@@ -42,7 +45,7 @@ def check_weight_shapes(header: Mapping[str, Any], expected: Mapping[str, tuple[
             f"{rel}: weight {weight!r} has shape {list(actual)}, but architecture {architecture!r} expects {list(want)} for this config{more}",
             weight=weight, expected=want, actual=actual, path=rel,
         )
-    missing = [prefix + n for n in names if prefix + n not in shapes]
+    missing = [found[n] for n in names if found[n] not in shapes]
     if missing:
         raise PackageFormatError(
             f"{rel}: architecture {architecture!r} needs weight {missing[0]!r}, which is missing ({len(missing)} missing, {len(shapes)} tensors present)",

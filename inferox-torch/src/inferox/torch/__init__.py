@@ -14,13 +14,16 @@ from inferox.torch.plugin import DISTRIBUTION
 if TYPE_CHECKING:
     from inferox.torch._errors import torch_errors, wrap_torch_error
     from inferox.torch.backend import TorchBackend, device_id_of, torch_device
-    from inferox.torch.model import LOAD_DTYPES, TorchModel, load_state_dict, resolve_load_dtype, set_threads
+    from inferox.torch.model import LOAD_DTYPES, TorchDefinitionModel, TorchModel, load_state_dict, resolve_load_dtype, set_threads
+    from inferox.torch.ops import TorchOps
     from inferox.torch.tensor import TorchTensor, TorchTensorBuilder, numpy_to_torch, torch_dtype
 
 __all__ = [
     "LOAD_DTYPES",
     "TorchBackend",
+    "TorchDefinitionModel",
     "TorchModel",
+    "TorchOps",
     "TorchTensor",
     "TorchTensorBuilder",
     "__version__",
@@ -45,6 +48,8 @@ _LAZY: dict[str, str] = {
     "torch_dtype": "inferox.torch.tensor",
     "LOAD_DTYPES": "inferox.torch.model",
     "TorchModel": "inferox.torch.model",
+    "TorchDefinitionModel": "inferox.torch.model",
+    "TorchOps": "inferox.torch.ops",
     "load_state_dict": "inferox.torch.model",
     "resolve_load_dtype": "inferox.torch.model",
     "set_threads": "inferox.torch.model",

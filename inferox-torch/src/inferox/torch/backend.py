@@ -40,7 +40,7 @@ from __future__ import annotations
 from inferox.torch import _threads  # first: it sets OpenMP's environment before torch loads
 
 # isort: split
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ml_dtypes
 import numpy as np
@@ -50,10 +50,15 @@ from inferox.core.backend import Backend
 from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo, host_memory_info
 from inferox.core.dtype import DType
 from inferox.core.errors import DeviceError, DTypeError, InvalidInputError
+from inferox.core.model import Model, ModelMetadata
 from inferox.core.tensor import Tensor
 from inferox.torch._errors import torch_errors
 from inferox.torch.plugin import BACKEND_NAME
 from inferox.torch.tensor import TorchTensor, TorchTensorBuilder, torch_dtype
+
+if TYPE_CHECKING:
+    from inferox.core.definition import DefinitionPlan
+    from inferox.torch.ops import TorchOps
 
 __all__ = ["TorchBackend", "device_id_of", "torch_device"]
 
@@ -249,3 +254,31 @@ class TorchBackend(Backend):
             if t.dtype == torch.bfloat16:
                 return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
             return t.numpy()
+
+    # -- architecture definitions -----------------------------------------------------------------
+    def array_namespace(self, device: DeviceId | str | None = None) -> Any:
+        """``array_api_compat.torch``: every architecture definition runs on it."""
+        import array_api_compat.torch as xp
+
+        return xp
+
+    def ops(self, device: DeviceId | str | None = None) -> TorchOps:
+        """:class:`~inferox.torch.ops.TorchOps`: core's operations on torch's fused kernels."""
+        from inferox.torch.ops import TorchOps
+
+        return TorchOps(self.array_namespace(device))
+
+    def definition_model(
+        self,
+        plan: DefinitionPlan,
+        *,
+        metadata: ModelMetadata,
+        device: DeviceId | str | None = None,
+        dtype: DType | str | None = None,
+        threads: int | None = None,
+        **options: Any,
+    ) -> Model:
+        """A :class:`~inferox.torch.model.TorchDefinitionModel` (options: ``threads``, process-wide)."""
+        from inferox.torch.model import TorchDefinitionModel
+
+        return TorchDefinitionModel(plan, backend=self, metadata=metadata, device=device, dtype=dtype, threads=threads)

@@ -1,8 +1,16 @@
-"""``TorchModel``: the base class of every PyTorch model in Inferox.
+"""PyTorch models: :class:`TorchDefinitionModel` runs an architecture definition; :class:`TorchModel`
+wraps a hand-written ``nn.Module``.
 
-A concrete model (MLP, BERT …) builds an ``nn.Module``, passes it with its tensor specs to
-``TorchModel.__init__``, and either lets the default :meth:`TorchModel.run` call the module with the
-inputs as keyword arguments, or overrides :meth:`TorchModel.run`. The base class takes care of:
+Every architecture with a :class:`~inferox.core.Definition` (``mlp``, the encoder families, a
+plugin's) runs as a :class:`TorchDefinitionModel`: its prepared parameters as torch tensors on the
+model's device (floats in ``f32``, ``f16`` or ``bf16``), the definition called on
+``array_api_compat.torch`` with :class:`~inferox.torch.ops.TorchOps`, under
+``torch.inference_mode()``, torch errors wrapped. There is no per-architecture torch code.
+
+:class:`TorchModel` is for a model written by hand as an ``nn.Module`` (a package's
+``backends/torch/model.py``, tests): the module is passed with its tensor specs to
+``TorchModel.__init__``, and the default :meth:`TorchModel.run` calls it with the inputs as keyword
+arguments (or a subclass overrides :meth:`TorchModel.run`). Both take care of:
 
 * **placement and load dtype** — the module is moved to the checked device and, when ``dtype`` is
   given, to ``f32``, ``f16`` or ``bf16`` (floating parameters and buffers only; integer buffers such
@@ -33,6 +41,7 @@ import torch
 from torch import nn
 
 from inferox.core.backend import Backend
+from inferox.core.definition import DefinitionPlan, array_leaves, encode_and_run, map_arrays
 from inferox.core.device import DeviceId
 from inferox.core.dtype import DType
 from inferox.core.errors import (
@@ -51,8 +60,9 @@ from inferox.torch.tensor import numpy_to_torch, torch_dtype
 
 if TYPE_CHECKING:
     from inferox.torch.backend import TorchBackend
+    from inferox.torch.ops import TorchOps
 
-__all__ = ["LOAD_DTYPES", "TorchModel", "load_state_dict", "resolve_load_dtype", "set_threads"]
+__all__ = ["LOAD_DTYPES", "TorchDefinitionModel", "TorchModel", "load_state_dict", "resolve_load_dtype", "set_threads"]
 
 #: Dtypes a model's floating parameters may be loaded in.
 LOAD_DTYPES = (DType.F32, DType.F16, DType.BF16)
@@ -111,6 +121,15 @@ def _set_eval(module: nn.Module) -> bool:
     except NotImplementedError:
         return False
     return True
+
+
+def _give_memory_back(device: DeviceId) -> None:
+    """After a model dropped its tensors: collect them, and empty the device's caching allocator."""
+    gc.collect()
+    if device.is_cuda:
+        torch.cuda.empty_cache()  # pragma: gpu
+    elif device.is_metal:
+        torch.mps.empty_cache()  # pragma: gpu
 
 
 def _default_backend() -> TorchBackend:
@@ -286,8 +305,134 @@ class TorchModel(Model):
         if self._module is None:
             return
         self._module = None
-        gc.collect()
-        if self.device.is_cuda:
-            torch.cuda.empty_cache()  # pragma: gpu
-        elif self.device.is_metal:
-            torch.mps.empty_cache()  # pragma: gpu
+        _give_memory_back(self.device)
+
+
+class TorchDefinitionModel(Model):
+    """An architecture definition run by PyTorch (see the module docstring).
+
+    Args:
+        plan: the architecture made ready by :class:`~inferox.core.DefinitionPlan` (parsed config,
+            specs, prepared host parameters, tokenizer).
+        backend: the torch backend.
+        metadata: the model's :class:`~inferox.core.ModelMetadata`.
+        device: where to run (``None`` → the backend's default device).
+        dtype: hold parameters and compute in ``f32``, ``f16`` or ``bf16`` (``None``: the weights'
+            own); inputs and outputs keep their specs' dtypes.
+        threads: ``torch.set_num_threads`` — process-wide, see the module docstring.
+    """
+
+    def __init__(
+        self,
+        plan: DefinitionPlan,
+        *,
+        backend: Backend,
+        metadata: ModelMetadata,
+        device: DeviceId | str | None = None,
+        dtype: DType | str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if backend.name != BACKEND_NAME:
+            raise ConfigError(f"a TorchDefinitionModel needs the torch backend, not {backend.name!r}", field="backend", value=backend.name)
+        dev = backend.check_device(device)
+        super().__init__(backend=backend, metadata=metadata, device=dev)
+        self.load_dtype = DType.parse(dtype) if dtype is not None else None
+        torch_dtype = resolve_load_dtype(dtype)
+        if self.load_dtype is not None and self.load_dtype not in backend.supported_dtypes(dev):
+            raise DTypeError(f"dtype {self.load_dtype.value} is not supported on {dev}", name="dtype", expected="f32", actual=self.load_dtype.value)  # pragma: gpu
+        set_threads(threads)
+        self.threads = threads
+        self.plan = plan
+        #: The static config the definition runs with (``Definition.configure``'s result).
+        self.config = plan.config
+        #: A :class:`~inferox.core.text.TextEncoder` when the factory was given ``tokenizer_path``.
+        self.text_encoder = plan.text_encoder
+        from inferox.torch.backend import torch_device
+
+        target = torch_device(dev)
+
+        def to_torch(array: np.ndarray) -> torch.Tensor:
+            t = numpy_to_torch(array)
+            if torch_dtype is not None and t.is_floating_point():
+                t = t.to(torch_dtype)
+            return t.to(target)
+
+        with torch_errors(device=str(dev), model=metadata.name):
+            #: The prepared parameters (the pytree ``Definition.prepare`` made) as torch tensors.
+            self.params: Any = map_arrays(plan.take_params(), to_torch)
+        import array_api_compat.torch as xp
+
+        self.xp: Any = xp
+        self.ops: TorchOps = backend.ops(dev)  # type: ignore[assignment]
+        floats = [t for t in array_leaves(self.params) if t.is_floating_point()]
+        self._float_dtype = floats[0].dtype if floats else torch.float32
+
+    @property
+    def input_specs(self) -> Sequence[TensorSpec]:
+        return self.plan.input_specs
+
+    @property
+    def output_specs(self) -> Sequence[TensorSpec]:
+        return self.plan.output_specs
+
+    @property
+    def closed(self) -> bool:
+        return self.params is None
+
+    @staticmethod
+    def _value_range(value: Any) -> tuple[int, int]:
+        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+        lo, hi = torch.aminmax(t)
+        return int(lo), int(hi)
+
+    def check_inputs(self, inputs: Mapping[str, Any]) -> None:
+        """The definition's value checks (ids in the vocabulary, lengths within the positions …)."""
+        self.plan.check_inputs(inputs, self._value_range)
+
+    def forward(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Run the definition under ``torch.inference_mode()``, torch errors wrapped."""
+        params = self.params
+        if params is None:
+            raise ServiceUnavailableError(f"model {self.name!r} is closed")
+        with torch_errors(device=str(self.device), model=self.name), torch.inference_mode():
+            return self.plan.run(self.xp, self.ops, params, inputs, self._float_dtype)
+
+    def encode_text(self, texts: Sequence[str] | str, *, max_length: int | None = None) -> dict[str, Any]:
+        """Tokenise and run ``texts`` in one call (needs ``text_encoder``); returns torch outputs."""
+        return encode_and_run(self, texts, max_length=max_length)
+
+    def example_inputs(self, batch: int = 1, length: int = 8) -> dict[str, torch.Tensor]:
+        """Every required input at ``batch`` x ``length`` (dynamic dimensions): the definition's
+        fill for inputs it has one for (an attention mask of ones), zeros for the rest."""
+        out: dict[str, torch.Tensor] = {}
+        for spec in self.plan.input_specs:
+            if spec.optional:
+                continue
+            shape = [(batch if i == 0 else length) if d is None else d for i, d in enumerate(spec.shape)]
+            fill = self.plan.input_defaults.get(spec.name, 0)
+            out[spec.name] = torch.full(shape, fill, dtype=torch_dtype(spec.dtype), device=self.backend_device)
+        return out
+
+    @property
+    def backend_device(self) -> torch.device:
+        from inferox.torch.backend import torch_device
+
+        return torch_device(self.device)
+
+    def warmup(self) -> None:
+        """One forward pass on :meth:`example_inputs` (allocates buffers, loads kernels)."""
+        self.forward(self.example_inputs())
+        self.backend.synchronize(self.device)
+
+    def memory_requirements(self) -> int:
+        """Bytes held by the parameters."""
+        if self.params is None:
+            return 0
+        return int(sum(t.numel() * t.element_size() for t in array_leaves(self.params)))
+
+    def close(self) -> None:
+        """Drop the parameters and give their memory back (the CUDA/MPS cache too). Idempotent."""
+        if self.params is None:
+            return
+        self.params = None
+        _give_memory_back(self.device)

@@ -1,8 +1,10 @@
 """The ``torch`` entry point of the ``inferox`` plugin group (``torch = "inferox.torch.plugin"``).
 
-Registers the PyTorch backend as a *lazy* spec and the torch implementations of the standard
-architectures as ``"module:factory"`` strings. Importing this module imports no framework: torch is
-imported only when the backend or an architecture factory is first used.
+Registers the PyTorch backend as a *lazy* spec that runs architecture definitions
+(``definitions=True``): every architecture with a definition — the standard ones and any plugin's —
+runs on torch through the registry's generic factory, so this plugin registers no factory of its
+own. Importing this module imports no framework: torch is imported only when the backend is first
+used.
 
 Every backend distribution of this repository follows the same template (see docs/plugin-guide.md,
 "The backend template"): ``plugin.py`` holds the constants :data:`DISTRIBUTION`,
@@ -32,15 +34,14 @@ DISTRIBUTION = "inferox-torch"
 #: The registry name of the backend.
 BACKEND_NAME = "torch"
 #: ``(architecture, "module:factory")`` pairs registered for the backend, imported on first use.
-ARCHITECTURES: tuple[tuple[str, str], ...] = (
-    ("mlp", "inferox.torch.models.mlp:create_model"),
-    ("bert", "inferox.torch.models.bert:create_model"),
-)
-#: Speed per architecture and device kind, relative to this backend's (1.0 by definition): the
-#: reference the other backends declare theirs against (see ``ArchitectureSpec.speed``).
+#: Empty: torch runs every architecture's definition (``BackendSpec.definitions``).
+ARCHITECTURES: tuple[tuple[str, str], ...] = ()
+#: Speed per architecture (or schema family: every encoder family) and device kind, relative to
+#: this backend's (1.0 by definition): the reference the other backends declare theirs against
+#: (see ``BackendSpec.speed``).
 SPEED: dict[str, dict[str, float]] = {
     "mlp": {"cpu": 1.0, "cuda": 1.0, "mps": 1.0},
-    "bert": {"cpu": 1.0, "cuda": 1.0, "mps": 1.0},
+    "encoder": {"cpu": 1.0, "cuda": 1.0, "mps": 1.0},
 }
 
 
@@ -59,6 +60,8 @@ def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
             loader="inferox.torch.backend:TorchBackend",
             requires=("torch",),
             description="PyTorch: cpu, cuda:N and mps devices; DLPack zero-copy exchange",
+            definitions=True,
+            speed=SPEED,
         )
     )
 

@@ -80,7 +80,7 @@ class NumbersReport:
 def checked_architectures(backend: str, registry: PluginRegistry) -> list[str]:
     """The architectures ``backend`` registers a factory for whose schema has a reference implementation."""
     names = set(registry.schema_names())
-    return [a for a in sorted(registry.architectures(backend)) if a in names and registry.schema(a).reference is not None]
+    return [a for a in sorted(registry.architectures(backend)) if a in names and registry.schema(a).has_reference]
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,14 @@ from inferox.core import ArchitectureSchema, BackendSpec, hookimpl
 
 @hookimpl
 def inferox_contract_version() -> str:
-    return "1.2"  # the contract this plugin was written for: 1.2 named inferox_register_implementations
+    return "1.2"  # the contract this plugin was written for: 1.2 runs architecture definitions on array backends
 
 
 @hookimpl
 def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
-    # Lazy: the loader string is imported only when the backend is first used.
-    register(BackendSpec("numpy", loader="inferox_numpy.backend:NumpyBackend", requires=("numpy",), description="NumPy reference backend (CPU)"))
+    # Lazy: the loader string is imported only when the backend is first used. definitions=True: an
+    # ArrayBackend runs every architecture's definition, so this plugin registers no factory at all.
+    register(BackendSpec("numpy", loader="inferox_numpy.backend:NumpyBackend", requires=("numpy",), description="NumPy reference backend (CPU)", definitions=True))
 
 
 @hookimpl
@@ -24,12 +25,6 @@ def inferox_register_schemas(register: Callable[[ArchitectureSchema], None]) -> 
     from inferox_numpy.linear import LINEAR  # NumPy and core only: no framework
 
     register(LINEAR)
-
-
-@hookimpl
-def inferox_register_implementations(register: Callable[..., None]) -> None:
-    register("numpy", "linear", "inferox_numpy.linear:create_linear")
-    register("numpy", "mlp", "inferox_numpy.mlp:create_mlp")
 
 
 @hookimpl

@@ -1,24 +1,11 @@
-"""Backend-neutral schemas of the standard architectures (``mlp``, ``bert``).
+"""What the encoder architectures share with hand-written backends: config fields, BERT's schema
+helpers, the legacy pre-processing settings and reading a sentence-transformers folder.
 
-Every backend implements the same architectures from the same package, so what an architecture
-*is* — its config fields, weight names, input and output specs, pooling options and input
-validation — is written once here, and each backend only writes the compute. This module imports no
-framework.
-
-``mlp``
-    config ``{"layer_sizes": [in, h1, ..., out], "activation": "relu"|"gelu"|"tanh"|"sigmoid"|"identity"}``;
-    weights ``layers.{i}.weight`` of shape ``(out, in)`` and ``layers.{i}.bias`` of shape ``(out,)``;
-    input ``input`` f32 ``(batch, in)``, output ``output`` f32 ``(batch, out)``. The activation
-    follows every layer but the last.
-
-``bert``
-    a Hugging Face ``BertConfig`` ``config.json`` and Hugging Face parameter names
-    (``embeddings.word_embeddings.weight``, ``encoder.layer.N.attention.self.query.weight``, …,
-    ``pooler.dense.weight``), with or without a ``bert.`` prefix; inputs ``input_ids``,
-    ``attention_mask``, optional ``token_type_ids`` and optional ``position_ids``;
-    outputs ``last_hidden_state``, ``pooler_output`` and, when the package's pre-processing settings
-    name a pooling, ``sentence_embedding`` (mean pooling + L2 normalisation for sentence-transformers
-    models).
+:class:`BertConfig`, :class:`Preprocessing`, ``bert_*_specs``, ``bert_weight_*`` and
+:func:`check_bert_inputs` describe the ``bert`` architecture the way a *hand-written* backend
+factory reads it (inferox-onnx's graphs do, until they are traced from the definition); the
+definitions themselves (:mod:`inferox.core.architectures.encoder`) parse configs with their own,
+richer :class:`~inferox.core.architectures.encoder.EncoderConfig`. Nothing here imports a framework.
 """
 
 from __future__ import annotations
@@ -36,26 +23,27 @@ from inferox.core.spec import TensorSpec
 
 __all__ = [
     "ACTIVATIONS",
+    "LEGACY_POOLING_MODES",
     "POOLING_MODES",
     "BertConfig",
-    "MLPConfig",
     "Preprocessing",
     "bert_input_specs",
     "bert_output_specs",
     "bert_weight_names",
     "bert_weight_shapes",
     "check_bert_inputs",
-    "mlp_input_specs",
-    "mlp_output_specs",
+    "pooling_modes",
     "read_sentence_transformers_config",
-    "select_weights",
 ]
 
 #: Activations an ``mlp`` may use between layers (``"gelu"`` is exact; ``"gelu_new"`` and
 #: ``"gelu_pytorch_tanh"`` the tanh approximation, named as Hugging Face configs name them).
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "gelu_pytorch_tanh", "tanh", "sigmoid", "identity")
-#: Ways a ``bert`` model may pool its token states into ``sentence_embedding``.
-POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
+#: Ways an encoder may pool its token states into ``sentence_embedding`` (sentence-transformers'
+#: ``Pooling`` modes; a package may name several, concatenated in order).
+POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len", "weightedmean", "lasttoken")
+#: The pooling modes hand-written factories (:class:`Preprocessing`) compute.
+LEGACY_POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
 
 
 def _int_field(config: Mapping[str, Any], key: str, default: int | None = None, *, minimum: int = 1) -> int:
@@ -63,47 +51,6 @@ def _int_field(config: Mapping[str, Any], key: str, default: int | None = None, 
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"must be an integer >= {minimum}", field=key, value=value)
     return value
-
-
-# ---------------------------------------------------------------------------------------------- MLP
-@dataclass(frozen=True)
-class MLPConfig:
-    """The ``mlp`` architecture's config."""
-
-    layer_sizes: tuple[int, ...]
-    activation: str = "relu"
-
-    @classmethod
-    def from_dict(cls, config: Mapping[str, Any]) -> MLPConfig:
-        if not isinstance(config, Mapping):
-            raise ConfigError("an mlp config must be an object", field="config", value=type(config).__name__)
-        sizes = config.get("layer_sizes")
-        if not isinstance(sizes, (list, tuple)) or len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
-            raise ConfigError("must be a list of at least two positive integers", field="layer_sizes", value=sizes)
-        activation = config.get("activation", "relu")
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"must be one of {', '.join(ACTIVATIONS)}", field="activation", value=activation)
-        return cls(tuple(int(s) for s in sizes), str(activation))
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.layer_sizes) - 1
-
-    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every weight this config needs, with its shape (``(out, in)`` for matrices)."""
-        shapes: dict[str, tuple[int, ...]] = {}
-        for i, (n_in, n_out) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:])):
-            shapes[f"layers.{i}.weight"] = (n_out, n_in)
-            shapes[f"layers.{i}.bias"] = (n_out,)
-        return shapes
-
-
-def mlp_input_specs(cfg: MLPConfig) -> list[TensorSpec]:
-    return [TensorSpec("input", DType.F32, (None, cfg.layer_sizes[0]), description="features")]
-
-
-def mlp_output_specs(cfg: MLPConfig) -> list[TensorSpec]:
-    return [TensorSpec("output", DType.F32, (None, cfg.layer_sizes[-1]))]
 
 
 # --------------------------------------------------------------------------------------------- BERT
@@ -183,8 +130,14 @@ class Preprocessing:
             if options.get(key) is not None:
                 raw[key] = options[key]
         pooling = raw.get("pooling")
-        if pooling is not None and pooling not in POOLING_MODES:
-            raise ConfigError(f"must be one of {', '.join(POOLING_MODES)}", field="pooling", value=pooling)
+        if pooling is not None and pooling not in LEGACY_POOLING_MODES:
+            raise ConfigError(f"must be one of {', '.join(LEGACY_POOLING_MODES)}", field="pooling", value=pooling)
+        # What a hand-written factory cannot compute is refused by name, never silently left out.
+        for key in ("head", "dense"):
+            if raw.get(key):
+                raise ConfigError(f"this factory computes no {key!r} (a task head or sentence-transformers Dense layers)", field=key, value=raw[key])
+        if raw.get("pooler") is False:
+            raise ConfigError("this factory always computes pooler_output", field="pooler", value=False)
         normalize = raw.get("normalize", False)
         if not isinstance(normalize, bool):
             raise ConfigError("must be true or false", field="normalize", value=normalize)
@@ -197,12 +150,45 @@ class Preprocessing:
         return {"pooling": self.pooling, "normalize": self.normalize, "max_seq_length": self.max_seq_length}
 
 
+#: sentence-transformers' legacy ``pooling_mode_*`` flags, in the order it concatenates them.
+_LEGACY_POOLING_FLAGS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+#: sentence-transformers' own spellings of a mode, where Inferox's differs.
+_POOLING_ALIASES = {"mean_sqrt_len_tokens": "mean_sqrt_len", "mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max", "weightedmean_tokens": "weightedmean"}
+
+
+def pooling_modes(config: Mapping[str, Any], *, path: str = "1_Pooling/config.json") -> list[str]:
+    """The pooling modes of a sentence-transformers ``Pooling`` module's ``config.json``, in the order
+    their vectors are concatenated: its ``pooling_mode`` (a name or a list, sentence-transformers ≥ 5)
+    or its legacy ``pooling_mode_*`` flags; ``["mean"]`` when it names none (its default). An unknown
+    mode is a :class:`PackageFormatError` naming the file and the mode."""
+    raw = config.get("pooling_mode")
+    if raw is not None:
+        names = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, (list, tuple)) else None
+        if not names or not all(isinstance(n, str) for n in names):
+            raise PackageFormatError(f"{path}: pooling_mode must be a mode name or a list of them, not {raw!r}", path=path, field="pooling_mode")
+    else:
+        names = [mode for flag, mode in _LEGACY_POOLING_FLAGS.items() if config.get(flag)] or ["mean"]
+    out = [_POOLING_ALIASES.get(n, n) for n in names]
+    for mode in out:
+        if mode not in POOLING_MODES:
+            raise PackageFormatError(f"{path}: unknown pooling mode {mode!r} (known: {', '.join(POOLING_MODES)})", path=path, field="pooling_mode")
+    return out
+
+
 def read_sentence_transformers_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """The pre-processing settings of a sentence-transformers model folder (what a package records).
 
     Reads ``modules.json`` (a ``Normalize`` module → ``normalize``), the pooling module's
-    ``config.json`` (``pooling``) and ``sentence_bert_config.json`` (``max_seq_length``). A folder that
-    is not a sentence-transformers model gives ``{}``.
+    ``config.json`` (``pooling``: a mode, or a list of modes concatenated in order) and
+    ``sentence_bert_config.json`` (``max_seq_length``). A folder that is not a sentence-transformers
+    model gives ``{}``. (``inferox pack`` reads more: ``Dense`` modules and their weights.)
     """
     root = Path(folder)
 
@@ -223,15 +209,8 @@ def read_sentence_transformers_config(folder: str | os.PathLike[str]) -> dict[st
         elif kind.endswith(".Pooling"):
             cfg_path = root / str(module.get("path", "")) / "config.json"
             cfg = load(cfg_path) if cfg_path.is_file() else {}
-            for flag, mode in (
-                ("pooling_mode_mean_tokens", "mean"),
-                ("pooling_mode_cls_token", "cls"),
-                ("pooling_mode_max_tokens", "max"),
-                ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len"),
-            ):
-                if cfg.get(flag):
-                    out["pooling"] = mode
-                    break
+            modes = pooling_modes(cfg if isinstance(cfg, Mapping) else {}, path=str(cfg_path))
+            out["pooling"] = modes[0] if len(modes) == 1 else modes
     if modules:
         out.setdefault("normalize", False)
     sbert = root / "sentence_bert_config.json"
@@ -307,37 +286,6 @@ def bert_weight_shapes(cfg: BertConfig) -> dict[str, tuple[int, ...]]:
 
 def _shape(value: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in value.shape)
-
-
-def select_weights(
-    weights: Mapping[str, Any],
-    expected: Mapping[str, tuple[int, ...]] | list[str],
-    *,
-    prefixes: tuple[str, ...] = ("",),
-    optional: frozenset[str] = frozenset(),
-    source: str | None = None,
-) -> dict[str, Any]:
-    """Pick ``expected`` names out of ``weights``, trying each of ``prefixes`` (``"bert."``).
-
-    Shapes are checked where ``expected`` maps names to shapes. A missing weight (not in
-    ``optional``) or a wrong shape is a :class:`PackageFormatError` whose ``field`` names the weight.
-    """
-    names = list(expected)
-    prefix = next((p for p in prefixes if all((p + n) in weights for n in names if n not in optional)), None)
-    if prefix is None:
-        best = max(prefixes, key=lambda p: sum((p + n) in weights for n in names))
-        missing = next(n for n in names if n not in optional and (best + n) not in weights)
-        raise PackageFormatError(f"weights are missing {best + missing!r} ({len(weights)} tensors present)", path=source, field=best + missing)
-    out: dict[str, Any] = {}
-    for n in names:
-        key = prefix + n
-        if key not in weights:
-            continue
-        value = weights[key]
-        if isinstance(expected, Mapping) and _shape(value) != tuple(expected[n]):
-            raise PackageFormatError(f"weight {key!r} has shape {_shape(value)}, expected {tuple(expected[n])}", path=source, field=key)
-        out[n] = value
-    return out
 
 
 def check_bert_inputs(cfg: BertConfig, inputs: Mapping[str, Any], value_range: Callable[[Any], tuple[int, int]]) -> None:
