@@ -226,6 +226,8 @@ def _local_addresses(text: str, served: Served) -> str:
 def documented_server(tmp_path_factory: pytest.TempPathFactory, minilm_package: Path, docs_cache: Path) -> Iterator[Served]:
     """What serving.md's snippets talk to: ``inferox serve models/ --grpc-port 8001`` with the
     all-MiniLM-L6-v2 package as ``minilm`` (on torch: ready in seconds), on free ports."""
+    from tests.support.model_files import minilm_dir
+
     root = tmp_path_factory.mktemp("documented-server")
     _link_tree(minilm_package, root / "models" / "minilm")
     _link_tree(minilm_dir(), root / "all-MiniLM-L6-v2")
