@@ -45,7 +45,7 @@ class OldSuite(BackendConformance):
     capabilities = Capabilities(device_kinds=frozenset({"cpu"}), dtypes=None)
 
     def make_tiny_model(self, backend: Any, weight: Any, bias: Any) -> Any:
-        from inferox_numpy.linear import LinearModel
+        from tests.support.linear_model import LinearModel
 
         from inferox.core import ModelMetadata
 

@@ -310,7 +310,7 @@ class BoxedBackend(ArrayBackend):
 
 
 def test_native_inputs_a_backend_cannot_take_fail_the_suite() -> None:
-    from inferox_numpy.linear import LinearModel
+    from tests.support.linear_model import LinearModel
 
     class BoxedSuite(BackendConformance):
         backend_name = "boxed"

@@ -235,7 +235,7 @@ def test_a_backend_without_the_architecture_names_both_plugins_and_what_to_insta
     assert ei.value.defined_by is None and ei.value.install == "install the plugin that defines it"
     with pytest.raises(ArchitectureNotFoundError) as ei:
         registry.schema("gpt")
-    assert "no installed plugin defines architecture 'gpt'; known architectures: bert, mlp; install the plugin that defines it" == str(ei.value)
+    assert "no installed plugin defines architecture 'gpt'; known architectures: bert, distilbert, electra, mlp, mpnet, roberta, xlm-roberta; install the plugin that defines it" == str(ei.value)
 
 
 def test_an_architecture_only_a_blocked_backend_implements_says_so(make_dist: MakeDist, unique: str, fake: dict[str, Any]) -> None:

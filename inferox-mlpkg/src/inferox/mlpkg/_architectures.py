@@ -66,6 +66,24 @@ class PackageArchitecture:
     def weight_shapes(self, config: Mapping[str, Any]) -> Mapping[str, tuple[int, ...]]:
         return _as_package_error(lambda: self.schema.weight_shapes(config), CONFIG_FILE)
 
+    def optional_weights(self, config: Mapping[str, Any], pre: Mapping[str, Any], header: Mapping[str, Any]) -> set[str]:
+        """The names of :meth:`weight_shapes` a package resolved to ``pre`` does not read (a pooler the
+        checkpoint lacks, a head ``--encoder-only`` drops): what the definition's ``select`` leaves
+        out, asked on zero-byte stand-ins of the weights (nothing is read). Empty for a schema
+        without a definition or its own ``select``: every weight it lists is required."""
+        definition = self.schema.load_definition()
+        if definition is None or definition.select is None:
+            return set()
+        expected = self.weight_shapes(config)
+        select = definition.select
+
+        def needed() -> set[str]:
+            stand_ins = {k: np.broadcast_to(np.float32(0), tuple(v.get("shape", ()))) for k, v in header.items() if isinstance(v, dict) and "shape" in v}
+            stand_ins.update({n: np.broadcast_to(np.float32(0), tuple(shape)) for n, shape in expected.items()})
+            return set(select(stand_ins, definition.configure(config, pre), None))
+
+        return set(expected) - _as_package_error(needed, PREPROCESSING_FILE)
+
     def golden(self, config: Mapping[str, Any], pre: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
         return _as_package_error(lambda: self.schema.golden(config, pre, rng), CONFIG_FILE)
 

@@ -354,10 +354,12 @@ def _assemble(
         if extra:
             _add_tensors(dst, extra)
         header = read_safetensors_header(dst, rel=WEIGHTS_FILE)
-        # Refuse a package no backend could load (typed, naming the weight), before golden outputs are attempted.
-        check_weight_shapes(header, arch.weight_shapes(config), architecture=arch.name, rel=WEIGHTS_FILE)
         if kind == "pickle":
             pre = arch.resolve(config, pre, weight_names=list(header), encoder_only=encoder_only)
+        # Refuse a package no backend could load (typed, naming the weight), before golden outputs are
+        # attempted; weights the resolved package does not read (a pooler it lacks) may be absent.
+        check_weight_shapes(header, arch.weight_shapes(config), architecture=arch.name, rel=WEIGHTS_FILE,
+                            optional=arch.optional_weights(config, pre, header))
         for layer in pre.get("dense") or ():
             layer.pop("path", None)  # the weights are in model.safetensors now
         inputs, outputs = arch.specs(config, pre)

@@ -6,7 +6,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,17 @@ __all__ = ["check_weight_shapes", "convert_pickle_to_safetensors", "load_pickle_
 _MAX_HEADER = 100 << 20
 
 
-def check_weight_shapes(header: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]], *, architecture: str, rel: str) -> None:
+def check_weight_shapes(
+    header: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]], *, architecture: str, rel: str, optional: Collection[str] = ()
+) -> None:
     """Check a safetensors header against the weights an architecture's schema expects for a config.
 
     Checkpoints often name weights under a prefix (the Hub's ``bert.embeddings…`` for the schema's
     ``embeddings…``): the prefix that finds the most expected names is used, as the backends' loaders
     do. A missing weight is a :class:`PackageFormatError`, a weight of another shape a
     :class:`WeightShapeError`, each naming the weight (and both shapes): such a package would build,
-    then fail on every backend.
+    then fail on every backend. ``optional`` names weights the package may lack (checked for shape
+    when present).
     """
     shapes = {k: tuple(int(d) for d in v.get("shape", ())) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
     names = list(expected)
@@ -45,7 +48,7 @@ def check_weight_shapes(header: Mapping[str, Any], expected: Mapping[str, tuple[
             f"{rel}: weight {weight!r} has shape {list(actual)}, but architecture {architecture!r} expects {list(want)} for this config{more}",
             weight=weight, expected=want, actual=actual, path=rel,
         )
-    missing = [found[n] for n in names if found[n] not in shapes]
+    missing = [found[n] for n in names if found[n] not in shapes and n not in optional]
     if missing:
         raise PackageFormatError(
             f"{rel}: architecture {architecture!r} needs weight {missing[0]!r}, which is missing ({len(missing)} missing, {len(shapes)} tensors present)",

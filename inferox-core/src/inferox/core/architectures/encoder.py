@@ -795,16 +795,10 @@ def _default_outputs(family: str, config: Mapping[str, Any], pre: Mapping[str, A
 
 def _weight_shapes(family: str, config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     """What a checkpoint of this ``config.json`` must hold (encoder names without the family's
-    prefix; the head's when ``architectures`` names the classification head).
-
-    Required weights only: ``inferox pack`` refuses a checkpoint missing any. The pooler is optional
-    (:func:`resolve_package` records whether the checkpoint has one) unless the classification head
-    reads it."""
-    fam = FAMILIES[family]
-    classifier = _architecture_name(config) == fam.classifier_class
-    cfg = parse_encoder(config, {"pooler": classifier and fam.head.dense is None and fam.pooler is not None}, family=family)
+    prefix; the head's when ``architectures`` names the classification head)."""
+    cfg = parse_encoder(config, {}, family=family)
     shapes = encoder_weight_shapes(cfg)
-    if classifier:
+    if _architecture_name(config) == FAMILIES[family].classifier_class:
         shapes.update(head_weight_shapes(cfg, _labels(config)[0]))
     return shapes
 
