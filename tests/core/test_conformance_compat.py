@@ -45,9 +45,8 @@ class OldSuite(BackendConformance):
     capabilities = Capabilities(device_kinds=frozenset({"cpu"}), dtypes=None)
 
     def make_tiny_model(self, backend: Any, weight: Any, bias: Any) -> Any:
-        from tests.support.linear_model import LinearModel
-
         from inferox.core import ModelMetadata
+        from tests.support.linear_model import LinearModel
 
         return LinearModel(backend=backend, metadata=ModelMetadata("tiny"), weight=weight, bias=bias)
 

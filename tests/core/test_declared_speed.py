@@ -42,11 +42,44 @@ def test_a_malformed_declaration_is_refused_naming_the_plugin(speed: Any) -> Non
     assert registry.architectures().get("arch-bad") is None  # nothing of the plugin was kept
 
 
-def test_the_installed_backends_declare_bert_and_mlp_on_cpu() -> None:
+def test_the_installed_backends_declare_every_standard_architecture_on_cpu() -> None:
     reg = get_registry()
-    for arch in ("bert", "mlp"):
+    for arch in ("bert", "distilbert", "roberta", "xlm-roberta", "mpnet", "electra", "mlp"):
         for backend in reg.backends_for(arch):
             if backend in ("torch", "jax", "onnx"):
                 assert reg.declared_speed(backend, arch) is not None, (backend, arch)
     if "torch" in reg.backend_names():
         assert reg.declared_speed("torch", "bert") == 1.0  # the reference the others are relative to
+
+
+def _definition_backend(name: str, speed: Any) -> types.ModuleType:
+    from inferox.core import BackendSpec
+
+    module = types.ModuleType(name)
+    module.inferox_contract_version = hookimpl(lambda: "1.2")  # type: ignore[attr-defined]
+    module.inferox_register_backends = hookimpl(  # type: ignore[attr-defined]
+        lambda register: register(BackendSpec(name, loader="inferox_numpy.backend:NumpyBackend", definitions=True, speed=speed))
+    )
+    return module
+
+
+def test_a_definition_backend_declares_speed_per_architecture_or_family() -> None:
+    # A backend that runs definitions registers no factory: its BackendSpec carries the speeds, by
+    # architecture name or by schema family (every encoder family without an entry of its own).
+    registry = P.PluginRegistry()
+    registry.register_plugin(_definition_backend("defs", {"Encoder": {"cpu": 1.5}, "roberta": {"cpu": 0.5}, "mlp": {"cpu": 2}}), name="defs")
+    assert registry.declared_speed("defs", "bert") == registry.declared_speed("defs", "electra") == 1.5
+    assert registry.declared_speed("defs", "roberta") == 0.5 and registry.declared_speed("defs", "mlp") == 2.0
+    assert registry.declared_speed("defs", "bert", "cuda") is None
+    spec = registry.implementation("defs", "distilbert")  # the generic implementation, attributed to the backend's plugin
+    assert (spec.backend, spec.name, spec.plugin, dict(spec.speed)) == ("defs", "distilbert", "defs", {"cpu": 1.5})
+    assert callable(spec.factory) and spec.load() is spec.factory
+
+
+@pytest.mark.parametrize("speed", [{"mlp": {"cpu": 0}}, {"mlp": [("cpu", 1.0)]}, {3: {"cpu": 1.0}}, [("mlp", {"cpu": 1.0})]])
+def test_a_malformed_backend_declaration_is_refused_naming_the_plugin(speed: Any) -> None:
+    registry = P.PluginRegistry()
+    with pytest.raises(PluginError) as info:
+        registry.register_plugin(_definition_backend("baddefs", speed), name="baddefs")
+    assert info.value.code == "PLUGIN_ERROR" and info.value.details["plugin"] == "baddefs" and "speed" in info.value.message
+    assert "baddefs" not in registry.backend_names()  # nothing of the plugin was kept

@@ -417,3 +417,16 @@ def test_a_missing_weight_is_refused_and_hub_prefixes_are_understood(tmp_path: P
     with pytest.raises(WeightShapeError) as ei2:
         build_package(bert, output_dir=tmp_path / "out", name="bad-bert", golden=False)
     assert (ei2.value.weight, ei2.value.actual, ei2.value.expected) == ("bert.encoder.layer.3.intermediate.dense.weight", (100, 384), (1536, 384))
+    # The pooler is optional (the pack records whether the checkpoint has one), but one that is there
+    # is checked like any other weight.
+    weights = load_file(str(minilm_dir / "model.safetensors"))
+    del weights["pooler.dense.weight"], weights["pooler.dense.bias"]
+    save_file(weights, str(bert / "model.safetensors"))
+    no_pooler = load_package(build_package(bert, output_dir=tmp_path / "out", name="no-pooler", golden=False))
+    assert no_pooler.preprocessing["pooler"] is False and "pooler_output" not in [s.name for s in no_pooler.output_specs]
+    weights["pooler.dense.weight"] = np.zeros((384, 100), np.float32)
+    weights["pooler.dense.bias"] = np.zeros(384, np.float32)
+    save_file(weights, str(bert / "model.safetensors"))
+    with pytest.raises(WeightShapeError) as ei3:
+        build_package(bert, output_dir=tmp_path / "out", name="bad-pooler", golden=False)
+    assert (ei3.value.weight, ei3.value.actual, ei3.value.expected) == ("pooler.dense.weight", (384, 100), (384, 384))

@@ -327,7 +327,7 @@ def test_verify_package_runs_the_golden_cases(pkg_path: Path) -> None:
     (err,) = bad.errors
     assert not bad.ok and isinstance(err, NumericMismatchError) and not isinstance(err, PackageIntegrityError)
     assert (err.code, err.subject, err.against, err.output, err.max_difference) == ("NUMERIC_MISMATCH", "golden", "reference", "output", pytest.approx(1.0))
-    assert str(err).startswith("the package's golden outputs (computed by backend 'numpy' at build): output 'output' differs from the reference by up to 1 at index (")
+    assert str(err).startswith("the package's golden outputs (computed by the reference at build): output 'output' differs from the reference by up to 1 at index (")
     assert bad.golden["numpy"] < 1e-6  # the backend agrees with the reference: the stored outputs are what is wrong
     # with the reference left out, the backend is held to the (wrong) golden outputs instead
     held = verify_package(pkg_path, reference=False)

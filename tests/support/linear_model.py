@@ -8,6 +8,7 @@ only: it runs on any NumPy-like backend.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from inferox.core import Backend, ConfigError, DeviceId, DType, Model, ModelMetadata, TensorSpec
 
-__all__ = ["LinearModel"]
+__all__ = ["LinearModel", "create_linear"]
 
 
 class LinearModel(Model):
@@ -41,3 +42,15 @@ class LinearModel(Model):
 
     def memory_requirements(self) -> int:
         return int(self.weight.nbytes + self.bias.nbytes)
+
+
+def create_linear(
+    *, backend: Backend, config: Mapping[str, Any], weights: str | os.PathLike[str] | Mapping[str, Any], metadata: ModelMetadata,
+    device: Any = None, dtype: Any = None, **options: Any,
+) -> LinearModel:
+    """A hand-written factory for a ``linear``-shaped architecture (weights ``weight`` and ``bias``): what
+    a backend registers for an architecture it runs without a definition."""
+    from inferox.core.weights import load_safetensors
+
+    arrays = weights if isinstance(weights, Mapping) else load_safetensors(os.fspath(weights), framework="numpy")
+    return LinearModel(backend=backend, metadata=metadata, weight=np.asarray(arrays["weight"]), bias=np.asarray(arrays["bias"]))

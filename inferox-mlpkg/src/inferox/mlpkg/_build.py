@@ -22,6 +22,7 @@ from inferox.core.errors import (
     InferoxError,
     PackageFormatError,
     PackageNotFoundError,
+    PluginError,
     UnsafePackageError,
 )
 from inferox.core.model import ModelMetadata
@@ -271,16 +272,23 @@ def _golden_outputs(
 ) -> tuple[dict[str, np.ndarray], str] | None:
     """Outputs of the golden inputs: from the architecture's reference (its definition on NumPy in
     float64, recorded as backend ``"reference"``), so packing imports no framework — else, for an
-    architecture with neither a definition nor a reference, on the package's own backends, then
-    the fastest declared installed one that registers it."""
+    architecture with neither a definition nor a reference (or a plugin's reference that fails,
+    logged), on the package's own backends, then the fastest declared installed one that registers it."""
     from inferox.core.model import AnyModel
     from inferox.core.weights import load_safetensors
     from inferox.mlpkg._loading import instantiate
 
-    reference = arch.schema.load_reference()
-    if reference is not None:
-        out = reference(dict(config), load_safetensors(weights, framework="numpy"), dict(inputs), **options)
-        return {k: np.ascontiguousarray(v) for k, v in out.items()}, REFERENCE_BACKEND
+    try:
+        reference = arch.schema.load_reference()
+        if reference is not None:
+            out = reference(dict(config), load_safetensors(weights, framework="numpy"), dict(inputs), **options)
+            return {k: np.ascontiguousarray(v) for k, v in out.items()}, REFERENCE_BACKEND
+    except InferoxError as exc:
+        if not isinstance(exc, PluginError):  # the package's own fault (a weight it lacks …): refuse it
+            raise
+        log.warning("golden outputs: the reference of %s failed (%s); computing them on a backend", arch.name, exc)
+    except Exception as exc:  # noqa: BLE001 - a plugin's reference is code of its own: fall back to a backend
+        log.warning("golden outputs: the reference of %s failed (%s: %s); computing them on a backend", arch.name, type(exc).__name__, exc)
     reg = get_registry()
     have = reg.backends_for(arch.name)
     # After the package's own backends, the fastest declared first: the backend a server would

@@ -82,6 +82,8 @@ class ParityRow:
 
 def _who(subject: str, golden_backend: str | None) -> str:
     if subject == GOLDEN:
+        if golden_backend == REFERENCE:  # packs record golden outputs computed by the reference itself
+            return "the package's golden outputs (computed by the reference at build)"
         return "the package's golden outputs" + (f" (computed by backend {golden_backend!r} at build)" if golden_backend else "")
     reg = get_registry()
     try:
