@@ -1,8 +1,10 @@
 """The ``onnx`` entry point of the ``inferox`` plugin group (``onnx = "inferox.onnx.plugin"``).
 
-Registers the ONNX Runtime backend as a *lazy* spec and its implementations of the standard
-architectures as ``"module:factory"`` strings. Importing this module imports neither ``onnx`` nor
-``onnxruntime``: they are imported only when the backend or an architecture factory is first used.
+Registers the ONNX Runtime backend as a *lazy* spec that runs architecture definitions
+(``definitions=True``): every architecture with a definition — the standard ones and any plugin's —
+is traced into an ONNX graph through the registry's generic factory, so this plugin registers no
+factory of its own. Importing this module imports neither ``onnx`` nor ``onnxruntime``: they are
+imported only when the backend is first used.
 
 Every backend distribution of this repository follows the same template (see docs/plugin-guide.md,
 "The backend template"): ``plugin.py`` holds the constants :data:`DISTRIBUTION`,
@@ -32,10 +34,8 @@ DISTRIBUTION = "inferox-onnx"
 #: The registry name of the backend.
 BACKEND_NAME = "onnx"
 #: ``(architecture, "module:factory")`` pairs registered for the backend, imported on first use.
-ARCHITECTURES: tuple[tuple[str, str], ...] = (
-    ("mlp", "inferox.onnx.models.mlp:create_model"),
-    ("bert", "inferox.onnx.models.bert:create_model"),
-)
+#: Empty: onnx traces every architecture's definition (``BackendSpec.definitions``).
+ARCHITECTURES: tuple[tuple[str, str], ...] = ()
 #: Distributions that provide the ``onnxruntime`` module: the CPU build, or one of the GPU builds
 #: (which are published under their own names and replace the CPU one).
 _RUNTIME_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
@@ -69,7 +69,8 @@ def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
             BACKEND_NAME,
             loader="inferox.onnx.backend:OnnxBackend",
             requires=("onnx", _runtime_distribution()),
-            description="ONNX Runtime: graphs built from safetensors, transformer fusions, cpu and cuda:N",
+            description="ONNX Runtime: graphs traced from the architecture definitions, fused operators, int8, cpu and cuda:N",
+            definitions=True,
         )
     )
 
