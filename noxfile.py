@@ -46,7 +46,8 @@ COVERAGE_BARS: dict[str, tuple[str, int]] = {
 #: Every distribution's import name: what the ``all`` session measures, and the flaky runs trace.
 ALL_PACKAGES = ("inferox.core", "inferox.torch", "inferox.jax", "inferox.onnx", "inferox.mlpkg", "inferox.engine")
 
-TEST_TOOLS = ["pytest>=8", "pytest-cov>=5", "pytest-timeout>=2.3", "hypothesis>=6.100", "coverage[toml]>=7.4"]
+# array-api-strict: the standard and nothing else, which the architecture definitions are checked against.
+TEST_TOOLS = ["pytest>=8", "pytest-cov>=5", "pytest-timeout>=2.3", "hypothesis>=6.100", "coverage[toml]>=7.4", "array-api-strict>=2.0"]
 
 nox.options.sessions = ["lint", "types", "core", "torch", "jax", "onnx", "thirdparty", "all", "ray", "coverage"]
 nox.options.default_venv_backend = "venv"

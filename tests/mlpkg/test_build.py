@@ -59,15 +59,60 @@ def test_golden_outputs_match_the_reference(mlp_dir: Path, tmp_path: Path, only_
 
     pkg = load_package(build_package(mlp_dir, output_dir=tmp_path))
     inputs, outputs = pkg.golden_inputs(), pkg.golden_outputs()
-    assert inputs is not None and outputs is not None and pkg.metadata["golden"]["backend"] == "numpy"
+    assert inputs is not None and outputs is not None and pkg.metadata["golden"]["backend"] == "reference"
     want = mlp_reference(pkg.config, mlp_tensors([4, 8, 3]), inputs["input"])
     np.testing.assert_allclose(outputs["output"], want, rtol=1e-6)
 
 
-def test_without_any_backend_golden_has_inputs_only(mlp_dir: Path, tmp_path: Path, no_backends: object) -> None:
+def test_without_any_backend_golden_outputs_come_from_the_reference(mlp_dir: Path, tmp_path: Path, no_backends: object) -> None:
     pkg = load_package(build_package(mlp_dir, output_dir=tmp_path))
+    inputs, outputs = pkg.golden_inputs(), pkg.golden_outputs()
+    assert inputs is not None and outputs is not None and pkg.metadata["golden"]["backend"] == "reference"
+    np.testing.assert_allclose(outputs["output"], mlp_reference(pkg.config, mlp_tensors([4, 8, 3]), inputs["input"]), rtol=1e-6)
+
+
+def test_an_architecture_without_reference_or_backend_gets_golden_inputs_only(tmp_path: Path, no_backends: Any) -> None:
+    import dataclasses
+
+    from inferox.core import CONTRACT_VERSION, hookimpl
+
+    plain = dataclasses.replace(no_backends.schema("mlp"), name="plainmlp", model_types=("plainmlp",), definition=None, reference=None)
+    plugin = type("P", (), {"inferox_contract_version": staticmethod(hookimpl(lambda: CONTRACT_VERSION)),
+                            "inferox_register_schemas": staticmethod(hookimpl(lambda register: register(plain)))})
+    no_backends.register_plugin(plugin, name="plain")
+    src = write_mlp_folder(tmp_path / "src", [4, 8, 3], extra={"model_type": "plainmlp"})
+    pkg = load_package(build_package(src, output_dir=tmp_path / "out"))
     assert pkg.golden_inputs() is not None and pkg.golden_outputs() is None and not pkg.has_golden_outputs
     assert pkg.metadata["golden"]["outputs"] is None and pkg.metadata["golden"]["backend"] is None
+
+
+def test_golden_outputs_are_the_references_not_the_first_backends(mlp_dir: Path, tmp_path: Path, only_ref_backend: Any) -> None:
+    """A backend whose name sorts first and that computes wrong numbers does not decide the golden
+    outputs (before, the first backend implementing the architecture computed them)."""
+    import types
+
+    from inferox.core import CONTRACT_VERSION, BackendSpec, hookimpl
+    from inferox.core.definition import definition_factory
+
+    right = definition_factory(only_ref_backend.schema("mlp"))
+
+    class Wrong:
+        def __call__(self, **kwargs: Any) -> Any:
+            model = right(**kwargs)
+            forward = model.forward
+            model.forward = lambda inputs: {k: v + 1.0 for k, v in forward(inputs).items()}  # type: ignore[method-assign]
+            return model
+
+    plugin = types.ModuleType("aaa_wrong")
+    plugin.inferox_contract_version = hookimpl(lambda: CONTRACT_VERSION)  # type: ignore[attr-defined]
+    plugin.inferox_register_backends = hookimpl(lambda register: register(BackendSpec("aaa", loader="inferox_numpy.backend:NumpyBackend")))  # type: ignore[attr-defined]
+    plugin.inferox_register_architectures = hookimpl(lambda register: register("aaa", "mlp", Wrong()))  # type: ignore[attr-defined]
+    only_ref_backend.register_plugin(plugin, name="aaa")
+    assert only_ref_backend.backends_for("mlp")[0] == "aaa"
+    pkg = load_package(build_package(mlp_dir, output_dir=tmp_path, backends=["aaa"]))
+    inputs, outputs = pkg.golden_inputs(), pkg.golden_outputs()
+    assert inputs is not None and outputs is not None and pkg.metadata["golden"]["backend"] == "reference"
+    np.testing.assert_allclose(outputs["output"], mlp_reference(pkg.config, mlp_tensors([4, 8, 3]), inputs["input"]), rtol=1e-6)
 
 
 def test_golden_can_be_skipped(mlp_dir: Path, tmp_path: Path) -> None:
@@ -77,7 +122,9 @@ def test_golden_can_be_skipped(mlp_dir: Path, tmp_path: Path) -> None:
 
 def test_minilm_folder_preprocessing_and_specs(minilm_dir: Path, tmp_path: Path, no_backends: object) -> None:
     pkg = load_package(build_package(minilm_dir, output_dir=tmp_path, name="minilm"))
-    assert pkg.preprocessing == {"pooling": "mean", "normalize": True, "max_seq_length": 256, "do_lower_case": False, "source": "sentence-transformers"}
+    assert pkg.preprocessing == {"pooling": "mean", "normalize": True, "max_seq_length": 256, "do_lower_case": False, "source": "sentence-transformers", "pooler": True}
+    # What a server needs to serve it, recorded for the data plane.
+    assert pkg.model_info["task"] == {"task": "embed", "output": "sentence_embedding", "dimensions": 384, "normalized": True}
     for rel in ("sentence_bert_config.json", "modules.json", "1_Pooling/config.json", "tokenizer.json", "vocab.txt"):
         assert (pkg.path / rel).is_file()
     ins = {s.name: s for s in pkg.input_specs}

@@ -21,40 +21,40 @@ from tests.support.model_files import write_mlp_folder
 
 _KILL_ME = textwrap.dedent(
     """
-    import os, pathlib, time
-    from inferox.core import BackendSpec, hookimpl
+    import dataclasses, os, pathlib, time
+    from inferox.core import hookimpl
     from inferox.core.plugins import get_registry
     from inferox.mlpkg import build_package
 
-    class Stall:  # a backend whose mlp factory reports that it runs, then hangs until killed
+    def stall(config, weights, inputs, **options):  # a reference that reports that it runs, then hangs until killed
+        pathlib.Path({marker!r}).write_text(str(os.getpid()))
+        time.sleep(120)
+
+    registry = get_registry()
+    stalling = dataclasses.replace(registry.schema("mlp"), name="stallmlp", model_types=("stallmlp",), reference=stall)
+
+    class Stall:
         @hookimpl
         def inferox_contract_version(self):
-            return "1.0"
+            return "1.1"
 
         @hookimpl
-        def inferox_register_backends(self, register):
-            register(BackendSpec("stall", loader="inferox_numpy.backend:NumpyBackend"))
+        def inferox_register_schemas(self, register):
+            register(stalling)
 
-        @hookimpl
-        def inferox_register_architectures(self, register):
-            def create(**kwargs):
-                pathlib.Path({marker!r}).write_text(str(os.getpid()))
-                time.sleep(120)
-            register("stall", "mlp", create)
-
-    get_registry().register_plugin(Stall(), name="stall")
-    build_package({src!r}, output_dir={out!r}, name="victim", backends=["stall"])
+    registry.register_plugin(Stall(), name="stall")
+    build_package({src!r}, output_dir={out!r}, name="victim")
     """
 )
 
 
 def test_process_killed_mid_build_leaves_no_half_package(tmp_path: Path, no_backends: Any) -> None:
-    src = write_mlp_folder(tmp_path / "src")
+    src = write_mlp_folder(tmp_path / "src", extra={"model_type": "stallmlp"})
     out = tmp_path / "out"
     marker = tmp_path / "marker"
     proc = subprocess.Popen([sys.executable, "-c", _KILL_ME.format(src=str(src), out=str(out), marker=str(marker))], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while not marker.exists():  # the factory is running: the package is half assembled
+    while not marker.exists():  # the golden outputs are being computed: the package is half assembled
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -64,7 +64,7 @@ def test_process_killed_mid_build_leaves_no_half_package(tmp_path: Path, no_back
     proc.wait(30)
     assert not (out / "victim").exists()  # no half package under the real name
     assert debris[0].exists()  # the debris of the kill is still there ...
-    path = build_package(src, output_dir=out, name="victim")
+    path = build_package(write_mlp_folder(tmp_path / "src2"), output_dir=out, name="victim")
     assert load_package(path, verify=True).name == "victim"
     assert sorted(p.name for p in out.iterdir()) == ["victim"]  # ... and the next build cleaned it
 

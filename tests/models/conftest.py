@@ -107,3 +107,67 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 
 
 RunFn = Callable[[Model, Mapping[str, Any]], dict[str, np.ndarray]]
+
+
+# -- encoder families and task heads, packed by inferox from transformers checkpoints -------------------------
+#: Where a (family, head, backend) parity case runs: core's NumPy reference (the definition itself, in
+#: float64) and every backend. inferox-onnx is one more parameter: it runs what it implements (its
+#: hand-written bert) and skips, saying so, what it does not yet (until it traces the definitions).
+PARITY_BACKENDS = ("reference", "torch", "jax", "onnx")
+#: jax compiles one executable per bucket: one bucket for every parity batch keeps it to one compile a model.
+JAX_OPTIONS = {"seq_buckets": [16], "batch_buckets": [4]}
+
+
+class FamilyPackages(dict):  # type: ignore[type-arg]
+    """``packages[(family, head)]`` → ``(package path, transformers model)``, each built once on first use."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, key: tuple[str, str | None]) -> tuple[Path, Any]:
+        from inferox.mlpkg import build_package
+        from tests.support.families import save_checkpoint
+
+        family, head = key
+        src = self.root / "src" / f"{family}-{head or 'encoder'}"
+        hf = save_checkpoint(family, src, head=head, seed=len(self))
+        self[key] = (build_package(src, output_dir=self.root / "packages"), hf)
+        return self[key]  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def family_packages(tmp_path_factory: pytest.TempPathFactory) -> FamilyPackages:
+    pytest.importorskip("transformers", reason="the families' checkpoints are made with transformers")
+    return FamilyPackages(tmp_path_factory.mktemp("families"))
+
+
+def run_package(package: Path, backend: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The package's outputs for ``inputs`` on ``backend`` (``"reference"``: core's NumPy reference),
+    skipping — with the reason — where the backend does not implement the package's architecture yet."""
+    from inferox.core.errors import ArchitectureNotFoundError, ConfigError
+    from inferox.mlpkg import load_model, load_package
+
+    pkg = load_package(package)
+    if backend == "reference":
+        schema = get_registry().schema(pkg.architecture)
+        reference = schema.load_reference()
+        assert reference is not None
+        from safetensors.numpy import load_file
+
+        return reference(pkg.config, load_file(str(pkg.weights_path)), dict(inputs), preprocessing=dict(pkg.preprocessing))
+    if backend not in get_registry().available_backends():
+        pytest.skip(f"backend {backend!r} is not installed here")
+    key = (str(package), backend)
+    if key not in _LOADED:
+        try:
+            _LOADED[key] = load_model(pkg, backend=backend, **(JAX_OPTIONS if backend == "jax" else {}))
+        except (ArchitectureNotFoundError, ConfigError) as exc:
+            if backend == "onnx":
+                pytest.skip(f"inferox-onnx does not run this package yet: {exc}")
+            raise
+    return _LOADED[key](dict(inputs))  # type: ignore[no-any-return]
+
+
+#: Models loaded by :func:`run_package`, once per (package, backend) for the session (jax compiles once).
+_LOADED: dict[tuple[str, str], Any] = {}

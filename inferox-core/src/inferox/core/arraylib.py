@@ -76,6 +76,11 @@ class ArrayTensor(Tensor):
     def device(self) -> DeviceId:
         return DeviceId.cpu()
 
+    @property
+    def dtype(self) -> DType:
+        # Through the backend: a namespace's own dtype objects (array_api_strict.float32) are not numpy's.
+        return self._backend.native_dtype(self._native)
+
     def numpy(self) -> np.ndarray:
         return self._backend.to_numpy(self._native)
 

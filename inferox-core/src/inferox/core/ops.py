@@ -113,8 +113,11 @@ class Ops:
         """The error function, elementwise (the array API standard has none)."""
         xp = self.xp
         a = xp.abs(x)
-        z = x * x
-        small = x * _polevl(z, _ERF_T) / _p1evl(z, _ERF_U)
+        # Each branch sees only inputs in its own range (the others' values are discarded by where,
+        # but would overflow on the way there).
+        near = xp.where(a < 1.0, x, xp.zeros_like(x))
+        z = near * near
+        small = near * _polevl(z, _ERF_T) / _p1evl(z, _ERF_U)
         # erfc(|x|) for |x| >= 1, clamped so that exp(-x²) underflows quietly to 0 far out.
         big = xp.where(a < 1.0, xp.ones_like(a), xp.where(a > 30.0, xp.full_like(a, 30.0), a))
         e = xp.exp(-(big * big))

@@ -97,6 +97,8 @@ class TensorSpec:
             out["optional"] = True
         if self.description:
             out["description"] = self.description
+        if self.extra:
+            out["extra"] = dict(self.extra)  # e.g. a classifier's label names
         return out
 
     @classmethod
@@ -116,6 +118,7 @@ class TensorSpec:
             pad_value=data.get("pad_value"),
             optional=bool(data.get("optional", False)),
             description=str(data.get("description", "")),
+            extra=dict(data["extra"]) if isinstance(data.get("extra"), Mapping) else {},
         )
 
 

@@ -8,13 +8,13 @@ reported as a :class:`~inferox.core.errors.PackageFormatError` naming the file a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
-from inferox.core.errors import ConfigError, PackageFormatError
+from inferox.core.errors import ConfigError, PackageFormatError, UnsupportedHeadError
 from inferox.core.plugins import get_registry
 from inferox.core.schema import ArchitectureSchema
 from inferox.core.spec import TensorSpec
@@ -28,6 +28,8 @@ T = TypeVar("T")
 def _as_package_error(fn: Callable[[], T], path: str) -> T:
     try:
         return fn()
+    except UnsupportedHeadError:
+        raise  # already names the head and what is supported
     except ConfigError as exc:
         raise PackageFormatError(f"{path}: {exc.message}", path=path, field=exc.field) from exc
 
@@ -63,6 +65,24 @@ class PackageArchitecture:
 
     def golden(self, config: Mapping[str, Any], pre: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
         return _as_package_error(lambda: self.schema.golden(config, pre, rng), CONFIG_FILE)
+
+    def resolve(self, config: Mapping[str, Any], pre: Mapping[str, Any], *, weight_names: Sequence[str], encoder_only: bool = False) -> dict[str, Any]:
+        """The pre-processing settings the package records (the task head, optional weights found).
+
+        A head the architecture does not support is an :class:`UnsupportedHeadError` naming it and
+        the supported ones, unless ``encoder_only``; a schema without ``resolve`` keeps ``pre``.
+        """
+        if self.schema.resolve is None:
+            return {k: v for k, v in pre.items() if k != "activation_fn"}
+        resolve = self.schema.resolve
+        return _as_package_error(lambda: dict(resolve(config, pre, weight_names=list(weight_names), encoder_only=encoder_only)), CONFIG_FILE)
+
+    def task(self, config: Mapping[str, Any], pre: Mapping[str, Any]) -> dict[str, Any] | None:
+        """What a server needs to serve the package (``model_info.json``'s ``task``), or ``None``."""
+        if self.schema.task is None:
+            return None
+        task = self.schema.task
+        return _as_package_error(lambda: task(config, pre), PREPROCESSING_FILE)
 
 
 def known_architectures() -> list[str]:

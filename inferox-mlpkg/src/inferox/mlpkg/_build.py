@@ -63,6 +63,8 @@ _SKIP_DIRS = ("onnx", "openvino", "coreml", "tf", "flax")
 #: Files a build regenerates rather than copies (a package can be rebuilt from its own folder).
 _GENERATED = {METADATA_FILE, MODEL_INFO_FILE, GOLDEN_INPUTS, GOLDEN_OUTPUTS}
 GOLDEN_ATOL, GOLDEN_RTOL = 1e-4, 1e-3
+#: ``golden.backend`` of a package whose golden outputs come from its architecture's reference.
+REFERENCE_BACKEND = "reference"
 _NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -147,18 +149,24 @@ def hub_file_filter(paths: Sequence[str]) -> list[str]:
 
 
 # -- pre-processing ---------------------------------------------------------------------------------------
-_POOLING_KEYS = {
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_max_tokens": "max",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
-    "pooling_mode_weightedmean_tokens": "weightedmean",
-    "pooling_mode_lasttoken": "lasttoken",
-}
+#: sentence-transformers' ``Dense`` activations (the ``torch.nn`` class it saves) → Inferox's names.
+_DENSE_ACTIVATIONS = {"Tanh": "tanh", "Identity": "identity", "ReLU": "relu", "Sigmoid": "sigmoid", "GELU": "gelu"}
+
+
+def _module_kind(module: Any) -> str:
+    return str(module.get("type", "")).rsplit(".", 1)[-1] if isinstance(module, dict) else ""
 
 
 def normalize_preprocessing(files: Mapping[str, Path]) -> dict[str, Any]:
-    """``preprocessing.json`` from a source's own one or its sentence-transformers files."""
+    """``preprocessing.json`` from a source's own one or its sentence-transformers files.
+
+    From a sentence-transformers folder: ``max_seq_length`` and ``do_lower_case``
+    (``sentence_bert_config.json``), the ``Pooling`` module's modes (``pooling``: one, or a list
+    concatenated in order), ``Dense`` modules (``dense``: their settings; :func:`dense_weights` reads
+    their weights), ``Normalize`` (``normalize``), and a cross-encoder's saved activation.
+    """
+    from inferox.core.architectures import pooling_modes
+
     if PREPROCESSING_FILE in files:
         own = read_json(files[PREPROCESSING_FILE], rel=PREPROCESSING_FILE)
         if not isinstance(own, dict):
@@ -180,22 +188,73 @@ def normalize_preprocessing(files: Mapping[str, Path]) -> dict[str, Any]:
             raise PackageFormatError("modules.json must hold a list of modules", path="modules.json")
         modules = raw
         pre["source"] = "sentence-transformers"
-    pooling_dirs = [m.get("path", "") for m in modules if isinstance(m, dict) and str(m.get("type", "")).endswith("Pooling")]
+    pooling_dirs = [m.get("path", "") for m in modules if _module_kind(m) == "Pooling"]
     pooling_cfgs = [f"{d}/config.json" for d in pooling_dirs if d] or (["1_Pooling/config.json"] if "1_Pooling/config.json" in files else [])
     for rel in pooling_cfgs:
         if rel in files:
             cfg = read_json(files[rel], rel=rel)
             if not isinstance(cfg, dict):
                 raise PackageFormatError(f"{rel} must hold a JSON object", path=rel)
-            modes = [mode for key, mode in _POOLING_KEYS.items() if cfg.get(key)]
-            if modes:
-                pre["pooling"] = modes[0]
+            modes = pooling_modes(cfg, path=rel)
+            pre["pooling"] = modes[0] if len(modes) == 1 else modes
             if cfg.get("include_prompt") is False:
                 pre["include_prompt"] = False
             break
+    dense = [_dense_settings(files, str(m.get("path", "")), index=i) for i, m in enumerate(m for m in modules if _module_kind(m) == "Dense")]
+    if dense:
+        pre["dense"] = dense
     if pre.get("source") == "sentence-transformers":
-        pre["normalize"] = any(isinstance(m, dict) and str(m.get("type", "")).endswith("Normalize") for m in modules)
+        pre["normalize"] = any(_module_kind(m) == "Normalize" for m in modules)
+    if "config_sentence_transformers.json" in files:
+        st = read_json(files["config_sentence_transformers.json"], rel="config_sentence_transformers.json")
+        if isinstance(st, dict) and isinstance(st.get("activation_fn"), str):
+            pre["activation_fn"] = st["activation_fn"]  # a cross-encoder's score activation; the schema's resolve consumes it
     return pre
+
+
+def _dense_settings(files: Mapping[str, Path], folder: str, *, index: int) -> dict[str, Any]:
+    rel = f"{folder}/config.json"
+    if rel not in files:
+        raise PackageFormatError(f"the Dense module in {folder or '(root)'} has no config.json", path=rel)
+    cfg = read_json(files[rel], rel=rel)
+    if not isinstance(cfg, dict):
+        raise PackageFormatError(f"{rel} must hold a JSON object", path=rel)
+    path = str(cfg.get("activation_function") or "torch.nn.modules.activation.Tanh")
+    act = _DENSE_ACTIVATIONS.get(path.rsplit(".", 1)[-1])
+    if act is None:
+        raise PackageFormatError(f"{rel}: Dense activation {path!r} is not supported (supported: torch.nn {', '.join(_DENSE_ACTIVATIONS)})", path=rel, field="activation_function")
+    if cfg.get("module_input_name", "sentence_embedding") != "sentence_embedding":
+        raise PackageFormatError(f"{rel}: a Dense module on {cfg['module_input_name']!r} is not supported (only on sentence_embedding)", path=rel, field="module_input_name")
+    return {
+        "in_features": cfg.get("in_features"), "out_features": cfg.get("out_features"), "bias": bool(cfg.get("bias", True)),
+        "activation": act, "residual": bool(cfg.get("use_residual", False)), "path": folder,
+    }
+
+
+def dense_weights(files: Mapping[str, Path], pre: Mapping[str, Any], *, allow_pickle: bool) -> dict[str, np.ndarray]:
+    """The weights of the ``Dense`` modules ``pre`` lists, renamed ``dense.{i}.linear.weight`` … for the
+    package's one ``model.safetensors`` (each module keeps its own file in a sentence-transformers folder)."""
+    out: dict[str, np.ndarray] = {}
+    for i, layer in enumerate(pre.get("dense") or ()):
+        folder = str(layer.get("path", ""))
+        candidates = [f"{folder}/model.safetensors", f"{folder}/pytorch_model.bin"]
+        rel = next((c for c in candidates if c in files), None)
+        if rel is None:
+            raise PackageNotFoundError(f"the Dense module in {folder} has no weights ({' or '.join(candidates)})", path=candidates[0], field="weights")
+        if rel.endswith(".safetensors"):
+            from inferox.core.weights import load_safetensors
+
+            read_safetensors_header(files[rel], rel=rel)
+            tensors = load_safetensors(files[rel], framework="numpy")
+        else:
+            if not allow_pickle:
+                raise UnsafePackageError(f"the Dense weights {rel} are a pickle file, which can run code when loaded; build with --allow-pickle (allow_pickle=True) to convert them", path=rel, field="weights")
+            from inferox.mlpkg._weights import load_pickle_weights
+
+            tensors = dict(load_pickle_weights(files[rel], allow_pickle=True))
+        for key, value in tensors.items():
+            out[f"dense.{i}.{key}"] = np.asarray(value)
+    return out
 
 
 # -- golden cases -------------------------------------------------------------------------------------------
@@ -208,10 +267,17 @@ def _golden_outputs(
     backends: Sequence[str],
     options: Mapping[str, Any],
 ) -> tuple[dict[str, np.ndarray], str] | None:
-    """Outputs of the golden inputs on the first installed backend that registers the architecture."""
+    """Outputs of the golden inputs: from the architecture's reference (its definition on NumPy in
+    float64, recorded as backend ``"reference"``) — else, for an architecture with neither a
+    definition nor a reference, on the first installed backend that registers it."""
     from inferox.core.model import AnyModel
+    from inferox.core.weights import load_safetensors
     from inferox.mlpkg._loading import instantiate
 
+    reference = arch.schema.load_reference()
+    if reference is not None:
+        out = reference(dict(config), load_safetensors(weights, framework="numpy"), dict(inputs), **options)
+        return {k: np.ascontiguousarray(v) for k, v in out.items()}, REFERENCE_BACKEND
     reg = get_registry()
     have = reg.backends_for(arch.name)
     order = [b for b in backends if b in have] + [b for b in have if b not in backends]
@@ -220,9 +286,9 @@ def _golden_outputs(
             be = reg.get_backend(name)
             factory = reg.architecture_factory(name, arch.name)
             model = instantiate(factory, backend=be, config=config, weights=weights, metadata=meta, device=None, dtype=None, origin=f"{name}:{arch.name}", **options)
-            out = AnyModel(model).forward_any(dict(inputs))
+            result = AnyModel(model).forward_any(dict(inputs))
             model.close()
-            return {k: np.ascontiguousarray(v) for k, v in out.items()}, name
+            return {k: np.ascontiguousarray(v) for k, v in result.items()}, name
         except InferoxError as exc:
             log.warning("golden outputs: backend %s could not run %s: %s", name, arch.name, exc)
     return None
@@ -241,6 +307,7 @@ def _assemble(
     source: dict[str, Any],
     allow_pickle: bool,
     golden: bool,
+    encoder_only: bool = False,
 ) -> Path:
     if CONFIG_FILE not in files:
         raise PackageNotFoundError(f"the source has no {CONFIG_FILE}", path=CONFIG_FILE)
@@ -249,7 +316,7 @@ def _assemble(
         raise PackageFormatError(f"{CONFIG_FILE} must hold a JSON object", path=CONFIG_FILE)
     arch = get_architecture(architecture) if architecture else architecture_for_config(config)
     pre = normalize_preprocessing(files)
-    inputs, outputs = arch.specs(config, pre)
+    arch.check_config(config)
     facts = arch.describe(config)
     weights, kind = select_weights(list(files))
     if kind == "pickle" and not allow_pickle:
@@ -260,9 +327,15 @@ def _assemble(
             path=weights[0],
             field="weights",
         )
+    names: list[str] = []
     for w in weights:
         if w.endswith(".safetensors"):
-            read_safetensors_header(files[w], rel=w)
+            names += list(read_safetensors_header(files[w], rel=w))
+    if kind != "pickle":
+        # Which head the checkpoint has is settled before anything is written: a head Inferox does not
+        # compute is refused here (UnsupportedHeadError), not dropped.
+        pre = arch.resolve(config, pre, weight_names=names, encoder_only=encoder_only)
+    extra = dense_weights(files, pre, allow_pickle=allow_pickle)
     backend_list = list(backends) if backends else []
     with atomic_package_dir(target) as tmp:
         dst = tmp / WEIGHTS_FILE
@@ -272,7 +345,14 @@ def _assemble(
             shutil.copyfile(files[weights[0]], dst)
         else:
             merge_safetensors([files[w] for w in weights], dst)
+        if extra:
+            _add_tensors(dst, extra)
         header = read_safetensors_header(dst, rel=WEIGHTS_FILE)
+        if kind == "pickle":
+            pre = arch.resolve(config, pre, weight_names=list(header), encoder_only=encoder_only)
+        for layer in pre.get("dense") or ():
+            layer.pop("path", None)  # the weights are in model.safetensors now
+        inputs, outputs = arch.specs(config, pre)
         for rel, src in sorted(files.items()):
             if _copied(rel, weights):
                 out = tmp / _package_rel(rel)
@@ -291,7 +371,7 @@ def _assemble(
             (tmp / "golden").mkdir(exist_ok=True)
             save_file(g_in, str(tmp / GOLDEN_INPUTS))
             golden_info = {"inputs": GOLDEN_INPUTS, "outputs": None, "backend": None, "atol": GOLDEN_ATOL, "rtol": GOLDEN_RTOL}
-            opts = {"preprocessing": {k: pre[k] for k in ("pooling", "normalize", "max_seq_length") if k in pre}} if pre else {}
+            opts = {"preprocessing": dict(pre)} if pre else {}
             result = _golden_outputs(arch, config, dst, g_in, meta_obj, backend_list, opts)
             if result is not None:
                 g_out, used = result
@@ -307,6 +387,7 @@ def _assemble(
             **({DEFAULT_OUTPUTS_FIELD: defaults} if (defaults := build_default_outputs(arch, outputs, pre, config)) else {}),
             "parameters": safetensors_parameter_count(header),
             **{k: v for k, v in facts.items() if v is not None},
+            **({"task": task} if (task := arch.task(config, pre)) else {}),
         }
         write_json(tmp / MODEL_INFO_FILE, info)
         entries = [file_entry(tmp, p) for p in sorted(tmp.rglob("*")) if p.is_file()]
@@ -328,6 +409,19 @@ def _assemble(
         write_json(tmp / METADATA_FILE, metadata)
     log.info("built package %s at %s", name, target)
     return target
+
+
+def _add_tensors(path: Path, tensors: Mapping[str, np.ndarray]) -> None:
+    """Rewrite the safetensors file at ``path`` with ``tensors`` added (a name it has already is an error)."""
+    from safetensors.numpy import save_file
+
+    from inferox.core.weights import load_safetensors
+
+    have = load_safetensors(path, framework="numpy")
+    clash = sorted(set(have) & set(tensors))
+    if clash:
+        raise PackageFormatError(f"the checkpoint already has a tensor named {clash[0]!r}", path=WEIGHTS_FILE, field=clash[0])
+    save_file({**have, **tensors}, str(path), metadata={"format": "pt"})
 
 
 def _folder_files(folder: Path) -> dict[str, Path]:
@@ -420,9 +514,14 @@ def build_from_folder(
     allow_pickle: bool = False,
     golden: bool = True,
     cache: Any = None,
+    encoder_only: bool = False,
 ) -> Path:
     """Build a package from a local folder holding ``config.json`` and weights (a Hugging Face
-    model folder, a sentence-transformers folder, or another package)."""
+    model folder, a sentence-transformers folder, or another package).
+
+    A checkpoint whose task head (``config.json``'s ``architectures``) Inferox does not compute is
+    refused with :class:`~inferox.core.errors.UnsupportedHeadError`; ``encoder_only=True`` packages
+    its encoder alone."""
     src = Path(folder).expanduser()
     files = _folder_files(src)
     pkg_name = package_name(name or _folder_model_name(src, files))
@@ -431,7 +530,7 @@ def build_from_folder(
 
     def build(target: Path) -> Path:
         return _assemble(files, target, name=pkg_name, version=version, description=description, architecture=architecture, backends=be,
-                         source=source, allow_pickle=allow_pickle, golden=golden)
+                         source=source, allow_pickle=allow_pickle, golden=golden, encoder_only=encoder_only)
 
     target = _resolve_target(pkg_name, output_dir)
     if target is not None:
@@ -441,7 +540,7 @@ def build_from_folder(
     # The cache key covers what the package is made of, not just its name: two folders named
     # alike, or one folder whose weights changed, must never share an entry.
     options = {"name": pkg_name, "version": version, "description": description, "architecture": architecture, "backends": be,
-               "allow_pickle": allow_pickle, "golden": golden}
+               "allow_pickle": allow_pickle, "golden": golden, **({"encoder_only": True} if encoder_only else {})}
     digest = source_digest(files, options)
     source["content_sha256"] = digest
     return (cache or PackageCache()).get_or_build(f"folder/{pkg_name}@{digest[:16]}", build, source=source)
@@ -479,10 +578,11 @@ def build_from_hub(
     policy: DownloadPolicy | None = None,
     download_dir: str | Path | None = None,
     cache: Any = None,
+    encoder_only: bool = False,
 ) -> Path:
     """Download a Hub repository (``"hf://org/name"``, ``"hf://org/name@revision"``, ``"org/name"``
     or a :class:`HubSource`) at a revision and build a package from it; the package records the
-    resolved commit SHA."""
+    resolved commit SHA. ``encoder_only`` as for :func:`build_from_folder`."""
     if isinstance(source, HubSource):
         hub = source
         if revision or token or endpoint or allow_patterns:
@@ -509,7 +609,7 @@ def build_from_hub(
     def build_into(target: Path, fetched: tuple[dict[str, Path], dict[str, Any]] | None = None) -> Path:
         files, src = fetched or fetch()
         return _assemble(files, target, name=pkg_name, version=version, description=description, architecture=architecture, backends=be,
-                         source=src, allow_pickle=allow_pickle, golden=golden)
+                         source=src, allow_pickle=allow_pickle, golden=golden, encoder_only=encoder_only)
 
     target = _resolve_target(pkg_name, output_dir)
     if target is not None:
@@ -518,7 +618,7 @@ def build_from_hub(
 
     store = cache or PackageCache()
     sha = store.resolve_hub_revision(hub, policy=policy)
-    key = f"hub/{hub.repo_id}@{sha}"
+    key = f"hub/{hub.repo_id}@{sha}" + ("+encoder-only" if encoder_only else "")
     pinned = HubSource(hub.repo_id, revision=sha, token=hub.token, endpoint=hub.endpoint, allow_patterns=hub.allow_patterns)
     hub = pinned
     return store.get_or_build(key, build_into, source={"type": "hub", "repo_id": hub.repo_id, "sha": sha})
@@ -564,7 +664,7 @@ def build_package(
     :class:`HubSource`. The package is written to ``output_dir/<name>``, else
     ``$INFEROX_PACKAGE_DIR/<name>``, else into the package cache (:class:`PackageCache`).
     Other keyword options (``version``, ``description``, ``allow_pickle``, ``golden``,
-    ``policy``, ``download_dir``, ``cache``) are passed to the specific builder.
+    ``encoder_only``, ``policy``, ``download_dir``, ``cache``) are passed to the specific builder.
     """
     common: dict[str, Any] = {"name": name, "architecture": architecture, "backends": backends, **options}
     if isinstance(source, HubSource) or (isinstance(source, str) and source.startswith(HUB_SCHEME)):

@@ -125,7 +125,8 @@ def package_options(pkg: Package) -> dict[str, Any]:
     """Factory options a package implies: its pre-processing settings and its tokenizer."""
     opts: dict[str, Any] = {}
     if pkg.preprocessing:
-        opts["preprocessing"] = {k: pkg.preprocessing[k] for k in ("pooling", "normalize", "max_seq_length") if k in pkg.preprocessing}
+        # All of it: the task head, Dense layers and pooler flag are the architecture's business too.
+        opts["preprocessing"] = dict(pkg.preprocessing)
     if pkg.tokenizer_path is not None:
         opts["tokenizer_path"] = str(pkg.tokenizer_path)
     return opts
@@ -148,7 +149,7 @@ def load_model(
     architecture, else any that does. The backend's factory for the architecture receives the
     config, the weights path (or, for pickle weights with ``allow_pickle=True``, the tensors), the
     metadata, ``device`` and ``dtype``, plus the options ``preprocessing`` (pooling, normalize,
-    max_seq_length) and ``tokenizer_path`` when the package has them; extra ``options`` are passed
+    max_seq_length, Dense layers, the task head …) and ``tokenizer_path`` when the package has them; extra ``options`` are passed
     through and win. A package's own
     ``backends/<name>/model.py`` (``create_model``) is used instead only with ``trust_code=True``.
     """

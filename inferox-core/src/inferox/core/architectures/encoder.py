@@ -449,8 +449,8 @@ def dense_weight_shapes(cfg: EncoderConfig) -> dict[str, tuple[int, ...]]:
 def _select(weights: Mapping[str, Any], cfg: EncoderConfig, source: str | None) -> dict[str, Any]:
     fam = FAMILIES[cfg.family]
     # The encoder is prefixed in task checkpoints (bert.embeddings…) and bare in base ones; heads and
-    # sentence-transformers Dense layers are always top level.
-    out = {"encoder." + k: v for k, v in select_weights(weights, encoder_weight_shapes(cfg), prefixes=("", fam.prefix), source=source).items()}
+    # sentence-transformers Dense layers are always top level (no family's encoder uses their names).
+    out = select_weights(weights, encoder_weight_shapes(cfg), prefixes=("", fam.prefix), source=source)
     out.update(select_weights(weights, head_weight_shapes(cfg), source=source))
     out.update(select_weights(weights, dense_weight_shapes(cfg), source=source))
     return out
@@ -481,7 +481,7 @@ def _prepare(xp: Any, w: Mapping[str, Any], cfg: EncoderConfig) -> dict[str, Any
     e = fam.embeddings
 
     def enc(name: str) -> Any:
-        return w["encoder." + name]
+        return w[name]
 
     emb: dict[str, Any] = {"word": enc(f"{e['word']}.weight"), "position": enc(f"{e['position']}.weight"),
                            "norm_w": enc(f"{e['norm']}.weight"), "norm_b": enc(f"{e['norm']}.bias")}
@@ -542,10 +542,10 @@ def encoder_forward(xp: Any, ops: Ops, params: Any, inputs: Mapping[str, Any], c
         real = xp.astype(ids != cfg.pad_token_id, ids.dtype)
         x = x + ops.embedding(emb["position"], xp.cumulative_sum(real, axis=1) * real + cfg.pad_token_id)
     else:
-        x = x + emb["position"][:n]  # one broadcast row per position instead of a gather of aranges
+        x = x + emb["position"][:n, :]  # one broadcast row per position instead of a gather of aranges
     if cfg.type_vocab_size:
         types = inputs.get("token_type_ids")
-        x = x + (emb["type"][0] if types is None else ops.embedding(emb["type"], types))
+        x = x + (emb["type"][0, :] if types is None else ops.embedding(emb["type"], types))
     x = ops.layer_norm(x, emb["norm_w"], emb["norm_b"], cfg.layer_norm_eps)
     if "project_w" in emb:
         x = ops.linear(x, emb["project_w"], emb["project_b"])
