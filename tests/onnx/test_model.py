@@ -24,7 +24,7 @@ from inferox.core.errors import (
 )
 from inferox.core.plugins import get_registry
 from inferox.onnx import OnnxBackend, OnnxModel, graph_cache_dir, session_options
-from inferox.onnx.models._common import GRAPH_FILE, INFO_FILE, file_digest, write_atomic
+from inferox.onnx._graph import GRAPH_FILE, INFO_FILE, file_digest, write_atomic
 
 from .conftest import linear_graph, make_linear
 
@@ -172,7 +172,7 @@ def _int8_dynamic_emulation(x: np.ndarray, w: dict[str, np.ndarray], *, reduce_r
 
 def test_int8_reduce_range_follows_the_cpu() -> None:
     """7-bit weights exactly where u8-by-s8 kernels saturate: x86-64 without VNNI (ONNX Runtime's advice)."""
-    from inferox.onnx.models._common import cpu_flags, int8_reduce_range
+    from inferox.onnx._graph import cpu_flags, int8_reduce_range
 
     assert int8_reduce_range("x86_64", frozenset({"avx2", "fma"})) is True
     assert int8_reduce_range("x86_64", frozenset({"avx2", "avx512f", "avx512_vnni"})) is False
@@ -190,7 +190,7 @@ def test_mlp_int8_dynamic_is_what_the_cpu_allows_and_smaller() -> None:
     int16 accumulators: 0.17 away from the emulation (whose own error is 0.02); with the 7-bit weights
     such CPUs now get, ORT and the emulation agree to 1e-7.
     """
-    from inferox.onnx.models._common import int8_reduce_range
+    from inferox.onnx._graph import int8_reduce_range
 
     w = mlp_weights([64, 128, 8])
     x = np.random.default_rng(2).standard_normal((16, 64)).astype(np.float32)

@@ -13,8 +13,8 @@ from inferox.onnx.plugin import DISTRIBUTION
 
 if TYPE_CHECKING:
     from inferox.onnx._errors import onnx_errors, wrap_onnx_error
-    from inferox.onnx.backend import CPU_PROVIDER, CUDA_PROVIDER, OnnxBackend, host_memory_info, providers_for
     from inferox.onnx._graph import INT8_SCHEMES, GraphBuilder, graph_cache_dir
+    from inferox.onnx.backend import CPU_PROVIDER, CUDA_PROVIDER, OnnxBackend, host_memory_info, providers_for
     from inferox.onnx.model import LOAD_DTYPES, OnnxDefinitionModel, OnnxModel, check_threads, session_options
     from inferox.onnx.ops import OnnxOps
     from inferox.onnx.tensor import OnnxTensor, OnnxTensorBuilder

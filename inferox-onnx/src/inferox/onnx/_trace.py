@@ -68,7 +68,7 @@ DEFAULT_FLOAT = np.dtype(np.float32)
 
 def untraceable(what: str) -> BackendError:
     """The error for a definition that asks the tracer for something only a run has."""
-    return BackendError(f"the architecture definition cannot be traced into ONNX: {what}", backend=BACKEND_NAME)
+    return BackendError(f"cannot be traced into ONNX: {what}", backend=BACKEND_NAME)
 
 
 # -- symbolic dimensions ------------------------------------------------------------------------------
@@ -264,11 +264,11 @@ class TracedArray:
         return "cpu"
 
     @property
-    def T(self) -> TracedArray:  # noqa: N802 - the array API's name
+    def T(self) -> TracedArray:
         return self.tracer.xp.permute_dims(self, tuple(reversed(range(self.ndim))))
 
     @property
-    def mT(self) -> TracedArray:  # noqa: N802 - the array API's name
+    def mT(self) -> TracedArray:
         return self.tracer.xp.matrix_transpose(self)
 
     @property
@@ -588,7 +588,7 @@ def _elem(dtype: np.dtype) -> int:
 
 
 # -- the namespace -------------------------------------------------------------------------------------------
-_KINDS = {
+_KINDS: dict[str, Callable[[np.dtype[Any]], bool]] = {
     "bool": lambda d: d.kind == "b",
     "signed integer": lambda d: d.kind == "i",
     "unsigned integer": lambda d: d.kind == "u",
@@ -626,8 +626,8 @@ class TraceNamespace:
         if isinstance(kind, tuple):
             return any(self.isdtype(d, k) for k in kind)
         if isinstance(kind, str):
-            return bool(_KINDS[kind](d))
-        return d == np.dtype(kind)
+            return _KINDS[kind](d)
+        return bool(d == np.dtype(kind))
 
     def finfo(self, dtype: Any) -> Any:
         return np.finfo(dtype.dtype if isinstance(dtype, TracedArray) else dtype)
@@ -698,8 +698,8 @@ class TraceNamespace:
             start, stop = 0, start
         parts = (start, stop, step)
         if all(not isinstance(v, (Dim, TracedArray)) for v in parts):
-            out = np.arange(start, stop, step)
-            return self._t.constant(out if dtype is None else out.astype(dtype))
+            values = np.arange(start, stop, step)
+            return self._t.constant(values if dtype is None else values.astype(dtype))
         integral = all(isinstance(v, (int, Dim)) or (isinstance(v, TracedArray) and v.dtype.kind in "iu") for v in parts)
         kind = _I64 if integral else DEFAULT_FLOAT
         scalars = [self.astype(self.asarray(v) if isinstance(v, (Dim, TracedArray)) else self._t.constant(np.asarray(v, kind)), kind) for v in parts]
@@ -748,8 +748,14 @@ class TraceNamespace:
         if all(a.value is not None for a in arrays):
             return self._t.constant(np.asarray(fn(*(a.value for a in arrays))).astype(dtype))
         shape = broadcast_shapes(*(a.shape for a in arrays))
+        if len(arrays) == 2 and op_type in _IDENTITIES:
+            # x + 0, x - 0, x * 1, x / 1: x itself (when the constant changes neither shape nor dtype).
+            first, second = arrays
+            for keep, other in [(first, second)] if op_type in ("Sub", "Div") else [(first, second), (second, first)]:
+                if _is_scalar(other, _IDENTITIES[op_type]) and same_shape(keep.shape, shape) and keep.dtype == dtype:
+                    return keep
         if all(a.fill is not None or a.value is not None for a in arrays):
-            fills = [a.fill if a.fill is not None else a.value for a in arrays]
+            fills: list[Any] = [a.fill if a.fill is not None else a.value for a in arrays]
             if all(np.ndim(f) == 0 for f in fills):
                 return TracedArray(self._t, shape=shape, dtype=dtype, fill=np.asarray(fn(*fills)).astype(dtype).item())
         ready = [self._scalar_or_array(a, shape, arrays) for a in arrays]
@@ -997,7 +1003,7 @@ class TraceNamespace:
         x = self.asarray(x)
         axes = list(range(x.ndim)) if axis is None else [a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis)]
         if x.value is not None:
-            return self._t.constant(np.flip(x.value, axes))
+            return self._t.constant(np.flip(x.value, tuple(axes)))
         n = len(axes)
         const = self._t.constant
         inputs = [x, const(np.full(n, -1, np.int64)), const(np.full(n, _INT64_MIN, np.int64)), const(np.array(axes, np.int64)), const(np.full(n, -1, np.int64))]
@@ -1058,7 +1064,7 @@ class TraceNamespace:
         starts: list[int | Dim] = []
         ends: list[int | Dim] = []
         steps: list[int] = []
-        shape = list(x.shape)
+        shape: list[int | Dim | None] = list(x.shape)
         for axis, sl in slices:
             step = 1 if sl.step is None else int(sl.step)
             start = sl.start if sl.start is not None else (0 if step > 0 else -1)
@@ -1162,6 +1168,15 @@ for _dtype in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "ui
     setattr(TraceNamespace, _dtype, np.dtype(_dtype))
 
 
+#: The constant that leaves the other operand of these operators unchanged.
+_IDENTITIES = {"Add": 0, "Sub": 0, "Mul": 1, "Div": 1}
+
+
+def _is_scalar(a: TracedArray, value: int) -> bool:
+    """Whether ``a`` is a constant holding only ``value`` (in every element of a shape of ones)."""
+    return a.value is not None and all(d == 1 for d in a.shape) and bool(np.all(a.value == value))
+
+
 def _has_dim(key: Any) -> bool:
     if isinstance(key, Dim):
         return True
@@ -1194,12 +1209,13 @@ def trace_arrays(tracer: Tracer, tree: Any, prefix: str = "") -> Any:
     return tracer.constant(np.asarray(tree), hint=prefix.rstrip(".") or "param")
 
 
-def trace_plan(plan: DefinitionPlan, *, inputs: Collection[str], fuse: bool = True) -> onnx.ModelProto:
+def trace_plan(plan: DefinitionPlan, *, inputs: Collection[str], fuse: bool = True, model: str | None = None) -> onnx.ModelProto:
     """The ONNX graph of ``plan``'s definition, taking the inputs named in ``inputs``.
 
     The prepared parameters become initializers (floats in f32); the graph's inputs and outputs are
     named and typed as the plan's specs, with the dynamic dimensions ``batch`` and ``sequence``.
-    ``fuse`` lets :class:`~inferox.onnx.ops.OnnxOps` use ONNX Runtime's fused operators.
+    ``fuse`` lets :class:`~inferox.onnx.ops.OnnxOps` use ONNX Runtime's fused operators. What
+    cannot be traced is a :class:`BackendError` naming the architecture (and ``model``).
     """
     from inferox.core.definition import map_arrays
     from inferox.onnx.ops import OnnxOps
@@ -1208,11 +1224,14 @@ def trace_plan(plan: DefinitionPlan, *, inputs: Collection[str], fuse: bool = Tr
     symbolic = {s.name: tracer.input(s.name, s.dtype.to_numpy(), s.shape) for s in plan.input_specs if s.name in inputs}
     params = trace_arrays(tracer, map_arrays(plan.params, _as_f32))
     ops = OnnxOps(tracer.xp, fuse=fuse)
-    outputs = plan.run(tracer.xp, ops, params, symbolic, tracer.xp.float32)
+    where = f"the definition of architecture {plan.schema.name!r}"
+    try:
+        outputs = plan.run(tracer.xp, ops, params, symbolic, np.dtype(np.float32))
+    except BackendError as exc:
+        raise BackendError(f"{where}: {exc}", backend=BACKEND_NAME, model=model) from exc
     for spec in plan.output_specs:
         if spec.name not in outputs:
-            raise BackendError(f"the definition of {plan.schema.name!r} returned no output {spec.name!r} (it returned {', '.join(outputs) or 'none'})",
-                               backend=BACKEND_NAME)
+            raise BackendError(f"{where} returned no output {spec.name!r} (it returned {', '.join(outputs) or 'none'})", backend=BACKEND_NAME, model=model)
         tracer.output(spec.name, outputs[spec.name])
     return tracer.build()
 

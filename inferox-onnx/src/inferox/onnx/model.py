@@ -36,9 +36,9 @@ import onnx
 import onnxruntime as ort
 
 from inferox.core.backend import Backend
+from inferox.core.definition import encode_and_run
 from inferox.core.device import DeviceId
 from inferox.core.dtype import DType
-from inferox.core.definition import encode_and_run
 from inferox.core.errors import BackendError, ConfigError, DTypeError, ServiceUnavailableError
 from inferox.core.model import Model, ModelMetadata
 from inferox.core.spec import TensorSpec
@@ -423,7 +423,7 @@ class OnnxDefinitionModel(OnnxModel):
         plan = dc.replace(self.plan, params=params)
         fuse = self.graph_options.optimize
         with onnx_errors(device=str(self._device), model=self._label):
-            traced = trace_plan(plan, inputs=inputs, fuse=fuse)
+            traced = trace_plan(plan, inputs=inputs, fuse=fuse, model=self._label)
             graph = traced
             if fuse and any(n.op_type in _LEFT_TO_FUSE for n in traced.graph.node):
                 # Patterns the traced operators could not fuse (an attention OnnxOps did not

@@ -38,7 +38,7 @@ import numpy as np
 
 from inferox.core.ops import Ops
 from inferox.onnx._graph import MS_DOMAIN
-from inferox.onnx._trace import Dim, TracedArray, TraceNamespace, same_dim, same_shape
+from inferox.onnx._trace import Dim, TracedArray, Tracer, TraceNamespace, same_dim, same_shape
 
 __all__ = ["OnnxOps"]
 
@@ -65,8 +65,9 @@ class OnnxOps(Ops):
         self.fuse = fuse
 
     @property
-    def _t(self) -> Any:
-        return self.xp._t
+    def _t(self) -> Tracer:
+        tracer: Tracer = self.xp._t
+        return tracer
 
     # -- dense ----------------------------------------------------------------------------------------
     def linear(self, x: Any, weight: Any, bias: Any = None) -> Any:
@@ -219,7 +220,8 @@ class OnnxOps(Ops):
                            domain=MS_DOMAIN, **attrs)
         # Back to (batch, heads, queries, head_dim), the layout attention returns: the definition's
         # merge of the heads (a transpose and a reshape) then cancels these two nodes out.
-        return xp.permute_dims(xp.reshape(out, (b, n, heads, hidden // heads)), (0, 2, 1, 3))
+        result: TracedArray = xp.permute_dims(xp.reshape(out, (b, n, heads, hidden // heads)), (0, 2, 1, 3))
+        return result
 
     # -- gathers and norms ------------------------------------------------------------------------------
     def embedding(self, table: Any, ids: Any) -> Any:
@@ -342,7 +344,7 @@ def _split_bias(bias: Any, heads: int, n: int | Dim) -> tuple[TracedArray | None
     if "mask" in bias.meta:
         checked = _checked_mask(bias.meta["mask"], n)
         return None if checked is None else (checked, None)
-    terms: Sequence[Any] = bias.node.inputs if _op(bias, "Add") else (bias,)
+    terms: Sequence[Any] = bias.node.inputs if bias.node is not None and _op(bias, "Add") else (bias,)
     mask: TracedArray | None = None
     extra: TracedArray | None = None
     for term in terms:
