@@ -38,7 +38,7 @@ import numpy as np
 
 from inferox.core.ops import Ops
 from inferox.onnx._graph import MS_DOMAIN
-from inferox.onnx._trace import Dim, TracedArray, Tracer, TraceNamespace, same_dim, same_shape
+from inferox.onnx._trace import Dim, TracedArray, TraceNamespace, Tracer, same_dim, same_shape
 
 __all__ = ["OnnxOps"]
 
