@@ -387,7 +387,7 @@ class ObtainedGraph:
 INT8_SCHEMES = ("blockwise", "dynamic")
 BLOCK_SIZE = 128
 #: What ``"dynamic"`` rewrites: the matmuls and the fused attention's projections. Embedding
-#: look-ups stay f32 (ORT's QEmbedLayerNormalization does not take the position_ids our graphs feed).
+#: look-ups (``EmbedLayerNormalization``, ``Gather``) stay f32: they are reads, not products.
 DYNAMIC_OPS = ["MatMul", "Attention", "Gemm"]
 
 
