@@ -101,6 +101,104 @@ def test_traced_namespace_matches_numpy_at_every_shape(batch: int, seq: int) -> 
         np.testing.assert_allclose(got[name], value.astype(got[name].dtype), rtol=1e-5, atol=1e-5, err_msg=name)
 
 
+CONST = np.arange(12, dtype=np.float32).reshape(3, 4) / 7 - 0.5
+
+
+def more(xp: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The rest of the namespace: operators, constants folded through every function, fills,
+    reductions without an axis, shapes read back from the graph."""
+    x, ids = inputs["x"], inputs["ids"]
+    b, n = ids.shape
+    c = xp.asarray(CONST)
+    folded = xp.concat([xp.flip(c, axis=0), xp.expand_dims(xp.sum(c, axis=1), axis=1), xp.broadcast_to(c[:1, :1], (3, 1))], axis=1)
+    folded = xp.where(c > 0, folded[:, :4], -c) @ xp.permute_dims(xp.reshape(c, (4, 3)), (1, 0)).T
+    folded = folded + xp.squeeze(xp.take(c, xp.asarray([0]), axis=0), axis=0)[None, :3][:, :1] + xp.cumulative_sum(c, axis=1)[:, :3]
+    folded = folded + xp.astype(xp.argmax(c, axis=1), xp.float32)[:, None] + xp.max(c) + xp.mean(c, axis=0)[:3] + xp.matmul(c, c.T)[:, 0:1]
+    ones = xp.ones((b, n), dtype=xp.float32)
+    fill = xp.full_like(ones, 2.0)
+    size = xp.asarray([b, n, n + 1])
+    return {
+        "folded": folded + c[0, 0] + float(c[1, 1]) * int(xp.asarray(3)),
+        "fills": xp.astype(fill, xp.int32) * xp.zeros_like(ids, dtype=xp.int32) + xp.astype(-fill, xp.int32) + xp.astype(xp.sqrt(fill * 2.0), xp.int32),
+        "fill_out": fill,
+        "sizes": size,
+        "operators": (2.0 ** x) + (1.0 / (1.0 + abs(x))) + (-x) + (+x) + (x // 0.5) + (x % 0.75) + x.mT.mT - x.T.T,
+        "comparisons": xp.astype(~(ids <= 3) | (ids >= 6) & (ids < 7), xp.int64) + xp.astype(ids == ids, xp.int64),
+        "integer_ops": (ids // 2) * 10 + (7 - ids) % 3 + xp.square(ids) - xp.positive(ids) + xp.bitwise_invert(ids),
+        "argmin": xp.argmin(x[:, :, 0], axis=None),
+        "flat_max": xp.max(x, keepdims=True),
+        "concat_flat": xp.concat([x[:, :, 0], x[:, :, 1]], axis=None),
+        "reshaped": xp.reshape(x, (-1, 3)),
+        "last_column": x[:, n - 1, :],
+        "from_one": x[:, 1:, :],
+        "row_arange": xp.arange(0.5, 3.5, dtype=xp.float32) + xp.astype(xp.arange(1, n + 1, 2)[:, None][:1, :], xp.float32),
+        "float_range": xp.arange(xp.astype(xp.asarray(n), xp.float32)),
+        "taken": xp.take(ids, xp.asarray([0, 0])),
+        "vector_matmul": x[0, 0, :3] @ x[0, :, :3].mT + xp.matmul(x[:, :, :3], xp.asarray(CONST[:, 0]))[0],
+        "empty_like": xp.sum(xp.empty((2, 2), dtype=xp.float32)) * 0 + xp.empty_like(ones) * 0,
+        "cumsum_1d": xp.cumulative_sum(ids[0, :]),
+    }
+
+
+def test_the_rest_of_the_namespace_matches_numpy() -> None:
+    model = trace(more, {"x": (np.float32, (None, None, 6)), "ids": (np.int64, (None, None))})
+    for batch, seq in ((1, 2), (3, 5)):
+        rng = np.random.default_rng(seq)
+        feeds = {"x": rng.standard_normal((batch, seq, 6)).astype(np.float32), "ids": rng.integers(0, 8, size=(batch, seq)).astype(np.int64)}
+        got = run(model, feeds)
+        for name, value in more(npx, dict(feeds)).items():
+            want = np.asarray(value)
+            assert got[name].shape == want.shape, name
+            if name == "empty_like":
+                continue  # only its shape is defined
+            np.testing.assert_allclose(got[name], want.astype(got[name].dtype), rtol=1e-5, atol=1e-5, err_msg=name)
+    assert "Expand" in node_counts(model)  # the fill asked for as an output is materialised
+
+
+def test_outputs_that_are_inputs_or_constants_and_names_kept_free() -> None:
+    tracer = Tracer("t")
+    x = tracer.input("x", np.float32, (None, 2))
+    tracer.builder.reserve("w")
+    y = x * tracer.xp.asarray(np.array([2.0, 3.0], np.float32))
+    tracer.output("x_again", x)  # an input: an Identity
+    tracer.output("w", tracer.constant(np.ones(2, np.float32), hint="w"))  # a constant whose hint is an output's name
+    tracer.output("y", y)
+    tracer.output("y_again", y)  # the same value twice: the second an Identity
+    model = tracer.build()
+    out = run(model, {"x": np.array([[1.0, 1.0]], np.float32)})
+    np.testing.assert_array_equal(out["x_again"], [[1.0, 1.0]])
+    np.testing.assert_array_equal(out["w"], [1.0, 1.0])
+    np.testing.assert_array_equal(out["y_again"], [[2.0, 3.0]])
+    assert [i.name for i in model.graph.input] == ["x"] and "w" not in {t.name for t in model.graph.initializer}
+    assert repr(x) == "TracedArray(x, shape=(batch, 2), dtype=float32)" and "constant" in repr(tracer.xp.asarray(1.0))
+    assert repr(tracer.xp) == "<inferox.onnx trace namespace>" and x.device == "cpu" and x.to_device("cpu") is x
+
+
+def test_dimension_arithmetic_and_misuse() -> None:
+    tracer = Tracer("t")
+    ids = tracer.input("ids", np.int64, (None, None))
+    b, n = ids.shape
+    assert isinstance(2 + n, Dim) and isinstance(10 - n, Dim) and isinstance(n // 2, Dim) and isinstance(3 * n, Dim)
+    with pytest.raises(TypeError):  # a float is no dimension
+        n + 1.5  # noqa: B018
+    with pytest.raises(BackendError, match="was tested in a Python condition"):
+        bool(n)
+    assert ids.size == b * n and ids.ndim == 2 and ids.T.shape == (n, b)
+    xp = tracer.xp
+    with pytest.raises(BackendError, match="do not broadcast"):
+        xp.add(xp.ones((2, 3)), xp.ones((4, 3)) * ids[:, :1])
+    with pytest.raises(BackendError, match="Python scalars only"):
+        xp.add(1, 2)
+    with pytest.raises(BackendError, match="include_initial"):
+        xp.cumulative_sum(ids, axis=1, include_initial=True)
+    with pytest.raises(BackendError, match="without an axis"):
+        xp.cumulative_sum(ids)
+    assert xp.isdtype(xp.int64, ("real floating", "signed integer")) and xp.isdtype(xp.float32, np.float32)
+    assert xp.iinfo(ids).max == np.iinfo(np.int64).max and xp.finfo(xp.float32).bits == 32 and xp.result_type(ids, xp.float32) == np.float64
+    c = tracer.constant(np.arange(3))
+    assert len(c) == 3 and [int(v) for v in c] == [0, 1, 2] and [0, 1, 2][c[1]] == 1 and c.is_constant and not ids.is_constant
+
+
 def test_layout_round_trips_cancel_and_constants_fold() -> None:
     """Nothing is computed for a reshape/transpose round trip, for arithmetic on constants, or for a
     fill used where it broadcasts; the same cast of the same value is one node."""

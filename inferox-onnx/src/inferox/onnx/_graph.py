@@ -120,12 +120,20 @@ class GraphBuilder:
         self._count = 0
 
     def _fresh(self, hint: str) -> str:
-        self._count += 1
-        return f"{hint}_{self._count}"
+        while True:
+            self._count += 1
+            name = f"{hint}_{self._count}"
+            if name not in self._names:
+                return name
+
+    def reserve(self, *names: str) -> None:
+        """Keep ``names`` (graph outputs to come) free: no initializer will take one."""
+        self._names.update(names)
 
     def input(self, name: str, dtype: DType | str, shape: Sequence[int | str | None]) -> str:
         """Declare a graph input (``None`` or a string: a dynamic dimension)."""
         self.inputs.append(helper.make_tensor_value_info(name, onnx_elem_type(dtype), list(shape)))
+        self._names.add(name)  # no initializer may take an input's name
         return name
 
     def output(self, name: str, dtype: DType | str, shape: Sequence[int | str | None]) -> str:
@@ -151,17 +159,33 @@ class GraphBuilder:
         return outs[0] if outputs == 1 else outs
 
     def rename_output(self, value: str, name: str) -> str:
-        """Make the node producing ``value`` write ``name`` instead (graph outputs keep stable names)."""
+        """Make the node producing ``value`` write ``name`` instead (graph outputs keep stable names).
+
+        An initializer already called ``name`` is renamed out of the way first.
+        """
+        clash = next((t for t in self.initializers if t.name == name), None)
+        if clash is not None:
+            self._rename(name, self._fresh(name))
+        self._names.add(name)
+        for node in self.nodes:
+            if value in node.output:
+                self._rename(value, name)
+                return name
+        raise KeyError(value)
+
+    def _rename(self, old: str, new: str) -> None:
+        """Rename a value everywhere: the node or initializer producing it and every reader."""
+        for t in self.initializers:
+            if t.name == old:
+                t.name = new
         for node in self.nodes:
             for i, out in enumerate(node.output):
-                if out == value:
-                    node.output[i] = name
-                    for other in self.nodes:
-                        for j, inp in enumerate(other.input):
-                            if inp == value:
-                                other.input[j] = name
-                    return name
-        raise KeyError(value)
+                if out == old:
+                    node.output[i] = new
+            for i, inp in enumerate(node.input):
+                if inp == old:
+                    node.input[i] = new
+        self._names.add(new)
 
     def prune(self) -> None:
         """Drop the nodes no graph output depends on, and the initializers no remaining node reads.

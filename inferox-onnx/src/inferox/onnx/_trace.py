@@ -789,7 +789,13 @@ class TraceNamespace:
         x, y = self._operands(a, b)
         if x.value is not None and y.value is not None:
             return self._t.constant(np.remainder(x.value, y.value))
-        return self._t.emit("Mod", [x, y], shape=broadcast_shapes(x.shape, y.shape), dtype=x.dtype, fmod=int(x.dtype.kind == "f"))
+        shape = broadcast_shapes(x.shape, y.shape)
+        if x.dtype.kind != "f":
+            return self._t.emit("Mod", [x, y], shape=shape, dtype=x.dtype, fmod=0)  # integers: the divisor's sign, as Python's %
+        # Floats: ONNX has only C's fmod (the dividend's sign); the array API's remainder takes the divisor's.
+        r = self._t.emit("Mod", [x, y], shape=shape, dtype=x.dtype, fmod=1)
+        wrong_sign = self.logical_and(self.not_equal(r, 0.0), self.not_equal(self.less(r, 0.0), self.less(y, 0.0)))
+        return self.where(wrong_sign, self.add(r, y), r)
 
     def pow(self, a: Any, b: Any, /) -> TracedArray:
         return self._nary("Pow", np.power, a, b)
@@ -881,7 +887,10 @@ class TraceNamespace:
         return self._unary("Not", np.logical_not, self.astype(self.asarray(x), _BOOL))
 
     def bitwise_invert(self, x: Any, /) -> TracedArray:
-        return self._unary("BitwiseNot", np.invert, x)
+        x = self.asarray(x)
+        if x.dtype == _BOOL:
+            return self.logical_not(x)
+        return self.subtract(self.negative(x), 1)  # ~x == -x - 1 (BitwiseNot needs opset 18)
 
     def square(self, x: Any, /) -> TracedArray:
         return self.multiply(x, x)
@@ -1221,6 +1230,7 @@ def trace_plan(plan: DefinitionPlan, *, inputs: Collection[str], fuse: bool = Tr
     from inferox.onnx.ops import OnnxOps
 
     tracer = Tracer(f"inferox_{plan.schema.name.replace('-', '_')}")
+    tracer.builder.reserve(*(s.name for s in plan.output_specs))
     symbolic = {s.name: tracer.input(s.name, s.dtype.to_numpy(), s.shape) for s in plan.input_specs if s.name in inputs}
     params = trace_arrays(tracer, map_arrays(plan.params, _as_f32))
     ops = OnnxOps(tracer.xp, fuse=fuse)
