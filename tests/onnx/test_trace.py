@@ -180,7 +180,7 @@ def test_dimension_arithmetic_and_misuse() -> None:
     b, n = ids.shape
     assert isinstance(2 + n, Dim) and isinstance(10 - n, Dim) and isinstance(n // 2, Dim) and isinstance(3 * n, Dim)
     with pytest.raises(TypeError):  # a float is no dimension
-        n + 1.5  # noqa: B018
+        n + 1.5
     with pytest.raises(BackendError, match="was tested in a Python condition"):
         bool(n)
     assert ids.size == b * n and ids.ndim == 2 and ids.T.shape == (n, b)
