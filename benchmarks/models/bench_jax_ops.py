@@ -29,6 +29,11 @@ table from the JSON). Run:
 
 The default options run at every size of the MiniLM table, the other option sets at 1x16 and
 8x128 (a full grid per option set takes most of an hour on a shared 2-CPU machine).
+
+``bert_apply`` in the tables names what inferox-jax compiles for BERT: until issue 21 its own
+hand-written ``bert_apply``; since, core's encoder definition (``inferox.core.architectures.encoder``)
+on ``jax.numpy`` with ``JaxOps`` — what ``JaxDefinitionModel`` runs. The variants below are bench-only
+code over the same weights, rearranged into the layout they read.
 """
 
 from __future__ import annotations
@@ -121,16 +126,46 @@ def measure(calls: Mapping[str, Callable[[], Any]], *, budget_s: float, min_roun
 # -- the variants (bench-only code: the encoder variants reuse inferox-jax's params pytree) -------
 
 
-def build_jax(cfg: Any, pre: Any, params: Any) -> dict[str, Any]:
-    """Jitted JAX functions of every variant."""
+def variant_params(definition_params: Any) -> Any:
+    """The encoder definition's prepared parameters in the layout the bench-only variants read
+    (dense weights ``(in, out)``, norms as ``{"g", "b"}``)."""
+
+    def dense(w: Any, b: Any) -> dict[str, Any]:
+        return {"w": w.T, "b": b}
+
+    def norm(g: Any, b: Any) -> dict[str, Any]:
+        return {"g": g, "b": b}
+
+    emb = definition_params["embeddings"]
+    return {
+        "embeddings": {"word": emb["word"], "position": emb["position"], "type": emb["type"], "norm": norm(emb["norm_w"], emb["norm_b"])},
+        "layers": [
+            {
+                "qkv": dense(layer["qkv_w"], layer["qkv_b"]), "attn_out": dense(layer["o_w"], layer["o_b"]),
+                "attn_norm": norm(layer["attn_norm_w"], layer["attn_norm_b"]), "inter": dense(layer["inter_w"], layer["inter_b"]),
+                "out": dense(layer["out_w"], layer["out_b"]), "out_norm": norm(layer["out_norm_w"], layer["out_norm_b"]),
+            }
+            for layer in definition_params["layers"]
+        ],
+        "pooler": dense(definition_params["pooler"]["w"], definition_params["pooler"]["b"]),
+    }
+
+
+def build_jax(model: Any) -> dict[str, Any]:
+    """Jitted JAX functions of every variant; ``model`` is inferox-jax's ``JaxDefinitionModel`` of MiniLM."""
     import jax
     import jax.numpy as jnp
 
-    from inferox.jax.models.bert import _ACT, _layer_norm, bert_apply
-
-    heads, hd = cfg.num_attention_heads, cfg.head_dim
+    cfg = model.config
+    heads, hd = cfg.num_heads, cfg.head_dim
     scale = 1.0 / float(np.sqrt(hd))
-    act = _ACT[cfg.hidden_act]
+    act = model.ops.activation(cfg.hidden_act)
+    params = variant_params(model.params)
+
+    def _layer_norm(x: jax.Array, p: Any, eps: float) -> jax.Array:
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(var + eps) * p["g"] + p["b"]
 
     def attn_heads_major(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
         b, n = q.shape[:2]
@@ -176,7 +211,8 @@ def build_jax(cfg: Any, pre: Any, params: Any) -> dict[str, Any]:
         return jax.jit(apply)
 
     def current(p: Any, ids: jax.Array, mask: jax.Array, types: jax.Array) -> Any:
-        return bert_apply(p, ids, mask, types, None, cfg=cfg, pre=pre)
+        # What inferox-jax compiles: the encoder definition on jax.numpy with JaxOps.
+        return model.plan.run(jnp, model.ops, p, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, jnp.float32)
 
     layer0 = params["layers"][0]
     h = heads * hd
@@ -186,6 +222,7 @@ def build_jax(cfg: Any, pre: Any, params: Any) -> dict[str, Any]:
         "qkv_fused": jax.jit(lambda x: x @ layer0["qkv"]["w"] + layer0["qkv"]["b"]),
         "qkv_separate": jax.jit(lambda x: tuple(x @ w + b for w, b in zip(separate_w, separate_b))),
         "attention": {k: jax.jit(f) for k, f in attention.items()},
+        "params": params,
         "encoder": {
             "current": jax.jit(current),
             "einsum": encoder("einsum", True),
@@ -205,21 +242,21 @@ def worker(sizes: Sequence[tuple[int, int]], budget: float) -> dict[str, Any]:
     from inferox.core import AnyModel, ModelMetadata
     from inferox.core.architectures import read_sentence_transformers_config
     from inferox.core.plugins import get_registry
-    from inferox.jax.models.bert import create_model
 
     torch.set_num_threads(1)
     d = model_dir()
     config = json.loads((d / "config.json").read_text())
-    model = create_model(
-        backend=get_registry().get_backend("jax"), config=config, weights=d / "model.safetensors",
+    registry = get_registry()
+    model = registry.architecture_factory("jax", "bert")(
+        backend=registry.get_backend("jax"), config=config, weights=d / "model.safetensors",
         metadata=ModelMetadata("minilm", architecture="bert"), preprocessing=read_sentence_transformers_config(d),
     )
-    cfg, pre, params = model.config, model.preprocessing, model.params
+    cfg, definition_params = model.config, model.params
     any_model = AnyModel(model)  # validation, bucket padding, the cached executable, numpy outputs
-    fns = build_jax(cfg, pre, params)
+    fns = build_jax(model)
+    params = fns["params"]
     hf = AutoModel.from_pretrained(str(d)).eval()
     layer = hf.encoder.layer[0].attention.self
-    heads, hd = cfg.num_attention_heads, cfg.head_dim
     rng = random.Random(0)
     out: dict[str, Any] = {}
 
@@ -227,6 +264,7 @@ def worker(sizes: Sequence[tuple[int, int]], budget: float) -> dict[str, Any]:
         return lambda: jax.block_until_ready(fn(*args))
 
     for batch, seq in sizes:
+        heads, hd = cfg.num_heads, cfg.head_dim
         x_np = np.random.default_rng(seq).standard_normal((batch, seq, cfg.hidden_size)).astype(np.float32)
         x_j, x_t = jnp.asarray(x_np), torch.from_numpy(x_np)
         tok = token_batch(batch, seq)
@@ -266,14 +304,14 @@ def worker(sizes: Sequence[tuple[int, int]], budget: float) -> dict[str, Any]:
             "encoder": {
                 "transformers BertModel": torch_encoder,
                 "inferox-jax AnyModel (the MiniLM table's path)": lambda tok=tok: any_model(tok),
-                "inferox-jax bert_apply": block(enc["current"], params, tok_j["input_ids"], tok_j["attention_mask"], tok_j["token_type_ids"]),
+                "inferox-jax bert_apply": block(enc["current"], definition_params, tok_j["input_ids"], tok_j["attention_mask"], tok_j["token_type_ids"]),
                 "jax encoder, einsum attention": block(enc["einsum"], params, tok_j["input_ids"], tok_j["attention_mask"], tok_j["token_type_ids"]),
                 "jax encoder, dot_product_attention": block(enc["dpa"], params, tok_j["input_ids"], tok_j["attention_mask"], tok_j["token_type_ids"]),
                 "jax encoder, separate Q/K/V": block(enc["separate"], params, tok_j["input_ids"], tok_j["attention_mask"], tok_j["token_type_ids"]),
             },
         }
         # The encoder variants must agree with inferox-jax (a variant that is fast but wrong is no variant).
-        ref = np.asarray(enc["current"](params, tok_j["input_ids"], tok_j["attention_mask"], tok_j["token_type_ids"])["last_hidden_state"])
+        ref = np.asarray(enc["current"](definition_params, tok_j["input_ids"], tok_j["attention_mask"], tok_j["token_type_ids"])["last_hidden_state"])
         agree = {}
         for key in ("einsum", "dpa", "separate"):
             got = np.asarray(enc[key](params, tok_j["input_ids"], tok_j["attention_mask"], tok_j["token_type_ids"])[0])

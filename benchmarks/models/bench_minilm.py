@@ -20,6 +20,11 @@ Timing interleaves the contenders call by call in a shuffled order per round (so
 load hits all of them alike) and reports medians; the number of rounds adapts to each size's cost
 within a time budget. Results: ``benchmarks/results/minilm.json`` and ``minilm.md`` (generated from
 the JSON, never edited by hand).
+
+``--baseline-rev REV`` adds two contenders, ``inferox-torch@REV`` and ``inferox-jax@REV``: the
+hand-written BERT models of an earlier revision (``inferox-<backend>/.../models/``, read with ``git
+show``, run on today's core), to compare today's architecture definitions with them in the same run
+(issue 21: within 3 % of their CPU time). REV must predate the definitions (``dc2341d``).
 """
 
 from __future__ import annotations
@@ -60,7 +65,29 @@ def token_batch(batch: int, seq: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
 
 
-def load_contenders() -> dict[str, Callable[[dict[str, np.ndarray]], Callable[[], Any]]]:
+def baseline_models(rev: str) -> dict[str, Any]:
+    """``{backend: create_model}`` of the hand-written BERT factories at git revision ``rev``."""
+    import subprocess
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="inferox-baseline-"))
+    out: dict[str, Any] = {}
+    for backend in ("torch", "jax"):
+        package = f"baseline_{backend}_models_{rev}".replace("-", "_").replace(".", "_")
+        folder = root / package
+        folder.mkdir()
+        for module in ("__init__", "_common", "bert", "mlp"):
+            source = subprocess.run(
+                ["git", "-C", str(ROOT), "show", f"{rev}:inferox-{backend}/src/inferox/{backend}/models/{module}.py"],
+                capture_output=True, text=True, check=True,
+            ).stdout
+            (folder / f"{module}.py").write_text(source.replace(f"inferox.{backend}.models.", f"{package}."))
+        sys.path.insert(0, str(root))
+        out[backend] = __import__(f"{package}.bert", fromlist=["create_model"]).create_model
+    return out
+
+
+def load_contenders(baseline_rev: str | None = None) -> dict[str, Callable[[dict[str, np.ndarray]], Callable[[], Any]]]:
     """For each contender, a function from a token batch to a zero-argument callable doing one call."""
     import torch
     from sentence_transformers import SentenceTransformer
@@ -75,8 +102,8 @@ def load_contenders() -> dict[str, Callable[[dict[str, np.ndarray]], Callable[[]
     pre = read_sentence_transformers_config(d)
     registry = get_registry()
 
-    def inferox(backend: str) -> AnyModel:
-        factory = registry.architecture_factory(backend, "bert")
+    def inferox(backend: str, factory: Any = None) -> AnyModel:
+        factory = factory or registry.architecture_factory(backend, "bert")
         model = factory(
             backend=registry.get_backend(backend), config=config, weights=d / "model.safetensors",
             metadata=ModelMetadata("all-MiniLM-L6-v2", architecture="bert"), device="cpu", dtype=None,
@@ -108,12 +135,17 @@ def load_contenders() -> dict[str, Callable[[dict[str, np.ndarray]], Callable[[]
 
         return call
 
-    return {
+    contenders: dict[str, Callable[[dict[str, np.ndarray]], Callable[[], Any]]] = {
         "transformers": hf_call,
         "sentence-transformers": st_call,
         "inferox-torch": lambda x: lambda: ix_torch(x),
         "inferox-jax": lambda x: lambda: ix_jax(x),
     }
+    if baseline_rev:
+        for backend, factory in baseline_models(baseline_rev).items():
+            model = inferox(backend, factory)
+            contenders[f"inferox-{backend}@{baseline_rev}"] = lambda x, model=model: lambda: model(x)
+    return contenders
 
 
 def measure(
@@ -145,7 +177,7 @@ def summarize(batch: int, seq: int, kind: str, times: dict[str, list[float]], cp
     cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     base = med[BASELINE]
     out: dict[str, Any] = {"kind": kind, "batch": batch, "seq": seq, "rounds": len(times[BASELINE]), "results": {}}
-    for name in CONTENDERS:
+    for name in times:
         v = sorted(times[name])
         q1, q3 = v[len(v) // 4], v[(3 * len(v)) // 4]
         out["results"][name] = {
@@ -170,10 +202,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     t_start = time.time()
-    contenders = load_contenders()
+    contenders = load_contenders(args.baseline_rev)
     rng = random.Random(0)
     rows = []
     sizes = [(b, s, "latency") for b, s in LATENCY_SIZES] + [(b, s, "throughput") for b, s in THROUGHPUT_SIZES if (b, s) not in LATENCY_SIZES]
+    if args.sizes:
+        wanted = {tuple(int(v) for v in size.split("x")) for size in args.sizes}
+        sizes = [row for row in sizes if (row[0], row[1]) in wanted]
     for batch, seq, kind in sizes:
         x = token_batch(batch, seq)
         calls = {name: make(x) for name, make in contenders.items()}
@@ -204,6 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "settings": {"budget_s_per_size": args.budget, "min_rounds": args.min_rounds, "max_rounds": args.max_rounds},
         "wall_time_s": round(time.time() - t_start, 1),
+        "contenders": list(contenders),
         "rows": rows,
     }
 
@@ -226,17 +262,18 @@ def render(data: dict[str, Any]) -> str:
         "",
     ]
     misses: list[str] = []
+    names = list(data.get("contenders", CONTENDERS))
     for kind, title in (("latency", "Latency (batch 1)"), ("throughput", "Throughput (seq 128)")):
         if kind == "latency":
             rows = [r for r in data["rows"] if r["batch"] == 1 and r["seq"] in (16, 128)]
         else:
             rows = [r for r in data["rows"] if r["seq"] == 128]
         lines += [f"## {title}", ""]
-        header = "| batch | seq | rounds | " + " | ".join(CONTENDERS) + " |"
-        lines += [header, "|" + "---|" * (3 + len(CONTENDERS))]
+        header = "| batch | seq | rounds | " + " | ".join(names) + " |"
+        lines += [header, "|" + "---|" * (3 + len(names))]
         for r in sorted(rows, key=lambda r: (r["batch"], r["seq"])):
             cells = []
-            for name in CONTENDERS:
+            for name in names:
                 res = r["results"][name]
                 value = f"{res['median_ms']:.2f} ms" if kind == "latency" else f"{res['sequences_per_s']:.1f} seq/s"
                 mark = ""
@@ -249,6 +286,15 @@ def render(data: dict[str, Any]) -> str:
             lines.append(f"| {r['batch']} | {r['seq']} | {r['rounds']} | " + " | ".join(cells) + " |")
         lines.append("")
     misses = sorted(set(misses))
+    baselines = [n for n in names if "@" in n]
+    if baselines:
+        lines += ["## Definitions against the hand-written models", "",
+                  "Median process CPU time of today's inferox (the architecture definition) over the named revision's hand-written model, same run:", "",
+                  "| batch | seq | " + " | ".join(baselines) + " |", "|---|---|" + "---|" * len(baselines)]
+        for r in sorted(data["rows"], key=lambda r: (r["batch"], r["seq"])):
+            cells = [f"{r['results'][b.split('@')[0]]['cpu_median_ms'] / r['results'][b]['cpu_median_ms']:.3f}x" for b in baselines]
+            lines.append(f"| {r['batch']} | {r['seq']} | " + " | ".join(cells) + " |")
+        lines.append("")
     lines += ["## Notes", ""]
     if misses:
         lines.append("Targets missed in this run: " + "; ".join(misses) + ".")
@@ -263,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-rounds", type=int, default=15)
     parser.add_argument("--max-rounds", type=int, default=400)
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    parser.add_argument("--baseline-rev", help="also time the hand-written BERT models of this git revision (before the definitions, e.g. dc2341d)")
+    parser.add_argument("--sizes", nargs="+", help="only these batch x seq sizes (e.g. 1x16 32x128); default: the full table")
     parser.add_argument("--out", type=Path, default=RESULTS / "minilm.json")
     parser.add_argument("--notes", type=Path, default=Path(__file__).with_name("minilm_notes.md"),
                         help="Markdown paragraphs appended under Notes (explanations of misses)")

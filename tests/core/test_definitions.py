@@ -200,6 +200,12 @@ def test_plan_options(registry: PluginRegistry) -> None:
     plan = DefinitionPlan.build(schema, config=config, weights=weights)
     weights["layers.0.weight"][:] = 0
     assert np.abs(plan.params[0][0]).sum() > 0
+    # A model takes the host parameters over: the plan does not keep a second copy alive.
+    model = DefinitionModel(plan, backend=_numpy_backend(), metadata=ModelMetadata("m"))
+    assert plan.params is None and model.params is not None
+    with pytest.raises(ConfigError) as ei4:
+        DefinitionModel(plan, backend=_numpy_backend(), metadata=ModelMetadata("again"))
+    assert ei4.value.field == "params" and "already taken" in str(ei4.value)
 
 
 def test_eager_model_dtypes_memory_and_close(registry: PluginRegistry) -> None:

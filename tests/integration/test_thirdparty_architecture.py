@@ -1,6 +1,7 @@
 """A third-party distribution's NEW architecture, end to end: inferox-numpy (tests/plugins/, its own
 pyproject and entry point, installed as a separate distribution) contributes the ``linear``
-architecture's schema and the ``numpy`` backend's factory for it. Nothing in Inferox names either:
+architecture — a schema and its definition, which the ``numpy`` backend, torch and jax all run with
+no factory written for any of them. Nothing in Inferox names either:
 ``inferox pack`` recognises the folder by its ``model_type``, ``inferox verify`` checks it,
 ``inferox serve`` serves it and a V2 request gets the right numbers — all through the real
 ``inferox`` command and entry-point discovery."""
@@ -57,10 +58,12 @@ def test_backends_lists_the_plugins_architectures() -> None:
     assert set(rows["numpy"]["versions"]) == {"numpy"} and rows["numpy"]["backend_version"] == np.__version__
     assert set(rows["jax"]["versions"]) == {"jax", "jaxlib"} and "jaxlib" in rows["jax"]["backend_version"]
     archs = {a["name"]: a for a in json.loads(proc.stdout)["architectures"]}
-    assert archs["linear"] == {"name": "linear", "plugin": "numpy", "model_types": ["linear"], "backends": ["numpy"]}
+    # One definition, every definition backend: numpy, torch and jax run it (inferox-onnx does not yet).
+    assert {k: v for k, v in archs["linear"].items() if k != "backends"} == {"name": "linear", "plugin": "numpy", "model_types": ["linear"]}
+    assert {"numpy", "torch", "jax"} <= set(archs["linear"]["backends"]) and "onnx" not in archs["linear"]["backends"]
     assert archs["mlp"]["plugin"] == "inferox-core" and {"torch", "jax", "numpy"} <= set(archs["mlp"]["backends"])
     table = _inferox("backends", "--no-devices")
-    assert table.returncode == 0 and "architecture linear (plugin numpy): numpy" in table.stdout
+    assert table.returncode == 0 and "architecture linear (plugin numpy): jax, numpy, torch" in table.stdout
 
 
 def test_pack_verify_serve_and_a_v2_request(linear_folder: tuple[Path, np.ndarray, np.ndarray], tmp_path: Path) -> None:
@@ -74,7 +77,7 @@ def test_pack_verify_serve_and_a_v2_request(linear_folder: tuple[Path, np.ndarra
     info = json.loads((pkg / "model_info.json").read_text())
     assert info["architecture"] == "linear" and info["model_type"] == "linear" and info["family"] == "feedforward"
     assert [i["name"] for i in info["inputs"]] == ["x"] and [o["name"] for o in info["outputs"]] == ["y"]
-    assert json.loads((pkg / "metadata.json").read_text())["golden"]["backend"] == "numpy"
+    assert json.loads((pkg / "metadata.json").read_text())["golden"]["backend"] == "reference"  # linear's definition on NumPy
 
     verified = _inferox("verify", pkg)
     assert verified.returncode == 0, verified.stderr + verified.stdout

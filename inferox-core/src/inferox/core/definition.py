@@ -265,7 +265,8 @@ class DefinitionPlan:
     preprocessing: dict[str, Any]
     input_specs: list[TensorSpec]
     output_specs: list[TensorSpec]
-    #: The prepared parameters as host numpy arrays (a pytree), in the weights' float dtype.
+    #: The prepared parameters as host numpy arrays (a pytree), in the weights' float dtype. A backend
+    #: model sets it to ``None`` once it holds its own copy (see :meth:`take_params`).
     params: Any
     #: The safetensors file the weights came from (``None`` for a mapping).
     source: str | None = None
@@ -322,6 +323,14 @@ class DefinitionPlan:
             params=params, source=source, text_encoder=text_encoder, input_defaults=defaults, text=settings,
             _output_dtypes={s.name: s.dtype for s in outputs},
         )
+
+    def take_params(self) -> Any:
+        """The host parameters, handed over once: the plan forgets them, so that a model holding
+        converted copies (on a GPU, in bf16) does not keep the host ones alive as well."""
+        params, self.params = self.params, None
+        if params is None:
+            raise ConfigError("this plan's parameters were already taken by a model", field="params", value=None)
+        return params
 
     # -- running ------------------------------------------------------------------------------
     def check_inputs(self, inputs: Mapping[str, Any], value_range: Callable[[Any], tuple[int, int]]) -> None:
@@ -391,7 +400,9 @@ class DefinitionModel(Model):
         if compute is not None and (compute not in EAGER_DTYPES or compute not in backend.supported_dtypes(dev)):
             allowed = [d.value for d in EAGER_DTYPES if d in backend.supported_dtypes(dev)]
             raise DTypeError(f"backend {backend.name!r} cannot compute a model in {compute.value}", name="dtype", expected=", ".join(allowed), actual=compute.value)
-        host = plan.params if compute is None else map_arrays(plan.params, lambda a: a.astype(compute.to_numpy()) if _float_kind(a) else a)
+        host = plan.take_params()
+        if compute is not None:
+            host = map_arrays(host, lambda a: a.astype(compute.to_numpy()) if _float_kind(a) else a)
         self.params: Any = map_arrays(host, lambda a: backend.as_native(a, device=dev))
         floats = [a for a in array_leaves(host) if _float_kind(a)]
         self._float_dtype = getattr(self.xp, (DType.from_numpy(floats[0].dtype) if floats else DType.F32).numpy_name)

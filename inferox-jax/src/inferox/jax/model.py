@@ -447,7 +447,7 @@ class JaxDefinitionModel(JaxModel):
         #: The static config the definition runs with (``Definition.configure``'s result).
         self.config = plan.config
         self.trace_count = 0
-        super().__init__(backend=backend, metadata=metadata, params=plan.params, device=device, dtype=dtype, buckets=buckets)
+        super().__init__(backend=backend, metadata=metadata, params=plan.take_params(), device=device, dtype=dtype, buckets=buckets)
         #: A :class:`~inferox.core.text.TextEncoder` when the factory was given ``tokenizer_path``.
         self.text_encoder = plan.text_encoder
         self.ops = backend.ops(self.device)

@@ -349,7 +349,7 @@ class TorchDefinitionModel(Model):
 
         with torch_errors(device=str(dev), model=metadata.name):
             #: The prepared parameters (the pytree ``Definition.prepare`` made) as torch tensors.
-            self.params: Any = map_arrays(plan.params, to_torch)
+            self.params: Any = map_arrays(plan.take_params(), to_torch)
         import array_api_compat.torch as xp
 
         self.xp: Any = xp
