@@ -348,7 +348,8 @@ def test_an_optional_input_without_a_fill_gets_its_own_graph_once(tmp_path: Path
     registry = get_registry()
     model = registry.architecture_factory("onnx", "roberta")(backend=registry.get_backend("onnx"), config=config, weights=path,
                                                               metadata=ModelMetadata("r", architecture="roberta"), preprocessing=pre)
-    assert model.graph_inputs == {"input_ids", "attention_mask", "token_type_ids"} and model.plan.params is None  # the session holds the weights
+    assert model.graph_inputs == {"input_ids", "attention_mask", "token_type_ids"}
+    assert model.plan.params is None and model._params is None  # the session holds the weights, not the host
     inputs = token_batch("roberta", config)
     mask = inputs["attention_mask"]
     explicit = dict(inputs, position_ids=(np.cumsum(mask, axis=1) * mask + 1).astype(np.int64))

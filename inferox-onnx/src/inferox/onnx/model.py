@@ -265,8 +265,6 @@ def definition_identity(plan: DefinitionPlan) -> dict[str, Any]:
 
 def _jsonable(value: Any) -> Any:
     """A config object as JSON-able data (dataclasses as their fields) for the cache key."""
-    import dataclasses
-
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {"__type__": type(value).__qualname__, **{f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}}
     if isinstance(value, Mapping):
@@ -296,8 +294,9 @@ class OnnxDefinitionModel(OnnxModel):
     input without a fill (``position_ids``) gets a second graph traced with it, built on its first
     use (and cached like the first).
 
-    Attributes: ``plan`` (the :class:`~inferox.core.DefinitionPlan`; its host parameters are dropped
-    once the graph is built when the weights can be read again from the package's file), ``config``
+    Attributes: ``plan`` (the :class:`~inferox.core.DefinitionPlan`, whose host parameters the model
+    takes over and drops once the session holds them, when the weights can be read again from the
+    package's file), ``config``
     (the definition's static config), ``text_encoder``, ``fusions`` (ONNX Runtime's fused operators
     in the graph, by type), ``nodes`` (the graph's operator counts as traced and as handed to the
     session), ``int8`` (the int8 scheme, ``None`` for f32), ``from_cache`` (whether the graph came
@@ -333,6 +332,8 @@ class OnnxDefinitionModel(OnnxModel):
         self.graph_options = options if options is not None else GraphOptions()
         self._device = dev
         self._label = metadata.name
+        #: The prepared host parameters, until the session holds them (see :meth:`_host_params`).
+        self._params: Any = plan.take_params()
         self._specs = {s.name: s for s in plan.input_specs}
         #: The inputs the main graph takes: the required ones and those the definition fills.
         self.graph_inputs = frozenset(s.name for s in plan.input_specs if not s.optional or s.name in plan.input_defaults)
@@ -359,7 +360,7 @@ class OnnxDefinitionModel(OnnxModel):
         if plan.source is not None and plan.definition.select is not None:
             # The session holds the weights now; a graph for another signature reads them again
             # from the package's file (_host_params), so the host copy need not stay in memory.
-            self.plan = dataclasses.replace(plan, params=None)
+            self._params = None
 
     # -- building graphs ---------------------------------------------------------------------------
     def _digest_weights(self) -> str:
@@ -380,7 +381,7 @@ class OnnxDefinitionModel(OnnxModel):
             else:
                 flat[path] = tree
 
-        walk(map_arrays(self.plan.params, np.asarray), "")
+        walk(map_arrays(self._params, np.asarray), "")
         return "arrays:" + array_digest(flat)
 
     def cache_key(self, inputs: frozenset[str]) -> dict[str, Any]:
@@ -401,9 +402,9 @@ class OnnxDefinitionModel(OnnxModel):
 
     def _host_params(self) -> Any:
         """The prepared host parameters: the plan's, or read again from the package's file."""
+        if self._params is not None:
+            return self._params
         plan = self.plan
-        if plan.params is not None:
-            return plan.params
         from inferox.core.definition import numpy_namespace, read_host_weights
 
         assert plan.source is not None and plan.definition.select is not None
@@ -414,13 +415,11 @@ class OnnxDefinitionModel(OnnxModel):
 
     def _build(self, inputs: frozenset[str]) -> tuple[onnx.ModelProto, dict[str, Any]]:
         """Trace the definition into a graph taking ``inputs``, then fuse what is left to fuse."""
-        import dataclasses as dc
-
         from inferox.onnx._graph import fused_counts, node_counts, optimize_graph
         from inferox.onnx._trace import trace_plan
 
         params = self._host_params()
-        plan = dc.replace(self.plan, params=params)
+        plan = dataclasses.replace(self.plan, params=params)
         fuse = self.graph_options.optimize
         with onnx_errors(device=str(self._device), model=self._label):
             traced = trace_plan(plan, inputs=inputs, fuse=fuse, model=self._label)
