@@ -1,8 +1,11 @@
 """MiniLM (all-MiniLM-L6-v2) on inferox-onnx, fp32 and int8, against the direct ``transformers``
 forward and inferox-torch, in ONE run, every contender on the same intra-op thread count.
 
-    .venv/bin/python benchmarks/models/bench_onnx.py            # measure, write JSON + Markdown
-    .venv/bin/python benchmarks/models/bench_onnx.py --render   # re-render the Markdown from the JSON
+    .venv/bin/python benchmarks/models/bench_onnx.py                   # measure, write JSON + Markdown
+    .venv/bin/python benchmarks/models/bench_onnx.py --against f2cafe6  # + the graph the code at f2cafe6 built
+    .venv/bin/python benchmarks/models/bench_onnx.py --render          # re-render the Markdown from the JSON
+    nice .venv/bin/python benchmarks/models/bench_onnx.py --against f2cafe6 --contenders inferox-onnx \
+        --sizes 1x16,32x128 --budget 2 --max-rounds 20 --no-profile --out /tmp/onnx-small.json   # a quick check
 
 Contenders (token inputs of exactly ``seq`` tokens, as in ``bench_minilm.py``, whose batch maker and
 interleaved timing loop this script reuses):
@@ -12,7 +15,11 @@ interleaved timing loop this script reuses):
 * ``inferox-onnx``: the onnx backend's fused fp32 graph through ``AnyModel`` (validation, numpy in
   and out, pooling and normalisation in the graph);
 * ``inferox-onnx-int8``: the same with ``int8=True`` (the default ``"blockwise"`` scheme);
-* ``inferox-onnx-int8-dynamic``: ``int8_scheme="dynamic"`` (``quantize_dynamic``), for comparison.
+* ``inferox-onnx-int8-dynamic``: ``int8_scheme="dynamic"`` (``quantize_dynamic``), for comparison;
+* ``inferox-onnx-before`` (with ``--against REV``): the fp32 graph the code at git revision ``REV``
+  built (a revision that still had the hand-written ``inferox/onnx/models/bert.py``, e.g. f2cafe6),
+  built in a subprocess from that revision's sources and run through the same ``AnyModel`` path.
+  The traced graph's CPU time is reported against it too (target: within 3 %).
 
 Targets (issue 16), judged on the CPU-time ratio to the baseline measured in this run: inferox-onnx
 >= 1.2x the baseline's throughput at batch 32 x 128 (ratio <= 0.833) and <= 0.8x its latency at
@@ -32,7 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +59,9 @@ TARGETS: dict[tuple[str, int, int], float] = {
 }
 COSINE_MIN = 0.995
 INT8 = {"inferox-onnx-int8": "blockwise", "inferox-onnx-int8-dynamic": "dynamic"}
+BEFORE = "inferox-onnx-before"
+#: The highest CPU-time ratio of the traced fp32 graph to the graph of ``--against`` (issue 21, item 8).
+BEFORE_TARGET = 1.03
 
 
 def _minilm_bench() -> Any:
@@ -91,7 +101,7 @@ def profile_ops(threads: int, *, batch: int = 32, seq: int = 128, runs: int = 3)
     x = bench.token_batch(batch, seq)
     out: dict[str, Any] = {"batch": batch, "seq": seq, "runs": runs, "threads": threads, "ops": {}}
     for name, options in (("inferox-onnx", {}), ("inferox-onnx-int8", {"int8": True})):
-        model = factory(backend=registry.get_backend("onnx"), config=json.loads((d / "config.json").read_text()), weights=d / "model.safetensors",
+        model: Any = factory(backend=registry.get_backend("onnx"), config=json.loads((d / "config.json").read_text()), weights=d / "model.safetensors",
                         metadata=ModelMetadata("m", architecture="bert"), device="cpu", dtype=None,
                         preprocessing=read_sentence_transformers_config(d), threads=threads, **options)
         opts = ort.SessionOptions()
@@ -113,7 +123,82 @@ def profile_ops(threads: int, *, batch: int = 32, seq: int = 128, runs: int = 3)
     return out
 
 
-def load_contenders(threads: int) -> tuple[dict[str, Callable[[dict[str, np.ndarray]], Callable[[], Any]]], dict[str, Any]]:
+_BEFORE_SCRIPT = """
+import json, sys
+from pathlib import Path
+import onnx
+from inferox.core.architectures import BertConfig, Preprocessing, bert_weight_shapes, select_weights
+from inferox.onnx.models._common import check_float, read_weights
+from inferox.onnx.models.bert import build_bert_graph, optimize_bert_graph
+d, out = Path(sys.argv[1]), sys.argv[2]
+cfg = BertConfig.from_dict(json.loads((d / "config.json").read_text()))
+pre = Preprocessing.from_options(json.loads(sys.argv[3]), limit=cfg.max_position_embeddings)
+tensors, source = read_weights(d / "model.safetensors")
+weights = check_float(select_weights(tensors, bert_weight_shapes(cfg), prefixes=("", "bert."), source=source), source)
+graph, fusions = optimize_bert_graph(build_bert_graph(cfg, pre, weights), cfg)
+onnx.save_model(graph, out)
+print(json.dumps(fusions))
+"""
+
+
+def graph_at_revision(rev: str, model: Path, preprocessing: dict[str, Any], out: Path) -> dict[str, int]:
+    """Build MiniLM's fp32 graph with the hand-written builder of git revision ``rev`` (its
+    inferox-core and inferox-onnx sources, extracted with ``git archive``, ahead of the installed ones
+    on ``PYTHONPATH`` in a subprocess); returns ONNX Runtime's fusion counts for it."""
+    import io
+    import subprocess
+    import tarfile
+
+    tree = Path(tempfile.mkdtemp(prefix="inferox-before-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "inferox-core/src", "inferox-onnx/src"], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree / "inferox-onnx" / "src"), str(tree / "inferox-core" / "src")])}
+    done = subprocess.run([sys.executable, "-c", _BEFORE_SCRIPT, str(model), str(out), json.dumps({"preprocessing": preprocessing})],
+                          env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"building the graph of {rev} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def before_model(rev: str, like: Any, threads: int, facts: dict[str, Any]) -> Any:
+    """The graph of ``rev`` behind the interface of ``like`` (the traced model: same specs), fed as
+    the hand-written BertModel fed it (token types and positions filled when left out)."""
+    from inferox.core import ModelMetadata
+    from inferox.core.architectures import read_sentence_transformers_config
+    from inferox.onnx import OnnxModel
+
+    bench = _minilm_bench()
+    d = bench.model_dir()
+    path = Path(tempfile.mkdtemp(prefix="inferox-before-graph-")) / "model.onnx"
+    t0 = time.perf_counter()
+    fusions = graph_at_revision(rev, d, dict(read_sentence_transformers_config(d)), path)
+    build_s = time.perf_counter() - t0
+
+    class Before(OnnxModel):
+        text_encoder = like.text_encoder
+
+        def feeds(self, inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+            ids = np.asarray(inputs["input_ids"], np.int64)
+            b, n = ids.shape
+            return {"input_ids": ids, "attention_mask": np.asarray(inputs.get("attention_mask", np.ones_like(ids)), np.int64),
+                    "token_type_ids": np.asarray(inputs["token_type_ids"], np.int64) if inputs.get("token_type_ids") is not None else np.zeros_like(ids),
+                    "position_ids": np.asarray(inputs["position_ids"], np.int64) if inputs.get("position_ids") is not None
+                    else np.ascontiguousarray(np.broadcast_to(np.arange(n, dtype=np.int64), (b, n)))}
+
+        def check_inputs(self, inputs: Any) -> None:
+            like.check_inputs(inputs)
+
+    model = Before(path, metadata=ModelMetadata("all-MiniLM-L6-v2", architecture="bert"), input_specs=like.input_specs,
+                   output_specs=like.output_specs, backend=like.backend, device="cpu", threads=threads, weight_bytes=like.memory_requirements())
+    model.warmup()
+    facts[f"{BEFORE} ({rev})"] = {"load_s": round(build_s, 2), "from_cache": False, "weight_bytes": model.memory_requirements(), "fusions": fusions}
+    return model
+
+
+def load_contenders(threads: int, *, wanted: set[str] | None = None, against: str | None = None) -> tuple[
+    dict[str, Callable[[dict[str, np.ndarray]], Callable[[], Any]]], dict[str, Any]
+]:
     import torch
     from transformers import AutoModel
 
@@ -142,20 +227,30 @@ def load_contenders(threads: int) -> tuple[dict[str, Callable[[dict[str, np.ndar
         return model
 
     hf = AutoModel.from_pretrained(str(d)).eval()
-    models = {
-        "inferox-torch": inferox("torch"),
-        "inferox-onnx": inferox("onnx"),
-        **{name: inferox("onnx", int8=True, int8_scheme=scheme) for name, scheme in INT8.items()},
-    }
+    chosen = set(CONTENDERS) if wanted is None else wanted
+    models: dict[str, Any] = {}
+    if "inferox-torch" in chosen:
+        models["inferox-torch"] = inferox("torch")
+    models["inferox-onnx"] = inferox("onnx")  # the fp32 graph: the int8 rows' accuracy reference too
+    models.update({name: inferox("onnx", int8=True, int8_scheme=scheme) for name, scheme in INT8.items() if name in chosen})
+    if against is not None:
+        models[BEFORE] = before_model(against, models["inferox-onnx"], threads, facts)
     # The int8 accuracy check: cosine of each parity sentence's embedding to the fp32 graph's.
     sentences = parity_sentences()
     fp32 = models["inferox-onnx"].encode_text(sentences)["sentence_embedding"]
     accuracy = {}
     for name in INT8:
+        if name not in models:
+            continue
         q = models[name].encode_text(sentences)["sentence_embedding"]
         cos = (q * fp32).sum(1) / (np.linalg.norm(q, axis=1) * np.linalg.norm(fp32, axis=1))
         accuracy[name] = {"cosine_min": float(cos.min()), "cosine_per_sentence": [round(float(c), 5) for c in cos]}
     facts["int8_accuracy"] = accuracy
+    if against is not None:
+        # The two fp32 graphs compute the same embeddings (the traced one from the definition).
+        batch = models["inferox-onnx"].text_encoder.encode(sentences)
+        a, b = AnyModel(models["inferox-onnx"])(batch), AnyModel(models[BEFORE])(batch)
+        facts["before_max_difference"] = {k: float(np.abs(a[k] - b[k]).max()) for k in a}
     anys = {k: AnyModel(m) for k, m in models.items()}
 
     def hf_call(x: dict[str, np.ndarray]) -> Callable[[], Any]:
@@ -177,7 +272,9 @@ def summarize(batch: int, seq: int, kind: str, wall: dict[str, list[float]], cpu
     med = {k: statistics.median(v) for k, v in wall.items()}
     cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     out: dict[str, Any] = {"kind": kind, "batch": batch, "seq": seq, "rounds": len(wall[BASELINE]), "results": {}}
-    for name in CONTENDERS:
+    for name in [*CONTENDERS, BEFORE]:
+        if name not in wall:
+            continue
         out["results"][name] = {
             "median_ms": med[name] * 1e3,
             "ratio": med[name] / med[BASELINE],
@@ -185,6 +282,8 @@ def summarize(batch: int, seq: int, kind: str, wall: dict[str, list[float]], cpu
             "cpu_median_ms": cpu_med[name] * 1e3,
             "cpu_ratio": cpu_med[name] / cpu_med[BASELINE],
         }
+        if BEFORE in cpu_med:
+            out["results"][name]["cpu_vs_before"] = cpu_med[name] / cpu_med[BEFORE]
     return out
 
 
@@ -196,10 +295,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bench = _minilm_bench()
     load_before = os.getloadavg()
     t_start = time.time()
-    makers, facts = load_contenders(args.threads)
+    wanted = None if args.contenders is None else {c.strip() for c in args.contenders.split(",")} | {"inferox-onnx"}
+    makers, facts = load_contenders(args.threads, wanted=wanted, against=args.against)
     rng = random.Random(0)
     rows = []
-    for batch, seq, kind in SIZES:
+    sizes = SIZES if args.sizes is None else [s for s in SIZES if f"{s[0]}x{s[1]}" in {v.strip() for v in args.sizes.split(",")}]
+    for batch, seq, kind in sizes:
         x = bench.token_batch(batch, seq)
         calls = {name: make(x) for name, make in makers.items()}
         wall, cpu = bench.measure(calls, budget_s=args.budget, min_rounds=args.min_rounds, max_rounds=args.max_rounds, rng=rng)
@@ -222,7 +323,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "numpy": np.__version__},
-        "settings": {"budget_s_per_size": args.budget, "min_rounds": args.min_rounds, "max_rounds": args.max_rounds},
+        "settings": {"budget_s_per_size": args.budget, "min_rounds": args.min_rounds, "max_rounds": args.max_rounds, "against": args.against},
         "facts": facts,
         "wall_time_s": round(time.time() - t_start, 1),
         "rows": rows,
@@ -232,6 +333,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def render(data: dict[str, Any]) -> str:
     """The Markdown report, generated from the JSON only."""
     m = data["machine"]
+    present = [c for c in [*CONTENDERS, BEFORE] if data["rows"] and c in data["rows"][0]["results"]]
     lines = [
         "# inferox-onnx benchmark (generated by `benchmarks/models/bench_onnx.py` from `onnx.json`; do not edit)",
         "",
@@ -244,13 +346,13 @@ def render(data: dict[str, Any]) -> str:
         f"{m['load_average_before'][0]} before / {m['load_average_after'][0]} after; "
         + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + f"; run took {data['wall_time_s']} s.",
         "",
-        "| batch | seq | rounds | " + " | ".join(CONTENDERS) + " |",
-        "|" + "---|" * (3 + len(CONTENDERS)),
+        "| batch | seq | rounds | " + " | ".join(present) + " |",
+        "|" + "---|" * (3 + len(present)),
     ]
     misses: list[str] = []
     for r in data["rows"]:
         cells = []
-        for name in CONTENDERS:
+        for name in present:
             res = r["results"][name]
             value = f"{res['median_ms']:.2f} ms" if r["kind"] == "latency" else f"{res['sequences_per_s']:.1f} seq/s"
             target = TARGETS.get((name, r["batch"], r["seq"]))
@@ -262,7 +364,22 @@ def render(data: dict[str, Any]) -> str:
                     misses.append(f"{name} at batch {r['batch']} x {r['seq']}: cpu ratio {res['cpu_ratio']:.3f} (target <= {target:.3f})")
             cells.append(f"{value} [cpu {res['cpu_ratio']:.3f}x]{mark} (wall {res['ratio']:.3f}x)")
         lines.append(f"| {r['batch']} | {r['seq']} | {r['rounds']} | " + " | ".join(cells) + " |")
-    lines += ["", "## int8 accuracy (cosine to the fp32 graph on the parity sentences)", "", "| row | min cosine | per sentence | check |", "|---|---|---|---|"]
+    if BEFORE in present:
+        against = data["settings"].get("against")
+        lines += ["", f"## The traced graph against the hand-written graph of `{against}`", "",
+                  f"Ratio of median process CPU time per call, `inferox-onnx` (the graph traced from the definition) to `{BEFORE}` "
+                  f"(the graph the code at `{against}` built by hand), measured in the same run; target <= {BEFORE_TARGET}. "
+                  "Largest difference between their outputs on the parity sentences: "
+                  + ", ".join(f"{k} {v:.2g}" for k, v in data["facts"].get("before_max_difference", {}).items()) + ".", "",
+                  "| batch | seq | cpu ratio traced / hand-written | check |", "|---|---|---|---|"]
+        for r in data["rows"]:
+            ratio = r["results"]["inferox-onnx"]["cpu_vs_before"]
+            ok = ratio <= BEFORE_TARGET
+            if not ok and (r["batch"], r["seq"]) in ((1, 16), (32, 128)):
+                misses.append(f"inferox-onnx against {against} at batch {r['batch']} x {r['seq']}: cpu ratio {ratio:.3f} (target <= {BEFORE_TARGET})")
+            lines.append(f"| {r['batch']} | {r['seq']} | {ratio:.3f} | {'✅' if ok else '❌'} |")
+    if data["facts"]["int8_accuracy"]:
+        lines += ["", "## int8 accuracy (cosine to the fp32 graph on the parity sentences)", "", "| row | min cosine | per sentence | check |", "|---|---|---|---|"]
     for name, acc in data["facts"]["int8_accuracy"].items():
         ok = acc["cosine_min"] >= COSINE_MIN
         if not ok:
@@ -270,7 +387,7 @@ def render(data: dict[str, Any]) -> str:
         lines.append(f"| {name} | {acc['cosine_min']:.4f} | {', '.join(f'{c:.4f}' for c in acc['cosine_per_sentence'])} | {'✅' if ok else '❌'} |")
     lines += ["", "## Loads", "", "| contender | load s | from cache | weight bytes | fused operators |", "|---|---|---|---|---|"]
     for key, fact in data["facts"].items():
-        if key == "int8_accuracy":
+        if key in ("int8_accuracy", "before_max_difference"):
             continue
         fusions = ", ".join(f"{k} {v}" for k, v in (fact.get("fusions") or {}).items()) or "-"
         lines.append(f"| `{key}` | {fact['load_s']} | {fact['from_cache']} | {fact['weight_bytes']:,} | {fusions} |")
@@ -297,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notes", type=Path, default=HERE / "onnx_notes.md", help="Markdown appended under Notes")
     parser.add_argument("--render", action="store_true", help="only re-render the Markdown from the JSON")
     parser.add_argument("--profile-only", action="store_true", help="only (re-)run the operator profile into the existing JSON")
+    parser.add_argument("--no-profile", action="store_true", help="skip the operator profile")
+    parser.add_argument("--against", metavar="REV", help="also time the hand-written graph git revision REV built (e.g. f2cafe6)")
+    parser.add_argument("--contenders", help=f"comma-separated subset of {', '.join(CONTENDERS[1:])} (default: all; inferox-onnx always)")
+    parser.add_argument("--sizes", help="comma-separated subset of " + ", ".join(f"{b}x{s}" for b, s, _ in SIZES) + " (default: all)")
     args = parser.parse_args(argv)
     # A private graph cache: the first load of each onnx contender builds (timed in "Loads").
     os.environ.setdefault("INFEROX_CACHE_DIR", tempfile.mkdtemp(prefix="inferox-bench-"))
@@ -304,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         data = json.loads(args.out.read_text())
     else:
         data = run(args)
-    if not args.render:
+    if not args.render and not args.no_profile:
         data["profile"] = profile_ops(args.threads)
     if args.notes.is_file():
         data["notes"] = [args.notes.read_text().strip()]

@@ -4,8 +4,9 @@ read from the distribution's metadata and the same lazy ``__init__`` built by co
 
 A backend that runs architecture definitions (``BackendSpec(definitions=True)``) has an ``ops.py``
 (its overrides of core's fused operations) and no ``models/`` folder: it holds no code of any
-architecture. inferox-onnx still registers hand-written factories (``models/``) until its graphs are
-traced from the definitions."""
+architecture. Every first-party backend does: inferox-onnx traces the definitions into ONNX graphs
+(its private ``_trace.py``, the recording namespace, and ``_graph.py``, the graph cache and int8,
+are the only modules the template does not have)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = [("inferox.torch", "inferox-torch", "torch"), ("inferox.jax", "inferox-jax", "jax"), ("inferox.onnx", "inferox-onnx", "onnx")]
 TEMPLATE_MODULES = {"__init__.py", "_errors.py", "backend.py", "model.py", "plugin.py", "py.typed", "tensor.py"}
 #: Backends that run every architecture's definition: their op overrides, no per-architecture code.
-DEFINITION_BACKENDS = {"torch", "jax"}
-TEMPLATE_MODEL_MODULES = {"__init__.py", "_common.py", "bert.py", "mlp.py"}
+DEFINITION_BACKENDS = {"torch", "jax", "onnx"}
+#: Private modules a backend has beyond the template (what only its framework needs).
+EXTRA_MODULES = {"onnx": {"_graph.py", "_trace.py"}}
 
 
 def _source(package: str) -> Path:
@@ -36,12 +38,9 @@ def _source(package: str) -> Path:
 @pytest.mark.parametrize(("package", "distribution", "backend"), BACKENDS)
 def test_same_module_names(package: str, distribution: str, backend: str) -> None:
     src = _source(package)
-    if backend in DEFINITION_BACKENDS:
-        assert {p.name for p in src.iterdir() if p.is_file()} == TEMPLATE_MODULES | {"ops.py"}
-        assert not (src / "models").exists()  # no architecture code: the definitions run here
-    else:
-        assert {p.name for p in src.iterdir() if p.is_file()} == TEMPLATE_MODULES
-        assert {p.name for p in (src / "models").iterdir() if p.is_file()} == TEMPLATE_MODEL_MODULES
+    assert backend in DEFINITION_BACKENDS
+    assert {p.name for p in src.iterdir() if p.is_file()} == TEMPLATE_MODULES | {"ops.py"} | EXTRA_MODULES.get(backend, set())
+    assert not (src / "models").exists()  # no architecture code: the definitions run here
     assert not (src / "_version.py").exists()  # the version comes from the distribution's metadata
 
 
@@ -58,12 +57,10 @@ def test_same_constants_and_hooks(package: str, distribution: str, backend: str)
     registry = PluginRegistry()
     registry.register_plugin(plugin, name=backend)
     assert registry.backend_names() == [backend]
-    if backend in DEFINITION_BACKENDS:
-        # No factory registered, and every architecture with a definition runs here.
-        assert plugin.ARCHITECTURES == () and registry.backend_spec(backend).definitions
-        assert sorted(registry.architectures(backend)) == [s for s in registry.schema_names() if registry.schema(s).definition is not None]
-    else:
-        assert sorted(registry.architectures(backend)) == sorted(a for a, _ in plugin.ARCHITECTURES)
+    assert backend in DEFINITION_BACKENDS
+    # No factory registered, and every architecture with a definition runs here.
+    assert plugin.ARCHITECTURES == () and registry.backend_spec(backend).definitions
+    assert sorted(registry.architectures(backend)) == [s for s in registry.schema_names() if registry.schema(s).definition is not None]
     assert plugin.inferox_plugin_info()["version"] == md.version(distribution)
 
 

@@ -111,8 +111,7 @@ RunFn = Callable[[Model, Mapping[str, Any]], dict[str, np.ndarray]]
 
 # -- encoder families and task heads, packed by inferox from transformers checkpoints -------------------------
 #: Where a (family, head, backend) parity case runs: core's NumPy reference (the definition itself, in
-#: float64) and every backend. inferox-onnx is one more parameter: it runs what it implements (its
-#: hand-written bert) and skips, saying so, what it does not yet (until it traces the definitions).
+#: float64) and every backend (inferox-onnx traces the definitions into ONNX graphs).
 PARITY_BACKENDS = ("reference", "torch", "jax", "onnx")
 #: jax compiles one executable per bucket: one bucket for every parity batch keeps it to one compile a model.
 JAX_OPTIONS = {"seq_buckets": [16], "batch_buckets": [4]}
@@ -143,9 +142,7 @@ def family_packages(tmp_path_factory: pytest.TempPathFactory) -> FamilyPackages:
 
 
 def run_package(package: Path, backend: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The package's outputs for ``inputs`` on ``backend`` (``"reference"``: core's NumPy reference),
-    skipping — with the reason — where the backend does not implement the package's architecture yet."""
-    from inferox.core.errors import ArchitectureNotFoundError, ConfigError
+    """The package's outputs for ``inputs`` on ``backend`` (``"reference"``: core's NumPy reference)."""
     from inferox.mlpkg import load_model, load_package
 
     pkg = load_package(package)
@@ -160,12 +157,7 @@ def run_package(package: Path, backend: str, inputs: Mapping[str, np.ndarray]) -
         pytest.skip(f"backend {backend!r} is not installed here")
     key = (str(package), backend)
     if key not in _LOADED:
-        try:
-            _LOADED[key] = load_model(pkg, backend=backend, **(JAX_OPTIONS if backend == "jax" else {}))
-        except (ArchitectureNotFoundError, ConfigError) as exc:
-            if backend == "onnx":
-                pytest.skip(f"inferox-onnx does not run this package yet: {exc}")
-            raise
+        _LOADED[key] = load_model(pkg, backend=backend, **(JAX_OPTIONS if backend == "jax" else {}))
     return _LOADED[key](dict(inputs))  # type: ignore[no-any-return]
 
 

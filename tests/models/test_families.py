@@ -1,8 +1,7 @@
 """Every encoder family on every backend matches ``transformers``: BERT, DistilBERT, RoBERTa,
 XLM-RoBERTa, MPNet (relative position bias) and ELECTRA (embedding projection), each a tiny
 random-weight checkpoint made by ``transformers`` in the test, saved with ``save_pretrained``,
-packed by ``inferox pack`` and run on core's NumPy reference, torch, jax (and onnx where it runs the
-family) — within 1e-4 in fp32, on a batch with padding and token types. Then every
+packed by ``inferox pack`` and run on core's NumPy reference, torch, jax and onnx — within 1e-4 in fp32, on a batch with padding and token types. Then every
 sentence-transformers pooling mode, Dense and Normalize against ``sentence_transformers`` itself."""
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ def test_family_matches_transformers(family_packages: FamilyPackages, family: st
     assert got["last_hidden_state"].dtype == np.float32
 
 
-@pytest.mark.parametrize("backend", ["reference", "torch", "jax"])
+@pytest.mark.parametrize("backend", PARITY_BACKENDS)
 def test_roberta_positions_start_after_the_padding_index(family_packages: FamilyPackages, backend: str) -> None:
     """RoBERTa numbers real tokens from padding_idx + 1 (= 2): without position_ids, every token reads
     a different row of the position table than a BERT would, and explicit ids give the same result."""
@@ -136,7 +135,7 @@ def st_packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Pat
     return out
 
 
-@pytest.mark.parametrize("backend", ["reference", "torch", "jax"])
+@pytest.mark.parametrize("backend", PARITY_BACKENDS)
 @pytest.mark.parametrize("case", list(ST_CASES))
 def test_sentence_transformers_modules_match(st_packages: dict[str, tuple[Path, Any]], case: str, backend: str) -> None:
     package, model = st_packages[case]

@@ -2,7 +2,7 @@
 ``classify`` (logits, and the argmax label named by ``id2label``) and cross-encoder ``rerank`` (one
 score per query/document pair, sigmoid or raw as sentence-transformers' ``CrossEncoder`` decides
 from the model's config) — tiny random checkpoints saved by ``transformers``, packed by ``inferox
-pack``, within 1e-4 in fp32 on core's NumPy reference, torch, jax (and onnx where it runs them)."""
+pack``, within 1e-4 in fp32 on core's NumPy reference, torch, jax and onnx."""
 
 from __future__ import annotations
 
@@ -92,6 +92,6 @@ def test_rerank_scores_are_the_cross_encoders(cross_encoders: dict[str, tuple[Pa
     tokenizer = AutoTokenizer.from_pretrained(str(package))
     batch = tokenizer([q for q, _ in pairs], [d for _, d in pairs], padding=True, return_tensors="np")
     inputs = {k: np.asarray(v, np.int64) for k, v in batch.items()}
-    for backend in ("reference", "torch", "jax"):
+    for backend in PARITY_BACKENDS:
         got = run_package(package, backend, inputs)["score"]
         np.testing.assert_allclose(got, want, atol=TOL, rtol=0, err_msg=backend)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from inferox.core import AnyModel, DType, ModelMetadata, TensorSpec
+from inferox.core import AnyModel, DType, ModelMetadata, TensorSpec, usable_cpus
 from inferox.core.architectures import BertConfig, bert_weight_shapes
 from inferox.core.errors import (
     BackendError,
@@ -24,7 +24,7 @@ from inferox.core.errors import (
 )
 from inferox.core.plugins import get_registry
 from inferox.onnx import OnnxBackend, OnnxModel, graph_cache_dir, session_options
-from inferox.onnx.models._common import GRAPH_FILE, INFO_FILE, file_digest, write_atomic
+from inferox.onnx._graph import GRAPH_FILE, INFO_FILE, file_digest, write_atomic
 
 from .conftest import linear_graph, make_linear
 
@@ -90,7 +90,8 @@ def test_threads_are_per_session(backend: OnnxBackend) -> None:
     two = make_linear(backend, w, b, threads=2)
     assert one.session.get_session_options().intra_op_num_threads == 1
     assert two.session.get_session_options().intra_op_num_threads == 2  # the first model keeps its own
-    assert one.threads == 1 and session_options(None).intra_op_num_threads == 0  # 0: ONNX Runtime's default
+    # Unset: the CPUs this process may use (affinity and cgroup quota), not ONNX Runtime's one per core.
+    assert one.threads == 1 and session_options(None).intra_op_num_threads == usable_cpus()
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ConfigError) as ei:
             make_linear(backend, w, b, threads=bad)
@@ -172,7 +173,7 @@ def _int8_dynamic_emulation(x: np.ndarray, w: dict[str, np.ndarray], *, reduce_r
 
 def test_int8_reduce_range_follows_the_cpu() -> None:
     """7-bit weights exactly where u8-by-s8 kernels saturate: x86-64 without VNNI (ONNX Runtime's advice)."""
-    from inferox.onnx.models._common import cpu_flags, int8_reduce_range
+    from inferox.onnx._graph import cpu_flags, int8_reduce_range
 
     assert int8_reduce_range("x86_64", frozenset({"avx2", "fma"})) is True
     assert int8_reduce_range("x86_64", frozenset({"avx2", "avx512f", "avx512_vnni"})) is False
@@ -190,7 +191,7 @@ def test_mlp_int8_dynamic_is_what_the_cpu_allows_and_smaller() -> None:
     int16 accumulators: 0.17 away from the emulation (whose own error is 0.02); with the 7-bit weights
     such CPUs now get, ORT and the emulation agree to 1e-7.
     """
-    from inferox.onnx.models._common import int8_reduce_range
+    from inferox.onnx._graph import int8_reduce_range
 
     w = mlp_weights([64, 128, 8])
     x = np.random.default_rng(2).standard_normal((16, 64)).astype(np.float32)

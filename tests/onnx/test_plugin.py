@@ -34,12 +34,15 @@ def test_import_and_discovery_do_not_import_onnx_or_onnxruntime() -> None:
         "infos = {i.name: i for i in reg.list_backends()}\n"
         "print(json.dumps({'after_import': after_import, 'after_discovery': [m for m in ('onnx', 'onnxruntime') if m in sys.modules],\n"
         "  'available': infos['onnx'].available, 'versions': infos['onnx'].versions, 'loaded': reg.is_loaded('onnx'),\n"
-        "  'archs': sorted(reg.architectures('onnx')), 'dir': sorted(dir(inferox.onnx))}))\n"
+        "  'archs': sorted(reg.architectures('onnx')), 'dir': sorted(dir(inferox.onnx)),\n"
+        "  'defined': sorted(s for s in reg.schema_names() if reg.schema(s).definition is not None)}))\n"
     )
     assert out["after_import"] == [] and out["after_discovery"] == []
     assert out["available"] is True and out["loaded"] is False
     assert out["versions"] == {"onnx": md.version("onnx"), "onnxruntime": md.version("onnxruntime")}
-    assert out["archs"] == ["bert", "mlp"]
+    # Every architecture with a definition runs on onnx (traced), listed before onnx is imported.
+    assert out["archs"] == out["defined"]
+    assert {"mlp", "bert", "distilbert", "roberta", "xlm-roberta", "mpnet", "electra"} <= set(out["archs"])
     assert out["dir"] == sorted(inferox.onnx.__all__)
 
 
@@ -69,14 +72,15 @@ def test_blocked_by_environment_variable() -> None:
     assert out["error"] == ["BACKEND_UNAVAILABLE", "blocked by INFEROX_BLOCKED_PLUGINS"]
 
 
-def test_hooks_register_the_backend_and_architectures() -> None:
+def test_hooks_register_the_backend_and_no_factory() -> None:
     specs: list[BackendSpec] = []
     archs: list[tuple[str, str, str]] = []
     plugin.inferox_register_backends(specs.append)
     plugin.inferox_register_implementations(lambda b, a, f, **_: archs.append((b, a, f)))
     assert [s.name for s in specs] == ["onnx"] and specs[0].requires == ("onnx", "onnxruntime")
     assert specs[0].loader == "inferox.onnx.backend:OnnxBackend"
-    assert archs == [("onnx", "mlp", "inferox.onnx.models.mlp:create_model"), ("onnx", "bert", "inferox.onnx.models.bert:create_model")]
+    assert specs[0].definitions is True  # it runs every architecture's definition ...
+    assert archs == [] and plugin.ARCHITECTURES == ()  # ... and registers no architecture code
     assert plugin.inferox_contract_version() == CONTRACT_VERSION
     assert plugin.inferox_plugin_info() == {"description": "The ONNX Runtime backend for Inferox", "version": md.version("inferox-onnx")}
     assert inferox.onnx.__version__ == md.version("inferox-onnx")

@@ -13,9 +13,10 @@ from inferox.onnx.plugin import DISTRIBUTION
 
 if TYPE_CHECKING:
     from inferox.onnx._errors import onnx_errors, wrap_onnx_error
+    from inferox.onnx._graph import INT8_SCHEMES, GraphBuilder, graph_cache_dir
     from inferox.onnx.backend import CPU_PROVIDER, CUDA_PROVIDER, OnnxBackend, providers_for
-    from inferox.onnx.model import LOAD_DTYPES, OnnxModel, check_threads, session_options
-    from inferox.onnx.models._common import INT8_SCHEMES, GraphBuilder, graph_cache_dir
+    from inferox.onnx.model import LOAD_DTYPES, OnnxDefinitionModel, OnnxModel, check_threads, session_options
+    from inferox.onnx.ops import OnnxOps
     from inferox.onnx.tensor import OnnxTensor, OnnxTensorBuilder
 
 __all__ = [
@@ -25,7 +26,9 @@ __all__ = [
     "LOAD_DTYPES",
     "GraphBuilder",
     "OnnxBackend",
+    "OnnxDefinitionModel",
     "OnnxModel",
+    "OnnxOps",
     "OnnxTensor",
     "OnnxTensorBuilder",
     "__version__",
@@ -43,12 +46,14 @@ _LAZY: dict[str, str] = {
     "OnnxBackend": "inferox.onnx.backend",
     "providers_for": "inferox.onnx.backend",
     "LOAD_DTYPES": "inferox.onnx.model",
+    "OnnxDefinitionModel": "inferox.onnx.model",
     "OnnxModel": "inferox.onnx.model",
+    "OnnxOps": "inferox.onnx.ops",
     "check_threads": "inferox.onnx.model",
     "session_options": "inferox.onnx.model",
-    "INT8_SCHEMES": "inferox.onnx.models._common",
-    "GraphBuilder": "inferox.onnx.models._common",
-    "graph_cache_dir": "inferox.onnx.models._common",
+    "INT8_SCHEMES": "inferox.onnx._graph",
+    "GraphBuilder": "inferox.onnx._graph",
+    "graph_cache_dir": "inferox.onnx._graph",
     "OnnxTensor": "inferox.onnx.tensor",
     "OnnxTensorBuilder": "inferox.onnx.tensor",
     "onnx_errors": "inferox.onnx._errors",

@@ -18,7 +18,7 @@ Lines that only run with a CUDA device present are marked ``# pragma: gpu`` (see
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -28,10 +28,16 @@ from inferox.core.backend import Backend
 from inferox.core.device import Device, DeviceId, DeviceKind, MemoryInfo, host_memory_info
 from inferox.core.dtype import DType
 from inferox.core.errors import InvalidInputError
+from inferox.core.model import Model, ModelMetadata
 from inferox.core.tensor import Tensor
 from inferox.onnx._errors import onnx_errors
 from inferox.onnx.plugin import BACKEND_NAME
 from inferox.onnx.tensor import OnnxTensor, OnnxTensorBuilder, device_id_of
+
+if TYPE_CHECKING:
+    from inferox.core.definition import DefinitionPlan
+    from inferox.onnx._trace import TraceNamespace
+    from inferox.onnx.ops import OnnxOps
 
 __all__ = ["CPU_PROVIDER", "CUDA_PROVIDER", "OnnxBackend", "providers_for"]
 
@@ -161,6 +167,38 @@ class OnnxBackend(Backend):
             with onnx_errors():  # pragma: gpu
                 return np.asarray(native.numpy())  # pragma: gpu
         return np.asarray(native)
+
+    # -- architecture definitions -----------------------------------------------------------------
+    def array_namespace(self, device: DeviceId | str | None = None) -> TraceNamespace:
+        """A recording namespace (a fresh graph each call): definitions run on it once, on symbolic
+        arrays, and what they compute becomes an ONNX graph (:mod:`inferox.onnx._trace`)."""
+        from inferox.onnx._trace import Tracer
+
+        return Tracer("inferox").xp
+
+    def ops(self, device: DeviceId | str | None = None) -> OnnxOps:
+        """:class:`~inferox.onnx.ops.OnnxOps`: core's operations as ONNX Runtime's (fused) operators."""
+        from inferox.onnx.ops import OnnxOps
+
+        return OnnxOps(self.array_namespace(device))
+
+    def definition_model(
+        self,
+        plan: DefinitionPlan,
+        *,
+        metadata: ModelMetadata,
+        device: DeviceId | str | None = None,
+        dtype: DType | str | None = None,
+        threads: int | None = None,
+        **options: Any,
+    ) -> Model:
+        """An :class:`~inferox.onnx.model.OnnxDefinitionModel`: the definition traced into an ONNX
+        graph (options: ``threads``, per session; ``optimize``, ``int8``, ``int8_scheme``, ``cache``)."""
+        from inferox.onnx._graph import GraphOptions
+        from inferox.onnx.model import OnnxDefinitionModel, check_threads
+
+        return OnnxDefinitionModel(plan, backend=self, metadata=metadata, device=device, dtype=dtype, threads=check_threads(threads),
+                                   options=GraphOptions.from_options(options))
 
 
 def _visible_cuda_devices() -> int:  # pragma: gpu

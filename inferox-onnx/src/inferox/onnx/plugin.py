@@ -1,8 +1,10 @@
 """The ``onnx`` entry point of the ``inferox`` plugin group (``onnx = "inferox.onnx.plugin"``).
 
-Registers the ONNX Runtime backend as a *lazy* spec and its implementations of the standard
-architectures as ``"module:factory"`` strings. Importing this module imports neither ``onnx`` nor
-``onnxruntime``: they are imported only when the backend or an architecture factory is first used.
+Registers the ONNX Runtime backend as a *lazy* spec that runs architecture definitions
+(``definitions=True``): every architecture with a definition — the standard ones and any plugin's —
+is traced into an ONNX graph through the registry's generic factory, so this plugin registers no
+factory of its own. Importing this module imports neither ``onnx`` nor ``onnxruntime``: they are
+imported only when the backend is first used.
 
 Every backend distribution of this repository follows the same template (see docs/plugin-guide.md,
 "The backend template"): ``plugin.py`` holds the constants :data:`DISTRIBUTION`,
@@ -33,17 +35,16 @@ DISTRIBUTION = "inferox-onnx"
 #: The registry name of the backend.
 BACKEND_NAME = "onnx"
 #: ``(architecture, "module:factory")`` pairs registered for the backend, imported on first use.
-ARCHITECTURES: tuple[tuple[str, str], ...] = (
-    ("mlp", "inferox.onnx.models.mlp:create_model"),
-    ("bert", "inferox.onnx.models.bert:create_model"),
-)
-#: Speed per architecture and device kind, relative to inferox-torch's (see
-#: ``ArchitectureSpec.speed``), from ``benchmarks/results/onnx.md``: the fused BERT graph costs
-#: 0.4x to 0.95x torch's CPU time per sequence (most at small batches, where serving lives).
+#: Empty: onnx traces every architecture's definition (``BackendSpec.definitions``).
+ARCHITECTURES: tuple[tuple[str, str], ...] = ()
+#: Speed per architecture (or schema family: every encoder family) and device kind, relative to
+#: inferox-torch's (see ``BackendSpec.speed``), from ``benchmarks/results/onnx.md``: the fused
+#: encoder graph costs 0.4x to 0.95x torch's CPU time per sequence (most at small batches, where
+#: serving lives).
 #: ``benchmarks/engine/bench_backend_choice.py`` checks the ranking these give on a machine.
 SPEED: dict[str, dict[str, float]] = {
     "mlp": {"cpu": 1.2},
-    "bert": {"cpu": 1.5},
+    "encoder": {"cpu": 1.5},
 }
 #: Distributions that provide the ``onnxruntime`` module: the CPU build, or one of the GPU builds
 #: (which are published under their own names and replace the CPU one).
@@ -78,7 +79,9 @@ def inferox_register_backends(register: Callable[[BackendSpec], None]) -> None:
             BACKEND_NAME,
             loader="inferox.onnx.backend:OnnxBackend",
             requires=("onnx", _runtime_distribution()),
-            description="ONNX Runtime: graphs built from safetensors, transformer fusions, cpu and cuda:N",
+            description="ONNX Runtime: graphs traced from the architecture definitions, fused operators, int8, cpu and cuda:N",
+            definitions=True,
+            speed=SPEED,
         )
     )
 

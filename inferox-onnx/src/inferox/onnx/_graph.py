@@ -1,22 +1,29 @@
-"""What the ONNX architectures share: writing graphs, reading weights, load options, the graph cache.
+"""The shared glue of inferox-onnx: writing graphs, the graph cache, ONNX Runtime's fusions and int8.
 
-* :class:`GraphBuilder` — a thin layer over ``onnx.helper``: the architectures write their graphs
-  with it directly from config and weights (no exporter, no torch). Each :meth:`GraphBuilder.op`
-  call appends one node and returns its output name(s); :meth:`GraphBuilder.const` adds an
-  initializer; :meth:`GraphBuilder.build` checks and returns the ``onnx.ModelProto``.
-* **The graph cache.** Building MiniLM's graph from safetensors and running ONNX Runtime's
-  transformer fusions over it takes seconds; loading the result takes a fraction of that. Graphs
-  are kept under ``$INFEROX_CACHE_DIR/onnx/<key>/`` where ``<key>`` is a SHA-256 over everything
-  the graph depends on: the weights' content hash, the architecture's config and pre-processing,
-  the graph options (fusions, int8 scheme), the device kind, and the versions of this builder,
-  ``onnx`` and ``onnxruntime`` (a new runtime may fuse differently). A changed weights file, even at
-  the same path, gets a new key. Writes are atomic (a temporary file in the same folder renamed
-  into place with ``os.replace``), so a reader sees no file or a complete one, and two processes
-  building the same graph at once both succeed. A cached graph that fails to load (truncated,
-  edited by hand) is removed and rebuilt once by the factories; other entries are never touched.
-* :func:`obtain_graph` is the one way a factory gets its graph: from the cache when an entry for
-  the same content, options, device kind and versions exists, else built (optimised, quantised)
-  now and written to the cache.
+Every graph this backend runs is traced from an architecture's definition
+(:mod:`inferox.onnx._trace`); what happens to it afterwards is here, once for every architecture:
+
+* :class:`GraphBuilder` — a thin layer over ``onnx.helper`` the tracer records into: each
+  :meth:`GraphBuilder.op` call appends one node and returns its output name(s);
+  :meth:`GraphBuilder.const` adds an initializer; :meth:`GraphBuilder.build` drops the nodes no
+  output needs, checks and returns the ``onnx.ModelProto``.
+* :func:`optimize_graph` — ONNX Runtime's transformer optimiser (its Python fusions) over a traced
+  graph, for what the traced operators left to fuse.
+* **int8** — :data:`INT8_SCHEMES`: ``"blockwise"`` (``MatMulNBits``) or ``"dynamic"``
+  (``quantize_dynamic``, 7-bit weights on x86-64 CPUs without VNNI: :func:`int8_reduce_range`).
+* **The graph cache.** Tracing MiniLM's definition and running the fusions and quantisers over it
+  takes seconds; loading the result takes a fraction of that. Graphs are kept under
+  ``$INFEROX_CACHE_DIR/onnx/<key>/`` where ``<key>`` is a SHA-256 over everything the graph depends
+  on (:func:`cache_key` of what the model assembles: the definition's identity and source, its
+  config and pre-processing, the inputs the graph takes, the weights' content hash, the graph
+  options, the device kind, and the versions of this builder, ``onnx`` and ``onnxruntime``). A
+  changed weights file, even at the same path, gets a new key. Writes are atomic (a temporary file
+  in the same folder renamed into place with ``os.replace``), so a reader sees no file or a
+  complete one, and two processes building the same graph at once both succeed. A cached graph
+  that fails to load (truncated, edited by hand) is removed and rebuilt once; other entries are
+  never touched.
+* :func:`obtain_graph` is the one way a model gets its graph: from the cache when an entry with the
+  same key exists, else built (traced, optimised, quantised) now and written to the cache.
 """
 
 from __future__ import annotations
@@ -42,8 +49,7 @@ from inferox.core import distribution_version
 from inferox.core.constants import cache_dir
 from inferox.core.device import DeviceId
 from inferox.core.dtype import DType
-from inferox.core.errors import ConfigError, PackageFormatError, from_os_error
-from inferox.core.weights import load_safetensors
+from inferox.core.errors import ConfigError, from_os_error
 from inferox.onnx.plugin import DISTRIBUTION
 
 __all__ = [
@@ -51,22 +57,24 @@ __all__ = [
     "GRAPH_FILE",
     "INFO_FILE",
     "INT8_SCHEMES",
+    "MS_DOMAIN",
     "OPSET",
     "GraphBuilder",
     "GraphOptions",
     "ObtainedGraph",
     "array_digest",
+    "base_key",
     "cache_key",
-    "check_float",
     "cpu_flags",
     "file_digest",
+    "fused_counts",
     "graph_cache_dir",
     "initializer_bytes",
     "int8_reduce_range",
+    "node_counts",
     "obtain_graph",
     "onnx_elem_type",
-    "read_weights",
-    "weights_digest",
+    "optimize_graph",
     "write_atomic",
 ]
 
@@ -112,12 +120,20 @@ class GraphBuilder:
         self._count = 0
 
     def _fresh(self, hint: str) -> str:
-        self._count += 1
-        return f"{hint}_{self._count}"
+        while True:
+            self._count += 1
+            name = f"{hint}_{self._count}"
+            if name not in self._names:
+                return name
+
+    def reserve(self, *names: str) -> None:
+        """Keep ``names`` (graph outputs to come) free: no initializer will take one."""
+        self._names.update(names)
 
     def input(self, name: str, dtype: DType | str, shape: Sequence[int | str | None]) -> str:
         """Declare a graph input (``None`` or a string: a dynamic dimension)."""
         self.inputs.append(helper.make_tensor_value_info(name, onnx_elem_type(dtype), list(shape)))
+        self._names.add(name)  # no initializer may take an input's name
         return name
 
     def output(self, name: str, dtype: DType | str, shape: Sequence[int | str | None]) -> str:
@@ -143,20 +159,53 @@ class GraphBuilder:
         return outs[0] if outputs == 1 else outs
 
     def rename_output(self, value: str, name: str) -> str:
-        """Make the node producing ``value`` write ``name`` instead (graph outputs keep stable names)."""
+        """Make the node producing ``value`` write ``name`` instead (graph outputs keep stable names).
+
+        An initializer already called ``name`` is renamed out of the way first.
+        """
+        clash = next((t for t in self.initializers if t.name == name), None)
+        if clash is not None:
+            self._rename(name, self._fresh(name))
+        self._names.add(name)
         for node in self.nodes:
-            for i, out in enumerate(node.output):
-                if out == value:
-                    node.output[i] = name
-                    for other in self.nodes:
-                        for j, inp in enumerate(other.input):
-                            if inp == value:
-                                other.input[j] = name
-                    return name
+            if value in node.output:
+                self._rename(value, name)
+                return name
         raise KeyError(value)
 
-    def build(self, *, opset: int = OPSET, producer: str = "inferox-onnx") -> onnx.ModelProto:
-        """The checked ``ModelProto``."""
+    def _rename(self, old: str, new: str) -> None:
+        """Rename a value everywhere: the node or initializer producing it and every reader."""
+        for t in self.initializers:
+            if t.name == old:
+                t.name = new
+        for node in self.nodes:
+            for i, out in enumerate(node.output):
+                if out == old:
+                    node.output[i] = new
+            for i, inp in enumerate(node.input):
+                if inp == old:
+                    node.input[i] = new
+        self._names.add(new)
+
+    def prune(self) -> None:
+        """Drop the nodes no graph output depends on, and the initializers no remaining node reads.
+
+        A tracer records every operation a definition performs, including those a fused operator
+        later made redundant (the separate bias ``Add`` of a projection that ``BiasGelu`` took over).
+        """
+        needed = {o.name for o in self.outputs}
+        kept: list[onnx.NodeProto] = []
+        for node in reversed(self.nodes):
+            if any(out in needed for out in node.output if out):
+                kept.append(node)
+                needed.update(i for i in node.input if i)
+        self.nodes = kept[::-1]
+        self.initializers = [t for t in self.initializers if t.name in needed]
+
+    def build(self, *, opset: int = OPSET, producer: str = "inferox-onnx", prune: bool = True) -> onnx.ModelProto:
+        """The checked ``ModelProto`` (after :meth:`prune`, unless ``prune=False``)."""
+        if prune:
+            self.prune()
         graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
         opsets = [helper.make_opsetid("", opset)]
         if any(n.domain == MS_DOMAIN for n in self.nodes):
@@ -165,6 +214,50 @@ class GraphBuilder:
         model.ir_version = min(model.ir_version, 9)  # readable by every onnxruntime >= 1.16
         onnx.checker.check_model(model, full_check=False)
         return model
+
+
+def node_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """How many nodes of each operator type the graph has (sorted by name)."""
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def fused_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """The ONNX Runtime contrib operators (``com.microsoft``) in the graph: its fusions."""
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.domain == MS_DOMAIN:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def optimize_graph(model: onnx.ModelProto, *, num_heads: int = 0, hidden_size: int = 0, use_gpu: bool = False) -> onnx.ModelProto:
+    """ONNX Runtime's transformer optimiser (``model_type="bert"``, its Python fusions only) over a
+    traced graph: it fuses what the traced operators left as patterns (an attention written with
+    plain operators, a bias and GELU, an ``Add`` and ``LayerNormalization``).
+
+    Only the Python fusions run here (``opt_level=0``): the result stays portable across machines,
+    and the session applies ONNX Runtime's own graph optimisations, tuned to the machine, at load.
+    ``num_heads`` / ``hidden_size`` 0 let the optimiser read them from the graph.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    # The optimizer warns when a graph's producer is not "pytorch" (ours is "inferox-onnx"), and
+    # about patterns it looked for and did not find: quiet those loggers for the call.
+    with _quiet("onnxruntime.transformers.optimizer", "onnxruntime.transformers.fusion_utils", "onnxruntime.transformers.onnx_model"):
+        # optimize_model changes the proto it is given: hand it a copy, the caller keeps its own.
+        optimized = optimize_model(
+            onnx.ModelProto.FromString(model.SerializeToString()), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
+            opt_level=0, use_gpu=use_gpu,
+        )
+    result: onnx.ModelProto = optimized.model
+    # The fused operators live in the com.microsoft domain; declare it so that onnx's checker and
+    # shape inference (which quantisation runs) accept the graph.
+    if any(n.domain == MS_DOMAIN for n in result.graph.node) and not any(o.domain == MS_DOMAIN for o in result.opset_import):
+        result.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    return result
 
 
 # ------------------------------------------------------------------------------------------- cache
@@ -241,8 +334,9 @@ def write_atomic(target: Path, write: Callable[[Path], object]) -> Path:
 
 # ------------------------------------------------------------------------------- weights, options
 
-#: Bumped whenever a builder writes a different graph for the same inputs (invalidates the cache).
-GRAPH_FORMAT = 1
+#: Bumped whenever the tracer writes a different graph for the same inputs (invalidates the cache).
+#: 2: graphs traced from the architectures' definitions (1: the hand-written mlp / bert graphs).
+GRAPH_FORMAT = 2
 
 
 def initializer_bytes(model: onnx.ModelProto, *, min_elements: int = 2) -> int:
@@ -254,32 +348,6 @@ def initializer_bytes(model: onnx.ModelProto, *, min_elements: int = 2) -> int:
         if n >= min_elements:
             total += n * helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
     return total
-
-
-def read_weights(weights: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[dict[str, np.ndarray], str | None]:
-    """Weights as host numpy arrays (from a safetensors file or a mapping), and their source path."""
-    if isinstance(weights, Mapping):
-        return {str(k): np.asarray(v) for k, v in weights.items()}, None
-    source = os.fspath(weights)
-    return load_safetensors(source, framework="numpy"), source
-
-
-def weights_digest(weights: str | os.PathLike[str] | Mapping[str, Any]) -> str:
-    """The content hash of the weights: of the file's bytes, or of the arrays in a mapping."""
-    if isinstance(weights, Mapping):
-        return "arrays:" + array_digest(weights)
-    return "file:" + file_digest(weights)
-
-
-def check_float(arrays: Mapping[str, np.ndarray], source: str | None) -> dict[str, np.ndarray]:
-    """Parameters must be floating point (a :class:`PackageFormatError` naming the first that is not);
-    returned as ``float32`` arrays, the dtype the graphs are built in."""
-    out: dict[str, np.ndarray] = {}
-    for name, a in arrays.items():
-        if a.dtype.kind != "f" and a.dtype.name != "bfloat16":
-            raise PackageFormatError(f"weight {name!r} has dtype {a.dtype}, expected a float type", path=source, field=name)
-        out[name] = np.asarray(a, dtype=np.float32)
-    return out
 
 
 def _bool_option(options: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -343,7 +411,7 @@ class ObtainedGraph:
 INT8_SCHEMES = ("blockwise", "dynamic")
 BLOCK_SIZE = 128
 #: What ``"dynamic"`` rewrites: the matmuls and the fused attention's projections. Embedding
-#: look-ups stay f32 (ORT's QEmbedLayerNormalization does not take the position_ids our graphs feed).
+#: look-ups (``EmbedLayerNormalization``, ``Gather``) stay f32: they are reads, not products.
 DYNAMIC_OPS = ["MatMul", "Attention", "Gemm"]
 
 
@@ -418,17 +486,32 @@ def _quantize(model: onnx.ModelProto, target: Path, scheme: str) -> None:
     onnx.save_model(quantizer.model.model, str(target))
 
 
+def base_key(device: DeviceId, options: GraphOptions) -> dict[str, Any]:
+    """The cache-key parts every graph shares: the format, the versions of this builder, ``onnx`` and
+    ``onnxruntime`` (a new runtime may fuse differently), the device kind and the graph options."""
+    import onnxruntime
+
+    return {
+        "format": GRAPH_FORMAT,
+        "builder": distribution_version(DISTRIBUTION),
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "device": device.kind,
+        "optimize": options.optimize,
+        "int8": options.int8 and options.int8_scheme,
+        # A graph quantised with 7-bit weights for a CPU without VNNI is not the one a VNNI CPU gets.
+        "int8_reduce_range": bool(options.int8 and options.int8_scheme == "dynamic" and int8_reduce_range()),
+    }
+
+
 def obtain_graph(
     *,
-    architecture: str,
-    config: Mapping[str, Any],
-    weights: str | os.PathLike[str] | Mapping[str, Any],
-    device: DeviceId,
+    key: Mapping[str, Any],
     options: GraphOptions,
     build: Callable[[], tuple[onnx.ModelProto, dict[str, Any]]],
-    extra_key: Mapping[str, Any] | None = None,
 ) -> ObtainedGraph:
-    """The graph for these weights and options, from the cache or built now by ``build()``.
+    """The graph for ``key`` (everything it depends on, see :func:`base_key`), from the cache or built
+    now by ``build()``.
 
     ``build`` returns the (optimised) fp32 graph and facts about it; quantisation, when asked, is
     done here on its result.
@@ -436,8 +519,6 @@ def obtain_graph(
     if not options.cache:
         model, info = build()
         if options.int8:
-            import tempfile
-
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / GRAPH_FILE
                 _quantize(model, path, options.int8_scheme)
@@ -445,25 +526,8 @@ def obtain_graph(
                 info = {**info, "weight_bytes": initializer_bytes(model)}
         return ObtainedGraph(model, {**info, "int8": options.int8 and options.int8_scheme}, from_cache=False, entry=None)
 
-    import onnxruntime
-
-    parts = {
-        "format": GRAPH_FORMAT,
-        "builder": distribution_version(DISTRIBUTION),
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "architecture": architecture,
-        "config": dict(config),
-        "weights": weights_digest(weights),
-        "device": device.kind,
-        "optimize": options.optimize,
-        "int8": options.int8 and options.int8_scheme,
-        # A graph quantised with 7-bit weights for a CPU without VNNI is not the one a VNNI CPU gets.
-        "int8_reduce_range": bool(options.int8 and options.int8_scheme == "dynamic" and int8_reduce_range()),
-        **dict(extra_key or {}),
-    }
-    key = cache_key(parts)
-    entry = graph_cache_dir() / key
+    digest = cache_key(key)
+    entry = graph_cache_dir() / digest
     graph_path = entry / GRAPH_FILE
     info_path = entry / INFO_FILE
     if graph_path.is_file() and info_path.is_file():
@@ -473,7 +537,7 @@ def obtain_graph(
         except (OSError, ValueError):
             shutil.rmtree(entry, ignore_errors=True)  # unreadable entry: rebuild it below
     model, info = build()
-    info = {**info, "int8": options.int8 and options.int8_scheme, "key": key}
+    info = {**info, "int8": options.int8 and options.int8_scheme, "key": digest}
     if options.int8:
         write_atomic(graph_path, lambda tmp: _quantize(model, tmp, options.int8_scheme))
         info["weight_bytes"] = initializer_bytes(onnx.load(str(graph_path)))
