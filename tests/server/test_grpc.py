@@ -249,10 +249,13 @@ def test_statistics_count_grpc_requests(client: Any) -> None:
     x.set_data_from_numpy(np.ones((2, 4), np.float32))
     before = client.get_inference_statistics("mlp").model_stats
     count = sum(s.inference_count for s in before)
+    answered = sum(s.inference_stats.success.count for s in before)
     for _ in range(3):
         client.infer("mlp", [x])
     after = client.get_inference_statistics("mlp").model_stats
-    assert sum(s.inference_count for s in after) == count + 3
+    # Triton's meaning: inference_count counts rows (3 requests of 2), success.count requests.
+    assert sum(s.inference_count for s in after) == count + 6
+    assert sum(s.inference_stats.success.count for s in after) == answered + 3
     assert {s.name for s in client.get_inference_statistics().model_stats} >= {"mlp", "minilm", "echo"}
     with pytest.raises(InferenceServerException) as ei:
         client.get_inference_statistics("nope")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from inferox.core.dtype import DType
-from inferox.core.errors import DTypeError, InferoxError, InvalidInputError, QueueFullError
+from inferox.core.errors import DTypeError, InferoxError, InvalidInputError
 
 __all__ = [
     "BYTES",
@@ -65,15 +65,15 @@ def _loads(data: bytes | memoryview) -> Any:
     return json.loads(bytes(data) if isinstance(data, memoryview) else data)
 
 
-def _dumps(obj: Any, *, finite: bool = True) -> bytes:
-    """Compact JSON of a response header (numpy arrays allowed as ``data``). With non-finite floats
-    in it (``finite=False``) the stdlib writes it: ``NaN``/``Infinity``, where orjson writes ``null``."""
-    if _orjson is not None and finite:
+def _dumps(obj: Any) -> bytes:
+    """Compact, strict JSON of a response (numpy arrays allowed as ``data``): a non-finite float
+    must already be one of the :data:`NONFINITE_JSON` strings — bare ``NaN`` is not JSON."""
+    if _orjson is not None:
         try:
             return _orjson.dumps(obj, option=_orjson.OPT_SERIALIZE_NUMPY)
         except TypeError:
             pass  # an array orjson does not take (e.g. not native-endian): the stdlib path below
-    return json.dumps(obj, separators=(",", ":"), allow_nan=True, default=_ndarray_default).encode("utf-8")
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_ndarray_default).encode("utf-8")
 
 
 def _ndarray_default(obj: Any) -> Any:
@@ -471,9 +471,13 @@ def encode_infer_response(
 
 
 def error_response_parts(exc: InferoxError) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """Status, body and extra headers for an Inferox error: ``{"error": msg, "code": CODE}``;
-    ``Retry-After`` (whole seconds, at least 1) on :class:`QueueFullError`."""
+    """Status, body and extra headers for an Inferox error: ``{"error": msg, "code": CODE}`` with
+    the status of the one table (``_errors.ERROR_STATUS``); ``Retry-After`` (whole seconds, at
+    least 1) on overload."""
+    from inferox.engine.server._errors import error_status, retry_after_s, v2_error_body
+
     headers: dict[str, str] = {}
-    if isinstance(exc, QueueFullError):
-        headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
-    return exc.http_status, exc.to_dict(), headers
+    retry = retry_after_s(exc)
+    if retry is not None:
+        headers["retry-after"] = str(retry)
+    return error_status(exc).http, v2_error_body(exc), headers
