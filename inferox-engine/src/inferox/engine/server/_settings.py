@@ -127,6 +127,30 @@ def _parse_int(text: str) -> int:
         return int(value)
 
 
+def _renamed(exc: ConfigError, field: str | None, *, path: str | None = None) -> ConfigError:
+    """``exc`` naming ``field`` (and ``path``), its message said once."""
+    message = exc.message
+    if exc.path and message.startswith(f"{exc.path}: "):
+        message = message[len(exc.path) + 2 :]
+    if exc.field and message.startswith(f"{exc.field}: "):
+        message = message[len(exc.field) + 2 :]
+    return ConfigError(message, field=field, value=exc.value, path=path)
+
+
+def _engine_env(name: str, var: str, raw: str) -> Any:
+    """An engine variable's value; a whole number written as a float (``1e12``) is read as the
+    integer it is, so that its range check — not "expected a number" — reports it."""
+    try:
+        return _parse_env(name, var, raw)
+    except ConfigError:
+        if _ENGINE_FIELDS[name].type not in ("int", "int | None"):
+            raise
+        try:
+            return _parse_int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"expected an integer, got {raw!r}", field=var, value=raw) from None
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -184,7 +208,7 @@ def resolve(*, file: str | os.PathLike[str] | None = None, environ: Mapping[str,
             sources[f"server.{name}"] = (_parse_server_env(name, var, env[var]), ENV)
     for name, var in ENV_ENGINE_VARS.items():
         if var in env:
-            sources[f"engine.{name}"] = (_parse_env(name, var, env[var]), ENV)
+            sources[f"engine.{name}"] = (_engine_env(name, var, env[var]), ENV)
     for key, value in (flags or {}).items():
         if key not in sources:
             raise ConfigError(f"unknown setting {key!r}", field=key, value=value)
@@ -197,10 +221,15 @@ def resolve(*, file: str | os.PathLike[str] | None = None, environ: Mapping[str,
     try:
         engine = EngineConfig(**section("engine"))
         models = section("models")
-        defaults = ServingSettings.from_mapping({k: list(v) if isinstance(v, tuple) else v for k, v in models.items() if v is not None and v != ()}, path=where)
+        try:
+            defaults = ServingSettings.from_mapping({k: list(v) if isinstance(v, tuple) else v for k, v in models.items() if v is not None and v != ()})
+        except ConfigError as exc:
+            raise _renamed(exc, f"models.{exc.field}" if exc.field else None) from exc
         config = ServerConfig(**section("server"), engine_config=engine, defaults=defaults)
     except ConfigError as exc:
-        raise ConfigError(exc.message, field=exc.field, value=exc.value, path=exc.path or where) from exc
+        if exc.path is not None:
+            raise
+        raise _renamed(exc, exc.field, path=where) from exc
     except TypeError as exc:  # pragma: no cover - a field the tables above do not know
         raise ConfigError(str(exc), path=where) from exc
     _check_server(config, where)
