@@ -819,12 +819,14 @@ class DataPlane:
         try:
             if nbytes > TOKENISE_INLINE_BYTES:
                 inputs = await self._on_pool(call, served, deadline, timeout, self.build_inputs, served, req)
+            elif nbytes and call.span is not None:
+                with call.traced("tokenize"):
+                    inputs = self.build_inputs(served, req)
             else:
                 inputs = self.build_inputs(served, req)
             outputs, backend_used = await self._run(call, served, inputs, [o.name for o in selected], backend=backend, deadline=deadline, timeout=timeout)
         finally:
             self._version_done(served)
-        encode = call.stage("encode")
         response = InferResponse(
             model_name=served.name,
             model_version=served.version,
@@ -833,8 +835,6 @@ class DataPlane:
             parameters={"backend": backend_used} if backend_used else {},
             binary_default=req.binary_data_output,
         )
-        if encode is not None:
-            encode.end()
         self._answered(served, call)
         return response
 
@@ -1121,7 +1121,8 @@ class DataPlane:
             if nbytes > TOKENISE_INLINE_BYTES:
                 tensors = await self._on_pool(call, served, deadline, timeout, encode)
             else:
-                tensors = encode()
+                with call.traced("tokenize"):
+                    tensors = encode()
             inputs = {k: v for k, v in tensors.items() if k in served.input_names}
             result, backend = await self._run(call, served, inputs, [o.name for o in selected], backend=None, deadline=deadline, timeout=timeout)
         finally:

@@ -210,7 +210,8 @@ class _Servicer:
             if req.id:
                 ctx.request_id = req.id
             answer = await self.dp.infer(call.model, req, version=version, ctx=ctx)
-            return encode_infer_response(answer)
+            with call.traced("encode"):
+                return encode_infer_response(answer)
 
 
 def _handlers(servicer: _Servicer) -> Any:

@@ -101,7 +101,8 @@ class OpenAIEmbeddings:
                 ctx.disconnected = disconnect_watch(request)
                 inputs: Any = req.texts if req.texts is not None else req.token_ids
                 result = await dp.embed(req.model, inputs, ctx=ctx)
-                payload = encode_embeddings_response(model=req.model, embeddings=result.embeddings, encoding_format=req.encoding_format, prompt_tokens=result.tokens)
+                with call.traced("encode"):
+                    payload = encode_embeddings_response(model=req.model, embeddings=result.embeddings, encoding_format=req.encoding_format, prompt_tokens=result.tokens)
         except InferoxError as exc:
             return openai_error(exc, ctx)
         return Response(payload, media_type="application/json", headers={"x-request-id": ctx.response_id})

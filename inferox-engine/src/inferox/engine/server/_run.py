@@ -217,7 +217,7 @@ class Server:
         with contextlib.suppress(OSError):
             self.sock.close()
         if dp.tracing is not None:
-            await asyncio.to_thread(dp.tracing.shutdown)
+            await asyncio.to_thread(dp.tracing.flush)  # the provider is the process's: flushed, not shut
         log.info(
             "inferox stopped (%s): %d request(s) drained in %.3fs%s",
             reason,

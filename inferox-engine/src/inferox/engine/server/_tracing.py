@@ -87,6 +87,15 @@ class Tracing:
         ctx = span.get_span_context()
         return f"{ctx.trace_id:032x}" if ctx.trace_id else None
 
+    def flush(self) -> None:
+        """Export the spans still buffered (a server stopping calls it; the exporter stays)."""
+        provider = self.provider
+        if provider is not None:
+            try:
+                provider.force_flush()
+            except Exception:
+                log.warning("OpenTelemetry spans could not be flushed", exc_info=True)
+
     def shutdown(self) -> None:
         """Flush and stop the exporter this module set up (a provider installed by the application is left alone)."""
         if self.provider is not None:

@@ -366,7 +366,7 @@ class InferoxServer:
         name = request.path_params["name"]
         version = request.path_params.get("version")
         try:
-            with dp.call(ctx, "infer", model=name, version=version, inference=True):
+            with dp.call(ctx, "infer", model=name, version=version, inference=True) as call:
                 body = await read_body(request, self.config.max_body_bytes)
                 header_length = request.headers.get(HEADER_LENGTH.lower())
                 if len(body) > _DECODE_IN_THREAD_BYTES:
@@ -376,9 +376,10 @@ class InferoxServer:
                 del body
                 ctx.disconnected = disconnect_watch(request)
                 answer = await dp.infer(name, req, version=version, ctx=ctx)
+                with call.traced("encode"):
+                    return await self._respond(request, answer, ctx)
         except InferoxError as exc:
             return error_response(exc, ctx)
-        return await self._respond(request, answer, ctx)
 
     async def _respond(self, request: Request, answer: InferResponse, ctx: RequestContext) -> Response:
         # Large outputs (JSON especially) would stall the event loop while encoded.
