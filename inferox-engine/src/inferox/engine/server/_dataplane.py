@@ -761,6 +761,11 @@ class DataPlane:
         if text_bytes > cfg.max_request_text_bytes:
             raise RequestLimitError("bytes of text", actual=text_bytes, limit=cfg.max_request_text_bytes, setting="server.max_request_text_bytes")
 
+    def check_rows(self, rows: int) -> None:
+        """Refuse a request of more than ``max_request_rows`` rows (for a transport that knows the
+        rows before it decodes the tensors: gRPC refuses a huge message before copying it)."""
+        self._check_limits(rows=rows)
+
     def _check_tokens(self, tokens: int | None) -> None:
         if tokens is not None and tokens > self.config.max_request_tokens:
             raise RequestLimitError("tokens", actual=tokens, limit=self.config.max_request_tokens, setting="server.max_request_tokens")

@@ -126,85 +126,87 @@ class _Servicer:
         except (DecodeError, ValueError, RuntimeError) as exc:
             raise InvalidInputError(f"the request is not a valid {message_type.DESCRIPTOR.name} message: {exc}", name="request", expected=message_type.DESCRIPTOR.full_name) from None
 
-    async def ServerLive(self, raw: bytes, ctx: Any, pb: Any) -> Any:
+    async def ServerLive(self, raw: list[bytes], ctx: Any, pb: Any) -> Any:
         with self.dp.call(ctx, "live"):
-            self.parse(pb.ServerLiveRequest, raw)
+            self.parse(pb.ServerLiveRequest, raw.pop())
             return pb.ServerLiveResponse(live=self.dp.health(ctx=ctx))
 
-    async def ServerReady(self, raw: bytes, ctx: Any, pb: Any) -> Any:
+    async def ServerReady(self, raw: list[bytes], ctx: Any, pb: Any) -> Any:
         with self.dp.call(ctx, "ready"):
-            self.parse(pb.ServerReadyRequest, raw)
+            self.parse(pb.ServerReadyRequest, raw.pop())
             return pb.ServerReadyResponse(ready=self.dp.readiness(ctx=ctx))
 
-    async def ModelReady(self, raw: bytes, ctx: Any, pb: Any) -> Any:
+    async def ModelReady(self, raw: list[bytes], ctx: Any, pb: Any) -> Any:
         with self.dp.call(ctx, "model_ready"):
-            request = self.parse(pb.ModelReadyRequest, raw)
+            request = self.parse(pb.ModelReadyRequest, raw.pop())
             try:
                 ready = self.dp.model_readiness(request.name, request.version or None, ctx=ctx)
             except ModelNotFoundError:  # not served: not ready, as tritonclient expects (no error)
                 ready = False
             return pb.ModelReadyResponse(ready=ready)
 
-    async def ServerMetadata(self, raw: bytes, ctx: Any, pb: Any) -> Any:
+    async def ServerMetadata(self, raw: list[bytes], ctx: Any, pb: Any) -> Any:
         from inferox.engine.server._grpc_codec import message_from_dict
 
         with self.dp.call(ctx, "server_metadata"):
-            self.parse(pb.ServerMetadataRequest, raw)
+            self.parse(pb.ServerMetadataRequest, raw.pop())
             return message_from_dict(pb.ServerMetadataResponse, self.dp.server_metadata(ctx=ctx))
 
-    async def ModelMetadata(self, raw: bytes, ctx: Any, pb: Any) -> Any:
+    async def ModelMetadata(self, raw: list[bytes], ctx: Any, pb: Any) -> Any:
         from inferox.engine.server._grpc_codec import message_from_dict
 
         with self.dp.call(ctx, "model_metadata"):
-            request = self.parse(pb.ModelMetadataRequest, raw)
+            request = self.parse(pb.ModelMetadataRequest, raw.pop())
             return message_from_dict(pb.ModelMetadataResponse, self.dp.model_metadata(request.name, request.version or None, ctx=ctx))
 
-    async def ModelConfig(self, raw: bytes, ctx: Any, pb: Any) -> Any:
+    async def ModelConfig(self, raw: list[bytes], ctx: Any, pb: Any) -> Any:
         from inferox.engine._proto import model_config_pb2
         from inferox.engine.server._grpc_codec import message_from_dict
 
         with self.dp.call(ctx, "model_config"):
-            request = self.parse(pb.ModelConfigRequest, raw)
+            request = self.parse(pb.ModelConfigRequest, raw.pop())
             config = dict(self.dp.model_config(request.name, request.version or None, ctx=ctx))
             policy = config.get("version_policy", {}).get("specific", {}).get("versions")
             if policy is not None:  # Triton's versions are integers; others cannot be listed there
                 config["version_policy"] = {"specific": {"versions": [v for v in policy if isinstance(v, int)]}}
             return pb.ModelConfigResponse(config=message_from_dict(model_config_pb2.ModelConfig, config))
 
-    async def ModelStatistics(self, raw: bytes, ctx: Any, pb: Any) -> Any:
+    async def ModelStatistics(self, raw: list[bytes], ctx: Any, pb: Any) -> Any:
         from inferox.engine.server._grpc_codec import message_from_dict
 
         with self.dp.call(ctx, "statistics"):
-            request = self.parse(pb.ModelStatisticsRequest, raw)
+            request = self.parse(pb.ModelStatisticsRequest, raw.pop())
             return message_from_dict(pb.ModelStatisticsResponse, self.dp.statistics(request.name or None, request.version or None, ctx=ctx))
 
-    async def RepositoryIndex(self, raw: bytes, ctx: Any, pb: Any) -> Any:
+    async def RepositoryIndex(self, raw: list[bytes], ctx: Any, pb: Any) -> Any:
         from inferox.engine.server._grpc_codec import message_from_dict
 
         with self.dp.call(ctx, "repository_index", scope="repository"):
-            request = self.parse(pb.RepositoryIndexRequest, raw)
+            request = self.parse(pb.RepositoryIndexRequest, raw.pop())
             return message_from_dict(pb.RepositoryIndexResponse, {"models": await self.dp.repository_index(ready_only=request.ready, ctx=ctx)})
 
-    async def RepositoryModelLoad(self, raw: bytes, ctx: Any, pb: Any) -> Any:
+    async def RepositoryModelLoad(self, raw: list[bytes], ctx: Any, pb: Any) -> Any:
         with self.dp.call(ctx, "repository_load", scope="repository"):
-            request = self.parse(pb.RepositoryModelLoadRequest, raw)
+            request = self.parse(pb.RepositoryModelLoadRequest, raw.pop())
             await self.dp.load(request.model_name, ctx=ctx)
             return pb.RepositoryModelLoadResponse()
 
-    async def RepositoryModelUnload(self, raw: bytes, ctx: Any, pb: Any) -> Any:
+    async def RepositoryModelUnload(self, raw: list[bytes], ctx: Any, pb: Any) -> Any:
         with self.dp.call(ctx, "repository_unload", scope="repository"):
-            request = self.parse(pb.RepositoryModelUnloadRequest, raw)
+            request = self.parse(pb.RepositoryModelUnloadRequest, raw.pop())
             await self.dp.unload(request.model_name, ctx=ctx)
             return pb.RepositoryModelUnloadResponse()
 
-    async def ModelInfer(self, raw: bytes, ctx: Any, pb: Any) -> Any:
+    async def ModelInfer(self, raw: list[bytes], ctx: Any, pb: Any) -> Any:
         from inferox.engine.server._grpc_codec import decode_infer_request, encode_infer_response
 
         with self.dp.call(ctx, "infer", inference=True) as call:
-            request = self.parse(pb.ModelInferRequest, raw)
-            del raw
+            request = self.parse(pb.ModelInferRequest, raw.pop())
             call.model = request.model_name
             version = request.model_version or None
+            # What can be refused from the message's header is refused before its tensors are copied.
+            self.dp.served(call.model, version)
+            self.dp.check_rows(max((int(t.shape[0]) if t.shape else 1) for t in request.inputs) if request.inputs else 1)
             req = decode_infer_request(request)
             del request  # the message's tensors are copied out: let its memory go now
             if req.id:
@@ -233,16 +235,55 @@ def _handlers(servicer: _Servicer) -> Any:
     return grpc.method_handlers_generic_handler(_SERVICE, handlers)
 
 
-def _rpc(servicer: _Servicer, name: str, fn: Callable[[bytes, Any, Any], Awaitable[Any]], pb: Any) -> Callable[[bytes, Any], Awaitable[Any]]:
+#: A message at least this big is followed by giving freed memory back to the OS (see ``_reclaim``).
+BIG_MESSAGE_BYTES = 4 << 20
+
+
+def _rpc(servicer: _Servicer, name: str, fn: Callable[[list[bytes], Any, Any], Awaitable[Any]], pb: Any) -> Callable[[bytes, Any], Awaitable[Any]]:
     async def handle(raw: bytes, context: Any) -> Any:
         ctx = servicer.context(name, context)
+        big = len(raw) >= BIG_MESSAGE_BYTES
+        # The message travels in a box the handler empties: no frame of ours keeps it alive
+        # while the answer goes out (a refused 60 MB message must not outlive its refusal).
+        box = [raw]
+        del raw
         try:
-            return await fn(raw, ctx, pb)
+            return await fn(box, ctx, pb)
         except InferoxError as exc:
-            await _abort(context, exc)
+            error = exc.with_traceback(None)  # its frames hold the message's tensors
+        finally:
+            box.clear()
+            if big:
+                _reclaim()
+        await _abort(context, error)
 
     handle.__name__ = name
     return handle
+
+
+_reclaiming: asyncio.TimerHandle | None = None
+#: Seconds after the last big message before freed memory is handed back (one pass per burst).
+RECLAIM_AFTER_S = 0.5
+
+
+def _reclaim() -> None:
+    """Hand the memory of big messages back to the OS once a burst of them is over.
+
+    gRPC receives a message as many small buffers, which glibc serves from its heaps; freed, they
+    stay in the process (RSS grew by gigabytes after a flood of refused 60 MB messages). A
+    collection and ``malloc_trim`` on a worker thread, half a second after the last big message,
+    returns them; small messages never pay for it."""
+    global _reclaiming
+    loop = asyncio.get_running_loop()
+    if _reclaiming is not None:
+        _reclaiming.cancel()
+
+    def run() -> None:
+        from inferox.engine._memory import release_memory
+
+        loop.run_in_executor(None, release_memory)
+
+    _reclaiming = loop.call_later(RECLAIM_AFTER_S, run)
 
 
 async def _abort(context: Any, exc: InferoxError) -> None:
