@@ -368,11 +368,17 @@ def tiny_queue() -> Iterator[ServerThread]:
 
 
 def test_queue_full_is_resource_exhausted_with_retry_after(tiny_queue: ServerThread) -> None:
+    """Overload is always answered typed: RESOURCE_EXHAUSTED with the code and a retry hint (or,
+    for a request whose own deadline passed in the queue, DEADLINE_EXCEEDED with its code), never
+    a bare status."""
     req = pb.ModelInferRequest(model_name="slow")
     req.inputs.add(name="x", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend([1.0] * 4)
+    short = pb.ModelInferRequest()
+    short.CopyFrom(req)
+    short.parameters["timeout"].int64_param = 200_000  # 0.2 s, in V2's microseconds
     with grpc.insecure_channel(tiny_queue.grpc_address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        calls = [stub.ModelInfer.future(req) for _ in range(6)]
+        calls = [stub.ModelInfer.future(short if i % 3 == 2 else req) for i in range(24)]
         outcomes = []
         for call in calls:
             try:
@@ -382,10 +388,14 @@ def test_queue_full_is_resource_exhausted_with_retry_after(tiny_queue: ServerThr
                 outcomes.append(exc)
     refused = [e for e in outcomes if not isinstance(e, str)]
     assert "ok" in outcomes and refused, outcomes
+    full = [e for e in refused if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert full
     for err in refused:
-        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "full" in err.details()
         trailing = dict(err.trailing_metadata())
-        assert trailing["inferox-error-code"] == "QUEUE_FULL" and int(trailing["retry-after"]) >= 1
+        if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            assert "full" in err.details() and trailing["inferox-error-code"] == "QUEUE_FULL" and int(trailing["retry-after"]) >= 1
+        else:
+            assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and trailing["inferox-error-code"] == "TIMEOUT", (err.code(), err.details())
 
 
 def test_serve_help_names_the_protocols() -> None:
