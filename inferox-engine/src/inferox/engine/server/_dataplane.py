@@ -383,19 +383,18 @@ class DataPlane:
         """Metrics labels come only from served models: another name counts as ``_unknown``, a
         version the request was not admitted to as ``""`` (a request admitted to a version a
         reload retires meanwhile still counts under that version)."""
-        name = call.model
-        model = self.models.get(name) if name is not None else None
+        model = self.models.get(call.model) if call.model is not None else None
         if model is None:
             name, version = UNKNOWN_MODEL, ""
         else:
-            version = call.version if call.admitted is not None else ""
+            name, version = model.name, (call.version or "") if call.admitted is not None else ""
         protocol = call.ctx.protocol
         if error is None:
             self.metrics.record_success(
-                name, duration=duration, queue=call.queue_s, compute=call.compute_s, batch_size=call.batch_size, version=version or "", protocol=protocol  # type: ignore[arg-type]
+                name, duration=duration, queue=call.queue_s, compute=call.compute_s, batch_size=call.batch_size, version=version, protocol=protocol
             )
         else:
-            self.metrics.record_failure(name, error.code, duration=duration, version=version or "", protocol=protocol)  # type: ignore[arg-type]
+            self.metrics.record_failure(name, error.code, duration=duration, version=version, protocol=protocol)
             if call.admitted is not None:
                 call.admitted.failures += 1
 
@@ -665,9 +664,9 @@ class DataPlane:
                 model.state, model.reason = ModelState.UNAVAILABLE, "unloaded"
             self.expected.discard(name)
 
-    def startup_jobs(self, *, packages: Mapping[str, Path] | None = None, models: Sequence[tuple[str, Any, ServingSettings, str]] = (), load_repository: bool = True) -> list[tuple[str, Callable[[], Awaitable[Any]]]]:
-        """What :meth:`startup` will load: ``(name, job)`` per model."""
-        jobs: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+    def startup_jobs(self, *, packages: Mapping[str, Path] | None = None, models: Sequence[tuple[str, Any, ServingSettings, str]] = (), load_repository: bool = True) -> list[tuple[str, Any]]:
+        """What :meth:`startup` will load: ``(name, job)`` per model (``job()`` loads it)."""
+        jobs: list[tuple[str, Any]] = []
         for name, instances, settings, version in models:
             jobs.append((name, lambda n=name, i=instances, s=settings, v=version: self.add_model(n, i, settings=s, version=v)))
         for name, path in (packages or {}).items():
@@ -1113,12 +1112,17 @@ class DataPlane:
             self._check_limits(rows=rows, text_bytes=sum(len(t) for t in texts))
             nbytes = _utf8_bytes(texts)
             self._check_limits(rows=rows, text_bytes=nbytes)
-            encode: Callable[[], dict[str, Any]] = lambda: encoder.encode(list(texts), truncate=truncate)  # noqa: E731
+            given: Any = list(texts)
+
+            def encode() -> dict[str, Any]:
+                return encoder.encode(given, truncate=truncate)  # type: ignore[no-any-return]
         else:
             nbytes = 4 * sum(len(ids) for ids in token_ids or ())
             self._check_limits(rows=rows)
             self._check_tokens(nbytes // 4)
-            encode = lambda: encoder.encode_ids(token_ids, truncate=truncate)  # noqa: E731
+
+            def encode() -> dict[str, Any]:
+                return encoder.encode_ids(token_ids, truncate=truncate)  # type: ignore[no-any-return]
         timeout = self.timeout(served)
         deadline = None if timeout is None else time.monotonic() + timeout
         served.in_flight += 1

@@ -89,7 +89,7 @@ def guarded_protocol(*, read_timeout_s: float, max_connections: int) -> type[Any
                         raise h11.RemoteProtocolError(smuggled)
                 return event
 
-            self.conn.next_event = checked_next_event
+            self.conn.next_event = checked_next_event  # type: ignore[method-assign]
             self._arm()
 
         def connection_lost(self, exc: Exception | None) -> None:

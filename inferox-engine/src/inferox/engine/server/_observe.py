@@ -171,10 +171,10 @@ class Call:
             self.dp._request_started()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.depth -= 1
         if self.depth > 0:
-            return False
+            return
         self.ctx.open_call = None
         error: InferoxError | None = None
         internal: BaseException | None = None
@@ -196,7 +196,6 @@ class Call:
         if internal is not None:
             assert error is not None
             raise error from internal
-        return False
 
     def stage(self, name: str, *, start_ns: int | None = None, **attributes: Any) -> Any:
         """A child span of this request (``None`` when tracing is off); the caller ends it."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -128,6 +129,7 @@ def assemble(passes: Sequence[Pass], outputs: Sequence[Mapping[str, np.ndarray]]
         shape = [rows, *(max(int(p.shape[ax]) for p in parts) for ax in range(1, first.ndim))]
         result = np.zeros(shape, dtype=first.dtype) if any(tuple(p.shape[1:]) != tuple(shape[1:]) for p in parts) else np.empty(shape, dtype=first.dtype)
         for p, part in zip(passes, parts):
-            result[(p.rows, *(slice(0, d) for d in part.shape[1:]))] = part
+            index: tuple[Any, ...] = (p.rows, *(slice(0, d) for d in part.shape[1:]))
+            result[index] = part
         out[name] = result
     return out
