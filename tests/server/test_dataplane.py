@@ -18,8 +18,19 @@ import numpy as np
 import pytest
 
 from inferox.core.errors import InferoxTimeoutError, InvalidInputError, ModelNotFoundError
-from inferox.engine.server import DataPlane, InferRequest, InputTensor, RequestContext, RequestedOutput, ServerConfig, ServingSettings, error_status
-from inferox.engine.server._errors import ClientDisconnectedError, RequestLimitError, UnauthorizedError
+from inferox.engine.server import (
+    ClientDisconnectedError,
+    DataPlane,
+    InferRequest,
+    InputTensor,
+    RequestContext,
+    RequestedOutput,
+    RequestLimitError,
+    ServerConfig,
+    ServingSettings,
+    UnauthorizedError,
+    error_status,
+)
 
 from .conftest import AffineModel
 

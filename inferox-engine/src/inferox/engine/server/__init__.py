@@ -31,7 +31,14 @@ from inferox.engine.server._dataplane import (
     TextResponse,
     server_metadata,
 )
-from inferox.engine.server._errors import ERROR_STATUS, error_status
+from inferox.engine.server._errors import (
+    ERROR_STATUS,
+    ClientDisconnectedError,
+    PayloadTooLargeError,
+    RequestLimitError,
+    UnauthorizedError,
+    error_status,
+)
 from inferox.engine.server._observe import RequestContext
 from inferox.engine.server._protocol import InferRequest, InputTensor, RequestedOutput, encode_infer_response, parse_infer_request
 from inferox.engine.server._repository import ModelRepository, RepositoryEntry, ServingSettings, check_model_name
@@ -65,6 +72,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ERROR_STATUS",
+    "ClientDisconnectedError",
     "DataPlane",
     "EmbedResponse",
     "InferRequest",
@@ -74,8 +82,10 @@ __all__ = [
     "ModelRepository",
     "ModelState",
     "OutputTensor",
+    "PayloadTooLargeError",
     "RepositoryEntry",
     "RequestContext",
+    "RequestLimitError",
     "RequestedOutput",
     "ServedModel",
     "ServedVersion",
@@ -84,6 +94,7 @@ __all__ = [
     "ServerThread",
     "ServingSettings",
     "TextResponse",
+    "UnauthorizedError",
     "__version__",
     "check_model_name",
     "configure_logging",

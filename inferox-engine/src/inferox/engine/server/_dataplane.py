@@ -69,7 +69,7 @@ from inferox.engine.server._errors import ClientDisconnectedError, RequestLimitE
 from inferox.engine.server._metrics import UNKNOWN_MODEL, Metrics
 from inferox.engine.server._observe import ACCESS_LOGGER, Call, RequestContext, access_line
 from inferox.engine.server._passes import Pass, assemble, plan_passes, take_rows
-from inferox.engine.server._protocol import BYTES, InferRequest, RequestedOutput, encode_infer_response, parse_infer_request
+from inferox.engine.server._protocol import BYTES, InferRequest, RequestedOutput, encode_outputs, parse_infer_request
 from inferox.engine.server._repository import ModelRepository, ServingSettings, check_model_name
 
 __all__ = [
@@ -151,6 +151,8 @@ class ServedVersion:
     paddable: tuple[str, ...] = ()
     #: Whether every input and output has a batch axis (only then is a request split into passes).
     batchable: bool = False
+    #: What a request naming no outputs gets (read once at registration).
+    default_selection: tuple[RequestedOutput, ...] = ()
     #: Data-plane requests admitted to this version and not finished (a reload retiring it waits for them).
     in_flight: int = 0
     #: Triton's statistics of this version: requests answered, rows they held, failures, their time.
@@ -199,7 +201,7 @@ class ServedModel:
         return self.engine.get_model(self.name)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OutputTensor:
     """One output of a response: its name, its array, and whether the client asked for it as
     binary data (``None``: the request's default)."""
@@ -209,7 +211,7 @@ class OutputTensor:
     binary: bool | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InferResponse:
     """A V2 inference answer, for any transport to write: the version that answered, the request's
     id, the selected outputs in the order asked, and response parameters (the backend)."""
@@ -490,6 +492,7 @@ class DataPlane:
         served.paddable = tuple(s.name for s in specs if len(s.shape) > 1 and s.shape[1] is None and s.pad_value is not None)
         served.output_names = tuple(s.name for s in first.output_specs)
         served.batchable = bool(specs) and all(s.is_batched for s in specs) and all(s.is_batched for s in first.output_specs)
+        served.default_selection = tuple(RequestedOutput(n) for n in (served.default_outputs or served.output_names))
         if served.text_encoder is None:
             served.text_encoder = getattr(first.model, "text_encoder", None)
         if served.text_encoder is not None and hasattr(served.text_encoder, "truncate"):
@@ -770,12 +773,11 @@ class DataPlane:
             raise RequestLimitError("tokens", actual=tokens, limit=self.config.max_request_tokens, setting="server.max_request_tokens")
 
     @staticmethod
-    def select_outputs(served: ServedVersion, requested: Sequence[RequestedOutput] | None) -> list[RequestedOutput]:
+    def select_outputs(served: ServedVersion, requested: Sequence[RequestedOutput] | None) -> Sequence[RequestedOutput]:
         """The outputs a request gets, in order: those it names (each once, each one the model
         has), else the package's default outputs, else every output."""
         if requested is None:
-            names = served.default_outputs or served.output_names
-            return [RequestedOutput(n) for n in names]
+            return served.default_selection
         seen: set[str] = set()
         for out in requested:
             if served.output_names and out.name not in served.output_names:
@@ -1307,13 +1309,12 @@ class DataPlane:
     @staticmethod
     def encode(response: InferResponse) -> tuple[bytes, dict[str, str]]:
         """The V2 REST body and headers of ``response``."""
-        return encode_infer_response(
+        default = response.binary_default
+        return encode_outputs(
             model_name=response.model_name,
             model_version=response.model_version,
             request_id=response.id,
-            outputs={o.name: o.data for o in response.outputs},
-            requested=[RequestedOutput(o.name, o.binary) for o in response.outputs],
-            binary_default=response.binary_default,
+            outputs=[(o.name, o.data, default if o.binary is None else o.binary) for o in response.outputs],
             parameters=response.parameters or None,
         )
 

@@ -437,13 +437,26 @@ def encode_infer_response(
     raises :class:`InvalidInputError` naming it.
     """
     if requested is None:
-        selected = [(name, binary_default) for name in outputs]
+        selected = [(name, outputs[name], binary_default) for name in outputs]
     else:
         selected = []
         for req in requested:
             if req.name not in outputs:
                 raise InvalidInputError(f"unknown output {req.name!r}", name=req.name, expected=sorted(outputs), actual=req.name)
-            selected.append((req.name, binary_default if req.binary_data is None else req.binary_data))
+            selected.append((req.name, outputs[req.name], binary_default if req.binary_data is None else req.binary_data))
+    return encode_outputs(model_name=model_name, model_version=model_version, request_id=request_id, outputs=selected, parameters=parameters)
+
+
+def encode_outputs(
+    *,
+    model_name: str,
+    model_version: str | None,
+    request_id: str | None,
+    outputs: Sequence[tuple[str, Any, bool]],
+    parameters: Mapping[str, Any] | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """The body and extra headers of a V2 inference response of outputs already selected:
+    ``(name, array, binary)`` each, in order."""
     header: dict[str, Any] = {"model_name": model_name}
     if model_version is not None:
         header["model_version"] = model_version
@@ -453,8 +466,8 @@ def encode_infer_response(
         header["parameters"] = dict(parameters)
     out_list: list[dict[str, Any]] = []
     chunks: list[bytes] = []
-    for name, binary in selected:
-        arr = np.asarray(outputs[name])
+    for name, value, binary in outputs:
+        arr = np.asarray(value)
         entry: dict[str, Any] = {"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape)}
         if binary:
             raw = _binary_data(arr)

@@ -92,19 +92,28 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": f"{exc.detail}: {request.method} {shown}", "code": code}, status_code=exc.status_code)
 
 
+#: The request headers the data plane reads (one pass over the raw headers finds them all).
+_CONTEXT_HEADERS = {b"x-request-id": "request_id", b"authorization": "authorization", b"traceparent": "traceparent", b"tracestate": "tracestate"}
+
+
 def request_context(request: Request, *, protocol: str = PROTOCOL) -> RequestContext:
     """The data plane's view of an HTTP request (headers it needs, the timing slot)."""
-    headers = request.headers
-    client = request.scope.get("client")
+    scope = request.scope
+    found: dict[str, str] = {}
+    for key, value in scope["headers"]:
+        field = _CONTEXT_HEADERS.get(key)
+        if field is not None and field not in found:
+            found[field] = value.decode("latin-1")
+    client = scope.get("client")
     return RequestContext(
-        protocol=protocol,
-        endpoint=f"{request.method} {request.scope.get('path', '')[:200]}",
-        request_id=headers.get("x-request-id"),
-        authorization=headers.get("authorization"),
-        traceparent=headers.get("traceparent"),
-        tracestate=headers.get("tracestate"),
-        client=f"{client[0]}:{client[1]}" if client else None,
-        log_slot=request.scope.get(ACCESS_RECORD),
+        protocol,
+        f"{scope['method']} {scope.get('path', '')[:200]}",
+        found.get("request_id"),
+        found.get("authorization"),
+        found.get("traceparent"),
+        found.get("tracestate"),
+        f"{client[0]}:{client[1]}" if client else None,
+        log_slot=scope.get(ACCESS_RECORD),
     )
 
 
@@ -113,16 +122,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     decompression: :class:`PayloadTooLargeError` beyond it, :class:`ClientDisconnectedError` when
     the client goes away mid-body, :class:`InvalidInputError` for bad compressed data."""
     declared = request.headers.get("content-length")
-    too_large = PayloadTooLargeError(f"request body exceeds {limit} bytes", limit=limit)
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise too_large
+                raise _too_large(limit)
             chunks.append(chunk)
     except ClientDisconnect:
         raise ClientDisconnectedError("the client disconnected while sending the request body") from None
@@ -139,13 +147,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     except zlib.error as exc:
         raise InvalidInputError(f"request body is not valid {encoding} data: {exc}", name="content-encoding", actual=encoding) from exc
     if len(out) > limit or decomp.unconsumed_tail:
-        raise too_large
+        raise _too_large(limit)
     if not decomp.eof:
         raise InvalidInputError(f"request body is truncated {encoding} data", name="content-encoding", actual=encoding)
     if decomp.unused_data:
         # Bytes after the compressed stream (a second gzip member, garbage) are not ignored.
         raise InvalidInputError(f"request body has {len(decomp.unused_data)} bytes after the end of the {encoding} data", name="content-encoding", actual=encoding)
     return out
+
+
+def _too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"request body exceeds {limit} bytes", limit=limit)
 
 
 def disconnect_watch(request: Request) -> Callable[[], Awaitable[None]]:
