@@ -159,6 +159,8 @@ class Server:
                 loop.call_soon_threadsafe(event.set)
 
     def _startup_failed(self, exc: BaseException) -> None:
+        if self.stop_reason is not None:
+            return  # stopping already (a signal abandoned the load): not a start-up failure
         self.error = exc
         self.request_exit(f"start-up failed: {exc}")
 
@@ -203,7 +205,7 @@ class Server:
             log.info("shutting down (%s): draining %d in-flight request(s), at most %gs", reason, in_flight, self.config.graceful_timeout_s)
         dp.shutting_down = True
         dp.abandon_loads()
-        await self.rest.stop_loading()
+        await self.rest.stop_loading(wait=1.0)  # an abandoned load ends at once, saying so
         self.uvicorn.should_exit = True
         stopping = []
         if uv_task is not None:

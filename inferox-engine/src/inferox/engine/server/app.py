@@ -302,11 +302,18 @@ class InferoxServer:
             self._loading = asyncio.get_running_loop().create_task(self._startup_or_exit())
         return self._loading
 
-    async def stop_loading(self) -> None:
-        if self._loading is not None and not self._loading.done():
-            self._loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loading
+    async def stop_loading(self, wait: float = 0.0) -> None:
+        """Stop the start-up loads: let them end (abandoned loads do, at once) for ``wait``
+        seconds, then cancel what is left."""
+        task = self._loading
+        if task is None or task.done():
+            return
+        if wait > 0:
+            await asyncio.wait({task}, timeout=wait)
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def shutdown(self) -> None:
         """Refuse new requests, wait for in-flight ones (bounded), then shut the engine down."""
