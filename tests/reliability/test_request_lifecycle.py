@@ -183,6 +183,9 @@ def test_names_from_the_wire_are_echoed_bounded(client: Any, served: ServerThrea
     assert _grpc_status(ei.value) == "NOT_FOUND" and len(ei.value.message()) < 1000
     r = httpx.post(f"{served.url}/v2/models/mlp/infer", json={"inputs": [{"name": "i" * 100_000, "datatype": "BYTES", "shape": [1], "data": ["a"]}]})
     assert r.status_code == 400 and len(r.text) < 2000
+    for body, status in (({"model": "m" * 100_000, "input": ["a"]}, 404), ({"model": "minilm", "input": ["a"], "k" * 100_000: 1}, 400)):
+        r = httpx.post(f"{served.url}/v1/embeddings", json=body)
+        assert r.status_code == status and len(r.text) < 2000
 
 
 # ------------------------------------------------------------------------------------- observability

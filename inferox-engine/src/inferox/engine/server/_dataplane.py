@@ -641,7 +641,7 @@ class DataPlane:
         beside what is served, then switched atomically (see :meth:`_load_versions`)."""
         with self.call(ctx, "repository_load", model=name, scope=REPOSITORY):
             if self.repository is None:
-                raise ModelNotFoundError(name, available=[])
+                raise ModelNotFoundError(bounded(name).strip("'"), available=[])
             entry = self.repository.entry(name)
             settings = self._settings(entry.settings)
             versions = [ServedVersion(name=name, version=v, path=entry.versions[v], settings=settings) for v in entry.served_versions()]

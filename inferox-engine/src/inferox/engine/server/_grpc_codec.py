@@ -34,6 +34,7 @@ from inferox.engine.server._protocol import (
     _check_shape,
     _decode_binary_data,
     _numpy_dtype,
+    check_tensor_name,
     encode_bytes_tensor,
     v2_datatype,
 )
@@ -130,6 +131,7 @@ def decode_infer_request(msg: Any) -> InferRequest:
         name = tensor.name
         if not name:
             raise InvalidInputError("input name must be a non-empty string", name=f"inputs[{i}].name", actual=name)
+        check_tensor_name(name, f"inputs[{i}].name")
         if name in seen:
             raise InvalidInputError("input given twice", name=name)
         seen.add(name)
@@ -149,7 +151,8 @@ def decode_infer_request(msg: Any) -> InferRequest:
     outputs: list[RequestedOutput] | None = None
     if msg.outputs:
         outputs = []
-        for out in msg.outputs:
+        for j, out in enumerate(msg.outputs):
+            check_tensor_name(out.name, f"outputs[{j}].name")
             if _params(out.parameters).get("classification"):
                 raise InvalidInputError("the classification extension is not supported", name=out.name)
             outputs.append(RequestedOutput(out.name, True))

@@ -102,7 +102,7 @@ def parse_embeddings_request(body: bytes | str | Mapping[str, Any]) -> Embedding
         raise InvalidInputError("request body must be a JSON object", name="body", expected="object", actual=type(data).__name__)
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
-        raise InvalidInputError(f"unrecognized request argument supplied: {unknown[0]}", name=unknown[0], expected=sorted(_FIELDS), actual=unknown[0])
+        raise InvalidInputError(f"unrecognized request argument supplied: {unknown[0][:80]}", name=unknown[0][:80], expected=sorted(_FIELDS), actual=unknown[0][:80])
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidInputError("'model' must name a served model", name="model", expected="a non-empty string", actual=model)

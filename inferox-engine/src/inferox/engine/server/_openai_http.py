@@ -96,7 +96,7 @@ class OpenAIEmbeddings:
                 call.model = req.model
                 size = self.embedding_size(req.model)
                 if size is None:
-                    raise ModelNotFoundError(req.model, available=self._eligible())
+                    raise ModelNotFoundError(req.model[:80], available=self._eligible())
                 check_dimensions(req, size)
                 ctx.disconnected = disconnect_watch(request)
                 inputs: Any = req.texts if req.texts is not None else req.token_ids

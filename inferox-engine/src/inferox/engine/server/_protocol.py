@@ -144,13 +144,13 @@ def v2_datatype(dtype: np.dtype[Any]) -> str:
 def _numpy_dtype(datatype: Any, name: str) -> np.dtype[Any] | None:
     """The numpy dtype of a V2 datatype (``None`` for BYTES); :class:`DTypeError` naming the input otherwise."""
     if not isinstance(datatype, str):
-        raise DTypeError("datatype must be a string", name=name, expected="a V2 datatype such as FP32", actual=datatype)
+        raise DTypeError("datatype must be a string", name=name, expected="a V2 datatype such as FP32", actual=repr(datatype)[:80])
     if datatype.upper() == BYTES:
         return None
     try:
         return DType.from_v2(datatype).to_numpy()
     except DTypeError as exc:
-        raise DTypeError(f"unknown datatype {datatype!r}", name=name, expected=exc.expected, actual=datatype) from exc
+        raise DTypeError(f"unknown datatype {datatype[:40]!r}", name=name, expected=exc.expected, actual=datatype[:40]) from exc
 
 
 #: numpy refuses to build (even an empty) array whose non-zero dimensions multiply past this.
@@ -296,6 +296,19 @@ def _decode_binary_data(raw: memoryview, datatype: str, np_dtype: np.dtype[Any] 
     return arr.reshape(shape)
 
 
+#: Longest tensor (input or output) name a request may use: names are identifiers, and a name
+#: from the wire is repeated in errors.
+MAX_TENSOR_NAME = 256
+
+
+def check_tensor_name(name: str, where: str) -> None:
+    """Refuse a tensor name longer than :data:`MAX_TENSOR_NAME` (echoed cut short)."""
+    if len(name) > MAX_TENSOR_NAME:
+        raise InvalidInputError(
+            f"tensor name of {len(name)} characters; at most {MAX_TENSOR_NAME} are allowed", name=where, expected=f"at most {MAX_TENSOR_NAME} characters", actual=name[:80] + "…"
+        )
+
+
 def _as_dict(value: Any, what: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -344,7 +357,8 @@ def parse_infer_request(body: bytes, header_length: str | int | None = None) -> 
             raise InvalidInputError("each input must be an object", name=f"inputs[{i}]", actual=type(item).__name__)
         name = item.get("name")
         if not isinstance(name, str) or not name:
-            raise InvalidInputError("input name must be a non-empty string", name=f"inputs[{i}].name", actual=name)
+            raise InvalidInputError("input name must be a non-empty string", name=f"inputs[{i}].name", actual=repr(name)[:80])
+        check_tensor_name(name, f"inputs[{i}].name")
         if name in seen:
             raise InvalidInputError("input given twice", name=name)
         seen.add(name)
@@ -378,7 +392,8 @@ def parse_infer_request(body: bytes, header_length: str | int | None = None) -> 
         outputs = []
         for j, out in enumerate(raw_outputs):
             if not isinstance(out, dict) or not isinstance(out.get("name"), str):
-                raise InvalidInputError("each output must be an object with a name", name=f"outputs[{j}]", actual=out)
+                raise InvalidInputError("each output must be an object with a name", name=f"outputs[{j}]", actual=repr(out)[:80])
+            check_tensor_name(out["name"], f"outputs[{j}].name")
             oparams = _as_dict(out.get("parameters"), f"{out['name']}.parameters")
             if oparams.get("classification"):
                 raise InvalidInputError("the classification extension is not supported", name=out["name"])
