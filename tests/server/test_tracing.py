@@ -187,3 +187,44 @@ def test_a_request_without_traceparent_starts_its_own_trace(traced: ServerThread
     assert isinstance(trace_id, str) and len(trace_id) == 32
     spans = _spans(receiver, traced.server, trace_id, {"POST /v1/embeddings"})
     assert next(s for s in spans if s["name"] == "POST /v1/embeddings")["parent"] == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "trace_id"),
+    [
+        (f"00-{TRACE_REST}-{PARENT_REST}-01", TRACE_REST),
+        (f"00-{TRACE_REST.upper()}-{PARENT_REST}-00", TRACE_REST),  # case-insensitive, not sampled: still its trace
+        (f"ff-{TRACE_REST}-{PARENT_REST}-01", None),  # version ff is invalid
+        (f"00-{'0' * 32}-{PARENT_REST}-01", None),  # all-zero trace id
+        (f"00-{TRACE_REST}-{'0' * 16}-01", None),  # all-zero parent id
+        ("00-xyz-abc-01", None),
+        ("", None),
+        (None, None),
+        ("0" * 10_000, None),
+    ],
+)
+def test_traceparent_is_read_as_w3c_says(value: str | None, trace_id: str | None) -> None:
+    from inferox.engine.server._tracing import parse_traceparent
+
+    assert parse_traceparent(value) == trace_id
+
+
+def test_tracing_follows_the_otel_variables(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import sys
+
+    from inferox.engine.server._tracing import tracing_from_env
+
+    reset_tracing()
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    assert tracing_from_env({}) is None  # nothing asks for it
+    assert tracing_from_env({**endpoint, "OTEL_SDK_DISABLED": "true"}) is None
+    assert tracing_from_env({**endpoint, "OTEL_TRACES_EXPORTER": "none"}) is None
+    sdk = sys.modules["opentelemetry.sdk.trace"]
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)  # the [otel] extra missing
+    with caplog.at_level(logging.WARNING, logger="inferox.server"):
+        assert tracing_from_env(endpoint) is None
+    assert "pip install 'inferox-engine[otel]'" in caplog.text
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", sdk)
+    console = tracing_from_env({"OTEL_TRACES_EXPORTER": "console"})
+    assert console is not None and tracing_from_env({"OTEL_TRACES_EXPORTER": "console"}) is console  # one per process
+    reset_tracing()

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from inferox.core.errors import InferoxError, InvalidInputError, QueueFullError
+from inferox.core.errors import InferoxError, InvalidInputError
 
 __all__ = [
     "CLIENT_DISCONNECTED",
@@ -217,8 +217,3 @@ def retry_after_s(exc: InferoxError) -> int | None:
 def v2_error_body(exc: InferoxError) -> dict[str, Any]:
     """The V2 error body: ``{"error": message, "code": CODE}``."""
     return {"error": exc.message, "code": exc.code}
-
-
-def is_overload(exc: BaseException) -> bool:
-    """Whether ``exc`` says the server is overloaded (the caller should back off and retry)."""
-    return isinstance(exc, QueueFullError) or (isinstance(exc, InferoxError) and exc.code in RETRYABLE)
