@@ -80,7 +80,7 @@ def _setup(session: nox.Session) -> None:
     COVERAGE_DIR.mkdir(parents=True, exist_ok=True)
 
 
-def _install_everything(session: nox.Session, *, engine_extras: str = "serve,grpc", with_thirdparty: bool = True) -> None:
+def _install_everything(session: nox.Session, *, engine_extras: str = "serve,grpc,otel", with_thirdparty: bool = True) -> None:
     """Every distribution (editable), the shared tests' requirements and the test tools."""
     _install(
         session,
@@ -274,7 +274,7 @@ def randomly(session: nox.Session) -> None:
     Replay a failing order with ``pytest -p randomly -p no:cacheprovider --randomly-seed=SEED PATHS``.
     """
     _setup(session)
-    _install_everything(session, engine_extras="serve,grpc,ray")
+    _install_everything(session, engine_extras="serve,grpc,otel,ray")
     _install(session, "pytest-randomly>=3.15", "build>=1.2", "hatchling>=1.21")
     session.env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster, as in the ray session
     paths = session.posargs or ["tests"]
@@ -358,7 +358,7 @@ RELIABILITY_JSON = RESULTS / "reliability_tests.json"
 def _reliability_env(session: nox.Session) -> None:
     # Everything, Ray included: the flaky session's "full suite" is every test folder in one run.
     _setup(session)
-    _install_everything(session, engine_extras="serve,grpc,ray")
+    _install_everything(session, engine_extras="serve,grpc,otel,ray")
     session.env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster, as in the ray session
 
 

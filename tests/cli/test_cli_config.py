@@ -157,7 +157,7 @@ def test_bad_file_contents(tmp_path: Path) -> None:
         ("[other]\nx = 1\n", "other"),
         ("[server]\nkeep_alive_s = 0\n", "server.keep_alive_s"),
         ("[server]\nexit_on_error = \"no\"\n", "server.exit_on_error"),
-        ("[models]\nbackends = 3\n", "backends"),
+        ("[models]\nbackends = 3\n", "models.backends"),
     ):
         conf.write_text(text)
         with pytest.raises(ConfigError) as ei:

@@ -120,8 +120,8 @@ def test_a_signal_ends_the_server_while_a_repository_load_hangs(tmp_path: Path, 
     caller.join(30)
     assert "STUCK LOAD ENTERED" in err
     assert seconds < EXIT_WITHIN_S, (seconds, err[-3000:])
-    # A clean stop: exit 0, or (SIGTERM) the signal re-raised once uvicorn's shutdown is done.
-    assert proc.returncode in (0, -sig), err[-3000:]
+    # A clean stop: exit 0, whichever signal.
+    assert proc.returncode == 0, err[-3000:]
     response = answer["load"]
     assert isinstance(response, httpx.Response), response
     assert response.status_code == 503

@@ -249,10 +249,13 @@ def test_statistics_count_grpc_requests(client: Any) -> None:
     x.set_data_from_numpy(np.ones((2, 4), np.float32))
     before = client.get_inference_statistics("mlp").model_stats
     count = sum(s.inference_count for s in before)
+    answered = sum(s.inference_stats.success.count for s in before)
     for _ in range(3):
         client.infer("mlp", [x])
     after = client.get_inference_statistics("mlp").model_stats
-    assert sum(s.inference_count for s in after) == count + 3
+    # Triton's meaning: inference_count counts rows (3 requests of 2), success.count requests.
+    assert sum(s.inference_count for s in after) == count + 6
+    assert sum(s.inference_stats.success.count for s in after) == answered + 3
     assert {s.name for s in client.get_inference_statistics().model_stats} >= {"mlp", "minilm", "echo"}
     with pytest.raises(InferenceServerException) as ei:
         client.get_inference_statistics("nope")
@@ -365,11 +368,17 @@ def tiny_queue() -> Iterator[ServerThread]:
 
 
 def test_queue_full_is_resource_exhausted_with_retry_after(tiny_queue: ServerThread) -> None:
+    """Overload is always answered typed: RESOURCE_EXHAUSTED with the code and a retry hint (or,
+    for a request whose own deadline passed in the queue, DEADLINE_EXCEEDED with its code), never
+    a bare status."""
     req = pb.ModelInferRequest(model_name="slow")
     req.inputs.add(name="x", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend([1.0] * 4)
+    short = pb.ModelInferRequest()
+    short.CopyFrom(req)
+    short.parameters["timeout"].int64_param = 200_000  # 0.2 s, in V2's microseconds
     with grpc.insecure_channel(tiny_queue.grpc_address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        calls = [stub.ModelInfer.future(req) for _ in range(6)]
+        calls = [stub.ModelInfer.future(short if i % 3 == 2 else req) for i in range(24)]
         outcomes = []
         for call in calls:
             try:
@@ -379,10 +388,14 @@ def test_queue_full_is_resource_exhausted_with_retry_after(tiny_queue: ServerThr
                 outcomes.append(exc)
     refused = [e for e in outcomes if not isinstance(e, str)]
     assert "ok" in outcomes and refused, outcomes
+    full = [e for e in refused if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert full
     for err in refused:
-        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "full" in err.details()
         trailing = dict(err.trailing_metadata())
-        assert trailing["inferox-error-code"] == "QUEUE_FULL" and int(trailing["retry-after"]) >= 1
+        if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            assert "full" in err.details() and trailing["inferox-error-code"] == "QUEUE_FULL" and int(trailing["retry-after"]) >= 1
+        else:
+            assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and trailing["inferox-error-code"] == "TIMEOUT", (err.code(), err.details())
 
 
 def test_serve_help_names_the_protocols() -> None:

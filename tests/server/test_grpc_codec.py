@@ -21,6 +21,7 @@ from tritonclient.grpc import service_pb2 as theirs  # noqa: E402
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor  # noqa: E402
 
 from inferox.engine._proto import grpc_service_pb2 as pb  # noqa: E402
+from inferox.engine.server import ERROR_STATUS, InferResponse, OutputTensor, error_status  # noqa: E402
 from inferox.engine.server._grpc_codec import (  # noqa: E402
     GRPC_STATUS_FOR_HTTP,
     bearer_ok,
@@ -29,7 +30,6 @@ from inferox.engine.server._grpc_codec import (  # noqa: E402
     grpc_status_name,
     message_from_dict,
 )
-from inferox.engine.server._protocol import RequestedOutput  # noqa: E402
 
 NUMERIC = [d for d in DType if d.v2_name not in ("BYTES",)]
 
@@ -169,9 +169,11 @@ def test_responses_read_back_with_tritonclient() -> None:
         "half": np.array([0.5, -2.0], dtype=np.float16),
         "label": np.array([b"cat", "chïen".encode()], dtype=object),
     }
-    resp = encode_infer_response(
-        model_name="m", model_version="3", request_id="req-9", outputs=outs, requested=None, parameters={"backend": "torch", "n": 2, "x": 0.5, "cached": False}
+    answer = InferResponse(
+        model_name="m", model_version="3", id="req-9", outputs=[OutputTensor(k, v) for k, v in outs.items()],
+        parameters={"backend": "torch", "n": 2, "x": 0.5, "cached": False},
     )
+    resp = encode_infer_response(answer)
     result = tc_grpc.InferResult(theirs.ModelInferResponse.FromString(resp.SerializeToString()))
     got = result.get_response()
     assert (got.model_name, got.model_version, got.id) == ("m", "3", "req-9")
@@ -182,19 +184,20 @@ def test_responses_read_back_with_tritonclient() -> None:
     assert got.parameters["backend"].string_param == "torch" and got.parameters["n"].int64_param == 2
     assert got.parameters["x"].double_param == 0.5 and got.parameters["cached"].HasField("bool_param")
 
-    only = encode_infer_response(model_name="m", model_version=None, request_id=None, outputs=outs, requested=[RequestedOutput("ids", True)])
-    assert [o.name for o in only.outputs] == ["ids"] and len(only.raw_output_contents) == 1 and only.id == ""
-    with pytest.raises(InvalidInputError) as ei:
-        encode_infer_response(model_name="m", model_version=None, request_id=None, outputs=outs, requested=[RequestedOutput("nope")])
-    assert (ei.value.details["name"], ei.value.details["expected"]) == ("nope", sorted(outs))
-    label = encode_infer_response(model_name="m", model_version=None, request_id=None, outputs=outs, requested=[RequestedOutput("label")])
-    assert deserialize_bytes_tensor(label.raw_output_contents[0]).tolist() == [b"cat", "chïen".encode()]
+    only = encode_infer_response(InferResponse(model_name="m", model_version="", id=None, outputs=[OutputTensor("label", outs["label"])], parameters={}))
+    assert [o.name for o in only.outputs] == ["label"] and len(only.raw_output_contents) == 1 and only.id == ""
+    assert deserialize_bytes_tensor(only.raw_output_contents[0]).tolist() == [b"cat", "chïen".encode()]
 
 
-def test_every_error_class_maps_to_a_real_grpc_status() -> None:
+def test_every_error_code_has_one_http_status_and_one_grpc_status() -> None:
+    """One table answers every code on every transport; the HTTP↔gRPC fallback is AIP-193's."""
     for code, cls in ERROR_CODES.items():
-        name = grpc_status_name(cls.http_status)
-        assert isinstance(grpc.StatusCode[name], grpc.StatusCode), code
+        status = error_status(code)
+        assert code in ERROR_STATUS, code
+        assert isinstance(grpc.StatusCode[status.grpc], grpc.StatusCode), code
+        # the class's own status, but for type mismatches: the caller's wrong value (400, not 500)
+        assert status.http == (400 if code in ("TYPE_MISMATCH", "STATE_TYPE_MISMATCH") else cls.http_status), code
+    assert (ERROR_STATUS["QUEUE_FULL"].grpc, ERROR_STATUS["CLIENT_DISCONNECTED"].http, ERROR_STATUS["CLIENT_DISCONNECTED"].grpc) == ("RESOURCE_EXHAUSTED", 499, "CANCELLED")
     assert {s: grpc_status_name(s) for s in (400, 401, 404, 413, 429, 500, 503, 504, 418, 599)} == {
         400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED",
         500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED", 418: "INVALID_ARGUMENT", 599: "INTERNAL",

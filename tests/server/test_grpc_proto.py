@@ -107,3 +107,34 @@ def test_messages_are_wire_compatible_with_tritonclient_and_registered_apart() -
     reply.outputs.add(name="sentence_embedding", datatype="FP32", shape=[1, 1])
     back = theirs.ModelInferResponse.FromString(reply.SerializeToString())
     assert (back.id, back.outputs[0].name, list(back.outputs[0].shape), back.raw_output_contents[0]) == ("req-7", "sentence_embedding", [1, 1], b"\x00\x00\x80?")
+
+
+def test_the_protobuf_requirement_is_the_generated_codes_runtime() -> None:
+    """The one-line error for an old protobuf runtime names the version the generated code needs,
+    which is the [grpc] extra's lower bound."""
+    from inferox.engine.server._grpc import PROTOBUF_REQUIREMENT
+
+    header = (gen.PROTO_DIR / "grpc_service_pb2.py").read_text(encoding="utf-8")
+    generated = re.search(r"^# Protobuf Python Version: (\S+)$", header, re.MULTILINE)
+    assert generated is not None and PROTOBUF_REQUIREMENT == f"protobuf>={generated.group(1)}"
+    extra = (ROOT / "inferox-engine" / "pyproject.toml").read_text(encoding="utf-8")
+    assert f'"{PROTOBUF_REQUIREMENT},<8"' in extra
+
+
+@pytest.mark.slow  # builds a virtualenv and installs into it (minutes)
+def test_tritonclient_installed_after_the_grpc_extra_keeps_a_working_set(tmp_path: Path) -> None:
+    """``pip install inferox-engine[grpc]`` then ``pip install tritonclient[grpc]`` (through the
+    repository's constraints): pip finds no broken requirement, and both import together."""
+    import subprocess
+    import venv
+
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt")]
+    subprocess.run([*pip, str(ROOT / "inferox-core"), str(ROOT / "inferox-mlpkg"), f"{ROOT / 'inferox-engine'}[serve,grpc]"], check=True)
+    subprocess.run([*pip, "tritonclient[grpc]"], check=True)
+    check = subprocess.run([str(python), "-m", "pip", "check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    probe = "import tritonclient.grpc; from inferox.engine.server._grpc import require_grpc; require_grpc(); print('ok')"
+    assert subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "ok"

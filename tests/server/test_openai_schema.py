@@ -140,7 +140,16 @@ def test_models_list() -> None:
     }
 
 
-def test_non_finite_embeddings_are_written_not_dropped() -> None:
-    # orjson would write null for NaN; the stdlib path writes what the model produced.
-    body = encode_embeddings_response(model="m", embeddings=np.array([[np.nan, 1.0]], np.float32), encoding_format="float", prompt_tokens=2)
-    assert b"[NaN,1.0]" in body
+def test_non_finite_embeddings_are_strict_json_not_dropped() -> None:
+    """Bare NaN is not JSON (strict parsers refuse the whole body) and orjson would write null:
+    non-finite values are the strings V2 uses, which the parsers of OpenAI's clients read as floats."""
+    import json
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"bare {token} in the body")
+
+    emb = np.array([[np.nan, 1.0, np.inf, -np.inf]], np.float32)
+    body = encode_embeddings_response(model="m", embeddings=emb, encoding_format="float", prompt_tokens=2)
+    doc = json.loads(body, parse_constant=refuse)
+    assert doc["data"][0]["embedding"] == ["NaN", 1.0, "Infinity", "-Infinity"]
+    np.testing.assert_array_equal(np.asarray(doc["data"][0]["embedding"], dtype=np.float32), emb[0])

@@ -243,7 +243,7 @@ def test_error_from_model_through_engine_to_api(served: ServerThread) -> None:
     assert (status, code) == (500, "BACKEND_ERROR")
     assert "torch" in msg and "affine" in msg
     metrics = httpx.get(f"{served.url}/metrics").text
-    assert 'inferox_request_failures_total{model="affine",version="1",code="BACKEND_ERROR"}' in metrics
+    assert 'inferox_request_failures_total{model="affine",version="1",protocol="rest",code="BACKEND_ERROR"}' in metrics
 
 
 def test_queue_overflow_is_429_with_retry_after(served: ServerThread) -> None:
@@ -303,10 +303,10 @@ def test_metrics_in_prometheus_format(served: ServerThread, client: Any) -> None
         assert f"# TYPE {family} " in text
     assert "inferox_models_loaded 3" in text
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
-    assert int(lines['inferox_requests_total{model="affine",version="1",outcome="success"}']) >= 1
-    count = int(lines['inferox_batch_size_count{model="affine",version="1"}'])
-    assert int(lines['inferox_batch_size_bucket{model="affine",version="1",le="+Inf"}']) == count >= 1
-    assert float(lines['inferox_compute_seconds_sum{model="affine",version="1"}']) > 0
+    assert int(lines['inferox_requests_total{model="affine",version="1",protocol="rest",outcome="success"}']) >= 1
+    count = int(lines['inferox_batch_size_count{model="affine",version="1",protocol="rest"}'])
+    assert int(lines['inferox_batch_size_bucket{model="affine",version="1",protocol="rest",le="+Inf"}']) == count >= 1
+    assert float(lines['inferox_compute_seconds_sum{model="affine",version="1",protocol="rest"}']) > 0
 
 
 def test_access_log_has_request_id(served: ServerThread, caplog: pytest.LogCaptureFixture) -> None:
@@ -316,7 +316,7 @@ def test_access_log_has_request_id(served: ServerThread, caplog: pytest.LogCaptu
         assert wait_until(lambda: any("log-me-7" in r.getMessage() for r in caplog.records), timeout=5)
     record = json.loads(next(r.getMessage() for r in caplog.records if "log-me-7" in r.getMessage()))
     assert record["request_id"] == "log-me-7" and record["status"] == 200 and record["model"] == "affine"
-    assert record["path"] == "/v2/models/affine/infer" and record["duration_ms"] > 0
+    assert record["endpoint"] == "POST /v2/models/affine/infer" and record["protocol"] == "rest" and record["duration_ms"] > 0
     # duration_ms runs to the response's last byte written; handler_ms stops when the endpoint returns.
     assert 0 < record["handler_ms"] <= record["duration_ms"]
 

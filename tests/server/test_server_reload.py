@@ -191,9 +191,9 @@ def test_version_policy_serves_several_versions(tmp_path: Path, versions: dict[s
         assert all(b["compute_infer"]["ns"] > 0 for s in stats.values() for b in s["batch_stats"])
         httpx.post(f"{st.url}/v2/models/no-such-model/infer", json=BODY)
         metrics = httpx.get(f"{st.url}/metrics").text
-        assert 'inferox_requests_total{model="mlp",version="3",outcome="success"} 2' in metrics
-        assert 'inferox_requests_total{model="mlp",version="1",outcome="success"} 1' in metrics
-        assert 'inferox_request_failures_total{model="mlp",version="",code="MODEL_NOT_FOUND"} 1' in metrics
+        assert 'inferox_requests_total{model="mlp",version="3",protocol="rest",outcome="success"} 2' in metrics
+        assert 'inferox_requests_total{model="mlp",version="1",protocol="rest",outcome="success"} 1' in metrics
+        assert 'inferox_request_failures_total{model="mlp",version="",protocol="rest",code="MODEL_NOT_FOUND"} 1' in metrics
         assert "no-such-model" not in metrics and 'model="_unknown"' in metrics
         # Policy all: a reload picks up version 2 as well.
         (repo / "mlp" / "serving.toml").write_text('backend = "torch"\n[version_policy]\nall = true\n')

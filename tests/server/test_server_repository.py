@@ -191,11 +191,13 @@ def test_model_repository_checks_names_and_containment(repo: Path) -> None:
     assert ec.value.code == "INVALID_CONFIG" and ec.value.field == "repository"
 
 
-@pytest.mark.parametrize("name", ["a/b", "a\\b", "", "x" * 200, "..", "a..b", "-x", "sp ace"])
+@pytest.mark.parametrize("name", ["a/b", "a\\b", "", "x" * 200, "..", "a..b", "-x", "sp ace", "tt\n", "mlp\n", "x" * 10_000])
 def test_check_model_name_rejects_paths(name: str) -> None:
+    """The whole name must match (``$`` let "tt\\n" through), and a name from the wire is echoed cut short."""
     with pytest.raises(InvalidInputError) as ei:
         check_model_name(name)
-    assert ei.value.code == "INVALID_INPUT" and ei.value.actual == name
+    assert ei.value.code == "INVALID_INPUT" and ei.value.actual == name[:80] and ei.value.details["name"] == "model_name"
+    assert len(str(ei.value)) < 400  # bounded, whatever the name
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,35 @@ DEFAULT_MAX_LENGTH = 512
 #: The three inputs a BERT-style model takes, in the order they are produced.
 TEXT_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
+#: Characters one token is taken to cover at most when an over-long text is cut before the
+#: tokenizer (see ``TextEncoder._encode_cut``: a wrong guess costs a retry, never a wrong answer).
+CHARS_PER_TOKEN = 16
+#: A run of this many characters without whitespace where an over-long text is cut is cut where it
+#: is (one "word" that long is no text a model reads; tokenising on would undo the cut).
+MAX_RUN = 4096
+#: Tokenizer copies kept per encoder (one per truncation length asked for; the default always stays).
+_MAX_CONFIGURED = 8
+
+
+def _prefix(text: str, budget: int) -> tuple[str, int]:
+    """``text`` cut to at most ``budget`` characters — just before a whitespace when there is one
+    in the last quarter — and the end of its last complete word (the cut, or the last whitespace
+    before it when the cut falls inside a run)."""
+    head = text[:budget]
+    space = max(head.rfind(" "), head.rfind("\n"), head.rfind("\t"), head.rfind("\r"))
+    if space >= len(head) * 3 // 4:
+        return head[:space], space
+    return head, max(space, 0)
+
+
+def _covers(encoding: Any, length: int, safe_end: int) -> bool:
+    """Whether a cut text's ``encoding`` is the full text's: ``length`` tokens, none past the cut."""
+    if len(encoding.ids) < length:
+        return False
+    special = encoding.special_tokens_mask
+    ends = [end for (_, end), s in zip(encoding.offsets, special) if not s]
+    return not ends or max(ends) <= safe_end
+
 
 def _import_tokenizers() -> Any:
     try:
@@ -89,8 +118,11 @@ class TextEncoder:
             raise ConfigError("the length limit must be at least 2 (room for [CLS] and [SEP])", field="limit", value=limit, path=path)
         self.max_length = self._check_length(max_length if max_length is not None else min(self.limit, DEFAULT_MAX_LENGTH), field="max_length")
         self.pad_id = self._pad_id()
-        # The tokenizer's truncation setting is shared state: configure-and-encode under one lock.
+        # The tokenizer's truncation setting is shared state: each (length, truncate) setting gets
+        # its own copy, configured once and never changed again, so encodes run concurrently (the
+        # Rust tokenizer lets go of the GIL) and a long text never holds up a short one.
         self._lock = threading.Lock()
+        self._configured: dict[tuple[int, bool], Any] = {}
 
     @classmethod
     def from_file(
@@ -161,23 +193,91 @@ class TextEncoder:
                 raise InvalidInputError("text items must be strings", name="text", expected="str", actual=type(t).__name__, index=i)
         length = self.max_length if max_length is None else self._check_length(max_length, field="max_length")
         cut = self.truncate if truncate is None else bool(truncate)
+        encodings, was_cut = self._encode_cut(list(texts), length, cut)
+        if not cut:
+            for i, e in enumerate(encodings):
+                if len(e.ids) > length:
+                    more = "+" if was_cut[i] else ""  # only a prefix was tokenised: at least this many
+                    raise InvalidInputError(
+                        f"text {i} is {len(e.ids)}{more} tokens long, more than the model's limit of {length} (truncation is off)",
+                        name="text", expected=f"at most {length} tokens", actual=len(e.ids), index=i,
+                    )
+        return self._batch([e.ids for e in encodings], masks=[e.attention_mask for e in encodings], types=[e.type_ids for e in encodings])
+
+    def _configured_tokenizer(self, length: int, cut: bool) -> Any:
+        """The tokenizer set up for ``length`` / ``cut`` (a copy made once per setting; at most a
+        few kept). A tokenizer that cannot be copied is configured per call under the lock."""
+        key = (length, cut)
+        tok = self._configured.get(key)
+        if tok is not None:
+            return tok
+        with self._lock:
+            tok = self._configured.get(key)
+            if tok is None:
+                to_str = getattr(self._tokenizer, "to_str", None)
+                if to_str is None:
+                    return None
+                tok = type(self._tokenizer).from_str(to_str())
+                if cut:
+                    tok.enable_truncation(max_length=length)
+                else:
+                    tok.no_truncation()  # whole texts: an over-long one is reported with its real length
+                tok.no_padding()
+                if len(self._configured) >= _MAX_CONFIGURED:
+                    self._configured.pop(next(k for k in self._configured if k != (self.max_length, self.truncate)), None)
+                self._configured[key] = tok
+        return tok
+
+    def _encode_batch(self, texts: list[str], length: int, cut: bool) -> list[Any]:
+        tok = self._configured_tokenizer(length, cut)
+        if tok is not None:
+            return list(tok.encode_batch(texts))
         tok = self._tokenizer
         with self._lock:
             if cut:
                 tok.enable_truncation(max_length=length)
             else:
-                # Whole texts, so that an over-long one is reported with its real length.
                 tok.no_truncation()
             tok.no_padding()
-            encodings = tok.encode_batch(list(texts))
-        if not cut:
-            for i, e in enumerate(encodings):
-                if len(e.ids) > length:
-                    raise InvalidInputError(
-                        f"text {i} is {len(e.ids)} tokens long, more than the model's limit of {length} (truncation is off)",
-                        name="text", expected=f"at most {length} tokens", actual=len(e.ids), index=i,
-                    )
-        return self._batch([e.ids for e in encodings], masks=[e.attention_mask for e in encodings], types=[e.type_ids for e in encodings])
+            return list(tok.encode_batch(texts))
+
+    def _encode_cut(self, texts: list[str], length: int, cut: bool) -> tuple[list[Any], list[bool]]:
+        """Encode ``texts``, tokenising of each over-long text only about what the length rule
+        needs; also says which encodings come from a cut text.
+
+        A text longer than ``length * CHARS_PER_TOKEN`` characters is cut first, just before a
+        whitespace (a word boundary for every pre-tokenizer Inferox packages use). The cut text
+        gives exactly the full text's tokens when its encoding reaches ``length`` tokens with every
+        kept token before the cut (truncating), or more than ``length`` tokens (refusing: the full
+        text is over the limit too); otherwise it is tried again with twice as many characters. So
+        a 30 MB text costs about what a 4 KB one does, and the answer is the same.
+        """
+        budget = length * CHARS_PER_TOKEN
+        long = [i for i, t in enumerate(texts) if len(t) > budget]
+        if not long:
+            return self._encode_batch(texts, length, cut), [False] * len(texts)
+        work = list(texts)
+        safe: dict[int, int] = {}
+        for i in long:
+            work[i], safe[i] = _prefix(texts[i], budget)
+        encodings = self._encode_batch(work, length, cut)
+        pending = long
+        while pending:
+            budget *= 2
+            again: list[int] = []
+            for i in pending:
+                e = encodings[i]
+                if work[i] is texts[i] or (len(e.ids) > length if not cut else _covers(e, length, safe[i])):
+                    continue
+                if len(work[i]) - safe[i] > MAX_RUN:
+                    continue  # cut inside a run of MAX_RUN characters without whitespace: cut there
+                work[i], safe[i] = _prefix(texts[i], budget) if len(texts[i]) > budget else (texts[i], len(texts[i]))
+                again.append(i)
+            if again:
+                for i, e in zip(again, self._encode_batch([work[i] for i in again], length, cut)):
+                    encodings[i] = e
+            pending = again
+        return encodings, [w is not t for w, t in zip(work, texts)]
 
     def encode_ids(self, ids: Sequence[Sequence[int]], *, max_length: int | None = None, truncate: bool | None = None) -> dict[str, np.ndarray]:
         """A batch of token-id sequences (the model's own vocabulary, special tokens as given) into the

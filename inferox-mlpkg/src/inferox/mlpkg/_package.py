@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import os
+import shutil
 import stat
+import tempfile
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -41,7 +46,7 @@ from inferox.mlpkg._format import (
 )
 from inferox.mlpkg._fs import sha256_file
 from inferox.mlpkg._outputs import read_default_outputs
-from inferox.mlpkg._regular import file_kind
+from inferox.mlpkg._regular import file_kind, open_regular
 from inferox.mlpkg._weights import read_safetensors_header
 
 __all__ = ["DEPLOYMENT_FILES", "Package", "check_manifest", "load_package", "scan_package_tree", "unlisted_files", "validate_files"]
@@ -59,6 +64,9 @@ class Package:
     output_specs: list[TensorSpec]
     preprocessing: dict[str, Any] = field(default_factory=dict)
     _lease: Any = field(default=None, repr=False, compare=False)
+    #: The folder the package was loaded from, when ``path`` is the private copy of its verified
+    #: bytes (``load_package(verify=True)``); ``None`` when ``path`` is that folder.
+    origin: Path | None = None
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -394,35 +402,112 @@ def validate_files(root: Path, files: Sequence[Any], *, hashes: bool) -> None:
             raise PackageIntegrityError(f"{rel}: sha256 does not match metadata.json (the file is corrupt or was modified)", path=rel, field="sha256")
 
 
+def _read_metadata(root: Path, *, raw: bool) -> tuple[Any, bytes | None]:
+    """``metadata.json`` parsed (and, with ``raw``, the very bytes it was parsed from)."""
+    if not raw:
+        return read_json(root / METADATA_FILE, rel=METADATA_FILE), None
+    try:
+        with open_regular(root / METADATA_FILE, rel=METADATA_FILE) as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise PackageNotFoundError(f"missing {METADATA_FILE}", path=METADATA_FILE) from None
+    try:
+        return json.loads(data.decode("utf-8")), data
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PackageFormatError(f"{METADATA_FILE} is not valid JSON: {exc}", path=METADATA_FILE) from exc
+    except RecursionError:
+        raise PackageFormatError(f"{METADATA_FILE} is not valid JSON: nested too deeply", path=METADATA_FILE) from None
+
+
+def _verified_copy(root: Path, files: Sequence[Any], metadata_bytes: bytes) -> Path:
+    """A private copy of the package's listed files, each read once: hashed and written from the
+    same bytes, so what is loaded afterwards (from the copy) is exactly what was verified — a file
+    swapped in the package folder between the check and the load cannot be served. The copy is a
+    fresh ``0700`` folder under the temporary directory (``TMPDIR``)."""
+    copy = Path(tempfile.mkdtemp(prefix="inferox-verified-"))
+    try:
+        (copy / METADATA_FILE).write_bytes(metadata_bytes)
+        for entry in files:
+            if not isinstance(entry, Mapping):
+                raise PackageFormatError(f"{METADATA_FILE}: files entries must be objects", path=METADATA_FILE, field="files")
+            rel = _safe_rel(entry.get("path"))
+            dst = copy / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            size = 0
+            try:
+                with open_regular(root / rel, rel=rel) as src, open(dst, "xb") as out:
+                    while chunk := src.read(_COPY_CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+                        size += len(chunk)
+            except FileNotFoundError:
+                raise PackageNotFoundError(f"package file {rel} is missing", path=rel) from None
+            except IsADirectoryError:  # pragma: no cover - open_regular reports folders itself
+                raise PackageFormatError(f"{rel} is a folder, not a file", path=rel) from None
+            if size != entry.get("size"):
+                raise PackageIntegrityError(f"{rel} has {size} bytes, metadata.json records {entry.get('size')}", path=rel, field="size")
+            if digest.hexdigest() != entry.get("sha256"):
+                raise PackageIntegrityError(f"{rel}: sha256 does not match metadata.json (the file is corrupt or was modified)", path=rel, field="sha256")
+    except BaseException:
+        shutil.rmtree(copy, ignore_errors=True)
+        raise
+    return copy
+
+
+#: Bytes read (hashed and copied) at a time when verifying.
+_COPY_CHUNK = 1 << 20
+
+
 def load_package(path: str | Path, *, verify: bool = False) -> Package:
     """Open and validate the package at ``path``.
 
     Every file listed in ``metadata.json`` is checked for presence and size; with ``verify=True``
-    its sha256 as well. Problems raise a :class:`~inferox.core.errors.PackageError` subclass naming
-    the file (``err.path``) and, where it applies, the field (``err.field``).
+    its sha256 as well, and every file must be listed. A verified package is read from a private
+    copy of the bytes that were hashed (``Package.path``; ``Package.origin`` is the folder given),
+    removed once the package object is gone: what loads is exactly what was verified. Problems
+    raise a :class:`~inferox.core.errors.PackageError` subclass naming the file (``err.path``)
+    and, where it applies, the field (``err.field``).
     """
-    root = Path(path)
+    root = origin = Path(path)
     if not root.exists():
         raise PackageNotFoundError(f"no package at {root}", path=str(root))
     if not root.is_dir():
         raise PackageFormatError(f"{root} is not a package folder", path=str(root))
     tree = scan_package_tree(root)
-    metadata = read_json(root / METADATA_FILE, rel=METADATA_FILE)
+    metadata, metadata_bytes = _read_metadata(root, raw=verify)
     if not isinstance(metadata, dict):
         raise PackageFormatError(f"{METADATA_FILE} must hold a JSON object", path=METADATA_FILE)
     check_format_version(_require(metadata, "format_version", (str, int, float), METADATA_FILE))
     _require(metadata, "name", str, METADATA_FILE)
     files = _require(metadata, "files", list, METADATA_FILE)
     _golden_info(metadata)
+    if verify:
+        assert metadata_bytes is not None
+        check_manifest(root, tree, files)
+        root = _verified_copy(root, files, metadata_bytes)
+        try:
+            pkg = _open(root, metadata, files, verified=True)
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        pkg.origin = origin
+        weakref.finalize(pkg, shutil.rmtree, str(root), True)
+        return pkg
+    return _open(root, metadata, files, verified=False)
+
+
+def _open(root: Path, metadata: dict[str, Any], files: list[Any], *, verified: bool) -> Package:
+    """The package in ``root`` once ``metadata.json`` is read (the files are checked here unless
+    ``verified``: then ``root`` holds only copies whose sha256 matched)."""
     info = read_json(root / MODEL_INFO_FILE, rel=MODEL_INFO_FILE)
     if not isinstance(info, dict):
         raise PackageFormatError(f"{MODEL_INFO_FILE} must hold a JSON object", path=MODEL_INFO_FILE)
     _require(info, "architecture", str, MODEL_INFO_FILE)
     inputs, outputs = _specs(info, "inputs"), _specs(info, "outputs")
     read_default_outputs(info, outputs, rel=MODEL_INFO_FILE)  # a bad field is the package's error, at load
-    validate_files(root, files, hashes=verify)
-    if verify:
-        check_manifest(root, tree, files)
+    if not verified:
+        validate_files(root, files, hashes=False)
     config = read_json(root / CONFIG_FILE, rel=CONFIG_FILE)
     if not isinstance(config, dict):
         raise PackageFormatError(f"{CONFIG_FILE} must hold a JSON object", path=CONFIG_FILE)
@@ -451,8 +536,8 @@ def load_package(path: str | Path, *, verify: bool = False) -> Package:
 def as_package(package: Package | str | Path, *, verify: bool = False) -> Package:
     if isinstance(package, Package):
         if verify:
-            validate_files(package.path, package.files, hashes=True)
-            check_manifest(package.path, scan_package_tree(package.path), package.files)
+            # Verified from its folder again, into a fresh private copy the load then reads.
+            return load_package(package.origin or package.path, verify=True)
         return package
     if isinstance(package, (str, Path)):
         return load_package(package, verify=verify)

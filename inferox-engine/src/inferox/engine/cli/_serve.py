@@ -38,6 +38,7 @@ _FLAG_KEYS: dict[str, tuple[str, Any]] = {
     "verify": ("server.verify", None),
     "exit_on_error": ("server.exit_on_error", None),
     "strict_readiness": ("server.strict_readiness", None),
+    "allow_empty": ("server.allow_empty", None),
     "max_batch_size": ("engine.max_batch_size", None),
     "max_batch_tokens": ("engine.max_batch_tokens", None),
     "batch_delay_ms": ("engine.max_queue_delay_ms", None),
@@ -92,6 +93,7 @@ def _given_flags(ctx: click.Context) -> dict[str, Any]:
 @click.option("--verify", is_flag=True, help="Check every package file's sha256, and that every file is listed, before loading. Without it a load checks only that the listed files are there with their recorded sizes.")
 @click.option("--exit-on-error/--no-exit-on-error", default=True, help="Exit non-zero when a model fails to load at start-up (default), or keep serving the others.")
 @click.option("--strict-readiness/--no-strict-readiness", default=True, help="Ready only while every model is ready (default), or once start-up is over.")
+@click.option("--allow-empty", is_flag=True, help="Start even with nothing to serve (a repository with no model yet): models are then loaded through the repository API. Without it, nothing to serve is an error.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--allow-pickle", is_flag=True, help="Accept pickle weights in packages.")
 @click.option("--trust-code", is_flag=True, help="Run code shipped inside packages.")
@@ -179,10 +181,11 @@ def serve(
     grpc = f" and gRPC on {escape(str(config.host))}:{config.grpc_port}" if config.grpc_port is not None else ""
     err.print(f"starting inferox for {escape(str(path))} on http://{escape(str(config.host))}:{config.port}{grpc} (Ctrl-C to stop)")
     try:
+        # Returns after a graceful stop (SIGTERM, SIGINT / Ctrl-C): in-flight requests drained, exit 0.
         run_server(server, log_level=log_level)
-    except KeyboardInterrupt:
-        # uvicorn re-raises the Ctrl-C it handled *after* finishing in-flight requests: a clean stop.
-        err.print("inferox server stopped")
+    except KeyboardInterrupt:  # a second Ctrl-C before the handlers are in
+        pass
+    err.print("inferox server stopped")
 
 
 def _resolve_source(path: str, *, revision: str | None, allow_pickle: bool) -> Path:

@@ -24,6 +24,7 @@ from typing import Any
 from ray import serve
 
 from inferox.core.errors import InferoxError, ModelNotFoundError, PackageIntegrityError, PackageNotFoundError
+from inferox.engine.server._dataplane import InferResponse, OutputTensor
 from inferox.engine.server._protocol import HEADER_LENGTH, error_response_parts
 from inferox.engine.server._repository import PACKAGE_MARKER, ModelRepository, check_model_name
 from inferox.engine.server.app import InferoxServer, ServerConfig
@@ -233,10 +234,19 @@ class InferoxReplica:
             version = path.split("/versions/")[1].split("/")[0] if "/versions/" in path else None
             served = dp.served(name, version)
             inputs = dp.build_inputs(served, req)
+            selected = dp.select_outputs(served, req.outputs)
             result = await self._batched(dp.engine, name, inputs)
             if isinstance(result, InferoxError):
                 raise result
-            payload, extra = dp.encode(served, req, result)
+            answer = InferResponse(
+                model_name=served.name,
+                model_version=served.version,
+                id=req.id,
+                outputs=[OutputTensor(o.name, result[o.name], o.binary_data) for o in selected],
+                parameters={"backend": result.backend} if result.backend else {},
+                binary_default=req.binary_data_output,
+            )
+            payload, extra = dp.encode(answer)
         except InferoxError as exc:
             return reply_for(exc, request_id)
         out = list(extra.items())

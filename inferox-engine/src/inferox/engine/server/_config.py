@@ -71,10 +71,21 @@ class ServerConfig:
     #: Text longer than a model's ``max_seq_length`` tokens is truncated (sentence-transformers'
     #: rule); ``False`` makes it an error naming the limit, on every protocol.
     truncate_text: bool = True
+    #: Per-request limits, checked before any work on every protocol (413 / RESOURCE_EXHAUSTED
+    #: naming the limit): rows (texts, or the first axis of tensors), tokens after tokenisation,
+    #: bytes of text. A request within them but bigger than one forward pass is split into passes.
+    max_request_rows: int = 2048
+    max_request_tokens: int = 2**18
+    max_request_text_bytes: int = 8 * 2**20
+    #: Start with no model to serve (models are then loaded through the repository API); without
+    #: it a server pointed at nothing servable refuses to start.
+    allow_empty: bool = False
 
     def __post_init__(self) -> None:
         # Protection asked for without a usable token would protect nothing, silently: refuse.
-        if self.token is not None and (not isinstance(self.token, str) or not self.token.strip()):
+        if self.token is not None and not isinstance(self.token, str):
+            raise ConfigError(f"must be a string, got {type(self.token).__name__} (quote it in TOML)", field="server.token", value="***")
+        if self.token is not None and not self.token.strip():
             raise ConfigError("the token is empty: it would protect nothing; give a real token", field="server.token", value="")
         if self.protect_all and self.token is None:
             raise ConfigError(

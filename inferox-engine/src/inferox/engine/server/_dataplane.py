@@ -1,38 +1,44 @@
-"""The data plane: everything a server does, whatever the transport (REST, Ray, gRPC, OpenAI…).
+"""The data plane: everything a server does with a request, whatever the transport.
 
-Transports are thin adapters: they read a request off the wire, call the data plane, and write
-its answer back. The data plane owns the served models' lifecycle, inference and metadata, on
-one :class:`~inferox.engine.Engine` that is the registry of every model version served (hot swap,
-the memory budget and per-model batching settings live there). It imports no web framework.
+A transport (V2 over HTTP, V2 over gRPC, OpenAI's embeddings API, TEI's routes, a Ray replica)
+reads a request off the wire into a typed request, describes where it came from with a
+:class:`~._observe.RequestContext`, calls the data plane, and writes the typed answer — or the
+typed error, through the one status table of ``_errors`` — back in its own wire format. The data
+plane does the rest, once, the same way for every transport:
 
-Public API (``dp = DataPlane(config=ServerConfig(...), repository=...)``; the REST app keeps one
-as ``InferoxServer.dataplane``)::
+    typed request → authorisation → admission (model, version, per-request limits, outputs)
+      → text → token ids (on a pool, under the request's deadline)
+      → forward passes (split by the model's batch limits, grouped by length)
+      → output selection → typed response
+    and, however it ends: one access-log line, the metrics, the span.
 
-    # lifecycle (async, serialised by one lock)
-    await dp.startup(packages={name: path}, models=[(name, instances, settings, version)])
-    await dp.load(name)                  # (re)load a repository model: new versions are loaded
-                                         # and warmed beside the old, then switched atomically;
-                                         # a failure leaves the old serving and raises the typed error
-    await dp.add_model(name, instances, settings=..., version="1")
-    await dp.unload(name)                # ModelNotFoundError when not served
-    await dp.shutdown()
-    dp.is_ready() / dp.model_ready(name, version=None) / dp.live
+It also owns the served models' lifecycle (load, hot reload, versions, unload), metadata and
+statistics, on one :class:`~inferox.engine.Engine` that registers every model version served. It
+imports no web framework.
 
-    # inference: decode → engine → encode
-    req = dp.decode(body, header_length)            # V2 JSON / binary → InferRequest
-    served, result = await dp.infer(name, req, version=None)
-    payload, headers = dp.encode(served, req, result)
-    # or, for transports with their own wire format: dp.build_inputs(served, req) → engine inputs;
-    # dp.served(name, version) → ServedVersion (typed errors: MODEL_NOT_FOUND, UNAVAILABLE)
+API (``dp = DataPlane(config=ServerConfig(...), repository=...)``; ``ctx`` is a
+:class:`RequestContext` — pass one from every transport; without it nothing is logged or
+checked for a token, as for a library call)::
 
-    # metadata and statistics (plain JSON-able dicts, V2 / Triton shapes)
-    dp.server_metadata(); dp.model_metadata(name, version); dp.model_config(name, version)
-    dp.repository_index(ready_only=False); dp.statistics(name=None, version=None)
-    dp.metrics                            # Prometheus text: dp.metrics.render()
+    # inference
+    await dp.infer(name, InferRequest, version=None, ctx=ctx) -> InferResponse     # V2 (REST, gRPC)
+    await dp.embed(name, texts | token_ids, version=None, ctx=ctx) -> EmbedResponse # OpenAI, TEI /embed
+    await dp.predict_text(name, texts=… | token_ids=…, outputs=[…], ctx=ctx) -> TextResponse
+        # the text path every text API is an adapter over (rerank/classify heads, TEI /predict)
+    dp.text_models(output=None) / dp.embedding_size(name)                          # what serves text
 
-Errors are :class:`~inferox.core.errors.InferoxError` subclasses; a transport maps them with
-``error_response_parts`` (REST) or its own table. ``server_metadata`` is also a module function,
-for transports that hold no data plane (the Ray ingress).
+    # health, metadata, statistics (plain JSON-able dicts, V2 / Triton shapes)
+    dp.health(ctx=…) / dp.readiness(ctx=…) / dp.model_readiness(name, version, ctx=…)
+    dp.server_metadata(ctx=…) / dp.model_metadata(name, version, ctx=…) / dp.model_config(…)
+    dp.statistics(name, version, ctx=…) / dp.metrics_text(ctx=…)
+
+    # repository and lifecycle
+    await dp.repository_index(ready_only=False, ctx=…) / dp.load(name, ctx=…) / dp.unload(name, ctx=…)
+    await dp.startup(packages=…, models=…) / dp.drain(timeout) / dp.shutdown()
+
+Every method raises only :class:`~inferox.core.errors.InferoxError` subclasses (an unexpected
+exception becomes ``INTERNAL``, logged with its traceback once); ``_errors.error_status`` says
+how each is answered on HTTP and on gRPC.
 """
 
 from __future__ import annotations
@@ -41,33 +47,58 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from inferox.core import __version__ as core_version
-from inferox.core.errors import InferoxError, InvalidInputError, ModelNotFoundError, ServiceUnavailableError
+from inferox.core.errors import InferoxError, InferoxTimeoutError, InvalidInputError, ModelNotFoundError, ServiceUnavailableError
 from inferox.core.model import AnyModel, Model
 from inferox.engine._compose import compose_model
 from inferox.engine._config import EngineConfig, ModelOptions
 from inferox.engine._engine import Engine, version_key
 from inferox.engine._types import InferenceResult
 from inferox.engine.server._config import ModelState, ServerConfig
+from inferox.engine.server._errors import ClientDisconnectedError, RequestLimitError, UnauthorizedError, bounded, error_status
 from inferox.engine.server._metrics import UNKNOWN_MODEL, Metrics
-from inferox.engine.server._protocol import BYTES, InferRequest, RequestedOutput, encode_infer_response, parse_infer_request
+from inferox.engine.server._observe import ACCESS_LOGGER, Call, RequestContext, access_line
+from inferox.engine.server._passes import Pass, assemble, plan_passes, take_rows
+from inferox.engine.server._protocol import BYTES, InferRequest, RequestedOutput, encode_outputs, parse_infer_request
 from inferox.engine.server._repository import ModelRepository, ServingSettings, check_model_name
 
-__all__ = ["EXTENSIONS", "DataPlane", "ServedModel", "ServedVersion", "server_metadata"]
+__all__ = [
+    "EXTENSIONS",
+    "DataPlane",
+    "EmbedResponse",
+    "InferResponse",
+    "OutputTensor",
+    "RequestContext",
+    "ServedModel",
+    "ServedVersion",
+    "TextResponse",
+    "server_metadata",
+]
 
 log = logging.getLogger("inferox.server")
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 _T = TypeVar("_T")
 
 #: The V2 protocol extensions every Inferox server speaks.
 EXTENSIONS = ("binary_tensor_data", "model_repository", "statistics", "model_configuration")
+
+#: Who may call: ``open`` always, ``inference`` with the token when ``protect_all``, ``repository``
+#: with the token whenever one is set.
+OPEN, INFERENCE, REPOSITORY = "open", "inference", "repository"
+
+#: The output OpenAI's and TEI's embedding routes return (sentence-transformers' name, kept by packages).
+EMBEDDING_OUTPUT = "sentence_embedding"
 
 
 def _server_version() -> str:
@@ -113,8 +144,31 @@ class ServedVersion:
     #: Outputs a request gets when it names none (``None``: every output).
     default_outputs: tuple[str, ...] | None = None
     backends: tuple[str, ...] = ()
-    #: The model's input names, read once at registration (specs may be rebuilt on every access).
+    #: The model's input and output names, read once at registration.
     input_names: frozenset[str] = frozenset()
+    output_names: tuple[str, ...] = ()
+    #: Inputs padded on a dynamic axis (``input_ids`` …): a pass of short rows is cut to its length.
+    paddable: tuple[str, ...] = ()
+    #: Whether every input and output has a batch axis (only then is a request split into passes).
+    batchable: bool = False
+    #: What a request naming no outputs gets (read once at registration).
+    default_selection: tuple[RequestedOutput, ...] = ()
+    #: Data-plane requests admitted to this version and not finished (a reload retiring it waits for them).
+    in_flight: int = 0
+    #: Triton's statistics of this version: requests answered, rows they held, failures, their time.
+    answered: int = 0
+    answered_rows: int = 0
+    answered_ns: int = 0
+    failures: int = 0
+    idle: asyncio.Event | None = field(default=None, repr=False)
+
+    def retire_when_idle(self) -> asyncio.Event:
+        """An event set once no admitted request is left on this version."""
+        if self.idle is None:
+            self.idle = asyncio.Event()
+        if self.in_flight == 0:
+            self.idle.set()
+        return self.idle
 
 
 @dataclass
@@ -126,11 +180,15 @@ class ServedModel:
     versions: dict[str, ServedVersion] = field(default_factory=dict)
     state: str = ModelState.LOADING
     reason: str = ""
-    in_flight: int = 0
 
     @property
     def latest(self) -> ServedVersion:
         return self.versions[max(self.versions, key=version_key)]
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted to one of its versions and not finished."""
+        return sum(v.in_flight for v in self.versions.values())
 
     @property
     def version(self) -> str:
@@ -143,12 +201,63 @@ class ServedModel:
         return self.engine.get_model(self.name)
 
 
+@dataclass(slots=True)
+class OutputTensor:
+    """One output of a response: its name, its array, and whether the client asked for it as
+    binary data (``None``: the request's default)."""
+
+    name: str
+    data: np.ndarray
+    binary: bool | None = None
+
+
+@dataclass(slots=True)
+class InferResponse:
+    """A V2 inference answer, for any transport to write: the version that answered, the request's
+    id, the selected outputs in the order asked, and response parameters (the backend)."""
+
+    model_name: str
+    model_version: str
+    id: str | None
+    outputs: list[OutputTensor]
+    parameters: dict[str, Any]
+    binary_default: bool = False
+
+
+@dataclass(frozen=True)
+class TextResponse:
+    """The answer of :meth:`DataPlane.predict_text`: each output with one row per input, in the
+    inputs' order, and the tokens the model processed (special tokens included, after truncation)."""
+
+    model_name: str
+    model_version: str
+    outputs: dict[str, np.ndarray]
+    tokens: int
+    backend: str | None = None
+
+
+@dataclass(frozen=True)
+class EmbedResponse:
+    """The answer of :meth:`DataPlane.embed`: one embedding per input, in order, and the tokens used."""
+
+    model_name: str
+    model_version: str
+    embeddings: np.ndarray
+    tokens: int
+
+
 #: Text requests up to this many bytes are tokenised on the event loop, longer ones on the data
-#: plane's tokeniser thread. A short sentence costs ~25 us of tokeniser CPU, far less than the hand-off
-#: to a thread and back (two GIL hand-overs and futex wake-ups: on a loaded 2-core machine the
-#: hand-off cost ~20 % of req/s at 64 clients, benchmarks/results/server_vs_mlserver.md); 256 bytes
-#: (~0.1 ms) is about one request's own event-loop work, so nothing longer holds the loop up.
+#: plane's tokenisation pool. A short sentence costs ~25 us of tokeniser CPU, far less than the
+#: hand-off to a thread and back (two GIL hand-overs and futex wake-ups: on a loaded 2-core
+#: machine the hand-off cost ~20 % of req/s at 64 clients, benchmarks/results/server_vs_mlserver.md);
+#: 256 bytes (~0.1 ms) is about one request's own event-loop work, so nothing longer holds the loop up.
 TOKENISE_INLINE_BYTES = 256
+#: Threads of the tokenisation pool. The Rust tokenizer lets go of the GIL while it works, so a
+#: long text on one thread never holds up a short one on another.
+TOKENISE_THREADS = max(2, min(4, os.cpu_count() or 2))
+#: Passes of one request in the engine's queue at once: the next is queued while one runs (the
+#: batcher never idles between them), and other requests interleave with a long one.
+PASS_WINDOW = 2
 
 
 def _text_bytes(req: InferRequest) -> int:
@@ -171,8 +280,17 @@ def runtime_parameters(info: Any) -> dict[str, Any]:
     return out
 
 
+def _rows(req: InferRequest) -> int:
+    """The request's rows: the longest first axis of its inputs (a text input: its texts)."""
+    rows = 1
+    for t in req.inputs:
+        n = int(t.data.size) if t.datatype == BYTES else (int(t.shape[0]) if t.shape else 1)
+        rows = max(rows, n)
+    return rows
+
+
 class DataPlane:
-    """Model lifecycle, inference, metadata and statistics for any transport (see the module doc)."""
+    """One request lifecycle for every transport, the served models and their metadata (see the module doc)."""
 
     def __init__(self, *, config: ServerConfig | None = None, repository: str | Path | ModelRepository | None = None, engine: Engine | None = None) -> None:
         self.config = config or ServerConfig()
@@ -188,15 +306,132 @@ class DataPlane:
         #: The error that ended start-up (``exit_on_error``), else ``None``.
         self.startup_error: BaseException | None = None
         self.shutting_down = False
+        from inferox.engine.server._tracing import tracing_from_env
+
+        #: OpenTelemetry tracing (``None``: off; see ``_tracing``).
+        self.tracing = tracing_from_env()
         self._lock: asyncio.Lock | None = None
-        #: One thread tokenises text requests longer than TOKENISE_INLINE_BYTES, in arrival order,
-        #: off the event loop (a pool of threads would only take turns holding the GIL). Still per
-        #: request and before queueing: each request reaches the engine with its own token length.
-        self._tokeniser = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"inferox-tokenise-{id(self):x}")
+        #: The tokenisation pool (see TOKENISE_THREADS). Tokenising stays per request and before
+        #: queueing: each request reaches the engine with its own token length.
+        self._tokeniser = concurrent.futures.ThreadPoolExecutor(TOKENISE_THREADS, thread_name_prefix=f"inferox-tokenise-{id(self):x}")
         self._locks: dict[str, asyncio.Lock] = {}
         #: Loads waiting on their worker thread (see :meth:`_load_step` and :meth:`abandon_loads`).
         self._loads: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Inference requests in progress (a graceful stop waits for them), under ``_count_lock``:
+        #: a Ray replica may call from several threads.
+        self._in_flight = 0
+        self._count_lock = threading.Lock()
+        self._drained = threading.Event()
+        self._drained.set()
+
+    # -- the request lifecycle --------------------------------------------------------------------------
+    def call(self, ctx: RequestContext | None, op: str, *, model: str | None = None, version: str | None = None, scope: str = INFERENCE, inference: bool = False) -> Call:
+        """Open the record of one request (a context manager; see :class:`~._observe.Call`),
+        checking its token first. Transports call the data plane's methods, which open it; a
+        transport with a route of its own (a health probe, say) may open one itself."""
+        ctx = ctx if ctx is not None else RequestContext("python", authorization=None)
+        call = ctx.open_call.join(op, model=model, version=version, inference=inference) if ctx.open_call is not None else Call(self, ctx, op, model=model, version=version, inference=inference)
+        if scope != OPEN and ctx.protocol != "python" and not self._authorised(ctx, scope):
+            with call:  # the refusal is logged (and counted) like any other answer
+                raise UnauthorizedError()
+        return call
+
+    def _authorised(self, ctx: RequestContext, scope: str) -> bool:
+        token = self.config.token
+        if not token or (scope == INFERENCE and not self.config.protect_all):
+            return True
+        from inferox.engine.server._auth import bearer_ok
+
+        return bearer_ok(ctx.authorization, token)
+
+    def _request_started(self) -> None:
+        with self._count_lock:
+            self._in_flight += 1
+            self._drained.clear()
+        self.metrics.request_started()
+
+    def _request_finished(self) -> None:
+        with self._count_lock:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._drained.set()
+        self.metrics.request_finished()
+
+    def _finish(self, call: Call, error: InferoxError | None) -> None:
+        """Record a finished call: metrics (inference calls), the version's statistics, the span, the access log."""
+        duration = time.perf_counter() - call.ctx.started
+        if call.inference:
+            self._record_metrics(call, error, duration)
+        span = call.span
+        record = None
+        if self.config.access_log and call.ctx.protocol != "python" and access_log.isEnabledFor(logging.INFO):
+            record = call.record(error)
+        if span is not None:
+            trace_id = self.tracing.trace_id(span) if self.tracing is not None else None
+            if record is not None:
+                record["trace_id"] = trace_id
+            status = 200 if error is None else error_status(error).http
+            span.set_attribute("http.response.status_code", status)
+            if call.model is not None:
+                span.set_attribute("inferox.model", call.model)
+            if call.version:
+                span.set_attribute("inferox.version", call.version)
+            if error is not None:
+                span.set_attribute("inferox.error_code", error.code)
+                if status >= 500 and error.code != "CLIENT_DISCONNECTED":
+                    from opentelemetry.trace import Status, StatusCode
+
+                    span.set_status(Status(StatusCode.ERROR, error.message[:200]))
+            span.end()
+        elif record is not None and call.ctx.traceparent:
+            from inferox.engine.server._tracing import parse_traceparent
+
+            record["trace_id"] = parse_traceparent(call.ctx.traceparent)
+        if record is None:
+            return
+        slot = call.ctx.log_slot
+        if slot is not None:  # the transport logs it once the response is written
+            slot[:] = [record]
+            return
+        access_log.log(logging.ERROR if record["level"] == "error" else logging.INFO, access_line(record))
+
+    def _record_metrics(self, call: Call, error: InferoxError | None, duration: float) -> None:
+        """Metrics labels come only from served models: another name counts as ``_unknown``, a
+        version the request was not admitted to as ``""`` (a request admitted to a version a
+        reload retires meanwhile still counts under that version)."""
+        model = self.models.get(call.model) if call.model is not None else None
+        if model is None:
+            name, version = UNKNOWN_MODEL, ""
+        else:
+            name, version = model.name, (call.version or "") if call.admitted is not None else ""
+        protocol = call.ctx.protocol
+        if error is None:
+            self.metrics.record_success(
+                name, duration=duration, queue=call.queue_s, compute=call.compute_s, batch_size=call.batch_size, version=version, protocol=protocol
+            )
+        else:
+            self.metrics.record_failure(name, error.code, duration=duration, version=version, protocol=protocol)
+            if call.admitted is not None:
+                call.admitted.failures += 1
+
+    async def _watched(self, ctx: RequestContext, work: Awaitable[_T]) -> _T:
+        """``work``, abandoned (and cancelled) when the client goes away first."""
+        if ctx.disconnected is None:
+            return await work
+        task = asyncio.ensure_future(work)
+        watch = asyncio.ensure_future(ctx.disconnected())
+        try:
+            await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()
+            task.cancel()
+            log.info("client disconnected; dropped its request")
+            raise ClientDisconnectedError()
+        finally:
+            watch.cancel()
+            if not task.done():
+                task.cancel()
 
     # -- readiness ------------------------------------------------------------------------------------
     @property
@@ -218,6 +453,21 @@ class DataPlane:
         served = self.served(name, version, ready=False)
         model = self.models[served.name]
         return model.state == ModelState.READY and not self.shutting_down and self.engine.is_ready(name, version=version)
+
+    def health(self, *, ctx: RequestContext | None = None) -> bool:
+        """Liveness (``/v2/health/live``, ``ServerLive``)."""
+        with self.call(ctx, "live"):
+            return self.live
+
+    def readiness(self, *, ctx: RequestContext | None = None) -> bool:
+        """Readiness (``/v2/health/ready``, ``ServerReady``)."""
+        with self.call(ctx, "ready"):
+            return self.is_ready()
+
+    def model_readiness(self, name: str, version: str | None = None, *, ctx: RequestContext | None = None) -> bool:
+        """A model's readiness (MODEL_NOT_FOUND when it is not served)."""
+        with self.call(ctx, "model_ready", model=name, version=version):
+            return self.model_ready(name, version)
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def lock(self, name: str | None = None) -> asyncio.Lock:
@@ -252,9 +502,16 @@ class DataPlane:
             backends.append(any_model.backend_name)
         served.backends = tuple(backends)
         first = instances[0] if isinstance(instances[0], AnyModel) else AnyModel(instances[0])
-        served.input_names = frozenset(s.name for s in first.input_specs)
+        specs = list(first.input_specs)
+        served.input_names = frozenset(s.name for s in specs)
+        served.paddable = tuple(s.name for s in specs if len(s.shape) > 1 and s.shape[1] is None and s.pad_value is not None)
+        served.output_names = tuple(s.name for s in first.output_specs)
+        served.batchable = bool(specs) and all(s.is_batched for s in specs) and all(s.is_batched for s in first.output_specs)
+        served.default_selection = tuple(RequestedOutput(n) for n in (served.default_outputs or served.output_names))
         if served.text_encoder is None:
             served.text_encoder = getattr(first.model, "text_encoder", None)
+        if served.text_encoder is not None and hasattr(served.text_encoder, "truncate"):
+            served.text_encoder.truncate = self.config.truncate_text
 
     def _compose_and_register(self, served: ServedVersion) -> None:
         """Compose ``served`` from its package (in a worker thread) and register it."""
@@ -289,7 +546,9 @@ class DataPlane:
         """Load ``versions`` of ``name`` beside what is served, switch, retire versions not listed.
 
         On failure, what was served keeps serving and the typed error is raised; a model that was
-        not served is marked UNAVAILABLE with the reason."""
+        not served is marked UNAVAILABLE with the reason. A retired version is unregistered once
+        the requests admitted to it have finished (each runs all its passes on the version it was
+        admitted to, and is counted under it)."""
         model = self.models.get(name)
         first = model is None or model.state != ModelState.READY
         if model is None:
@@ -315,14 +574,20 @@ class DataPlane:
             log.error("model %s failed to load: %s", name, reason, exc_info=not isinstance(exc, InferoxError))
             raise
         keep = {v.version for v in versions}
-        retired = [v for v in model.versions if v not in keep]
+        retired = [s for v, s in model.versions.items() if v not in keep]
+        for served in versions:  # a hot swap of a version keeps its statistics
+            old = model.versions.get(served.version)
+            if old is not None:
+                served.answered, served.answered_rows, served.answered_ns, served.failures = old.answered, old.answered_rows, old.answered_ns, old.failures
         model.versions = {**{v: s for v, s in model.versions.items() if v in keep}, **{s.version: s for s in versions}}
-        for version in retired:  # requests routed to them finish there; new ones go to the latest
-            with contextlib.suppress(ModelNotFoundError):
-                await asyncio.to_thread(self.engine.unregister, name, version=version)
         model.state, model.reason = ModelState.READY, ""
         self.failed.pop(name, None)
         log.info("model %s versions %s ready on %s", name, ", ".join(sorted(model.versions, key=version_key)), ", ".join(model.latest.backends))
+        for served in retired:  # requests admitted to them finish there; new ones go to the latest
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(served.retire_when_idle().wait(), timeout=self.config.graceful_timeout_s)
+            with contextlib.suppress(ModelNotFoundError):
+                await asyncio.to_thread(self.engine.unregister, name, version=served.version)
         return model
 
     async def _load_step(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -354,9 +619,8 @@ class DataPlane:
 
     def abandon_loads(self) -> None:
         """Fail every load still in progress with UNAVAILABLE ("the server is shutting down"), so
-        a load that hangs holds neither its HTTP request nor the shutdown. Safe from any thread
-        (``inferox serve`` calls it from its signal handler); the load's thread is left to finish
-        or not (it is a daemon)."""
+        a load that hangs holds neither its request nor the shutdown. Safe from any thread (the
+        signal handler calls it); the load's thread is left to finish or not (it is a daemon)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -388,31 +652,51 @@ class DataPlane:
         async with self.lock(name):
             return await self._load_versions(name, [served])
 
-    async def load(self, name: str) -> ServedModel:
+    async def load(self, name: str, *, ctx: RequestContext | None = None) -> ServedModel:
         """(Re)load ``name`` from the repository: its versions are re-read, loaded and warmed
         beside what is served, then switched atomically (see :meth:`_load_versions`)."""
-        if self.repository is None:
-            raise ModelNotFoundError(name, available=[])
-        entry = self.repository.entry(name)
-        settings = self._settings(entry.settings)
-        versions = [ServedVersion(name=name, version=v, path=entry.versions[v], settings=settings) for v in entry.served_versions()]
-        async with self.lock(name):
-            return await self._load_versions(name, versions)
+        with self.call(ctx, "repository_load", model=name, scope=REPOSITORY):
+            if self.repository is None:
+                raise ModelNotFoundError(bounded(name).strip("'"), available=[])
+            entry = self.repository.entry(name)
+            settings = self._settings(entry.settings)
+            versions = [ServedVersion(name=name, version=v, path=entry.versions[v], settings=settings) for v in entry.served_versions()]
+            async with self.lock(name):
+                return await self._load_versions(name, versions)
 
-    async def unload(self, name: str) -> None:
+    async def unload(self, name: str, *, ctx: RequestContext | None = None) -> None:
         """Stop serving ``name``: new requests get MODEL_NOT_FOUND, in-flight ones finish."""
-        check_model_name(name)
-        model = self.models.get(name)
-        if model is None:
-            raise ModelNotFoundError(name, available=sorted(self.models))
-        async with self.lock(name):
-            model.state = ModelState.UNLOADING
-            if self.models.get(name) is model:
-                del self.models[name]
-            with contextlib.suppress(ModelNotFoundError):
-                await asyncio.to_thread(self.engine.unregister, name)
-            model.state, model.reason = ModelState.UNAVAILABLE, "unloaded"
-        self.expected.discard(name)
+        with self.call(ctx, "repository_unload", model=name, scope=REPOSITORY):
+            check_model_name(name)
+            model = self.models.get(name)
+            if model is None:
+                raise ModelNotFoundError(name, available=sorted(self.models))
+            async with self.lock(name):
+                model.state = ModelState.UNLOADING
+                if self.models.get(name) is model:
+                    del self.models[name]
+                for served in model.versions.values():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(served.retire_when_idle().wait(), timeout=self.config.graceful_timeout_s)
+                with contextlib.suppress(ModelNotFoundError):
+                    await asyncio.to_thread(self.engine.unregister, name)
+                model.state, model.reason = ModelState.UNAVAILABLE, "unloaded"
+            self.expected.discard(name)
+
+    def startup_jobs(self, *, packages: Mapping[str, Path] | None = None, models: Sequence[tuple[str, Any, ServingSettings, str]] = (), load_repository: bool = True) -> list[tuple[str, Any]]:
+        """What :meth:`startup` will load: ``(name, job)`` per model (``job()`` loads it)."""
+        jobs: list[tuple[str, Any]] = []
+        for name, instances, settings, version in models:
+            jobs.append((name, lambda n=name, i=instances, s=settings, v=version: self.add_model(n, i, settings=s, version=v)))
+        for name, path in (packages or {}).items():
+            jobs.append((name, lambda n=name, p=path: self.load_package(n, p)))
+        if self.repository is not None and load_repository:
+            for name in self.repository.names():
+                jobs.append((name, lambda n=name: self._load_unlogged(n)))
+        return jobs
+
+    async def _load_unlogged(self, name: str) -> ServedModel:
+        return await self.load(name)
 
     async def startup(
         self,
@@ -424,14 +708,7 @@ class DataPlane:
         """Load every configured model, one after the other (loading is CPU-bound and framework
         imports do not like re-entry). With ``exit_on_error`` the first failure is raised (the
         server exits with it); otherwise failures are logged and shown by the repository index."""
-        jobs: list[tuple[str, Any]] = []
-        for name, instances, settings, version in models:
-            jobs.append((name, lambda n=name, i=instances, s=settings, v=version: self.add_model(n, i, settings=s, version=v)))
-        for name, path in (packages or {}).items():
-            jobs.append((name, lambda n=name, p=path: self.load_package(n, p)))
-        if self.repository is not None and load_repository:
-            for name in self.repository.names():
-                jobs.append((name, lambda n=name: self.load(n)))
+        jobs = self.startup_jobs(packages=packages, models=models, load_repository=load_repository)
         self.expected.update(name for name, _ in jobs)
         try:
             for name, job in jobs:
@@ -445,6 +722,15 @@ class DataPlane:
         finally:
             self.startup_done = True
 
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Stop admitting requests (new ones get UNAVAILABLE) and wait, at most ``timeout``
+        seconds, for those in progress; whether they all finished."""
+        self.shutting_down = True
+        if self._in_flight == 0:
+            return True
+        done = await asyncio.to_thread(self._drained.wait, timeout)
+        return bool(done)
+
     async def shutdown(self) -> None:
         """Stop taking requests and shut the engine down (queued requests finish first)."""
         self.shutting_down = True
@@ -452,13 +738,18 @@ class DataPlane:
         await asyncio.to_thread(self.engine.shutdown)
         self._tokeniser.shutdown(wait=False)
 
-    # -- inference --------------------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Inference requests in progress."""
+        return self._in_flight
+
+    # -- admission --------------------------------------------------------------------------------------
     def served(self, name: str, version: str | None = None, *, ready: bool = True) -> ServedVersion:
         """The served ``version`` of ``name`` (the highest when ``None``); MODEL_NOT_FOUND when
         not served, UNAVAILABLE (with ``ready``) while it loads."""
         model = self.models.get(name)
         if model is None or model.state == ModelState.UNLOADING:
-            raise ModelNotFoundError(name, available=sorted(n for n, m in self.models.items() if m.state == ModelState.READY))
+            raise ModelNotFoundError(bounded(name).strip("'"), available=sorted(n for n, m in self.models.items() if m.state == ModelState.READY))
         if ready and model.state != ModelState.READY:
             raise ServiceUnavailableError(f"model {name!r} is not ready ({model.state.lower()}{': ' + model.reason if model.reason else ''})")
         if not model.versions:
@@ -467,13 +758,117 @@ class DataPlane:
             return model.latest
         served = model.versions.get(version)
         if served is None:
-            raise ModelNotFoundError(f"{name}/versions/{version}", available=[f"{name}/versions/{v}" for v in sorted(model.versions, key=version_key)])
+            raise ModelNotFoundError(
+                f"{name}/versions/{bounded(version).strip(chr(39))}", available=[f"{name}/versions/{v}" for v in sorted(model.versions, key=version_key)]
+            )
         return served
 
+    def _admit(self, call: Call, name: str, version: str | None) -> ServedVersion:
+        if self.shutting_down:
+            raise ServiceUnavailableError("the server is shutting down")
+        served = self.served(name, version)
+        call.version = served.version
+        call.admitted = served
+        return served
+
+    def _check_limits(self, *, rows: int, text_bytes: int = 0) -> None:
+        """Refuse a request over the server's per-request limits before any work (413, naming the limit)."""
+        cfg = self.config
+        if rows > cfg.max_request_rows:
+            raise RequestLimitError("rows", actual=rows, limit=cfg.max_request_rows, setting="server.max_request_rows")
+        if text_bytes > cfg.max_request_text_bytes:
+            raise RequestLimitError("bytes of text", actual=text_bytes, limit=cfg.max_request_text_bytes, setting="server.max_request_text_bytes")
+
+    def check_rows(self, rows: int) -> None:
+        """Refuse a request of more than ``max_request_rows`` rows (for a transport that knows the
+        rows before it decodes the tensors: gRPC refuses a huge message before copying it)."""
+        self._check_limits(rows=rows)
+
+    def _check_tokens(self, tokens: int | None) -> None:
+        if tokens is not None and tokens > self.config.max_request_tokens:
+            raise RequestLimitError("tokens", actual=tokens, limit=self.config.max_request_tokens, setting="server.max_request_tokens")
+
+    @staticmethod
+    def select_outputs(served: ServedVersion, requested: Sequence[RequestedOutput] | None) -> Sequence[RequestedOutput]:
+        """The outputs a request gets, in order: those it names (each once, each one the model
+        has), else the package's default outputs, else every output."""
+        if requested is None:
+            return served.default_selection
+        seen: set[str] = set()
+        for out in requested:
+            if served.output_names and out.name not in served.output_names:
+                raise InvalidInputError(f"unknown output {bounded(out.name)}", name=out.name[:80], expected=list(served.output_names), actual=out.name[:80])
+            if out.name in seen:
+                raise InvalidInputError(f"output {bounded(out.name)} is requested more than once", name=out.name[:80], expected="each output once", actual=out.name[:80])
+            seen.add(out.name)
+        return list(requested)
+
+    def timeout(self, served: ServedVersion, req: InferRequest | None = None) -> float | None:
+        """The request's deadline: the model's timeout (its ``serving.toml``, else the server's);
+        the client's ``parameters.timeout`` can only shorten it."""
+        model_timeout = served.settings.timeout_s if served.settings.timeout_s is not None else self.config.request_timeout_s
+        asked = req.timeout_s if req is not None else None
+        if asked is None:
+            return model_timeout
+        return asked if model_timeout is None else min(asked, model_timeout)
+
+    # -- V2 inference -------------------------------------------------------------------------------------
     @staticmethod
     def decode(body: bytes, header_length: str | int | None = None) -> InferRequest:
         """A V2 request body (JSON, or JSON + binary tensor data) → :class:`InferRequest`."""
         return parse_infer_request(body, header_length)
+
+    async def infer(self, name: str, request: InferRequest, *, version: str | None = None, ctx: RequestContext | None = None) -> InferResponse:
+        """Answer a V2 inference request (see the module doc for the stages)."""
+        if ctx is not None and request.id:
+            ctx.request_id = request.id
+        with self.call(ctx, "infer", model=name, version=version, inference=True) as call:
+            work = self._infer(call, name, request, version)
+            return await (self._watched(call.ctx, work) if call.ctx.disconnected is not None else work)
+
+    async def _infer(self, call: Call, name: str, req: InferRequest, version: str | None) -> InferResponse:
+        served = self._admit(call, name, version)
+        selected = self.select_outputs(served, req.outputs)
+        backend = req.parameters.get("backend")
+        if backend is not None and not isinstance(backend, str):
+            raise InvalidInputError("parameters.backend must be a string", name="backend", actual=bounded(backend))
+        timeout = self.timeout(served, req)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        rows = _rows(req)
+        nbytes = _text_bytes(req)
+        self._check_limits(rows=rows, text_bytes=nbytes)
+        served.in_flight += 1
+        try:
+            if nbytes > TOKENISE_INLINE_BYTES:
+                inputs = await self._on_pool(call, served, deadline, timeout, self.build_inputs, served, req)
+            elif nbytes and call.span is not None:
+                with call.traced("tokenize"):
+                    inputs = self.build_inputs(served, req)
+            else:
+                inputs = self.build_inputs(served, req)
+            outputs, backend_used = await self._run(call, served, inputs, [o.name for o in selected], backend=backend, deadline=deadline, timeout=timeout)
+        finally:
+            self._version_done(served)
+        response = InferResponse(
+            model_name=served.name,
+            model_version=served.version,
+            id=req.id,
+            outputs=[OutputTensor(o.name, outputs[o.name], o.binary_data) for o in selected],
+            parameters={"backend": backend_used} if backend_used else {},
+            binary_default=req.binary_data_output,
+        )
+        self._answered(served, call)
+        return response
+
+    def _version_done(self, served: ServedVersion) -> None:
+        served.in_flight -= 1
+        if served.in_flight == 0 and served.idle is not None:
+            served.idle.set()
+
+    def _answered(self, served: ServedVersion, call: Call) -> None:
+        served.answered += 1
+        served.answered_rows += call.rows or 0
+        served.answered_ns += int((time.perf_counter() - call.ctx.started) * 1e9)
 
     def build_inputs(self, served: ServedVersion, req: InferRequest) -> dict[str, Any]:
         """A V2 request's tensors as engine inputs; BYTES text goes through the model's text encoder."""
@@ -486,175 +881,410 @@ class DataPlane:
                 if text_input is not None:
                     # Two texts would each fill input_ids/attention_mask: the second would silently win.
                     raise InvalidInputError(
-                        f"two BYTES text inputs ({text_input!r}, {tensor.name!r}); send the texts as one input",
-                        name=tensor.name,
+                        f"two BYTES text inputs ({bounded(text_input)}, {bounded(tensor.name)}); send the texts as one input",
+                        name=tensor.name[:80],
                         expected="one text input",
-                        actual=[text_input, tensor.name],
+                        actual=[text_input[:80], tensor.name[:80]],
                     )
                 text_input = tensor.name
                 if encoder is None:
                     raise InvalidInputError(
-                        f"model {served.name!r} takes no text; BYTES input {tensor.name!r} is not one of its inputs",
-                        name=tensor.name,
+                        f"model {served.name!r} takes no text; BYTES input {bounded(tensor.name)} is not one of its inputs",
+                        name=tensor.name[:80],
                         expected=sorted(spec_names),
-                        actual=tensor.name,
+                        actual=tensor.name[:80],
                     )
                 max_length = tensor.parameters.get("max_length", req.parameters.get("max_length"))
                 if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
-                    raise InvalidInputError("max_length must be a positive integer", name="max_length", actual=max_length)
+                    raise InvalidInputError("max_length must be a positive integer", name="max_length", actual=bounded(max_length))
                 encoded = encoder.encode(tensor.texts(), max_length=max_length)
                 for key, value in encoded.items():
                     if key in spec_names:
                         inputs[key] = value
                 continue
             if tensor.datatype == BYTES:
-                raise InvalidInputError("BYTES data for a numeric input", name=tensor.name, expected="a numeric datatype", actual=BYTES)
+                raise InvalidInputError("BYTES data for a numeric input", name=tensor.name[:80], expected="a numeric datatype", actual=BYTES)
             inputs[tensor.name] = tensor.data
         return inputs
 
-    def timeout(self, served: ServedVersion, req: InferRequest) -> float | None:
-        """The request's deadline: the model's timeout (its ``serving.toml``, else the server's);
-        the client's ``parameters.timeout`` can only shorten it."""
-        model_timeout = served.settings.timeout_s if served.settings.timeout_s is not None else self.config.request_timeout_s
-        asked = req.timeout_s
-        if asked is None:
-            return model_timeout
-        return asked if model_timeout is None else min(asked, model_timeout)
-
-    async def tokenise(self, fn: Callable[..., Any], *args: Any, nbytes: int) -> Any:
-        """``fn(*args)`` for transports that turn text into token ids themselves (the OpenAI
-        embeddings API), under the V2 rule: ``nbytes`` of text up to TOKENISE_INLINE_BYTES on the
-        event loop, more on the tokeniser thread, in order with V2 text requests."""
-        if nbytes <= TOKENISE_INLINE_BYTES:
-            return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._tokeniser, fn, *args)
-
-    async def infer(self, name: str, req: InferRequest, *, version: str | None = None) -> tuple[ServedVersion, InferenceResult]:
-        """Run a decoded request on the engine; the served version (the one that answered) and the result."""
-        if self.shutting_down:
-            raise ServiceUnavailableError("server is shutting down")
-        served = self.served(name, version)
-        model = self.models[name]
-        model.in_flight += 1
+    async def _on_pool(self, call: Call, served: ServedVersion, deadline: float | None, timeout: float | None, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on the tokenisation pool, given up (and skipped if not started) at the deadline."""
+        span = call.stage("tokenize")
+        fut = asyncio.get_running_loop().run_in_executor(self._tokeniser, fn, *args)
         try:
-            if _text_bytes(req) > TOKENISE_INLINE_BYTES:
-                inputs = await asyncio.get_running_loop().run_in_executor(self._tokeniser, self.build_inputs, served, req)
-            else:
-                inputs = self.build_inputs(served, req)
-            backend = req.parameters.get("backend")
-            if backend is not None and not isinstance(backend, str):
-                raise InvalidInputError("parameters.backend must be a string", name="backend", actual=backend)
-            result = await self.engine.ainfer(name, inputs, backend=backend, timeout=self.timeout(served, req), version=version)
+            if deadline is None:
+                return await fut
+            try:
+                return await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise InferoxTimeoutError(f"request to {served.name!r} timed out after {timeout}s while its text was tokenised", timeout=timeout, model=served.name) from None
         finally:
-            model.in_flight -= 1
-        if result.version is not None and result.version != served.version:
-            # A reload switched versions while this request was queued: answer as the one that ran.
-            served = model.versions.get(result.version, served)
-        return served, result
+            if span is not None:
+                span.end()
 
-    def encode(self, served: ServedVersion, req: InferRequest, result: InferenceResult) -> tuple[bytes, dict[str, str]]:
-        """The V2 response body and headers of ``result``: the outputs the request names, else the
-        package's default outputs, else every output."""
-        requested = req.outputs
-        if requested is None and served.default_outputs:
-            requested = [RequestedOutput(n) for n in served.default_outputs]
-        return encode_infer_response(
-            model_name=served.name,
-            model_version=served.version,
-            request_id=req.id,
-            outputs=dict(result),
-            requested=requested,
-            binary_default=req.binary_data_output,
-            parameters={"backend": result.backend} if result.backend else None,
-        )
+    async def _run(
+        self, call: Call, served: ServedVersion, inputs: dict[str, Any], wanted: Sequence[str], *, backend: str | None, deadline: float | None, timeout: float | None
+    ) -> tuple[dict[str, Any], str | None]:
+        """Run ``inputs`` as one pass or several (see ``_passes``) and return the ``wanted``
+        outputs, rows in order, and the backend that answered. The request's token count is
+        checked against the limit first; a deadline stops the passes not yet run."""
+        mask = inputs.get("attention_mask")
+        lengths = None
+        tokens: int | None = None
+        rows = None
+        if isinstance(mask, np.ndarray) and mask.ndim == 2:
+            lengths = mask.sum(axis=1)
+            tokens = int(lengths.sum())
+            rows = int(mask.shape[0])
+        else:
+            ids = inputs.get("input_ids")
+            if isinstance(ids, np.ndarray) and ids.ndim == 2:
+                tokens = int(ids.size)
+        if rows is None:
+            first = next(iter(inputs.values()), None)
+            rows = int(first.shape[0]) if isinstance(first, np.ndarray) and first.ndim > 0 else 1
+        call.rows = rows
+        call.tokens = tokens
+        self._check_limits(rows=rows)
+        self._check_tokens(tokens)
+        passes = None
+        if rows > 1 and served.batchable:
+            opts = self.engine.config
+            entry_config = self._model_batching(served)
+            max_rows = entry_config[0] if entry_config else opts.max_batch_size
+            max_tokens = entry_config[1] if entry_config else opts.max_batch_tokens
+            width = None
+            if lengths is None and served.paddable:
+                width = max((int(inputs[n].shape[1]) for n in served.paddable if isinstance(inputs.get(n), np.ndarray) and inputs[n].ndim > 1), default=None)
+            passes = plan_passes(rows, max_rows=max_rows, max_tokens=max_tokens, lengths=lengths if served.paddable else None, width=width)
+        name, version = served.name, served.version or None
+        if passes is None:
+            started_ns = time.time_ns() if call.span is not None else 0
+            result = await self.engine.ainfer(name, inputs, backend=backend, timeout=self._remaining(deadline, timeout), version=version)
+            self._pass_done(call, result, started_ns, tokens)
+            call.queue_s, call.compute_s, call.batch_size = result.queue_time_s, result.compute_time_s, result.batch_size
+            return self._pick(result, wanted), result.backend
+        return await self._run_passes(call, served, inputs, passes, wanted, backend=backend, deadline=deadline, timeout=timeout)
 
-    # -- metadata ---------------------------------------------------------------------------------------
-    def server_metadata(self) -> dict[str, Any]:
-        return server_metadata()
+    def _model_batching(self, served: ServedVersion) -> tuple[int, int | None] | None:
+        """``(max_batch_size, max_batch_tokens)`` of the served version (its own options applied)."""
+        s = served.settings
+        if s.max_batch_size is None and s.max_batch_tokens is None:
+            return None
+        cfg = self.engine.config
+        return (s.max_batch_size or cfg.max_batch_size, s.max_batch_tokens if s.max_batch_tokens is not None else cfg.max_batch_tokens)
 
-    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
-        """V2 model metadata (``GET /v2/models/{name}[/versions/{v}]``)."""
-        served = self.served(name, version)
-        info = self.engine.model_info(name, version=served.version)
-        model = self.engine.get_model(name, version=served.version)
-        inputs = [{"name": s.name, "datatype": s.dtype.v2_name, "shape": [-1 if d is None else d for d in s.shape]} for s in info.input_specs]
-        if served.text_encoder is not None:
-            inputs.append({"name": "text", "datatype": BYTES, "shape": [-1]})
-        out: dict[str, Any] = {
-            "name": name,
-            "versions": sorted(self.models[name].versions, key=version_key),
-            "platform": f"inferox_{model.backend_name}",
-            "inputs": inputs,
-            "outputs": [{"name": s.name, "datatype": s.dtype.v2_name, "shape": [-1 if d is None else d for d in s.shape]} for s in info.output_specs],
-            "parameters": {
-                "backends": list(info.backends),
-                "architecture": info.metadata.architecture,
-                "text_input": served.text_encoder is not None,
-            },
-        }
-        if served.default_outputs:
-            out["parameters"]["default_outputs"] = list(served.default_outputs)
-        out["parameters"].update(runtime_parameters(info))
+    @staticmethod
+    def _remaining(deadline: float | None, timeout: float | None) -> float | None:
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise InferoxTimeoutError(f"request timed out after {timeout}s", timeout=timeout)
+        return left
+
+    @staticmethod
+    def _pick(result: InferenceResult, wanted: Sequence[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for n in wanted:
+            if n not in result:
+                raise InvalidInputError(f"the model produced no output {bounded(n)} for this request", name=n[:80], expected=sorted(result), actual=n[:80])
+            out[n] = result[n]
         return out
 
-    def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
-        """Triton's model configuration (``GET /v2/models/{name}/config``, tritonclient's ``get_model_config``)."""
+    def _pass_done(self, call: Call, result: InferenceResult, started_ns: int, tokens: int | None) -> None:
+        """Trace one finished forward pass as ``queue`` and ``forward`` spans (timed by the engine)."""
+        if call.span is None:
+            return
+        queue_end = started_ns + int(result.queue_time_s * 1e9)
+        q = call.stage("queue", start_ns=started_ns)
+        q.end(end_time=queue_end)
+        attrs: dict[str, Any] = {"inferox.batch_size": int(result.batch_size), "inferox.backend": result.backend}
+        if tokens is not None:
+            attrs["inferox.tokens"] = tokens
+        f = call.stage("forward", start_ns=queue_end, **attrs)
+        f.end(end_time=queue_end + int(result.compute_time_s * 1e9))
+
+    async def _run_passes(
+        self,
+        call: Call,
+        served: ServedVersion,
+        inputs: dict[str, Any],
+        passes: list[Pass],
+        wanted: Sequence[str],
+        *,
+        backend: str | None,
+        deadline: float | None,
+        timeout: float | None,
+    ) -> tuple[dict[str, Any], str | None]:
+        """Run a request's passes, at most PASS_WINDOW queued at once; the first failure (a
+        deadline included) cancels the others and is the request's answer."""
+        name, version = served.name, served.version or None
+        mask_name = "attention_mask" if "attention_mask" in inputs else None
+        results: list[InferenceResult | None] = [None] * len(passes)
+        running: dict[asyncio.Task[InferenceResult], int] = {}
+        queue_s = compute_s = 0.0
+        next_pass = 0
+        try:
+            while next_pass < len(passes) or running:
+                while next_pass < len(passes) and len(running) < PASS_WINDOW:
+                    p = passes[next_pass]
+                    part = take_rows(inputs, p, served.paddable)
+                    started_ns = time.time_ns() if call.span is not None else 0
+                    task = asyncio.ensure_future(self.engine.ainfer(name, part, backend=backend, timeout=self._remaining(deadline, timeout), version=version))
+                    task.started_ns = started_ns  # type: ignore[attr-defined]
+                    task.tokens = int(part[mask_name].sum()) if mask_name else None  # type: ignore[attr-defined]
+                    running[task] = next_pass
+                    next_pass += 1
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    i = running.pop(task)
+                    result = task.result()  # a failed pass fails the request
+                    results[i] = result
+                    queue_s += result.queue_time_s
+                    compute_s += result.compute_time_s
+                    call.batch_size = max(call.batch_size or 0, result.batch_size)
+                    self._pass_done(call, result, task.started_ns, task.tokens)  # type: ignore[attr-defined]
+        finally:
+            for task in running:
+                task.cancel()
+        call.queue_s, call.compute_s = queue_s, compute_s
+        picked = [self._pick(r, wanted) for r in results if r is not None]
+        rows = sum(len(p.rows) for p in passes)
+        return assemble(passes, picked, rows, wanted), results[0].backend if results[0] is not None else None
+
+    # -- text -------------------------------------------------------------------------------------------
+    def text_models(self, output: str | None = None) -> list[str]:
+        """Served models that take text (and, with ``output``, have that output), sorted."""
+        out = []
+        for name in sorted(self.models):
+            try:
+                served = self.served(name)
+            except InferoxError:  # loading or unloading right now
+                continue
+            if served.text_encoder is not None and (output is None or output in served.output_names):
+                out.append(name)
+        return out
+
+    def embedding_size(self, name: str, version: str | None = None, *, output: str = EMBEDDING_OUTPUT) -> int | None:
+        """The embedding size of a served text model's fixed-size ``output``, ``None`` when the
+        model takes no text or has no such output of fixed size."""
         served = self.served(name, version)
-        info = self.engine.model_info(name, version=served.version)
-        batched = info.max_batch_size > 0
+        if served.text_encoder is None:
+            return None
+        # get_model, not model_info: the latter snapshots live statistics, too dear per request.
+        model = self.engine.get_model(name, version=served.version or None)
+        for spec in model.output_specs:
+            if spec.name == output and len(spec.shape) == 2 and isinstance(spec.shape[-1], int):
+                return int(spec.shape[-1])
+        return None
 
-        def tensor(spec: Any) -> dict[str, Any]:
-            dims = [-1 if d is None else d for d in spec.shape]
-            return {"name": spec.name, "data_type": f"TYPE_{spec.dtype.v2_name}", "dims": dims[1:] if batched else dims}
+    async def predict_text(
+        self,
+        name: str,
+        *,
+        texts: Sequence[str] | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
+        outputs: Sequence[str] | None = None,
+        version: str | None = None,
+        ctx: RequestContext | None = None,
+        op: str = "predict_text",
+        truncate: bool | None = None,
+    ) -> TextResponse:
+        """Run a text model on ``texts`` (or ``token_ids``: the model's own vocabulary) and return
+        the ``outputs`` (default: the package's default outputs) with one row per input.
 
-        inputs = [tensor(s) for s in info.input_specs]
-        if served.text_encoder is not None:
-            inputs.append({"name": "text", "data_type": "TYPE_STRING", "dims": [1] if batched else [-1]})
-        model = self.models[name]
-        return {
-            "name": name,
-            "platform": f"inferox_{info.backends[0]}",
-            "backend": "inferox",
-            "max_batch_size": info.max_batch_size,
-            "version_policy": {"specific": {"versions": [int(v) if v.isdigit() else v for v in sorted(model.versions, key=version_key)]}},
-            "input": inputs,
-            "output": [tensor(s) for s in info.output_specs],
-            "dynamic_batching": {"max_queue_delay_microseconds": int(self.engine.config.max_queue_delay_ms * 1000)} if batched else {},
-            "parameters": {"backends": {"string_value": ",".join(info.backends)}},
-        }
+        The stages and the limits of :meth:`infer` apply: rows, text bytes and tokens are checked
+        before any work, the text is tokenised on the pool under the request's deadline, and the
+        rows are split into passes grouped by length. ``truncate`` overrides the server's rule
+        for this call (TEI's ``truncate``). Other text APIs are adapters over this method.
+        """
+        with self.call(ctx, op, model=name, version=version, inference=True) as call:
+            work = self._predict_text(call, name, texts, token_ids, outputs, version, truncate)
+            return await (self._watched(call.ctx, work) if call.ctx.disconnected is not None else work)
 
-    def repository_index(self, *, ready_only: bool = False) -> list[dict[str, Any]]:
-        """The repository index: every model the repository holds or the server serves, with state and reason."""
-        entries: dict[str, dict[str, Any]] = {}
+    async def _predict_text(
+        self,
+        call: Call,
+        name: str,
+        texts: Sequence[str] | None,
+        token_ids: Sequence[Sequence[int]] | None,
+        outputs: Sequence[str] | None,
+        version: str | None,
+        truncate: bool | None,
+    ) -> TextResponse:
+        if (texts is None) == (token_ids is None):
+            raise InvalidInputError("give texts or token ids", name="input", expected="texts | token_ids")
+        served = self._admit(call, name, version)
+        encoder = served.text_encoder
+        if encoder is None:
+            raise InvalidInputError(f"model {name!r} takes no text", name="model", expected=self.text_models(), actual=name)
+        selected = self.select_outputs(served, None if outputs is None else [RequestedOutput(n) for n in outputs])
+        items: Sequence[Any] = texts if texts is not None else token_ids  # type: ignore[assignment]
+        rows = len(items)
+        if texts is not None:
+            for i, t in enumerate(texts):
+                if not isinstance(t, str):
+                    raise InvalidInputError("texts must be strings", name="input", expected="str", actual=type(t).__name__, index=i)
+            # Characters bound the UTF-8 bytes from below: refuse before encoding a huge text.
+            self._check_limits(rows=rows, text_bytes=sum(len(t) for t in texts))
+            nbytes = _utf8_bytes(texts)
+            self._check_limits(rows=rows, text_bytes=nbytes)
+            given: Any = list(texts)
+
+            def encode() -> dict[str, Any]:
+                return encoder.encode(given, truncate=truncate)  # type: ignore[no-any-return]
+        else:
+            nbytes = 4 * sum(len(ids) for ids in token_ids or ())
+            self._check_limits(rows=rows)
+            self._check_tokens(nbytes // 4)
+
+            def encode() -> dict[str, Any]:
+                return encoder.encode_ids(token_ids, truncate=truncate)  # type: ignore[no-any-return]
+        timeout = self.timeout(served)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        served.in_flight += 1
+        try:
+            if nbytes > TOKENISE_INLINE_BYTES:
+                tensors = await self._on_pool(call, served, deadline, timeout, encode)
+            else:
+                with call.traced("tokenize"):
+                    tensors = encode()
+            inputs = {k: v for k, v in tensors.items() if k in served.input_names}
+            result, backend = await self._run(call, served, inputs, [o.name for o in selected], backend=None, deadline=deadline, timeout=timeout)
+        finally:
+            self._version_done(served)
+        self._answered(served, call)
+        return TextResponse(served.name, served.version, result, call.tokens or 0, backend)
+
+    async def embed(
+        self,
+        name: str,
+        inputs: Sequence[str] | Sequence[Sequence[int]],
+        *,
+        version: str | None = None,
+        ctx: RequestContext | None = None,
+        output: str = EMBEDDING_OUTPUT,
+        truncate: bool | None = None,
+    ) -> EmbedResponse:
+        """Embed texts (or token-id sequences): one row of ``output`` per input, and the tokens used."""
+        if len(inputs) and all(isinstance(x, str) for x in inputs):
+            r = await self.predict_text(name, texts=inputs, outputs=[output], version=version, ctx=ctx, op="embed", truncate=truncate)  # type: ignore[arg-type]
+        else:
+            r = await self.predict_text(name, token_ids=inputs, outputs=[output], version=version, ctx=ctx, op="embed", truncate=truncate)  # type: ignore[arg-type]
+        return EmbedResponse(r.model_name, r.model_version, r.outputs[output], r.tokens)
+
+    # -- metadata ---------------------------------------------------------------------------------------
+    def server_metadata(self, *, ctx: RequestContext | None = None) -> dict[str, Any]:
+        with self.call(ctx, "server_metadata"):
+            return server_metadata()
+
+    def model_metadata(self, name: str, version: str | None = None, *, ctx: RequestContext | None = None) -> dict[str, Any]:
+        """V2 model metadata (``GET /v2/models/{name}[/versions/{v}]``)."""
+        with self.call(ctx, "model_metadata", model=name, version=version):
+            served = self.served(name, version)
+            info = self.engine.model_info(name, version=served.version)
+            model = self.engine.get_model(name, version=served.version)
+            inputs = [{"name": s.name, "datatype": s.dtype.v2_name, "shape": [-1 if d is None else d for d in s.shape]} for s in info.input_specs]
+            if served.text_encoder is not None:
+                inputs.append({"name": "text", "datatype": BYTES, "shape": [-1]})
+            out: dict[str, Any] = {
+                "name": name,
+                "versions": sorted(self.models[name].versions, key=version_key),
+                "platform": f"inferox_{model.backend_name}",
+                "inputs": inputs,
+                "outputs": [{"name": s.name, "datatype": s.dtype.v2_name, "shape": [-1 if d is None else d for d in s.shape]} for s in info.output_specs],
+                "parameters": {
+                    "backends": list(info.backends),
+                    "architecture": info.metadata.architecture,
+                    "text_input": served.text_encoder is not None,
+                },
+            }
+            if served.default_outputs:
+                out["parameters"]["default_outputs"] = list(served.default_outputs)
+            out["parameters"].update(runtime_parameters(info))
+            return out
+
+    @staticmethod
+    def _version_policy(served: ServedVersion) -> dict[str, Any]:
+        """Triton's ``version_policy`` of the model's own policy (``latest`` / ``all`` / ``specific``)."""
+        policy = served.settings.version_policy
+        if policy is None or policy[0] == "latest":
+            return {"latest": {"num_versions": policy[1] if policy else 1}}
+        if policy[0] == "all":
+            return {"all": {}}
+        return {"specific": {"versions": [int(v) if v.isdigit() else v for v in policy[1]]}}
+
+    def model_config(self, name: str, version: str | None = None, *, ctx: RequestContext | None = None) -> dict[str, Any]:
+        """Triton's model configuration (``GET /v2/models/{name}/config``, tritonclient's ``get_model_config``)."""
+        with self.call(ctx, "model_config", model=name, version=version):
+            served = self.served(name, version)
+            info = self.engine.model_info(name, version=served.version)
+            batched = info.max_batch_size > 0
+
+            def tensor(spec: Any) -> dict[str, Any]:
+                dims = [-1 if d is None else d for d in spec.shape]
+                return {"name": spec.name, "data_type": f"TYPE_{spec.dtype.v2_name}", "dims": dims[1:] if batched else dims}
+
+            inputs = [tensor(s) for s in info.input_specs]
+            if served.text_encoder is not None:
+                inputs.append({"name": "text", "data_type": "TYPE_STRING", "dims": [1] if batched else [-1]})
+            return {
+                "name": name,
+                "platform": f"inferox_{info.backends[0]}",
+                "backend": "inferox",
+                "max_batch_size": info.max_batch_size,
+                "version_policy": self._version_policy(served),
+                "input": inputs,
+                "output": [tensor(s) for s in info.output_specs],
+                "dynamic_batching": {"max_queue_delay_microseconds": int(self.engine.config.max_queue_delay_ms * 1000)} if batched else {},
+                "parameters": {"backends": {"string_value": ",".join(info.backends)}},
+            }
+
+    async def repository_index(self, *, ready_only: bool = False, ctx: RequestContext | None = None) -> list[dict[str, Any]]:
+        """The repository index (Triton's): one entry per served version, and one per model the
+        repository holds that is not served (with its state and reason)."""
+        with self.call(ctx, "repository_index", scope=REPOSITORY):
+            return await asyncio.to_thread(self.index, ready_only=ready_only) if self.repository is not None else self.index(ready_only=ready_only)
+
+    def index(self, *, ready_only: bool = False) -> list[dict[str, Any]]:
+        """:meth:`repository_index` without the request record (reads the repository folder)."""
+        entries: dict[str, list[dict[str, Any]]] = {}
         if self.repository is not None:
             for name in self.repository.names():
-                entries[name] = {"name": name, "state": ModelState.UNAVAILABLE, "reason": "not loaded"}
+                entry: dict[str, Any] = {"name": name, "state": ModelState.UNAVAILABLE, "reason": "not loaded"}
                 with contextlib.suppress(InferoxError):
-                    entries[name]["version"] = self.repository.entry(name).latest
+                    entry["version"] = self.repository.entry(name).latest
+                entries[name] = [entry]
         for name, reason in self.failed.items():
-            entries[name] = {**entries.get(name, {"name": name}), "state": ModelState.UNAVAILABLE, "reason": reason}
+            base = entries.get(name, [{"name": name}])[0]
+            entries[name] = [{**base, "state": ModelState.UNAVAILABLE, "reason": reason}]
         for name, model in self.models.items():
-            version = model.version if model.versions else entries.get(name, {}).get("version", "")
             reason = model.reason or (f"last load failed: {self.failed[name]}" if name in self.failed else "")
-            entries[name] = {"name": name, "version": version, "state": model.state, "reason": reason}
-        out = [e for e in entries.values() if not ready_only or e["state"] == ModelState.READY]
-        return sorted(out, key=lambda e: e["name"])
+            if model.versions:
+                entries[name] = [{"name": name, "version": v, "state": model.state, "reason": reason} for v in sorted(model.versions, key=version_key)]
+            else:
+                version = entries.get(name, [{}])[0].get("version", "")
+                entries[name] = [{"name": name, "version": version, "state": model.state, "reason": reason}]
+        out = [e for name in sorted(entries) for e in entries[name] if not ready_only or e["state"] == ModelState.READY]
+        return out
 
-    def _version_stats(self, name: str, version: str) -> dict[str, Any]:
-        """Triton-style statistics of one model version, from the engine's :class:`~inferox.engine.ModelStats`."""
-        stats = self.engine.stats(name, version=version)
+    def _version_stats(self, name: str, served: ServedVersion) -> dict[str, Any]:
+        """Triton-style statistics of one model version: requests, rows and failures as the data
+        plane answered them; queue, compute and batches from the engine's passes."""
+        stats = self.engine.stats(name, version=served.version)
 
         def duration(count: int, mean_s: float) -> dict[str, int]:
             return {"count": int(count), "ns": round(count * mean_s * 1e9)}
 
         return {
             "name": name,
-            "version": version,
-            "inference_count": stats.successes,
+            "version": served.version,
+            "inference_count": served.answered_rows,
             "execution_count": stats.batches,
             "inference_stats": {
-                "success": duration(stats.successes, stats.compute_time.mean + stats.queue_time.mean),
-                "fail": {"count": stats.errors, "ns": 0},
+                "success": {"count": served.answered, "ns": served.answered_ns},
+                "fail": {"count": served.failures, "ns": 0},
                 "queue": duration(stats.queue_time.count, stats.queue_time.mean),
                 "compute_infer": duration(stats.compute_time.count, stats.compute_time.mean),
             },
@@ -670,35 +1300,55 @@ class DataPlane:
             },
         }
 
-    def statistics(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
+    def statistics(self, name: str | None = None, version: str | None = None, *, ctx: RequestContext | None = None) -> dict[str, Any]:
         """``{"model_stats": [...]}``: every served version (of ``name``; only ``version``)."""
-        if name is None:
-            chosen = [(m.name, v) for m in self.models.values() if m.state == ModelState.READY for v in sorted(m.versions, key=version_key)]
-        elif version is None:
-            self.served(name)
-            chosen = [(name, v) for v in sorted(self.models[name].versions, key=version_key)]
-        else:
-            chosen = [(name, self.served(name, version).version)]
-        out = []
-        for n, v in chosen:
-            with contextlib.suppress(ModelNotFoundError):  # retired between the listing and now
-                out.append(self._version_stats(n, v))
-        return {"model_stats": out}
+        with self.call(ctx, "statistics", model=name, version=version):
+            if name is None:
+                chosen = [(m.name, m.versions[v]) for m in list(self.models.values()) if m.state == ModelState.READY for v in sorted(m.versions, key=version_key)]
+            elif version is None:
+                self.served(name)
+                model = self.models[name]
+                chosen = [(name, model.versions[v]) for v in sorted(model.versions, key=version_key)]
+            else:
+                chosen = [(name, self.served(name, version))]
+            out = []
+            for n, served in chosen:
+                with contextlib.suppress(ModelNotFoundError):  # retired between the listing and now
+                    out.append(self._version_stats(n, served))
+            return {"model_stats": out}
 
-    def record(self, name: str, *, started: float, result: InferenceResult | None = None, code: str | None = None, version: str | None = None) -> None:
-        """Record one finished request in the server's metrics. Label values come only from
-        served models: another name counts as ``_unknown``, a version not served as ``""``."""
-        duration = time.perf_counter() - started
-        model = self.models.get(name)
-        if result is not None and result.version is not None:
-            version = result.version
-        if model is None:
-            name, version = UNKNOWN_MODEL, ""
-        elif version is None or version not in model.versions:
-            version = model.version if version is None and model.versions else ""
-        if result is None:
-            self.metrics.record_failure(name, code or "INTERNAL", duration=duration, version=version)
-        else:
-            self.metrics.record_success(
-                name, duration=duration, queue=result.queue_time_s, compute=result.compute_time_s, batch_size=result.batch_size, version=version
-            )
+    def metrics_text(self, *, ctx: RequestContext | None = None) -> str:
+        """The Prometheus exposition (``GET /metrics``)."""
+        with self.call(ctx, "metrics"):
+            return self.metrics.render()
+
+    # -- responses for transports that speak V2 JSON ------------------------------------------------------
+    @staticmethod
+    def encode(response: InferResponse) -> tuple[bytes, dict[str, str]]:
+        """The V2 REST body and headers of ``response``."""
+        default = response.binary_default
+        return encode_outputs(
+            model_name=response.model_name,
+            model_version=response.model_version,
+            request_id=response.id,
+            outputs=[(o.name, o.data, default if o.binary is None else o.binary) for o in response.outputs],
+            parameters=response.parameters or None,
+        )
+
+
+def _utf8_bytes(texts: Sequence[str]) -> int:
+    """The UTF-8 size of ``texts``; a text that is not valid Unicode (a lone surrogate, which JSON's
+    ``"\\ud800"`` decodes to) is an :class:`InvalidInputError` naming it — a client's fault, not a 500."""
+    total = 0
+    for i, text in enumerate(texts):
+        try:
+            total += len(text.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(
+                f"input {i} is not valid Unicode text: {exc.reason} at position {exc.start}",
+                name="input",
+                expected="UTF-8 text",
+                actual=repr(exc.object[exc.start : exc.end]),
+                index=i,
+            ) from None
+    return total

@@ -16,7 +16,7 @@ metadata key :data:`CODE_KEY`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,8 @@ import numpy as np
 from inferox.core.errors import InvalidInputError
 from inferox.engine._proto import grpc_service_pb2 as pb
 from inferox.engine.server._auth import bearer_ok as _bearer_ok
+from inferox.engine.server._dataplane import InferResponse
+from inferox.engine.server._errors import GRPC_STATUS_FOR_HTTP as _GRPC_STATUS_FOR_HTTP
 from inferox.engine.server._protocol import (
     BYTES,
     InferRequest,
@@ -32,6 +34,7 @@ from inferox.engine.server._protocol import (
     _check_shape,
     _decode_binary_data,
     _numpy_dtype,
+    check_tensor_name,
     encode_bytes_tensor,
     v2_datatype,
 )
@@ -49,25 +52,8 @@ __all__ = [
 #: Trailing-metadata key carrying the Inferox error code (``INVALID_INPUT``, ``QUEUE_FULL`` …).
 CODE_KEY = "inferox-error-code"
 
-#: HTTP status of an Inferox error class → name of the gRPC status code it is answered with.
-GRPC_STATUS_FOR_HTTP: dict[int, str] = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    409: "ABORTED",
-    410: "NOT_FOUND",
-    413: "RESOURCE_EXHAUSTED",
-    422: "FAILED_PRECONDITION",
-    429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED",
-    500: "INTERNAL",
-    501: "UNIMPLEMENTED",
-    502: "UNAVAILABLE",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-    507: "RESOURCE_EXHAUSTED",
-}
+#: HTTP status → gRPC status code name, for error codes not in the one table (``_errors``).
+GRPC_STATUS_FOR_HTTP = _GRPC_STATUS_FOR_HTTP
 
 #: Which typed-contents field holds each numeric V2 datatype (FP16 and BF16 have none: raw only).
 _CONTENTS_FIELD = {
@@ -87,7 +73,8 @@ _CONTENTS_FIELD = {
 
 
 def grpc_status_name(http_status: int) -> str:
-    """The gRPC status code name for an HTTP status (unlisted 4xx: INVALID_ARGUMENT, else INTERNAL)."""
+    """The gRPC status code name for an HTTP status (unlisted 4xx: INVALID_ARGUMENT, else INTERNAL);
+    errors are answered by code through ``_errors.error_status``, which falls back on this."""
     return GRPC_STATUS_FOR_HTTP.get(http_status, "INVALID_ARGUMENT" if 400 <= http_status < 500 else "INTERNAL")
 
 
@@ -144,6 +131,7 @@ def decode_infer_request(msg: Any) -> InferRequest:
         name = tensor.name
         if not name:
             raise InvalidInputError("input name must be a non-empty string", name=f"inputs[{i}].name", actual=name)
+        check_tensor_name(name, f"inputs[{i}].name")
         if name in seen:
             raise InvalidInputError("input given twice", name=name)
         seen.add(name)
@@ -163,43 +151,23 @@ def decode_infer_request(msg: Any) -> InferRequest:
     outputs: list[RequestedOutput] | None = None
     if msg.outputs:
         outputs = []
-        for out in msg.outputs:
+        for j, out in enumerate(msg.outputs):
+            check_tensor_name(out.name, f"outputs[{j}].name")
             if _params(out.parameters).get("classification"):
                 raise InvalidInputError("the classification extension is not supported", name=out.name)
             outputs.append(RequestedOutput(out.name, True))
     return InferRequest(id=msg.id or None, inputs=inputs, outputs=outputs, parameters=_params(msg.parameters))
 
 
-def encode_infer_response(
-    *,
-    model_name: str,
-    model_version: str | None,
-    request_id: str | None,
-    outputs: Mapping[str, np.ndarray],
-    requested: Sequence[RequestedOutput] | None,
-    parameters: Mapping[str, Any] | None = None,
-) -> Any:
-    """A ``ModelInferResponse`` with every selected output in ``raw_output_contents``.
-
-    ``requested`` selects and orders outputs (all of them when ``None``); an unknown one raises
-    :class:`InvalidInputError` naming it, as over REST.
-    """
-    names: list[str]
-    if requested is None:
-        names = list(outputs)
-    else:
-        names = []
-        for req in requested:
-            if req.name not in outputs:
-                raise InvalidInputError(f"unknown output {req.name!r}", name=req.name, expected=sorted(outputs), actual=req.name)
-            names.append(req.name)
-    resp = pb.ModelInferResponse(model_name=model_name, model_version=model_version or "", id=request_id or "")
-    for key, value in (parameters or {}).items():
+def encode_infer_response(response: InferResponse) -> Any:
+    """A ``ModelInferResponse`` with every output of ``response`` in ``raw_output_contents``."""
+    resp = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version or "", id=response.id or "")
+    for key, value in response.parameters.items():
         _set_param(resp.parameters[key], value)
-    for name in names:
-        arr = np.asarray(outputs[name])
+    for out in response.outputs:
+        arr = np.asarray(out.data)
         datatype = v2_datatype(arr.dtype)
-        resp.outputs.add(name=name, datatype=datatype, shape=list(arr.shape))
+        resp.outputs.add(name=out.name, datatype=datatype, shape=list(arr.shape))
         if datatype == BYTES:
             resp.raw_output_contents.append(encode_bytes_tensor([x if isinstance(x, (bytes, str)) else str(x) for x in arr.reshape(-1)]))
         else:

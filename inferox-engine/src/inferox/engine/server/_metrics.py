@@ -1,8 +1,9 @@
 """Prometheus metrics, written in the text exposition format by hand (no extra dependency).
 
-Series are labelled by model and version (and outcome or error code). The data plane records
-only names and versions it serves — a request for an unknown model counts under
-:data:`UNKNOWN_MODEL` — so a client cannot grow the number of series by inventing names.
+Series are labelled by model, version and protocol (and outcome or error code). The data plane
+records only names and versions it serves — a request for an unknown model counts under
+:data:`UNKNOWN_MODEL` — and protocols from its own fixed set, so a client cannot grow the number
+of series by inventing names.
 Thread-safe: the event loop records, and ``/metrics`` renders, under one lock.
 """
 
@@ -60,14 +61,14 @@ class Metrics:
 
     def __init__(self, models_loaded: Callable[[], int] | None = None) -> None:
         self._lock = threading.Lock()
-        self._requests: dict[tuple[str, str, str], int] = defaultdict(int)  # (model, version, outcome)
-        self._failures: dict[tuple[str, str, str], int] = defaultdict(int)  # (model, version, code)
-        self._hist: dict[tuple[str, str, str], _Histogram] = {}
+        self._requests: dict[tuple[str, str, str, str], int] = defaultdict(int)  # (model, version, protocol, outcome)
+        self._failures: dict[tuple[str, str, str, str], int] = defaultdict(int)  # (model, version, protocol, code)
+        self._hist: dict[tuple[str, str, str, str], _Histogram] = {}
         self._models_loaded = models_loaded
         self._in_flight = 0
 
-    def _histogram(self, metric: str, model: str, version: str) -> _Histogram:
-        key = (metric, model, version)
+    def _histogram(self, metric: str, model: str, version: str, protocol: str) -> _Histogram:
+        key = (metric, model, version, protocol)
         h = self._hist.get(key)
         if h is None:
             h = self._hist[key] = _Histogram(BATCH_BUCKETS if metric == "batch_size" else LATENCY_BUCKETS)
@@ -82,28 +83,36 @@ class Metrics:
             self._in_flight -= 1
 
     def record_success(
-        self, model: str, *, duration: float, queue: float | None, compute: float | None, batch_size: int | None, version: str = ""
+        self,
+        model: str,
+        *,
+        duration: float,
+        queue: float | None,
+        compute: float | None,
+        batch_size: int | None,
+        version: str = "",
+        protocol: str = "",
     ) -> None:
         with self._lock:
-            self._requests[(model, version, "success")] += 1
-            self._histogram("request_duration", model, version).observe(duration)
+            self._requests[(model, version, protocol, "success")] += 1
+            self._histogram("request_duration", model, version, protocol).observe(duration)
             if queue is not None:
-                self._histogram("queue", model, version).observe(queue)
+                self._histogram("queue", model, version, protocol).observe(queue)
             if compute is not None:
-                self._histogram("compute", model, version).observe(compute)
+                self._histogram("compute", model, version, protocol).observe(compute)
             if batch_size is not None:
-                self._histogram("batch_size", model, version).observe(batch_size)
+                self._histogram("batch_size", model, version, protocol).observe(batch_size)
 
-    def record_failure(self, model: str, code: str, *, duration: float, version: str = "") -> None:
+    def record_failure(self, model: str, code: str, *, duration: float, version: str = "", protocol: str = "") -> None:
         with self._lock:
-            self._requests[(model, version, "failure")] += 1
-            self._failures[(model, version, code)] += 1
-            self._histogram("request_duration", model, version).observe(duration)
+            self._requests[(model, version, protocol, "failure")] += 1
+            self._failures[(model, version, protocol, code)] += 1
+            self._histogram("request_duration", model, version, protocol).observe(duration)
 
     def failures(self, model: str, code: str) -> int:
-        """Failures of ``model`` (every version) with ``code``."""
+        """Failures of ``model`` (every version and protocol) with ``code``."""
         with self._lock:
-            return sum(n for (m, _, c), n in self._failures.items() if m == model and c == code)
+            return sum(n for (m, _, _, c), n in self._failures.items() if m == model and c == code)
 
     def render(self) -> str:
         """The Prometheus text exposition of every metric.
@@ -117,11 +126,11 @@ class Metrics:
             hists = sorted((key, (h.buckets, list(h.counts), h.sum, h.count)) for key, h in self._hist.items())
             in_flight = self._in_flight
         lines: list[str] = ["# HELP inferox_requests_total Inference requests by model and outcome.", "# TYPE inferox_requests_total counter"]
-        for (model, version, outcome), n in requests:
-            lines.append(f"inferox_requests_total{_labels([('model', model), ('version', version), ('outcome', outcome)])} {n}")
+        for (model, version, protocol, outcome), n in requests:
+            lines.append(f"inferox_requests_total{_labels([('model', model), ('version', version), ('protocol', protocol), ('outcome', outcome)])} {n}")
         lines += ["# HELP inferox_request_failures_total Failed inference requests by model and error code.", "# TYPE inferox_request_failures_total counter"]
-        for (model, version, code), n in failures:
-            lines.append(f"inferox_request_failures_total{_labels([('model', model), ('version', version), ('code', code)])} {n}")
+        for (model, version, protocol, code), n in failures:
+            lines.append(f"inferox_request_failures_total{_labels([('model', model), ('version', version), ('protocol', protocol), ('code', code)])} {n}")
         for metric, help_text, unit in (
             ("request_duration", "End-to-end inference request latency.", "_seconds"),
             ("queue", "Time inference requests waited in the engine's queue.", "_seconds"),
@@ -130,10 +139,10 @@ class Metrics:
         ):
             name = f"inferox_{metric}{unit}"
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-            for (m, model, version), (buckets, counts, total, count) in hists:
+            for (m, model, version, protocol), (buckets, counts, total, count) in hists:
                 if m != metric:
                     continue
-                base = [("model", model), ("version", version)]
+                base = [("model", model), ("version", version), ("protocol", protocol)]
                 cumulative = 0
                 for bound, c in zip(buckets, counts):
                     cumulative += c

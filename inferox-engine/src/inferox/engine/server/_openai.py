@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from inferox.core.errors import InferoxError, InvalidInputError
-from inferox.engine.server._protocol import _dumps, _loads
+from inferox.engine.server._protocol import _dumps, _json_data, _loads
 
 __all__ = [
     "MAX_INPUTS",
@@ -102,7 +102,7 @@ def parse_embeddings_request(body: bytes | str | Mapping[str, Any]) -> Embedding
         raise InvalidInputError("request body must be a JSON object", name="body", expected="object", actual=type(data).__name__)
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
-        raise InvalidInputError(f"unrecognized request argument supplied: {unknown[0]}", name=unknown[0], expected=sorted(_FIELDS), actual=unknown[0])
+        raise InvalidInputError(f"unrecognized request argument supplied: {unknown[0][:80]}", name=unknown[0][:80], expected=sorted(_FIELDS), actual=unknown[0][:80])
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidInputError("'model' must name a served model", name="model", expected="a non-empty string", actual=model)
@@ -140,11 +140,14 @@ def encode_embeddings_response(*, model: str, embeddings: np.ndarray, encoding_f
     if encoding_format == "base64":
         little = rows.astype("<f4", copy=False)
         data = [{"object": "embedding", "index": i, "embedding": base64.b64encode(little[i].tobytes()).decode("ascii")} for i in range(len(little))]
-    else:
+    elif np.isfinite(rows).all():
         # float32 rows as they are: orjson writes each element's shortest round-trip form.
         data = [{"object": "embedding", "index": i, "embedding": rows[i]} for i in range(len(rows))]
+    else:
+        # Bare NaN / Infinity are not JSON (strict parsers refuse the whole body): the strings V2 uses.
+        data = [{"object": "embedding", "index": i, "embedding": _json_data(rows[i])} for i in range(len(rows))]
     body = {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": int(prompt_tokens), "total_tokens": int(prompt_tokens)}}
-    return _dumps(body, finite=bool(np.isfinite(rows).all()))
+    return _dumps(body)
 
 
 def _error_type(status: int) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from inferox.core.dtype import DType
-from inferox.core.errors import DTypeError, InferoxError, InvalidInputError, QueueFullError
+from inferox.core.errors import DTypeError, InferoxError, InvalidInputError
 
 __all__ = [
     "BYTES",
@@ -65,15 +65,15 @@ def _loads(data: bytes | memoryview) -> Any:
     return json.loads(bytes(data) if isinstance(data, memoryview) else data)
 
 
-def _dumps(obj: Any, *, finite: bool = True) -> bytes:
-    """Compact JSON of a response header (numpy arrays allowed as ``data``). With non-finite floats
-    in it (``finite=False``) the stdlib writes it: ``NaN``/``Infinity``, where orjson writes ``null``."""
-    if _orjson is not None and finite:
+def _dumps(obj: Any) -> bytes:
+    """Compact, strict JSON of a response (numpy arrays allowed as ``data``): a non-finite float
+    must already be one of the :data:`NONFINITE_JSON` strings — bare ``NaN`` is not JSON."""
+    if _orjson is not None:
         try:
             return _orjson.dumps(obj, option=_orjson.OPT_SERIALIZE_NUMPY)
         except TypeError:
             pass  # an array orjson does not take (e.g. not native-endian): the stdlib path below
-    return json.dumps(obj, separators=(",", ":"), allow_nan=True, default=_ndarray_default).encode("utf-8")
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_ndarray_default).encode("utf-8")
 
 
 def _ndarray_default(obj: Any) -> Any:
@@ -144,13 +144,13 @@ def v2_datatype(dtype: np.dtype[Any]) -> str:
 def _numpy_dtype(datatype: Any, name: str) -> np.dtype[Any] | None:
     """The numpy dtype of a V2 datatype (``None`` for BYTES); :class:`DTypeError` naming the input otherwise."""
     if not isinstance(datatype, str):
-        raise DTypeError("datatype must be a string", name=name, expected="a V2 datatype such as FP32", actual=datatype)
+        raise DTypeError("datatype must be a string", name=name, expected="a V2 datatype such as FP32", actual=repr(datatype)[:80])
     if datatype.upper() == BYTES:
         return None
     try:
         return DType.from_v2(datatype).to_numpy()
     except DTypeError as exc:
-        raise DTypeError(f"unknown datatype {datatype!r}", name=name, expected=exc.expected, actual=datatype) from exc
+        raise DTypeError(f"unknown datatype {datatype[:40]!r}", name=name, expected=exc.expected, actual=datatype[:40]) from exc
 
 
 #: numpy refuses to build (even an empty) array whose non-zero dimensions multiply past this.
@@ -296,6 +296,19 @@ def _decode_binary_data(raw: memoryview, datatype: str, np_dtype: np.dtype[Any] 
     return arr.reshape(shape)
 
 
+#: Longest tensor (input or output) name a request may use: names are identifiers, and a name
+#: from the wire is repeated in errors.
+MAX_TENSOR_NAME = 256
+
+
+def check_tensor_name(name: str, where: str) -> None:
+    """Refuse a tensor name longer than :data:`MAX_TENSOR_NAME` (echoed cut short)."""
+    if len(name) > MAX_TENSOR_NAME:
+        raise InvalidInputError(
+            f"tensor name of {len(name)} characters; at most {MAX_TENSOR_NAME} are allowed", name=where, expected=f"at most {MAX_TENSOR_NAME} characters", actual=name[:80] + "…"
+        )
+
+
 def _as_dict(value: Any, what: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -344,7 +357,8 @@ def parse_infer_request(body: bytes, header_length: str | int | None = None) -> 
             raise InvalidInputError("each input must be an object", name=f"inputs[{i}]", actual=type(item).__name__)
         name = item.get("name")
         if not isinstance(name, str) or not name:
-            raise InvalidInputError("input name must be a non-empty string", name=f"inputs[{i}].name", actual=name)
+            raise InvalidInputError("input name must be a non-empty string", name=f"inputs[{i}].name", actual=repr(name)[:80])
+        check_tensor_name(name, f"inputs[{i}].name")
         if name in seen:
             raise InvalidInputError("input given twice", name=name)
         seen.add(name)
@@ -378,7 +392,8 @@ def parse_infer_request(body: bytes, header_length: str | int | None = None) -> 
         outputs = []
         for j, out in enumerate(raw_outputs):
             if not isinstance(out, dict) or not isinstance(out.get("name"), str):
-                raise InvalidInputError("each output must be an object with a name", name=f"outputs[{j}]", actual=out)
+                raise InvalidInputError("each output must be an object with a name", name=f"outputs[{j}]", actual=repr(out)[:80])
+            check_tensor_name(out["name"], f"outputs[{j}].name")
             oparams = _as_dict(out.get("parameters"), f"{out['name']}.parameters")
             if oparams.get("classification"):
                 raise InvalidInputError("the classification extension is not supported", name=out["name"])
@@ -437,13 +452,26 @@ def encode_infer_response(
     raises :class:`InvalidInputError` naming it.
     """
     if requested is None:
-        selected = [(name, binary_default) for name in outputs]
+        selected = [(name, outputs[name], binary_default) for name in outputs]
     else:
         selected = []
         for req in requested:
             if req.name not in outputs:
                 raise InvalidInputError(f"unknown output {req.name!r}", name=req.name, expected=sorted(outputs), actual=req.name)
-            selected.append((req.name, binary_default if req.binary_data is None else req.binary_data))
+            selected.append((req.name, outputs[req.name], binary_default if req.binary_data is None else req.binary_data))
+    return encode_outputs(model_name=model_name, model_version=model_version, request_id=request_id, outputs=selected, parameters=parameters)
+
+
+def encode_outputs(
+    *,
+    model_name: str,
+    model_version: str | None,
+    request_id: str | None,
+    outputs: Sequence[tuple[str, Any, bool]],
+    parameters: Mapping[str, Any] | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """The body and extra headers of a V2 inference response of outputs already selected:
+    ``(name, array, binary)`` each, in order."""
     header: dict[str, Any] = {"model_name": model_name}
     if model_version is not None:
         header["model_version"] = model_version
@@ -453,8 +481,8 @@ def encode_infer_response(
         header["parameters"] = dict(parameters)
     out_list: list[dict[str, Any]] = []
     chunks: list[bytes] = []
-    for name, binary in selected:
-        arr = np.asarray(outputs[name])
+    for name, value, binary in outputs:
+        arr = np.asarray(value)
         entry: dict[str, Any] = {"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape)}
         if binary:
             raw = _binary_data(arr)
@@ -471,9 +499,13 @@ def encode_infer_response(
 
 
 def error_response_parts(exc: InferoxError) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """Status, body and extra headers for an Inferox error: ``{"error": msg, "code": CODE}``;
-    ``Retry-After`` (whole seconds, at least 1) on :class:`QueueFullError`."""
+    """Status, body and extra headers for an Inferox error: ``{"error": msg, "code": CODE}`` with
+    the status of the one table (``_errors.ERROR_STATUS``); ``Retry-After`` (whole seconds, at
+    least 1) on overload."""
+    from inferox.engine.server._errors import error_status, retry_after_s, v2_error_body
+
     headers: dict[str, str] = {}
-    if isinstance(exc, QueueFullError):
-        headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
-    return exc.http_status, exc.to_dict(), headers
+    retry = retry_after_s(exc)
+    if retry is not None:
+        headers["retry-after"] = str(retry)
+    return error_status(exc).http, v2_error_body(exc), headers

@@ -17,6 +17,7 @@ can only ever reach packages the operator put there.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
@@ -40,7 +41,10 @@ __all__ = ["PACKAGE_MARKER", "SETTINGS_FILE", "ModelRepository", "RepositoryEntr
 PACKAGE_MARKER = "metadata.json"
 #: Per-model serving settings, beside the package (or its versions).
 SETTINGS_FILE = "serving.toml"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+#: A plain name (matched whole with ``fullmatch``: ``$`` would let a trailing newline through).
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+#: A version folder: digits only, as Triton's (``1.bak``, ``old`` are not versions and are ignored).
+_VERSION_RE = re.compile(r"[0-9]{1,18}")
 
 
 def _read_regular(path: Path) -> bytes:
@@ -70,9 +74,12 @@ def check_model_name(name: str, *, what: str = "model name") -> str:
     Only letters, digits, ``_``, ``.`` and ``-``, not starting with a dot, and never ``..`` — so a
     name can never be a path.
     """
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
+        # Names come from the wire: echoed cut short, never whole.
+        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:75] + "…"
+        actual = name[:80] if isinstance(name, str) else shown
         raise InvalidInputError(
-            f"invalid {what} {name!r}", name=what.replace(" ", "_"), expected="letters, digits, '_', '.', '-' (no path separators)", actual=name
+            f"invalid {what} {shown}", name=what.replace(" ", "_"), expected="letters, digits, '_', '.', '-' (no path separators)", actual=actual
         )
     return name
 
@@ -132,16 +139,16 @@ class ServingSettings:
                 if not isinstance(data[key], str):
                     raise ConfigError("must be a string", field=key, value=data[key], path=path)
                 out[key] = data[key]
-        for key, minimum in (("max_batch_size", 1), ("max_batch_tokens", 1), ("max_queue_size", 1), ("threads", 1)):
+        for key, minimum, maximum in (("max_batch_size", 1, 1 << 16), ("max_batch_tokens", 1, 1 << 32), ("max_queue_size", 1, 1 << 24), ("threads", 1, 1024)):
             if key in data:
                 v = data[key]
-                if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                    raise ConfigError(f"must be an integer >= {minimum}", field=key, value=v, path=path)
+                if isinstance(v, bool) or not isinstance(v, int) or not minimum <= v <= maximum:
+                    raise ConfigError(f"must be an integer in {minimum}..{maximum}, got {v!r}", field=key, value=v, path=path)
                 out[key] = v
         for key in ("batch_delay_ms", "timeout_s"):
             if key in data:
                 v = data[key]
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (key == "timeout_s" and v == 0):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (key == "timeout_s" and v == 0):
                     raise ConfigError("must be a positive number" if key == "timeout_s" else "must be a number >= 0", field=key, value=v, path=path)
                 out[key] = float(v)
         for key in ("warmup", "int8"):
@@ -247,9 +254,9 @@ class ModelRepository:
         """Every model name in the repository (folders that are, or hold, packages)."""
         out = []
         for child in sorted(self.root.iterdir()):
-            if not child.is_dir() or not _NAME_RE.match(child.name):
+            if not child.is_dir() or not _NAME_RE.fullmatch(child.name):
                 continue
-            if is_package(child) or any(is_package(v) for v in child.iterdir() if v.is_dir()):
+            if is_package(child) or any(_VERSION_RE.fullmatch(v.name) and is_package(v) for v in child.iterdir() if v.is_dir()):
                 out.append(child.name)
         return out
 
@@ -269,7 +276,7 @@ class ModelRepository:
             versions["1"] = folder
         else:
             for child in sorted(folder.iterdir()):
-                if child.is_dir() and _NAME_RE.match(child.name) and is_package(child):
+                if child.is_dir() and _VERSION_RE.fullmatch(child.name) and is_package(child):
                     versions[child.name] = self._inside(child)
         if not versions:
             raise ModelNotFoundError(name, available=self.names())

@@ -11,7 +11,6 @@ when it can. Endpoints that write an access-log record put it in the request's s
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -31,6 +30,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 access_log = logging.getLogger("inferox.server.access")
 
 
+def access_line(record: dict[str, Any]) -> str:
+    from inferox.engine.server._observe import access_line as line
+
+    return line(record)
+
+
 def timed_access_log(app: ASGIApp) -> ASGIApp:
     """``app`` with its access-log records timed from request to last response byte."""
 
@@ -42,8 +47,11 @@ def timed_access_log(app: ASGIApp) -> ASGIApp:
         slot: list[dict[str, Any]] = []
         scope[ACCESS_RECORD] = slot
         finished: list[float] = []
+        status: list[int] = []
 
         async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 finished.append(time.perf_counter())
@@ -55,6 +63,8 @@ def timed_access_log(app: ASGIApp) -> ASGIApp:
                 record = slot[0]
                 record["handler_ms"] = record.get("duration_ms")
                 record["duration_ms"] = round(((finished[0] if finished else time.perf_counter()) - started) * 1000, 3)
-                access_log.info(json.dumps(record, separators=(",", ":")))
+                if status and status[0] != record.get("status"):
+                    record["status"] = status[0]  # what was sent wins (a response that failed to encode)
+                access_log.info(access_line(record))
 
     return wrapped

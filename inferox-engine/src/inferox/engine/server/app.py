@@ -1,18 +1,18 @@
-"""The Open Inference Protocol (KServe V2) REST transport: a thin Starlette adapter over the
-:class:`~inferox.engine.server.DataPlane`.
+"""The Open Inference Protocol (KServe V2) over HTTP: a transport of the data plane (Starlette).
 
-This module reads requests off HTTP (body limit, ``Content-Encoding``, the bearer token, client
-disconnects), calls the data plane — which owns model lifecycle, inference, metadata and
-statistics on the server's one :class:`~inferox.engine.Engine` — and writes its answers back
-(compression, request ids, the JSON access log).
+Each route reads its request off HTTP (the body within the limit, ``Content-Encoding``, the
+headers the data plane needs: ``Authorization``, ``X-Request-ID``, ``traceparent``), calls the
+:class:`~inferox.engine.server.DataPlane` — which authorises, admits, runs, records and logs — and
+writes the answer: V2 JSON / binary tensor data (compressed when asked), or the error as
+``{"error": message, "code": CODE}`` with the HTTP status of ``_errors.ERROR_STATUS`` (429 adds
+``Retry-After``). The OpenAI embeddings routes (``_openai_http``) ride on the same app.
 
 Endpoints: health (``/v2/health/live``, ``/v2/health/ready``), server and model metadata
 (``/v2``, ``/v2/models/{name}[/versions/{v}]``), model configuration (``.../config``), model
-readiness, inference (``POST /v2/models/{name}[/versions/{v}]/infer``, JSON and the binary tensor
-data extension), the repository extension (``/v2/repository/index``,
-``/v2/repository/models/{name}/load|unload``), statistics and Prometheus metrics (``/metrics``).
-Errors are ``{"error": message, "code": CODE}`` with the status of the error class (429 adds
-``Retry-After``). :func:`check_bearer` and :func:`http_error` are shared with the Ray ingress.
+readiness, inference (``POST /v2/models/{name}[/versions/{v}]/infer``), the repository extension
+(``/v2/repository/index``, ``/v2/repository/models/{name}/load|unload``), statistics and Prometheus
+metrics (``/metrics``). Run it with the composition root (``_run.Server``: REST, gRPC, signals,
+shutdown); as a bare ASGI app (``create_app``) its lifespan loads the models.
 """
 
 from __future__ import annotations
@@ -20,95 +20,165 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import hmac
 import json
 import logging
-import time
-import uuid
 import zlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from inferox.core.errors import InferoxError, InferoxTimeoutError, InvalidInputError
+from inferox.core.errors import ConfigError, InferoxError, InvalidInputError, PackageNotFoundError
 from inferox.core.model import AnyModel, Model
-from inferox.engine._types import InferenceResult
 from inferox.engine.server._config import ModelState, ServerConfig
-from inferox.engine.server._dataplane import DataPlane, ServedModel, ServedVersion
+from inferox.engine.server._dataplane import DataPlane, InferResponse, ServedModel, ServedVersion
+from inferox.engine.server._errors import (
+    ClientDisconnectedError,
+    PayloadTooLargeError,
+    error_status,
+    retry_after_s,
+    v2_error_body,
+)
+from inferox.engine.server._observe import RequestContext, header_safe_id
 from inferox.engine.server._openai_http import OpenAIEmbeddings
-from inferox.engine.server._protocol import HEADER_LENGTH, error_response_parts
+from inferox.engine.server._protocol import HEADER_LENGTH, parse_infer_request
 from inferox.engine.server._repository import ModelRepository, ServingSettings, check_model_name, is_package
 from inferox.engine.server._timing import ACCESS_RECORD
 
-__all__ = ["InferoxServer", "ModelState", "ServedModel", "ServerConfig", "check_bearer", "create_app", "http_error"]
+__all__ = ["InferoxServer", "ModelState", "ServedModel", "ServerConfig", "check_bearer", "create_app", "header_safe_id", "http_error"]
 
-access_log = logging.getLogger("inferox.server.access")
 log = logging.getLogger("inferox.server")
 
-#: Codes for conditions the HTTP layer detects itself (the engine never raises them).
-PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
-UNAUTHORIZED = "UNAUTHORIZED"
-NOT_FOUND = "NOT_FOUND"
-INTERNAL = "INTERNAL"
-CLIENT_DISCONNECTED = "CLIENT_DISCONNECTED"
 _DECODE_IN_THREAD_BYTES = 1 << 20
+#: The protocol label of this transport (metrics, access log, spans).
+PROTOCOL = "rest"
 
 
-def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "code": code}, status_code=status, headers=dict(headers or {}))
-
-
-def _inferox_error_response(exc: InferoxError) -> JSONResponse:
-    status, body, headers = error_response_parts(exc)
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-#: Longest request id copied into the ``x-request-id`` response header.
-MAX_REQUEST_ID = 128
-
-
-def header_safe_id(value: str | None) -> str:
-    """The ``x-request-id`` to answer with: the client's id when it is short printable ASCII,
-    else a generated one — raw input never becomes a header (a CR/LF would inject headers,
-    non-Latin-1 text cannot be encoded, a huge id makes clients refuse the response)."""
-    if value and len(value) <= MAX_REQUEST_ID and all(" " < c <= "~" for c in value):
-        return value
-    return uuid.uuid4().hex
+def error_response(exc: InferoxError, ctx: RequestContext | None = None) -> JSONResponse:
+    """The V2 error response of ``exc``: its status from the one table, ``Retry-After`` on overload."""
+    headers: dict[str, str] = {}
+    retry = retry_after_s(exc)
+    if retry is not None:
+        headers["retry-after"] = str(retry)
+    if exc.code == "UNAUTHORIZED":
+        headers["www-authenticate"] = "Bearer"
+    if ctx is not None:
+        headers["x-request-id"] = ctx.response_id
+    return JSONResponse(v2_error_body(exc), status_code=error_status(exc).http, headers=headers)
 
 
 def check_bearer(request: Request, token: str | None) -> JSONResponse | None:
-    """``None`` when ``token`` is unset or the request carries it as a bearer token, else the 401."""
-    if not token:
+    """``None`` when ``token`` is unset or the request carries it as a bearer token, else the 401
+    (for routes outside the data plane: the Ray ingress)."""
+    from inferox.engine.server._auth import bearer_ok
+    from inferox.engine.server._errors import UnauthorizedError
+
+    if not token or bearer_ok(request.headers.get("authorization"), token):
         return None
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        return _error(401, UNAUTHORIZED, "missing or invalid bearer token", {"www-authenticate": "Bearer"})
-    return None
+    return error_response(UnauthorizedError())
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own HTTP errors (unknown path, wrong method) in the ``{"error", "code"}`` shape."""
     assert isinstance(exc, HTTPException)
-    code = NOT_FOUND if exc.status_code == 404 else "METHOD_NOT_ALLOWED" if exc.status_code == 405 else "HTTP_ERROR"
-    return _error(exc.status_code, code, f"{exc.detail}: {request.method} {request.url.path}")
+    code = "NOT_FOUND" if exc.status_code == 404 else "METHOD_NOT_ALLOWED" if exc.status_code == 405 else "HTTP_ERROR"
+    path = request.scope.get("path", "")
+    shown = path if len(path) <= 200 else path[:200] + "…"
+    return JSONResponse({"error": f"{exc.detail}: {request.method} {shown}", "code": code}, status_code=exc.status_code)
 
 
-class _BodyTooLarge(Exception):
-    pass
+#: The request headers the data plane reads (one pass over the raw headers finds them all).
+_CONTEXT_HEADERS = {b"x-request-id": "request_id", b"authorization": "authorization", b"traceparent": "traceparent", b"tracestate": "tracestate"}
+
+
+def request_context(request: Request, *, protocol: str = PROTOCOL) -> RequestContext:
+    """The data plane's view of an HTTP request (headers it needs, the timing slot)."""
+    scope = request.scope
+    found: dict[str, str] = {}
+    for key, value in scope["headers"]:
+        field = _CONTEXT_HEADERS.get(key)
+        if field is not None and field not in found:
+            found[field] = value.decode("latin-1")
+    client = scope.get("client")
+    return RequestContext(
+        protocol,
+        f"{scope['method']} {scope.get('path', '')[:200]}",
+        found.get("request_id"),
+        found.get("authorization"),
+        found.get("traceparent"),
+        found.get("tracestate"),
+        f"{client[0]}:{client[1]}" if client else None,
+        log_slot=scope.get(ACCESS_RECORD),
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, decompressed (gzip/deflate), within ``limit`` bytes before and after
+    decompression: :class:`PayloadTooLargeError` beyond it, :class:`ClientDisconnectedError` when
+    the client goes away mid-body, :class:`InvalidInputError` for bad compressed data."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientDisconnectedError("the client disconnected while sending the request body") from None
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidInputError(f"unsupported Content-Encoding {encoding[:40]!r}", name="content-encoding", expected="gzip, deflate or identity", actual=encoding[:40])
+    # Bounded decompression: a small compressed body must not expand past the body limit.
+    decomp = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = decomp.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInputError(f"request body is not valid {encoding} data: {exc}", name="content-encoding", actual=encoding) from exc
+    if len(out) > limit or decomp.unconsumed_tail:
+        raise _too_large(limit)
+    if not decomp.eof:
+        raise InvalidInputError(f"request body is truncated {encoding} data", name="content-encoding", actual=encoding)
+    if decomp.unused_data:
+        # Bytes after the compressed stream (a second gzip member, garbage) are not ignored.
+        raise InvalidInputError(f"request body has {len(decomp.unused_data)} bytes after the end of the {encoding} data", name="content-encoding", actual=encoding)
+    return out
+
+
+def _too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"request body exceeds {limit} bytes", limit=limit)
+
+
+def disconnect_watch(request: Request) -> Callable[[], Awaitable[None]]:
+    """A coroutine function returning once the client has gone (call it after the body is read:
+    the next ASGI message can then only be the disconnect)."""
+
+    async def wait() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    return wait
 
 
 class InferoxServer:
-    """The REST server: a :class:`DataPlane` (:attr:`dataplane`) and the Starlette app serving it (:attr:`app`).
+    """The REST transport: a :class:`DataPlane` (:attr:`dataplane`) and the Starlette app serving it (:attr:`app`).
 
     Build one with a model repository (``repository``), single packages (``packages``: name →
-    package folder) and/or in-memory models (:meth:`add_model`); models load when the app starts
-    and ``/v2/health/ready`` turns true once every one of them has loaded and warmed up.
+    package folder) and/or in-memory models (:meth:`add_model`); models load when the server
+    starts and ``/v2/health/ready`` turns true once every one of them has loaded and warmed up.
     """
 
     def __init__(
@@ -124,15 +194,19 @@ class InferoxServer:
         self.packages = {check_model_name(k): Path(v) for k, v in (packages or {}).items()}
         self.load_repository = load_repository
         self._pending: list[tuple[str, Model | AnyModel | Sequence[Model | AnyModel], ServingSettings, str]] = []
-        self._in_flight = 0
-        self._drained = asyncio.Event()
-        #: The V2 gRPC transport while it runs (``config.grpc_port``), else ``None``.
+        #: Set by the composition root that runs this app (it starts the models itself); a bare
+        #: ASGI server running :attr:`app` leaves it unset and the app's lifespan starts them.
+        self.managed = False
+        self._loading: asyncio.Task[None] | None = None
+        #: Called with the error when start-up fails with ``exit_on_error`` (the root stops serving).
+        self.on_startup_error: Callable[[BaseException], None] | None = None
+        #: The gRPC transport, when the composition root runs one beside this app.
         self.grpc: Any = None
         if self.config.grpc_port is not None:
             from inferox.engine.server._grpc import require_grpc
             from inferox.engine.server._run import bind_socket
 
-            require_grpc()  # a missing [grpc] extra fails here, before anything listens
+            require_grpc()  # a missing [grpc] extra (or too old a protobuf) fails here, in one line
             if self.config.grpc_port:
                 bind_socket(self.config.host, self.config.grpc_port).close()  # a taken port: InferoxIOError naming it, as for --port
         self.app = self._build_app()
@@ -141,8 +215,6 @@ class InferoxServer:
     def for_path(cls, path: str | Path, *, config: ServerConfig | None = None, name: str | None = None) -> InferoxServer:
         """The server of a package folder (served as ``name``, default its metadata name) or of a
         model repository folder (what ``inferox serve PATH`` runs; nothing loads until it starts)."""
-        from inferox.core.errors import ConfigError, PackageNotFoundError
-
         p = Path(path)
         if not p.exists():
             raise PackageNotFoundError(f"no such package or model repository: {p}", path=str(p))
@@ -204,300 +276,205 @@ class InferoxServer:
     async def unload(self, name: str) -> None:
         await self.dataplane.unload(name)
 
+    def check_servable(self) -> None:
+        """Refuse to start with nothing to serve — no package, no in-memory model, a repository
+        with no model — unless ``allow_empty`` (models are then loaded through the repository API)."""
+        if self.config.allow_empty or self.packages or self._pending:
+            return
+        if self.load_repository and self.repository is not None and self.repository.names():
+            return
+        if not self.load_repository and self.repository is not None:
+            return
+        where = str(self.repository.root) if self.repository is not None else "(nothing given)"
+        raise PackageNotFoundError(
+            f"nothing to serve in {where}: no package (metadata.json) and no model folder (NAME/ or NAME/VERSION/ holding a package); "
+            "start it with --allow-empty to load models later through the repository API",
+            path=where,
+        )
+
     async def startup(self) -> None:
         """Load every configured model (see :meth:`DataPlane.startup`)."""
         await self.dataplane.startup(packages=self.packages, models=self._pending, load_repository=self.load_repository)
 
+    def start_loading(self) -> asyncio.Task[None]:
+        """Start loading the models in the background (the server is live, not ready, meanwhile)."""
+        if self._loading is None:
+            self._loading = asyncio.get_running_loop().create_task(self._startup_or_exit())
+        return self._loading
+
+    async def stop_loading(self, wait: float = 0.0) -> None:
+        """Stop the start-up loads: let them end (abandoned loads do, at once) for ``wait``
+        seconds, then cancel what is left."""
+        task = self._loading
+        if task is None or task.done():
+            return
+        if wait > 0:
+            await asyncio.wait({task}, timeout=wait)
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     async def shutdown(self) -> None:
         """Refuse new requests, wait for in-flight ones (bounded), then shut the engine down."""
-        self.dataplane.shutting_down = True
-        if self._in_flight:
-            self._drained.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), timeout=self.config.graceful_timeout_s)
+        await self.dataplane.drain(self.config.graceful_timeout_s)
         await self.dataplane.shutdown()
 
-    # -- helpers ---------------------------------------------------------------------------------------
-    def _check_token(self, request: Request) -> JSONResponse | None:
-        return check_bearer(request, self.config.token)
+    @property
+    def startup_error(self) -> BaseException | None:
+        """The error start-up failed with (``exit_on_error``): the one ``inferox serve`` exits with."""
+        return self.dataplane.startup_error
 
-    def _protect(self, request: Request) -> JSONResponse | None:
-        return self._check_token(request) if self.config.protect_all else None
-
-    async def _read_body(self, request: Request) -> bytes:
-        limit = self.config.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _BodyTooLarge
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _BodyTooLarge
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        encoding = request.headers.get("content-encoding", "").strip().lower()
-        if encoding in ("", "identity"):
-            return body
-        if encoding not in ("gzip", "deflate"):
-            raise InvalidInputError(f"unsupported Content-Encoding {encoding!r}", name="content-encoding", expected="gzip, deflate or identity", actual=encoding)
-        # Bounded decompression: a small compressed body must not expand past the body limit.
-        decomp = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    async def _startup_or_exit(self) -> None:
         try:
-            out = decomp.decompress(body, limit + 1)
-        except zlib.error as exc:
-            raise InvalidInputError(f"request body is not valid {encoding} data: {exc}", name="content-encoding", actual=encoding) from exc
-        if len(out) > limit or decomp.unconsumed_tail:
-            raise _BodyTooLarge
-        if not decomp.eof:
-            raise InvalidInputError(f"request body is truncated {encoding} data", name="content-encoding", actual=encoding)
-        if decomp.unused_data:
-            # Bytes after the compressed stream (a second gzip member, garbage) are not ignored.
-            raise InvalidInputError(f"request body has {len(decomp.unused_data)} bytes after the end of the {encoding} data", name="content-encoding", actual=encoding)
-        return out
-
-    def _log_access(self, request: Request, *, request_id: str, status: int, started: float, model: str | None = None, code: str | None = None) -> None:
-        if not self.config.access_log or not access_log.isEnabledFor(logging.INFO):
-            return
-        record: dict[str, Any] = {
-            "ts": time.time(),
-            "request_id": request_id,
-            "method": request.method,
-            "path": request.url.path,
-            "status": status,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            "client": f"{request.client.host}:{request.client.port}" if request.client else None,
-        }
-        if model is not None:
-            record["model"] = model
-        if code is not None:
-            record["code"] = code
-        slot = request.scope.get(ACCESS_RECORD)
-        if slot is not None:  # under uvicorn: logged once the response's last byte is written
-            slot[:] = [record]
-            return
-        access_log.info(json.dumps(record, separators=(",", ":")))
+            await self.startup()
+        except Exception as exc:  # noqa: BLE001 - recorded and handed to whoever runs the server
+            log.error("start-up failed, stopping: %s", exc)
+            if self.on_startup_error is not None:
+                self.on_startup_error(exc)
 
     # -- endpoints -----------------------------------------------------------------------------------
     async def live(self, request: Request) -> Response:
-        return JSONResponse({"live": True})
+        ctx = request_context(request)
+        try:
+            return JSONResponse({"live": self.dataplane.health(ctx=ctx)})
+        except InferoxError as exc:
+            return error_response(exc, ctx)
 
     async def ready(self, request: Request) -> Response:
-        ok = self.is_ready()
+        ctx = request_context(request)
+        try:
+            ok = self.dataplane.readiness(ctx=ctx)
+        except InferoxError as exc:
+            return error_response(exc, ctx)
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
     async def server_metadata(self, request: Request) -> Response:
-        return self._protect(request) or JSONResponse(self.dataplane.server_metadata())
+        ctx = request_context(request)
+        try:
+            return JSONResponse(self.dataplane.server_metadata(ctx=ctx))
+        except InferoxError as exc:
+            return error_response(exc, ctx)
 
     async def model_metadata(self, request: Request) -> Response:
-        denied = self._protect(request)
-        if denied:
-            return denied
+        ctx = request_context(request)
         try:
-            return JSONResponse(self.dataplane.model_metadata(request.path_params["name"], request.path_params.get("version")))
+            return JSONResponse(self.dataplane.model_metadata(request.path_params["name"], request.path_params.get("version"), ctx=ctx))
         except InferoxError as exc:
-            return _inferox_error_response(exc)
+            return error_response(exc, ctx)
 
     async def model_config(self, request: Request) -> Response:
-        denied = self._protect(request)
-        if denied:
-            return denied
+        ctx = request_context(request)
         try:
-            return JSONResponse(self.dataplane.model_config(request.path_params["name"], request.path_params.get("version")))
+            return JSONResponse(self.dataplane.model_config(request.path_params["name"], request.path_params.get("version"), ctx=ctx))
         except InferoxError as exc:
-            return _inferox_error_response(exc)
+            return error_response(exc, ctx)
 
     async def model_ready(self, request: Request) -> Response:
-        denied = self._protect(request)
-        if denied:
-            return denied
+        ctx = request_context(request)
         name = request.path_params["name"]
         try:
-            ok = self.dataplane.model_ready(name, request.path_params.get("version"))
+            ok = self.dataplane.model_readiness(name, request.path_params.get("version"), ctx=ctx)
         except InferoxError as exc:
-            return _inferox_error_response(exc)
+            return error_response(exc, ctx)
         return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
 
     async def infer(self, request: Request) -> Response:
-        started = time.perf_counter()
-        name = request.path_params["name"]
-        request_id = header_safe_id(request.headers.get("x-request-id"))
-        denied = self._protect(request)
-        if denied:
-            self._log_access(request, request_id=request_id, status=401, started=started, model=name, code=UNAUTHORIZED)
-            return denied
-        self._in_flight += 1
-        self.metrics.request_started()
-        try:
-            response, code = await self._infer(request, name, request_id, started)
-            rid = response.headers.get("x-request-id", request_id)
-            self._log_access(request, request_id=rid, status=response.status_code, started=started, model=name, code=code)
-            return response
-        finally:
-            self._in_flight -= 1
-            self.metrics.request_finished()
-            if self._in_flight == 0:
-                self._drained.set()
-
-    async def _infer(self, request: Request, name: str, request_id: str, started: float) -> tuple[Response, str | None]:
         dp = self.dataplane
+        ctx = request_context(request)
+        name = request.path_params["name"]
         version = request.path_params.get("version")
         try:
-            try:
-                body = await self._read_body(request)
-            except _BodyTooLarge:
-                dp.record(name, version=version, started=started, code=PAYLOAD_TOO_LARGE)
-                return _error(413, PAYLOAD_TOO_LARGE, f"request body exceeds {self.config.max_body_bytes} bytes"), PAYLOAD_TOO_LARGE
-            header_length = request.headers.get(HEADER_LENGTH.lower())
-            if len(body) > _DECODE_IN_THREAD_BYTES:
-                req = await asyncio.to_thread(dp.decode, body, header_length)
-            else:
-                req = dp.decode(body, header_length)
-            if req.id:
-                request_id = header_safe_id(req.id)
-            answer = await self._run_until_disconnect(request, name, req, version)
-            if answer is None:
-                dp.record(name, version=version, started=started, code=CLIENT_DISCONNECTED)
-                return Response(status_code=499), CLIENT_DISCONNECTED
-            served, result = answer
-            # Large outputs (JSON especially) would stall the event loop while encoded.
-            big = sum(getattr(v, "nbytes", 0) for v in result.values()) > _DECODE_IN_THREAD_BYTES // 4
-            payload, headers = await asyncio.to_thread(dp.encode, served, req, result) if big else dp.encode(served, req, result)
-            payload = _maybe_compress(request, payload, headers)
-            headers["x-request-id"] = request_id
-            dp.record(name, started=started, result=result)
-            return Response(payload, headers=headers), None
+            with dp.call(ctx, "infer", model=name, version=version, inference=True) as call:
+                body = await read_body(request, self.config.max_body_bytes)
+                header_length = request.headers.get(HEADER_LENGTH.lower())
+                if len(body) > _DECODE_IN_THREAD_BYTES:
+                    req = await asyncio.to_thread(parse_infer_request, body, header_length)
+                else:
+                    req = parse_infer_request(body, header_length)
+                del body
+                ctx.disconnected = disconnect_watch(request)
+                answer = await dp.infer(name, req, version=version, ctx=ctx)
+                with call.traced("encode"):
+                    return await self._respond(request, answer, ctx)
         except InferoxError as exc:
-            dp.record(name, version=version, started=started, code=exc.code)
-            response = _inferox_error_response(exc)
-            response.headers["x-request-id"] = request_id
-            return response, exc.code
-        except Exception as exc:
-            log.exception("internal error serving %s", name)
-            dp.record(name, version=version, started=started, code=INTERNAL)
-            return _error(500, INTERNAL, f"internal server error ({type(exc).__name__})", {"x-request-id": request_id}), INTERNAL
+            return error_response(exc, ctx)
 
-    async def _run_until_disconnect(self, request: Request, name: str, req: Any, version: str | None) -> tuple[ServedVersion, InferenceResult] | None:
-        """Run the request through the data plane; ``None`` if the client went away first (the work is cancelled)."""
-        dp = self.dataplane
-        timeout = dp.timeout(dp.served(name, version), req)
-        infer_task = asyncio.ensure_future(dp.infer(name, req, version=version))
-        watch = asyncio.ensure_future(_wait_for_disconnect(request))
-        try:
-            done, _ = await asyncio.wait({infer_task, watch}, timeout=None if timeout is None else timeout + 1.0, return_when=asyncio.FIRST_COMPLETED)
-            if infer_task in done:
-                return infer_task.result()
-            if watch in done:
-                infer_task.cancel()
-                log.info("client disconnected; dropped request for %s", name)
-                return None
-            infer_task.cancel()
-            raise InferoxTimeoutError(f"request to model {name!r} timed out after {timeout}s", timeout=timeout, model=name)
-        finally:
-            watch.cancel()
-            if not infer_task.done():
-                infer_task.cancel()
+    async def _respond(self, request: Request, answer: InferResponse, ctx: RequestContext) -> Response:
+        # Large outputs (JSON especially) would stall the event loop while encoded.
+        big = sum(o.data.nbytes for o in answer.outputs) > _DECODE_IN_THREAD_BYTES // 4
+        payload, headers = await asyncio.to_thread(DataPlane.encode, answer) if big else DataPlane.encode(answer)
+        payload = _maybe_compress(request, payload, headers)
+        headers["x-request-id"] = ctx.response_id
+        return Response(payload, headers=headers)
 
     # -- repository extension ------------------------------------------------------------------------
     async def repository_index(self, request: Request) -> Response:
-        denied = self._check_token(request)
-        if denied:
-            return denied
+        dp = self.dataplane
+        ctx = request_context(request)
         try:
-            body = await self._read_body(request)  # bounded like every other body
-        except _BodyTooLarge:
-            return _error(413, PAYLOAD_TOO_LARGE, f"request body exceeds {self.config.max_body_bytes} bytes")
+            with dp.call(ctx, "repository_index", scope="repository"):
+                body = await read_body(request, self.config.max_body_bytes)  # bounded like every other body
+                ready_only = _index_request(body)
+                return JSONResponse(await dp.repository_index(ready_only=ready_only, ctx=ctx))
         except InferoxError as exc:
-            return _inferox_error_response(exc)
-        ready_only = False
-        if body.strip():
-            try:
-                doc = json.loads(body)
-            except (ValueError, RecursionError):
-                return _error(400, InvalidInputError.code, "repository index request body must be a JSON object")
-            if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
-                return _error(400, InvalidInputError.code, "repository index request body must be a JSON object whose 'ready' is true or false")
-            ready_only = doc.get("ready", False)
-        return JSONResponse(self.dataplane.repository_index(ready_only=ready_only))
+            return error_response(exc, ctx)
 
     async def repository_load(self, request: Request) -> Response:
-        started = time.perf_counter()
-        denied = self._check_token(request)
-        if denied:
-            return denied
+        ctx = request_context(request)
         name = request.path_params["name"]
         try:
-            model = await self.dataplane.load(name)
+            model = await self.dataplane.load(name, ctx=ctx)
         except InferoxError as exc:
-            self._log_access(request, request_id=uuid.uuid4().hex, status=exc.http_status, started=started, model=name, code=exc.code)
-            return _inferox_error_response(exc)
-        except Exception as exc:  # noqa: BLE001 - report, do not crash
-            return _error(500, INTERNAL, f"loading {name!r} failed: {type(exc).__name__}: {exc}")
-        self._log_access(request, request_id=uuid.uuid4().hex, status=200, started=started, model=name)
+            return error_response(exc, ctx)
         return JSONResponse({"name": name, "version": model.version, "versions": sorted(model.versions), "state": model.state})
 
     async def repository_unload(self, request: Request) -> Response:
-        denied = self._check_token(request)
-        if denied:
-            return denied
+        ctx = request_context(request)
         name = request.path_params["name"]
         try:
-            await self.dataplane.unload(name)
+            await self.dataplane.unload(name, ctx=ctx)
         except InferoxError as exc:
-            return _inferox_error_response(exc)
+            return error_response(exc, ctx)
         return JSONResponse({"name": name, "state": ModelState.UNAVAILABLE})
 
     async def model_statistics(self, request: Request) -> Response:
-        denied = self._protect(request)
-        if denied:
-            return denied
+        ctx = request_context(request)
         try:
-            return JSONResponse(self.dataplane.statistics(request.path_params.get("name"), request.path_params.get("version")))
+            return JSONResponse(self.dataplane.statistics(request.path_params.get("name"), request.path_params.get("version"), ctx=ctx))
         except InferoxError as exc:
-            return _inferox_error_response(exc)
+            return error_response(exc, ctx)
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        denied = self._protect(request)
-        if denied:
-            return denied
-        # Formatted in a worker thread: a scrape never holds up the event loop serving inference.
-        page = await asyncio.to_thread(self.metrics.render)
+        ctx = request_context(request)
+        dp = self.dataplane
+        try:
+            with dp.call(ctx, "metrics"):
+                # Formatted in a worker thread: a scrape never holds up the event loop serving inference.
+                page = await asyncio.to_thread(dp.metrics_text)
+        except InferoxError as exc:
+            return error_response(exc, ctx)
         return PlainTextResponse(page, media_type="text/plain; version=0.0.4")
-
-    async def health_protected(self, request: Request) -> Response:
-        denied = self._protect(request)
-        if denied:
-            return denied
-        return await (self.live(request) if request.url.path.endswith("live") else self.ready(request))
 
     # -- app -------------------------------------------------------------------------------------------
     def _build_app(self) -> Starlette:
         @contextlib.asynccontextmanager
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
-            # Models load in the background: the server is live (and answers /ready with 503)
-            # while packages load and warm up, as KServe and Triton do. With exit_on_error a
-            # model that fails to load stops the server (see ``inferox serve``).
-            if self.config.grpc_port is not None:
-                from inferox.engine.server._grpc import GrpcServer
-
-                self.grpc = GrpcServer(self.dataplane, config=self.config, port=self.config.grpc_port)
-                await self.grpc.start()
-            loading = asyncio.create_task(self._startup_or_exit())
+            # Run as a bare ASGI app, the app loads its models itself; under the composition root
+            # (``inferox serve``, ServerThread) the root does, and runs gRPC and the shutdown.
+            if self.managed:
+                yield
+                return
+            self.start_loading()
             try:
                 yield
             finally:
-                if not loading.done():
-                    loading.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await loading
-                if self.grpc is not None:
-                    await self.grpc.stop()
+                await self.stop_loading()
                 await self.shutdown()
 
         routes = [
-            Route("/v2/health/live", self.health_protected, methods=["GET"]),
-            Route("/v2/health/ready", self.health_protected, methods=["GET"]),
+            Route("/v2/health/live", self.live, methods=["GET"]),
+            Route("/v2/health/ready", self.ready, methods=["GET"]),
             Route("/v2", self.server_metadata, methods=["GET"]),
             Route("/v2/models/stats", self.model_statistics, methods=["GET"]),
             Route("/v2/models/{name}/stats", self.model_statistics, methods=["GET"]),
@@ -518,21 +495,19 @@ class InferoxServer:
         ]
         return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
 
-    @property
-    def startup_error(self) -> BaseException | None:
-        """The error start-up failed with (``exit_on_error``): the one ``inferox serve`` exits with."""
-        return self.dataplane.startup_error
 
-    #: Called with the error when start-up fails with ``exit_on_error`` (``inferox serve`` stops uvicorn).
-    on_startup_error: Any = None
-
-    async def _startup_or_exit(self) -> None:
-        try:
-            await self.startup()
-        except Exception as exc:  # noqa: BLE001 - recorded and handed to whoever runs the server
-            log.error("start-up failed, stopping: %s", exc)
-            if self.on_startup_error is not None:
-                self.on_startup_error(exc)
+def _index_request(body: bytes) -> bool:
+    """``ready`` of a repository index request body (empty, or a JSON object whose optional
+    ``ready`` is a boolean)."""
+    if not body.strip():
+        return False
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidInputError("repository index request body must be a JSON object", name="body") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
+        raise InvalidInputError("repository index request body must be a JSON object whose 'ready' is true or false", name="ready")
+    return bool(doc.get("ready", False))
 
 
 def _maybe_compress(request: Request, payload: bytes, headers: dict[str, str]) -> bytes:
@@ -540,9 +515,9 @@ def _maybe_compress(request: Request, payload: bytes, headers: dict[str, str]) -
 
     ``Inference-Header-Content-Length`` keeps describing the uncompressed body, as Triton does.
     """
-    accepted = {e.split(";")[0].strip().lower() for e in request.headers.get("accept-encoding", "").split(",")}
     if len(payload) < 1024:
         return payload
+    accepted = {e.split(";")[0].strip().lower() for e in request.headers.get("accept-encoding", "").split(",")}
     if "gzip" in accepted:
         headers["content-encoding"] = "gzip"
         return gzip.compress(payload, compresslevel=1)
@@ -550,14 +525,6 @@ def _maybe_compress(request: Request, payload: bytes, headers: dict[str, str]) -
         headers["content-encoding"] = "deflate"
         return zlib.compress(payload, 1)
     return payload
-
-
-async def _wait_for_disconnect(request: Request) -> None:
-    # The body has been read, so the next ASGI message can only be the disconnect.
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 def create_app(
@@ -588,4 +555,3 @@ def package_name(path: Path) -> str:
 def is_repository(path: Path) -> bool:
     """Whether ``path`` is a model repository (not itself a package)."""
     return path.is_dir() and not is_package(path)
-
