@@ -96,8 +96,9 @@ def test_backends_reports_blocked_plugins(fresh_registry: None, monkeypatch: pyt
 
 
 def test_backends_hides_what_blocked_plugins_contribute(fresh_registry: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A really installed extra plugin implements the numpy plugin's 'linear' on jax: with jax blocked,
-    no architecture is listed as running on jax; with numpy blocked, 'linear' itself is gone."""
+    """A really installed extra plugin implements the numpy plugin's 'linear' on jax (beside the
+    definition every definition backend runs): with jax blocked, no architecture is listed as running
+    on jax; with numpy (which defines 'linear') blocked, 'linear' itself is gone."""
     site = tmp_path / "site"
     make_distribution(site, "inferox-jax-linear", {"jaxlinear": "jaxlinear_plugin"}, modules={"jaxlinear_plugin": (
         "from inferox.core import hookimpl\n\n"
@@ -107,13 +108,13 @@ def test_backends_hides_what_blocked_plugins_contribute(fresh_registry: None, mo
     monkeypatch.syspath_prepend(str(site))
     reset_registry()
     listed = {a["name"]: a for a in json.loads(invoke("backends", "--json", "--no-devices").output)["architectures"]}
-    assert listed["linear"]["backends"] == ["jax", "numpy"]  # installed and unblocked: it runs on jax too
+    assert listed["linear"]["backends"] == ["jax", "numpy", "onnx", "torch"]  # installed and unblocked: its definition runs everywhere
     monkeypatch.setenv("INFEROX_BLOCKED_PLUGINS", "jax")
     reset_registry()
     data = json.loads(invoke("backends", "--json", "--no-devices").output)
     assert all("jax" not in a["backends"] for a in data["architectures"]), data["architectures"]
-    assert {a["name"]: a["backends"] for a in data["architectures"]}["linear"] == ["numpy"]
-    assert "architecture linear (plugin numpy): numpy\n" in invoke("backends", "--no-devices").output
+    assert {a["name"]: a["backends"] for a in data["architectures"]}["linear"] == ["numpy", "onnx", "torch"]
+    assert "architecture linear (plugin numpy): numpy, onnx, torch\n" in invoke("backends", "--no-devices").output
     monkeypatch.setenv("INFEROX_BLOCKED_PLUGINS", "numpy")
     reset_registry()
     data = json.loads(invoke("backends", "--json", "--no-devices").output)
@@ -148,14 +149,23 @@ def test_pack_refuses_a_weight_of_the_wrong_shape(tmp_path: Path) -> None:
     assert "packed" not in result.output and not (tmp_path / "out" / "src").exists()
 
 
-def test_pack_says_when_no_backend_could_record_golden_outputs(tmp_path: Path, fresh_registry: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pack_records_golden_outputs_from_the_reference_with_every_backend_blocked(tmp_path: Path, fresh_registry: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Golden outputs come from the architecture's reference (its definition on NumPy), so packing
+    needs no backend: with every backend plugin blocked the package still records them."""
+    from safetensors.numpy import load_file
+
     from tests.support.model_files import write_mlp_folder
 
     monkeypatch.setenv("INFEROX_BLOCKED_PLUGINS", "torch,jax,onnx,numpy")
     reset_registry()
     result = CliRunner().invoke(cli, ["pack", str(write_mlp_folder(tmp_path / "src")), "-o", str(tmp_path / "out")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "no golden outputs recorded: no installed backend could run architecture 'mlp'; inferox verify will check backends against" in result.output
+    assert "no golden outputs recorded" not in result.output
+    meta = json.loads((tmp_path / "out" / "src" / "metadata.json").read_text())
+    assert meta["golden"]["backend"] == "reference" and meta["golden"]["outputs"] == "golden/outputs.safetensors"
+    outputs = load_file(str(tmp_path / "out" / "src" / "golden" / "outputs.safetensors"))
+    inputs = load_file(str(tmp_path / "out" / "src" / "golden" / "inputs.safetensors"))
+    np.testing.assert_allclose(outputs["output"], _mlp_ref(tmp_path / "out" / "src", inputs["input"]), rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- inspect
@@ -273,7 +283,7 @@ def test_verify_detects_parity_mismatch(tmp_path: Path, mlp_package: Path) -> No
     result = invoke("verify", bad, env={"COLUMNS": "200"})
     assert_error(result, "PARITY_MISMATCH", 12)
     # the stored outputs are what differs from the reference; every backend agrees with it
-    assert "✗ the package's golden outputs (computed by backend" in result.output and "golden vs reference: output[" in result.output
+    assert "✗ the package's golden outputs (computed by the reference" in result.output and "golden vs reference: output[" in result.output
     table = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.startswith("│")}
     assert "no: beyond tolerance" in table["golden"] and all("yes" in table[b] for b in ("torch", "jax"))
 

@@ -6,7 +6,7 @@ A backend that runs architecture definitions (``BackendSpec(definitions=True)``)
 (its overrides of core's fused operations) and no ``models/`` folder: it holds no code of any
 architecture. Every first-party backend does: inferox-onnx traces the definitions into ONNX graphs
 (its private ``_trace.py``, the recording namespace, and ``_graph.py``, the graph cache and int8,
-are the only modules the template does not have)."""
+and torch's and jax's ``_threads.py`` are the only modules the template does not have)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ BACKENDS = [("inferox.torch", "inferox-torch", "torch"), ("inferox.jax", "infero
 TEMPLATE_MODULES = {"__init__.py", "_errors.py", "backend.py", "model.py", "plugin.py", "py.typed", "tensor.py"}
 #: Backends that run every architecture's definition: their op overrides, no per-architecture code.
 DEFINITION_BACKENDS = {"torch", "jax", "onnx"}
-#: Private modules a backend has beyond the template (what only its framework needs).
-EXTRA_MODULES = {"onnx": {"_graph.py", "_trace.py"}}
+#: Private modules a backend has beyond the template (what only its framework needs): torch and jax
+#: configure their thread pools before the framework is imported (``_threads.py``); onnx sets its
+#: per session in ``model.py``.
+EXTRA_MODULES = {"torch": {"_threads.py"}, "jax": {"_threads.py"}, "onnx": {"_graph.py", "_trace.py"}}
 
 
 def _source(package: str) -> Path:
@@ -51,7 +53,7 @@ def test_same_constants_and_hooks(package: str, distribution: str, backend: str)
     assert plugin.BACKEND_NAME == backend
     assert all(isinstance(a, str) and f.startswith(f"{package}.models.{a}:") for a, f in plugin.ARCHITECTURES)
     assert set(plugin.__all__) == {
-        "ARCHITECTURES", "BACKEND_NAME", "DISTRIBUTION", "inferox_contract_version", "inferox_plugin_info",
+        "ARCHITECTURES", "BACKEND_NAME", "DISTRIBUTION", "SPEED", "inferox_contract_version", "inferox_plugin_info",
         "inferox_register_backends", "inferox_register_implementations",
     }
     registry = PluginRegistry()
@@ -62,6 +64,8 @@ def test_same_constants_and_hooks(package: str, distribution: str, backend: str)
     assert plugin.ARCHITECTURES == () and registry.backend_spec(backend).definitions
     assert sorted(registry.architectures(backend)) == [s for s in registry.schema_names() if registry.schema(s).definition is not None]
     assert plugin.inferox_plugin_info()["version"] == md.version(distribution)
+    # The declared speed ranking (relative to torch) is what the spec carries.
+    assert registry.backend_spec(backend).speed == plugin.SPEED
 
 
 @pytest.mark.parametrize(("package", "distribution", "backend"), BACKENDS)
