@@ -443,6 +443,8 @@ def test_serve_failures(tmp_path: Path) -> None:
         result = invoke("serve", path)
         assert_error(result, "PACKAGE_NOT_FOUND", 4)
         assert f"nothing servable at {path}" in result.output and "config.json" in result.output and "metadata.json" in result.output
+        # a folder could become a repository: the error says how to start it empty on purpose
+        assert ("--allow-empty" in result.output) == path.is_dir()
 
 
 def test_serve_on_a_taken_port_is_an_io_error(mlp_package: Path) -> None:

@@ -92,7 +92,7 @@ def test_a_folder_with_nothing_to_serve_is_an_error(tmp_path: Path) -> None:
     code, _, err = _finish(_serve(empty, "--port", free_port()))
     lines = [ln for ln in err.splitlines() if ln.startswith("error")]
     assert code == 4, err[-2000:]
-    assert lines and lines[0].startswith("error [PACKAGE_NOT_FOUND]:") and "nothing to serve" in lines[0] and "--allow-empty" in lines[0]
+    assert lines and lines[0].startswith(f"error [PACKAGE_NOT_FOUND]: nothing servable at {empty}: looked for a package") and "--allow-empty" in lines[0]
 
 
 def test_allow_empty_starts_for_repository_control(tmp_path: Path, mlp_package: Path) -> None:

@@ -70,20 +70,34 @@ def test_load_errors_come_from_mlpkg_typed(mlp_package: Path, minilm_package: Pa
         with pytest.raises(BackendUnavailableError) as ei2:
             eng.load(path, backend="tensorflow")
         assert ei2.value.backend == "tensorflow"
-        # A backend that implements the architecture only through hand-written factories (onnx: mlp
-        # and bert) does not run a plugin's architecture; the definition backends all do.
+        # Every first-party backend runs a plugin's architecture from its definition (onnx traces it);
+        # with the plugin that defines it blocked, it is unknown — typed, naming the plugin.
         from safetensors.numpy import save_file
 
+        from inferox.core.plugins import reset_registry
         from inferox.mlpkg import build_package
 
         src = tmp_path / "linear-src"
         src.mkdir()
         (src / "config.json").write_text('{"model_type": "linear", "in_features": 2, "out_features": 2}')
-        save_file({"weight": np.eye(2, dtype=np.float32), "bias": np.zeros(2, np.float32)}, str(src / "model.safetensors"))
+        w = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+        save_file({"weight": w, "bias": np.ones(2, np.float32)}, str(src / "model.safetensors"))
         linear = build_package(src, output_dir=tmp_path / "pkgs", name="lin")
-        with pytest.raises(ArchitectureNotFoundError) as ei3:
-            eng.load(linear, backend="onnx")
-        assert ei3.value.architecture == "linear" and ei3.value.backend == "onnx" and "numpy" in (ei3.value.available or [])
+        eng.load(linear, backend="onnx")
+        got = eng.infer("lin", {"x": np.array([[1.0, 1.0]], np.float32)}).outputs
+        np.testing.assert_allclose(next(iter(got.values())), np.array([[1.0, 1.0]], np.float32) @ w + 1.0, rtol=1e-6)  # linear: x @ weight + bias
+        eng.unload("lin")
+        import os
+
+        os.environ["INFEROX_BLOCKED_PLUGINS"] = "numpy"  # the autouse fixture removes it after the test
+        try:
+            reset_registry()
+            with pytest.raises(ArchitectureNotFoundError) as ei3:
+                eng.load(linear, backend="onnx")
+            assert ei3.value.code == "ARCHITECTURE_NOT_FOUND" and ei3.value.architecture == "linear" and "linear" in str(ei3.value)
+        finally:
+            del os.environ["INFEROX_BLOCKED_PLUGINS"]
+            reset_registry()
         broken = tmp_path / "broken"
         broken.mkdir()
         (broken / "metadata.json").write_text("{not json")

@@ -43,21 +43,27 @@ def _tampered_copy(weights: Path, into: Path) -> Path:
 @pytest.fixture()
 def swap_at_load(monkeypatch: pytest.MonkeyPatch) -> Any:
     """``arm(package, tampered)``: the next safetensors load swaps ``tampered`` into the package
-    folder (os.replace: a new inode, same name, same size) just before it reads the file it was given."""
-    import safetensors.torch
+    folder (os.replace: a new inode, same name, same size) just before it reads the file it was given.
 
-    real = safetensors.torch.load_file
+    Weights are read through core's one reader (``inferox.core.weights.load_safetensors``: the
+    definitions read it lazily, the torch module imported its own name for it): both are wrapped."""
+    import inferox.core.weights
+    import inferox.torch.model
+
+    real = inferox.core.weights.load_safetensors
     armed: list[tuple[Path, Path]] = []
     seen: list[str] = []
 
-    def load_file(filename: str, *args: Any, **kwargs: Any) -> Any:
-        if armed:
+    def load_safetensors(source: Any, *args: Any, **kwargs: Any) -> Any:
+        if armed and isinstance(source, (str, os.PathLike)):
             pkg, tampered = armed.pop()
             os.replace(tampered, pkg / "model.safetensors")
-        seen.append(str(filename))
-        return real(filename, *args, **kwargs)
+        if isinstance(source, (str, os.PathLike)):
+            seen.append(str(source))
+        return real(source, *args, **kwargs)
 
-    monkeypatch.setattr(safetensors.torch, "load_file", load_file)
+    monkeypatch.setattr(inferox.core.weights, "load_safetensors", load_safetensors)
+    monkeypatch.setattr(inferox.torch.model, "load_safetensors", load_safetensors)
 
     def arm(pkg: Path, tampered: Path) -> list[str]:
         armed.append((pkg, tampered))

@@ -157,7 +157,7 @@ def serve(
     if use_ray and resolved.config.grpc_port is not None:
         # The Ray ingress is an HTTP deployment: V2 over gRPC is this process's transport.
         raise ConfigError("--ray serves V2 over HTTP only; drop --grpc-port (server.grpc_port)", field="server.grpc_port", value=resolved.config.grpc_port)
-    source = _resolve_source(path, revision=revision, allow_pickle=resolved.config.allow_pickle)
+    source = _resolve_source(path, revision=revision, allow_pickle=resolved.config.allow_pickle, allow_empty=resolved.config.allow_empty)
     server = InferoxServer.for_path(source, config=resolved.config, name=name)
     config = server.config
     if use_ray:
@@ -188,12 +188,23 @@ def serve(
     err.print("inferox server stopped")
 
 
-def _resolve_source(path: str, *, revision: str | None, allow_pickle: bool) -> Path:
+def _resolve_source(path: str, *, revision: str | None, allow_pickle: bool, allow_empty: bool = False) -> Path:
     """The folder to serve PATH from: a package or repository as it is; a model folder,
     model.toml or Hub repository packed into the package cache first (``inferox.mlpkg.resolve_source``)."""
     from inferox import mlpkg
+    from inferox.core.errors import PackageNotFoundError
 
-    kind = mlpkg.source_kind(path)
+    try:
+        kind = mlpkg.source_kind(path)
+    except PackageNotFoundError as exc:
+        if not Path(path).expanduser().is_dir():
+            raise
+        if not allow_empty:
+            raise PackageNotFoundError(
+                f"{exc.message}; to start with no model and load models through the repository API, pass --allow-empty", path=exc.path, field=exc.field
+            ) from None
+        # Started empty on purpose: a model repository whose models arrive later.
+        kind = "repository"
     if kind in ("package", "repository"):
         if revision is not None:
             raise ConfigError(f"--revision applies to Hub sources (hf://org/name), not to {path}", field="revision", value=revision)

@@ -144,6 +144,7 @@ ERROR_STATUS: dict[str, ErrorStatus] = {
         "INVALID_INPUT": (400, "INVALID_ARGUMENT"),
         "INVALID_DTYPE": (400, "INVALID_ARGUMENT"),
         "INVALID_CONFIG": (400, "INVALID_ARGUMENT"),
+        "UNSUPPORTED_HEAD": (400, "INVALID_ARGUMENT"),  # a ConfigError: packing asks for --encoder-only
         "TYPE_MISMATCH": (400, "INVALID_ARGUMENT"),
         "STATE_TYPE_MISMATCH": (400, "INVALID_ARGUMENT"),
         "DEVICE_ERROR": (400, "INVALID_ARGUMENT"),
@@ -164,6 +165,7 @@ ERROR_STATUS: dict[str, ErrorStatus] = {
         # the package is not servable
         "PACKAGE_ERROR": (422, "FAILED_PRECONDITION"),
         "PACKAGE_FORMAT_ERROR": (422, "FAILED_PRECONDITION"),
+        "WEIGHT_SHAPE_MISMATCH": (422, "FAILED_PRECONDITION"),
         "PACKAGE_VERSION_UNSUPPORTED": (422, "FAILED_PRECONDITION"),
         "INTEGRITY_ERROR": (422, "FAILED_PRECONDITION"),
         # overload: retry later (retry_after_s says when)
@@ -177,6 +179,7 @@ ERROR_STATUS: dict[str, ErrorStatus] = {
         CLIENT_DISCONNECTED: (499, "CANCELLED"),
         # the server's side
         "BACKEND_ERROR": (500, "INTERNAL"),
+        "NUMERIC_MISMATCH": (500, "INTERNAL"),  # a backend computing other numbers than the reference
         INTERNAL: (500, "INTERNAL"),
         "INFEROX_ERROR": (500, "INTERNAL"),
         "PLUGIN_ERROR": (500, "INTERNAL"),
