@@ -86,7 +86,7 @@ def test_load_errors_come_from_mlpkg_typed(mlp_package: Path, minilm_package: Pa
         eng.load(linear, backend="onnx")
         got = eng.infer("lin", {"x": np.array([[1.0, 1.0]], np.float32)}).outputs
         np.testing.assert_allclose(next(iter(got.values())), np.array([[1.0, 1.0]], np.float32) @ w + 1.0, rtol=1e-6)  # linear: x @ weight + bias
-        eng.unload("lin")
+        eng.unregister("lin")
         import os
 
         os.environ["INFEROX_BLOCKED_PLUGINS"] = "numpy"  # the autouse fixture removes it after the test
