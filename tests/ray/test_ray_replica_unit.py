@@ -293,6 +293,17 @@ def test_build_app_validates_its_settings(repo: Path) -> None:
     assert type(app).__name__ == "Application"
 
 
+def test_replica_threads_fit_the_cpus_ray_reserves() -> None:
+    from inferox.engine.ray import replica_config
+    from inferox.engine.server import ServingSettings
+
+    assert replica_config(ServerConfig(), num_cpus=2.5).defaults.threads == 2
+    assert replica_config(ServerConfig(), num_cpus=0.5).defaults.threads == 1
+    assert replica_config(ServerConfig(), num_cpus=1, num_gpus=1).defaults.threads is None
+    given = ServerConfig(defaults=ServingSettings(threads=4))
+    assert replica_config(given, num_cpus=1) is given  # the user's --threads / [models] threads wins
+
+
 def test_serve_on_ray_names_a_bad_mmap_threshold_before_starting_anything(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Replicas apply INFEROX_MMAP_THRESHOLD in their constructors, where a bad value would only
     show in Ray's logs; the driver names it first, before Ray or Serve starts."""

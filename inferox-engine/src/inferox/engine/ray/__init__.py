@@ -19,7 +19,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("inferox.engine.ray needs Ray Serve: pip install 'inferox-engine[ray]'") from exc
 
-from inferox.engine.ray._app import APP_NAME, DEPLOYMENT_NAME, build_app, replica_class, serve_on_ray
+from inferox.engine.ray._app import APP_NAME, DEPLOYMENT_NAME, build_app, replica_class, replica_config, serve_on_ray
 from inferox.engine.ray._replica import UNSUPPORTED, InferoxReplica, ReplicaApp, metadata_digest, package_digests
 
 __all__ = [
@@ -32,5 +32,6 @@ __all__ = [
     "metadata_digest",
     "package_digests",
     "replica_class",
+    "replica_config",
     "serve_on_ray",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import signal
 import threading
 import time
@@ -17,7 +19,7 @@ from inferox.engine.ray._replica import InferoxReplica, package_digests
 from inferox.engine.server._repository import ModelRepository
 from inferox.engine.server.app import ServerConfig
 
-__all__ = ["APP_NAME", "DEPLOYMENT_NAME", "build_app", "replica_class", "serve_on_ray"]
+__all__ = ["APP_NAME", "DEPLOYMENT_NAME", "build_app", "replica_class", "replica_config", "serve_on_ray"]
 
 #: The Ray Serve application name ``inferox serve --ray`` deploys under.
 APP_NAME = "inferox"
@@ -73,7 +75,7 @@ def build_app(
         raise ConfigError("replicas must be at least 1", field="replicas", value=replicas)
     root = ModelRepository(repository).root
     digests = package_digests(root)
-    config = config or ServerConfig(access_log=False)
+    config = replica_config(config or ServerConfig(access_log=False), num_cpus=num_cpus, num_gpus=num_gpus)
     options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus, **dict(ray_actor_options or {})}
     scale: dict[str, Any] = {"autoscaling_config": dict(autoscaling_config)} if autoscaling_config is not None else {"num_replicas": replicas or 1}
     deployment: Any = serve.deployment(
@@ -86,6 +88,17 @@ def build_app(
         **scale,
     )
     return deployment.bind(str(root), digests=digests, config=config)
+
+
+def replica_config(config: ServerConfig, *, num_cpus: float, num_gpus: float = 0.0) -> ServerConfig:
+    """``config`` for a replica reserving ``num_cpus`` CPUs: unless models set ``threads``
+    themselves (``serving.toml``, ``--threads``), their CPU intra-op pools get the CPUs Ray reserved
+    for the replica — at least one — not every core of the node, which the node's other replicas
+    and Ray's proxy share (Ray sizes ``OMP_NUM_THREADS`` the same way). GPU replicas keep the default."""
+    if config.defaults.threads is not None or num_gpus > 0:
+        return config
+    threads = max(1, math.floor(num_cpus))
+    return dataclasses.replace(config, defaults=dataclasses.replace(config.defaults, threads=threads))
 
 
 def serve_on_ray(
