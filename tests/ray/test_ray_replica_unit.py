@@ -224,6 +224,29 @@ def test_the_app_routes_like_the_rest_server(repo: Path, mlp_package: Path) -> N
     asyncio.run(go())
 
 
+def test_routes_naming_no_model_in_the_body(repo: Path, tmp_path: Path, mlp_package: Path) -> None:
+    """TEI's routes may name the model in ?model=, or not at all when one model is served."""
+    single = tmp_path / "single"
+    raykit.add_model(single, "only", mlp_package)
+    one = InferoxReplica(single, digests=package_digests(single))
+    two = InferoxReplica(repo, digests=package_digests(repo))
+
+    async def go() -> None:
+        async with _client(one) as client:
+            r = await client.post("/v1/embeddings", json={"input": ["hi"]})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "model", r.text  # the app's answer
+            assert one.server is not None and sorted(one.server.models) == ["only"]
+            assert (await client.get("/metrics")).status_code == 200
+        async with _client(two) as client:
+            await client.post("/v1/embeddings?model=mlp2", json={"input": ["hi"]})
+            await client.get("/v1/models")  # names nothing, and the repository holds two models
+            assert two.server is not None and sorted(two.server.models) == ["mlp2"]
+        await one.shutdown()
+        await two.shutdown()
+
+    asyncio.run(go())
+
+
 def test_a_body_beyond_the_limit_is_left_to_the_app(repo: Path) -> None:
     replica = InferoxReplica(repo, digests=package_digests(repo), config=ServerConfig(max_body_bytes=64, access_log=False))
 

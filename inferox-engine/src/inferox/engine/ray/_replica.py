@@ -8,7 +8,8 @@ gains later) with its versions, limits, timeouts, error table, metrics and acces
 the protocol is written again for Ray.
 
 What Ray adds sits in front of that app, in :class:`ReplicaApp`: the model a request names (the
-path's ``/v2/models/NAME``, else the JSON body's ``"model"``) is verified and loaded first through
+path's ``/v2/models/NAME``, else the JSON body's ``"model"`` or ``?model=``, else the repository's
+only model) is verified and loaded first through
 Ray Serve model multiplexing (``@serve.multiplexed``: least recently used models are evicted),
 ``…/load`` loads through the same path and ``…/unload`` is refused (eviction is Ray Serve's job).
 
@@ -215,6 +216,11 @@ class InferoxReplica:
             self.repository.entry(name)  # MODEL_NOT_FOUND naming what is served
         await self.get_model(name)
 
+    def only_model(self) -> str | None:
+        """The repository's model when it holds exactly one (the deployment's models: the digests)."""
+        names = sorted(self.digests) if self.digests else self.repository.names()
+        return names[0] if len(names) == 1 else None
+
     def _evict(self, name: str) -> None:
         """Unload ``name`` (called from a worker thread by the multiplexer, or on garbage collection)."""
         server, loop = self.server, self._loop
@@ -264,9 +270,12 @@ class ReplicaApp:
             return
         match = _MODEL_PATH.match(path)
         name = match.group(1) if match is not None and match.group(1) != "stats" else None
-        if name is None and scope["method"] == "POST" and not path.startswith("/v2/"):
-            # The OpenAI-style routes (and the heads' ones) name the model in the JSON body.
-            name, receive = await _model_in_body(receive, server.config.max_body_bytes)
+        if name is None and not path.startswith("/v2") and path != "/metrics":
+            # The OpenAI-style routes and TEI's name the model in the JSON body or in ?model=;
+            # a request naming none goes to the repository's only model, when it has one.
+            if scope["method"] == "POST":
+                name, receive = await _model_in_body(receive, server.config.max_body_bytes)
+            name = name or _model_in_query(scope) or replica.only_model()
         if name is not None:
             try:
                 await replica.ensure_model(name)
@@ -339,6 +348,14 @@ async def _error(scope: Scope, receive: Receive, send: Send, exc: InferoxError) 
     else:
         response = error_response(exc)
     await response(scope, receive, send)
+
+
+def _model_in_query(scope: Scope) -> str | None:
+    """``?model=NAME`` (TEI's routes take the model there too)."""
+    from urllib.parse import parse_qs
+
+    values = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1")).get("model")
+    return values[0] if values else None
 
 
 async def _model_in_body(receive: Receive, limit: int) -> tuple[str | None, Receive]:
