@@ -207,7 +207,10 @@ def test_one_deployment_is_the_ingress(deployed: str) -> None:
 
     app = serve.status().applications[APP_NAME]
     assert list(app.deployments) == [DEPLOYMENT_NAME]
-    assert httpx.get(f"http://{deployed}/v2/health/live", timeout=30).json() == {"live": True}
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    r = httpx.post(f"http://{deployed}/v2/models/mlp/infer", json=body, headers={"x-request-id": "hop-1"}, timeout=60)
+    assert r.status_code == 200
+    assert r.headers.get_list("x-request-id") == ["hop-1"]  # once: the proxy's, the app's copy left out
 
 
 def test_v1_embeddings_equal_the_plain_server(deployed: str, tmp_path: Path, minilm_package: Path) -> None:

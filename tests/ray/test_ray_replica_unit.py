@@ -247,6 +247,28 @@ def test_routes_naming_no_model_in_the_body(repo: Path, tmp_path: Path, mlp_pack
     asyncio.run(go())
 
 
+def test_behind_rays_proxy_the_request_id_header_is_left_to_the_proxy(repo: Path) -> None:
+    """Ray's proxy adds X-Request-ID (the request's) to every response: the app's own copy goes."""
+    replica = InferoxReplica(repo, digests=package_digests(repo))
+    x = np.ones((1, 4), np.float32)
+
+    async def go() -> None:
+        no_id = json.dumps({"inputs": json.loads(_infer_body(x))["inputs"]})
+        transport = httpx.ASGITransport(app=replica.asgi_app(behind_ray_proxy=True))
+        async with httpx.AsyncClient(transport=transport, base_url="http://replica") as client:
+            same = await client.post("/v2/models/mlp/infer", content=no_id, headers={"x-request-id": "ray-1"})
+            assert same.status_code == 200 and same.headers.get_list("x-request-id") == []
+            # The V2 body's id is the request's id for the data plane: it is answered, not dropped.
+            body = await client.post("/v2/models/mlp/infer", content=_infer_body(x), headers={"x-request-id": "ray-2"})
+            assert body.status_code == 200 and body.headers.get_list("x-request-id") == ["r1"]
+        async with _client(replica) as client:  # no proxy in front: the app's header stays
+            plain = await client.post("/v2/models/mlp/infer", content=no_id, headers={"x-request-id": "q-1"})
+            assert plain.status_code == 200 and plain.headers.get_list("x-request-id") == ["q-1"]
+        await replica.shutdown()
+
+    asyncio.run(go())
+
+
 def test_a_body_beyond_the_limit_is_left_to_the_app(repo: Path) -> None:
     replica = InferoxReplica(repo, digests=package_digests(repo), config=ServerConfig(max_body_bytes=64, access_log=False))
 

@@ -236,20 +236,27 @@ class InferoxReplica:
     # -- HTTP -------------------------------------------------------------------------------------------
     def __serve_build_asgi_app__(self) -> ReplicaApp:
         """The replica's ASGI app (Ray Serve calls this once the constructor has run)."""
-        return self.asgi_app()
+        return self.asgi_app(behind_ray_proxy=True)
 
-    def asgi_app(self) -> ReplicaApp:
-        """The ASGI app of this replica (also runnable outside Ray Serve, e.g. in tests)."""
-        return ReplicaApp(self)
+    def asgi_app(self, *, behind_ray_proxy: bool = False) -> ReplicaApp:
+        """The ASGI app of this replica (also runnable outside Ray Serve, e.g. in tests); see
+        :class:`ReplicaApp` for ``behind_ray_proxy``."""
+        return ReplicaApp(self, behind_ray_proxy=behind_ray_proxy)
 
 
 class ReplicaApp:
     """The ASGI app of a replica: the server's own Starlette app, after the model the request
     names is loaded here (see the module doc). Lifespan start-up and shutdown start and drain the
-    replica's server."""
+    replica's server.
 
-    def __init__(self, replica: InferoxReplica) -> None:
+    ``behind_ray_proxy``: Ray Serve's proxy gives every request an ``X-Request-ID`` (the client's,
+    or one it makes up) and adds that header to every response; the app's own header with the same
+    value is then dropped, so a response carries the id once (a V2 body's ``id``, which the data
+    plane answers with, still differs and stays)."""
+
+    def __init__(self, replica: InferoxReplica, *, behind_ray_proxy: bool = False) -> None:
         self.replica = replica
+        self.behind_ray_proxy = behind_ray_proxy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -263,6 +270,8 @@ class ReplicaApp:
         if scope["type"] != "http":
             await server.app(scope, receive, send)
             return
+        if self.behind_ray_proxy:
+            send = _without_header(send, b"x-request-id", dict(scope["headers"]).get(b"x-request-id"))
         path: str = scope.get("path", "")
         repo = _REPOSITORY_PATH.match(path)
         if repo is not None and scope["method"] == "POST":
@@ -348,6 +357,19 @@ async def _error(scope: Scope, receive: Receive, send: Send, exc: InferoxError) 
     else:
         response = error_response(exc)
     await response(scope, receive, send)
+
+
+def _without_header(send: Send, name: bytes, value: bytes | None) -> Send:
+    """``send`` leaving out the response header ``name: value`` (exactly that value)."""
+    if value is None:
+        return send
+
+    async def filtered(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [(k, v) for k, v in message.get("headers", []) if not (k.lower() == name and v == value)]
+        await send(message)
+
+    return filtered
 
 
 def _model_in_query(scope: Scope) -> str | None:
