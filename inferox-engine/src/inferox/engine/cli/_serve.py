@@ -104,7 +104,6 @@ def _given_flags(ctx: click.Context) -> dict[str, Any]:
 @click.option("--num-cpus", type=click.FloatRange(min=0), help="--ray: CPUs per replica (default 1).")
 @click.option("--num-gpus", type=click.FloatRange(min=0), help="--ray: GPUs per replica (default 0).")
 @click.option("--max-models-per-replica", type=click.IntRange(min=1), help="--ray: models a replica keeps, least recently used evicted (default 3).")
-@click.option("--ray-batching", type=click.Choice(["engine", "serve"]), help="--ray: the engine's dynamic batcher (default) or @serve.batch.")
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -122,7 +121,6 @@ def serve(
     num_cpus: float | None,
     num_gpus: float | None,
     max_models_per_replica: int | None,
-    ray_batching: str | None,
     **_flags: Any,
 ) -> None:
     """Serve a model over three protocols: the Open Inference
@@ -170,7 +168,6 @@ def serve(
             num_cpus=num_cpus,
             num_gpus=num_gpus,
             max_models_per_replica=max_models_per_replica,
-            batching=ray_batching,
         )
         return
     from inferox.engine.server import run as run_server
@@ -226,9 +223,8 @@ def _serve_on_ray(
     num_cpus: float | None,
     num_gpus: float | None,
     max_models_per_replica: int | None,
-    batching: str | None,
 ) -> None:
-    """``inferox serve --ray``: the repository as a Ray Serve application (same V2 API). Options
+    """``inferox serve --ray``: the repository as a Ray Serve application (the same HTTP API). Options
     left out take ``build_app``'s defaults (declared there only)."""
     if server.repository is None:
         raise ConfigError("--ray serves a model repository folder (NAME/ package folders), not a single package", field="path", value=str(path))
@@ -244,7 +240,7 @@ def _serve_on_ray(
         from inferox.engine.ray import build_app, serve_on_ray
     except ImportError as exc:
         raise ConfigError(f"{exc}", field="ray") from exc
-    given: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_models_per_replica": max_models_per_replica, "batching": batching}
+    given: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_models_per_replica": max_models_per_replica}
     app = build_app(
         server.repository.root,
         config=server.config,

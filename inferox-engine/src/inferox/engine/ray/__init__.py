@@ -1,4 +1,4 @@
-"""Scale Inferox out on Ray Serve: the same packages and the same V2 REST API across a cluster.
+"""Scale Inferox out on Ray Serve: the same packages and the same HTTP API across a cluster.
 
 Needs the ``ray`` extra (``pip install inferox-engine[serve,ray]``); importing
 :mod:`inferox.engine` never imports Ray, only this package does::
@@ -19,22 +19,19 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("inferox.engine.ray needs Ray Serve: pip install 'inferox-engine[ray]'") from exc
 
-from inferox.engine.ray._app import APP_NAME, build_app, replica_class, serve_on_ray
-from inferox.engine.ray._ingress import UNSUPPORTED, InferoxIngress
-from inferox.engine.ray._replica import BATCHING_MODES, HttpReply, InferoxReplica, call_asgi, metadata_digest, package_digests, reply_for
+from inferox.engine.ray._app import APP_NAME, DEPLOYMENT_NAME, build_app, replica_class, replica_config, serve_on_ray
+from inferox.engine.ray._replica import UNSUPPORTED, InferoxReplica, ReplicaApp, metadata_digest, package_digests
 
 __all__ = [
     "APP_NAME",
-    "BATCHING_MODES",
+    "DEPLOYMENT_NAME",
     "UNSUPPORTED",
-    "HttpReply",
-    "InferoxIngress",
     "InferoxReplica",
+    "ReplicaApp",
     "build_app",
-    "call_asgi",
     "metadata_digest",
     "package_digests",
     "replica_class",
-    "reply_for",
+    "replica_config",
     "serve_on_ray",
 ]

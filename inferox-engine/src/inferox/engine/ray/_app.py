@@ -1,7 +1,9 @@
-"""Building and running the Inferox Ray Serve application."""
+"""Building and running the Inferox Ray Serve application (one deployment: proxy → replica, one hop)."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import signal
 import threading
 import time
@@ -13,20 +15,21 @@ from ray import serve
 
 from inferox.core.errors import ConfigError
 from inferox.engine._memory import limit_heap_fragmentation, mmap_threshold_from_env
-from inferox.engine.ray._ingress import InferoxIngress
-from inferox.engine.ray._replica import BATCHING_MODES, InferoxReplica, package_digests
+from inferox.engine.ray._replica import InferoxReplica, package_digests
 from inferox.engine.server._repository import ModelRepository
 from inferox.engine.server.app import ServerConfig
 
-__all__ = ["APP_NAME", "build_app", "replica_class", "serve_on_ray"]
+__all__ = ["APP_NAME", "DEPLOYMENT_NAME", "build_app", "replica_class", "replica_config", "serve_on_ray"]
 
 #: The Ray Serve application name ``inferox serve --ray`` deploys under.
 APP_NAME = "inferox"
+#: The application's one deployment: its replicas are the HTTP ingress and the model servers.
+DEPLOYMENT_NAME = "InferoxReplica"
 
 
-def replica_class(*, max_models_per_replica: int = 3, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.005) -> type[InferoxReplica]:
-    """:class:`InferoxReplica` with its multiplexing and ``@serve.batch`` limits set (Ray Serve
-    reads them from the decorators, so each setting gets its own subclass)."""
+def replica_class(*, max_models_per_replica: int = 3) -> type[InferoxReplica]:
+    """:class:`InferoxReplica` with its multiplexing limit set (Ray Serve reads it from the
+    decorator, so each setting gets its own subclass)."""
 
     class Replica(InferoxReplica):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -38,12 +41,7 @@ def replica_class(*, max_models_per_replica: int = 3, max_batch_size: int = 32, 
         async def get_model(self, model_id: str) -> Any:
             return await self.load(model_id)
 
-        # Ray Serve calls the batched method once per request and hands the lists to this body.
-        @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)  # type: ignore[arg-type,untyped-decorator]
-        async def _batched(self, engines: list[Any], names: list[str], inputs: list[dict[str, Any]]) -> list[Any]:  # type: ignore[override,misc]
-            return await self.run_batch(engines, names, inputs)
-
-    Replica.__name__ = Replica.__qualname__ = "InferoxReplica"
+    Replica.__name__ = Replica.__qualname__ = DEPLOYMENT_NAME
     return Replica
 
 
@@ -55,58 +53,52 @@ def build_app(
     autoscaling_config: Mapping[str, Any] | None = None,
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
-    batching: str = "engine",
     max_models_per_replica: int = 3,
     max_ongoing_requests: int = 64,
-    serve_batch_size: int = 32,
-    serve_batch_wait_s: float = 0.005,
     health_check_period_s: float = 10.0,
     ray_actor_options: Mapping[str, Any] | None = None,
 ) -> Any:
-    """The Ray Serve application (``serve.Application``) serving ``repository`` over the V2 API.
+    """The Ray Serve application (``serve.Application``) serving ``repository`` over HTTP: one
+    deployment, :data:`DEPLOYMENT_NAME`, whose replicas are the ingress (see :class:`InferoxReplica`).
 
     ``repository`` is a model repository folder that every node can read at the same path (a
     shared file system, or the same packages copied to each node); the digests of its packages are
     taken here, on the driver, and every replica checks its copy against them before loading.
-    ``replicas`` (default 1) or ``autoscaling_config`` (Ray Serve's own keys, passed through) size the model
-    deployment; ``num_cpus``/``num_gpus`` are each replica's resources; ``batching`` is
-    ``"engine"`` (the engine's dynamic batcher) or ``"serve"`` (``@serve.batch``).
-    Compose it in your own graph or run it with ``serve.run(build_app(...), route_prefix="/")``.
+    ``replicas`` (default 1) or ``autoscaling_config`` (Ray Serve's own keys, passed through) size the
+    deployment; ``num_cpus``/``num_gpus`` are each replica's resources; ``max_ongoing_requests`` the
+    requests Ray Serve hands one replica at once (the engine's batcher gathers them into passes).
+    Run it with ``serve.run(build_app(...), route_prefix="/")``.
     """
-    if batching not in BATCHING_MODES:
-        raise ConfigError(f"batching must be one of {BATCHING_MODES}", field="batching", value=batching)
     if replicas is not None and autoscaling_config is not None:
         raise ConfigError("give either replicas or autoscaling_config, not both", field="replicas", value=replicas)
     if replicas is not None and replicas < 1:
         raise ConfigError("replicas must be at least 1", field="replicas", value=replicas)
     root = ModelRepository(repository).root
     digests = package_digests(root)
-    config = config or ServerConfig(access_log=False)
+    config = replica_config(config or ServerConfig(access_log=False), num_cpus=num_cpus, num_gpus=num_gpus)
     options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus, **dict(ray_actor_options or {})}
     scale: dict[str, Any] = {"autoscaling_config": dict(autoscaling_config)} if autoscaling_config is not None else {"num_replicas": replicas or 1}
-    models: Any = serve.deployment(
-        replica_class(max_models_per_replica=max_models_per_replica, max_batch_size=serve_batch_size, batch_wait_timeout_s=serve_batch_wait_s),
-        name="InferoxModels",
+    deployment: Any = serve.deployment(
+        serve.ingress()(replica_class(max_models_per_replica=max_models_per_replica)),
+        name=DEPLOYMENT_NAME,
         ray_actor_options=options,
         max_ongoing_requests=max_ongoing_requests,
         health_check_period_s=health_check_period_s,
         health_check_timeout_s=max(30.0, health_check_period_s),
         **scale,
     )
-    ingress: Any = serve.deployment(
-        serve.ingress()(InferoxIngress),
-        name="InferoxIngress",
-        ray_actor_options={"num_cpus": 0},  # routing only: never competes with replicas for CPUs
-        max_ongoing_requests=max(256, max_ongoing_requests * 4),
-    )
-    return ingress.bind(
-        models.bind(str(root), digests=digests, config=config, batching=batching),
-        digests=digests,
-        token=config.token,
-        protect_all=config.protect_all,
-        max_body_bytes=config.max_body_bytes,
-        request_timeout_s=config.request_timeout_s,
-    )
+    return deployment.bind(str(root), digests=digests, config=config)
+
+
+def replica_config(config: ServerConfig, *, num_cpus: float, num_gpus: float = 0.0) -> ServerConfig:
+    """``config`` for a replica reserving ``num_cpus`` CPUs: unless models set ``threads``
+    themselves (``serving.toml``, ``--threads``), their CPU intra-op pools get the CPUs Ray reserved
+    for the replica — at least one — not every core of the node, which the node's other replicas
+    and Ray's proxy share (Ray sizes ``OMP_NUM_THREADS`` the same way). GPU replicas keep the default."""
+    if config.defaults.threads is not None or num_gpus > 0:
+        return config
+    threads = max(1, math.floor(num_cpus))
+    return dataclasses.replace(config, defaults=dataclasses.replace(config.defaults, threads=threads))
 
 
 def serve_on_ray(

@@ -1,13 +1,22 @@
-"""The Ray Serve replica: one :class:`~inferox.engine.server.InferoxServer` per replica, its models
-loaded on demand through Ray Serve model multiplexing.
+"""The Ray Serve replica: one deployment that is both the HTTP ingress and the model server.
 
-A replica answers the per-model part of the V2 API (``/v2/models/{name}/...``) by running the
-request through the very same Starlette app ``inferox serve`` runs, called in-process over ASGI —
-so errors, text encoding, request ids, timeouts and dynamic batching behave exactly as they do
-without Ray. Packages are checked before anything loads: the digest of each package's
-``metadata.json`` must be the one the driver saw, and every file's sha256 must match it
-(``load_package(verify=True)``); a missing or corrupt package makes :meth:`check_health` raise
-with the reason, so Ray Serve replaces the replica instead of letting it serve wrong answers.
+Ray Serve's proxy hands each HTTP request straight to a replica of this deployment (one hop); the
+replica answers it with the very Starlette app ``inferox serve`` runs (:class:`InferoxServer`) over
+its own :class:`~inferox.engine.server.DataPlane` — every route of the REST app (V2, OpenAI
+``/v1/embeddings``, ``/metrics``, health, the repository extension, and whatever the route table
+gains later) with its versions, limits, timeouts, error table, metrics and access log. Nothing of
+the protocol is written again for Ray.
+
+What Ray adds sits in front of that app, in :class:`ReplicaApp`: the model a request names (the
+path's ``/v2/models/NAME``, else the JSON body's ``"model"`` or ``?model=``, else the repository's
+only model) is verified and loaded first through
+Ray Serve model multiplexing (``@serve.multiplexed``: least recently used models are evicted),
+``…/load`` loads through the same path and ``…/unload`` is refused (eviction is Ray Serve's job).
+
+Packages are checked before anything loads: the digest of each package's ``metadata.json`` must be
+the one the driver saw, and every file's sha256 must match it (``load_package(verify=True)``); a
+missing or corrupt package makes :meth:`InferoxReplica.check_health` raise with the reason, so Ray
+Serve replaces the replica instead of letting it serve wrong answers.
 """
 
 from __future__ import annotations
@@ -15,35 +24,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
-from inferox.core.errors import InferoxError, ModelNotFoundError, PackageIntegrityError, PackageNotFoundError
-from inferox.engine.server._dataplane import InferResponse, OutputTensor
-from inferox.engine.server._protocol import HEADER_LENGTH, error_response_parts
+from inferox.core.errors import InferoxError, InvalidInputError, ModelNotFoundError, PackageIntegrityError, PackageNotFoundError
+from inferox.engine.server._dataplane import REPOSITORY
 from inferox.engine.server._repository import PACKAGE_MARKER, ModelRepository, check_model_name
-from inferox.engine.server.app import InferoxServer, ServerConfig
+from inferox.engine.server.app import InferoxServer, ServerConfig, error_response, request_context
 
-__all__ = ["BATCHING_MODES", "HttpReply", "InferoxReplica", "metadata_digest", "package_digests", "reply_for"]
+__all__ = ["UNSUPPORTED", "InferoxReplica", "ReplicaApp", "metadata_digest", "package_digests"]
 
 log = logging.getLogger("inferox.ray")
 
-#: ``engine``: the engine's own dynamic batcher (default); ``serve``: Ray Serve's ``@serve.batch``.
-BATCHING_MODES = ("engine", "serve")
+#: Code of a request this deployment does not support (unloading: Ray Serve evicts models itself).
+UNSUPPORTED = "UNSUPPORTED"
 
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
-@dataclass(frozen=True)
-class HttpReply:
-    """An HTTP response as it crosses from a replica back to the ingress."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
+#: ``/v2/models/NAME[/...]`` (``/v2/models/stats`` is server-wide, not a model).
+_MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/|$)")
+_REPOSITORY_PATH = re.compile(r"^/v2/repository/models/([^/]+)/(load|unload)$")
 
 
 def metadata_digest(package: Path) -> str:
@@ -65,17 +75,6 @@ def _reason(exc: BaseException) -> str:
     return f"{exc.code}: {exc.message}" if isinstance(exc, InferoxError) else f"{type(exc).__name__}: {exc}"
 
 
-def reply_for(exc: InferoxError, request_id: str | None = None) -> HttpReply:
-    """The V2 error reply of ``exc`` (the same body and status the REST transport sends)."""
-    import json
-
-    status, body, headers = error_response_parts(exc)
-    out = [(k, v) for k, v in headers.items()] + [("content-type", "application/json")]
-    if request_id:
-        out.append(("x-request-id", request_id))
-    return HttpReply(status, out, json.dumps(body).encode("utf-8"))
-
-
 class _LoadedModel:
     """What the multiplexer caches per model; Ray Serve calls ``__del__`` when it evicts one
     (least recently used), which unloads the model from this replica's server."""
@@ -93,12 +92,12 @@ class _LoadedModel:
 
 
 class InferoxReplica:
-    """A Ray Serve replica serving the models of a repository every node can read.
+    """A Ray Serve replica serving the models of a repository every node can read, over HTTP.
 
     ``digests`` (name → sha256 of ``metadata.json``, see :func:`package_digests`) are what the
-    driver saw; a model missing here or differing from them makes the replica unhealthy.
-    ``batching`` picks the batcher (:data:`BATCHING_MODES`). The class is a plain Python class:
-    :func:`~inferox.engine.ray.build_app` wraps it in ``serve.deployment``.
+    driver saw; a model missing here or differing from them makes the replica unhealthy. The class
+    is a plain Python class: :func:`~inferox.engine.ray.build_app` wraps it in ``serve.ingress``
+    and ``serve.deployment``; :meth:`asgi_app` is what Ray Serve's proxy calls.
     """
 
     def __init__(
@@ -107,14 +106,8 @@ class InferoxReplica:
         *,
         digests: Mapping[str, str] | None = None,
         config: ServerConfig | None = None,
-        batching: str = "engine",
         verify_on_start: bool = True,
     ) -> None:
-        if batching not in BATCHING_MODES:
-            from inferox.core.errors import ConfigError
-
-            raise ConfigError(f"batching must be one of {BATCHING_MODES}", field="batching", value=batching)
-        self.batching = batching
         self.digests = dict(digests or {})
         self.config = config or ServerConfig(access_log=False)
         #: Why this replica must not serve (``None`` while healthy); :meth:`check_health` raises it.
@@ -122,12 +115,16 @@ class InferoxReplica:
         self.server: InferoxServer | None = None
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: What :meth:`get_model` keeps loaded outside Ray Serve (its multiplexer holds them there).
+        self._held: dict[str, _LoadedModel] = {}
         try:
             self.repository = ModelRepository(repository)
         except InferoxError as exc:
             self.problem = PackageNotFoundError(f"model repository not readable on this node: {_reason(exc)}", path=str(repository))
             return
+        # The replica loads models when a request names them (multiplexing), not at start-up.
         self.server = InferoxServer(repository=self.repository, config=self.config, load_repository=False)
+        self.server.managed = True  # ReplicaApp runs start-up and shutdown, not the app's lifespan
         if verify_on_start:
             for name in sorted(set(self.digests) | set(self.repository.names())):
                 try:
@@ -139,8 +136,9 @@ class InferoxReplica:
 
     # -- packages ----------------------------------------------------------------------------------
     def verify(self, name: str) -> Path:
-        """The package path of ``name`` once its digest and every file's sha256 check out;
-        :class:`PackageNotFoundError` / :class:`PackageIntegrityError` naming the path otherwise."""
+        """The package path of ``name``'s highest version once its digest and every served
+        version's files check out; :class:`PackageNotFoundError` / :class:`PackageIntegrityError`
+        naming the path otherwise."""
         from inferox.mlpkg import load_package
 
         check_model_name(name)
@@ -156,7 +154,8 @@ class InferoxReplica:
             raise PackageIntegrityError(
                 f"package of model {name!r} differs from the one the deployment was built from (metadata.json digest)", path=str(path), field="sha256"
             )
-        load_package(path, verify=True)
+        for version in entry.served_versions():
+            load_package(entry.versions[version], verify=True)
         return path
 
     # -- health -----------------------------------------------------------------------------------------
@@ -166,23 +165,30 @@ class InferoxReplica:
             raise self.problem
 
     async def is_ready(self) -> bool:
-        """Whether this replica can serve (for the ingress's ``/v2/health/ready``)."""
+        """Whether this replica can serve."""
         return self.problem is None
 
-    async def _start(self) -> InferoxServer:
+    async def start(self) -> InferoxServer:
+        """Start this replica's server (once; Ray Serve runs it as the app's lifespan start-up)."""
         if self.problem is not None:
             raise self.problem
         assert self.server is not None
         if not self._started:
             self._loop = asyncio.get_running_loop()
-            await self.server.startup()  # nothing configured to preload: marks startup done
+            await self.server.startup()  # nothing configured to preload: marks start-up done
             self._started = True
         return self.server
+
+    async def shutdown(self) -> None:
+        """Drain and shut down this replica's server (Ray Serve runs it as the lifespan shutdown)."""
+        if self.server is not None and self._started:
+            self._started = False
+            await self.server.shutdown()
 
     # -- multiplexing -----------------------------------------------------------------------------------
     async def load(self, name: str) -> _LoadedModel:
         """Verify and load ``name`` into this replica's server (the multiplexed loader calls this)."""
-        server = await self._start()
+        server = await self.start()
         try:
             await asyncio.to_thread(self.verify, name)
         except (PackageIntegrityError, PackageNotFoundError) as exc:
@@ -193,8 +199,27 @@ class InferoxReplica:
         return _LoadedModel(self, name)
 
     async def get_model(self, model_id: str) -> _LoadedModel:
-        """The multiplexed loader (replica_class() wraps it in ``@serve.multiplexed``)."""
-        return await self.load(model_id)
+        """The loaded model ``model_id``, loading it on first use. Under Ray Serve,
+        :func:`~inferox.engine.ray.replica_class` replaces this with the ``@serve.multiplexed``
+        loader (an LRU of ``max_models_per_replica``); outside it, every model loaded stays."""
+        loaded = self._held.get(model_id)
+        if loaded is None:
+            loaded = self._held[model_id] = await self.load(model_id)
+        return loaded
+
+    async def ensure_model(self, name: str) -> None:
+        """``name`` loaded here before its request runs: unknown names are refused before the
+        multiplexer sees them (it would evict a served model to make room for nothing)."""
+        check_model_name(name)
+        assert self.server is not None
+        if name not in self.server.models:
+            self.repository.entry(name)  # MODEL_NOT_FOUND naming what is served
+        await self.get_model(name)
+
+    def only_model(self) -> str | None:
+        """The repository's model when it holds exactly one (the deployment's models: the digests)."""
+        names = sorted(self.digests) if self.digests else self.repository.names()
+        return names[0] if len(names) == 1 else None
 
     def _evict(self, name: str) -> None:
         """Unload ``name`` (called from a worker thread by the multiplexer, or on garbage collection)."""
@@ -208,127 +233,185 @@ class InferoxReplica:
         with contextlib.suppress(Exception):
             fut.result(timeout=self.config.graceful_timeout_s + 5)
 
-    # -- requests -------------------------------------------------------------------------------------
-    async def handle(self, method: str, path: str, query: bytes, headers: Sequence[tuple[str, str]], body: bytes) -> HttpReply:
-        """Answer one HTTP request for the multiplexed model named by the caller."""
-        name = serve.get_multiplexed_model_id()
-        try:
-            await self.get_model(name)
-        except InferoxError as exc:
-            return reply_for(exc)
-        return await self.dispatch(name, method, path, query, headers, body)
+    # -- HTTP -------------------------------------------------------------------------------------------
+    def __serve_build_asgi_app__(self) -> ReplicaApp:
+        """The replica's ASGI app (Ray Serve calls this once the constructor has run)."""
+        return self.asgi_app(behind_ray_proxy=True)
 
-    async def dispatch(self, name: str, method: str, path: str, query: bytes, headers: Sequence[tuple[str, str]], body: bytes) -> HttpReply:
-        """Run a request for loaded model ``name`` through the server's app (or ``@serve.batch``)."""
-        server = await self._start()
-        if self.batching == "serve" and method == "POST" and path.endswith("/infer"):
-            return await self._infer_serve_batched(server, name, path, headers, body)
-        return await call_asgi(server.app, method, path, query, headers, body)
+    def asgi_app(self, *, behind_ray_proxy: bool = False) -> ReplicaApp:
+        """The ASGI app of this replica (also runnable outside Ray Serve, e.g. in tests); see
+        :class:`ReplicaApp` for ``behind_ray_proxy``."""
+        return ReplicaApp(self, behind_ray_proxy=behind_ray_proxy)
 
-    async def _infer_serve_batched(self, server: InferoxServer, name: str, path: str, headers: Sequence[tuple[str, str]], body: bytes) -> HttpReply:
-        lower = {k.lower(): v for k, v in headers}
-        request_id = lower.get("x-request-id")
-        dp = server.dataplane
-        try:
-            req = dp.decode(body, lower.get(HEADER_LENGTH.lower()))
-            version = path.split("/versions/")[1].split("/")[0] if "/versions/" in path else None
-            served = dp.served(name, version)
-            inputs = dp.build_inputs(served, req)
-            selected = dp.select_outputs(served, req.outputs)
-            result = await self._batched(dp.engine, name, inputs)
-            if isinstance(result, InferoxError):
-                raise result
-            answer = InferResponse(
-                model_name=served.name,
-                model_version=served.version,
-                id=req.id,
-                outputs=[OutputTensor(o.name, result[o.name], o.binary_data) for o in selected],
-                parameters={"backend": result.backend} if result.backend else {},
-                binary_default=req.binary_data_output,
-            )
-            payload, extra = dp.encode(answer)
-        except InferoxError as exc:
-            return reply_for(exc, request_id)
-        out = list(extra.items())
-        if request_id or req.id:
-            out.append(("x-request-id", str(req.id or request_id)))
-        return HttpReply(200, out, payload)
 
-    async def _batched(self, engine: Any, name: str, inputs: dict[str, Any]) -> Any:
-        # One request at a time here; replica_class() overrides this with the @serve.batch
-        # version, whose calls Ray Serve gathers into lists (it needs a running replica).
-        return (await self.run_batch([engine], [name], [inputs]))[0]
+class ReplicaApp:
+    """The ASGI app of a replica: the server's own Starlette app, after the model the request
+    names is loaded here (see the module doc). Lifespan start-up and shutdown start and drain the
+    replica's server.
 
-    async def run_batch(self, engines: Sequence[Any], names: Sequence[str], inputs: Sequence[dict[str, Any]]) -> list[Any]:
-        """What ``@serve.batch`` hands over: requests gathered by Ray Serve run as
-        ``engine.infer_batch`` passes, one per model; each slot holds a result or the error of that item."""
-        results: list[Any] = [None] * len(names)
-        groups: dict[str, list[int]] = {}
-        for i, n in enumerate(names):
-            groups.setdefault(n, []).append(i)
-        for n, idx in groups.items():
-            engine = engines[idx[0]]
+    ``behind_ray_proxy``: Ray Serve's proxy gives every request an ``X-Request-ID`` (the client's,
+    or one it makes up) and adds that header to every response; the app's own header with the same
+    value is then dropped, so a response carries the id once (a V2 body's ``id``, which the data
+    plane answers with, still differs and stays)."""
+
+    def __init__(self, replica: InferoxReplica, *, behind_ray_proxy: bool = False) -> None:
+        self.replica = replica
+        self.behind_ray_proxy = behind_ray_proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        replica = self.replica
+        if replica.problem is not None or replica.server is None:
+            await self._unhealthy(scope, receive, send)
+            return
+        server = await replica.start()
+        if scope["type"] != "http":
+            await server.app(scope, receive, send)
+            return
+        if self.behind_ray_proxy:
+            send = _without_header(send, b"x-request-id", dict(scope["headers"]).get(b"x-request-id"))
+        path: str = scope.get("path", "")
+        repo = _REPOSITORY_PATH.match(path)
+        if repo is not None and scope["method"] == "POST":
+            await self._repository(scope, receive, send, repo.group(1), repo.group(2))
+            return
+        match = _MODEL_PATH.match(path)
+        name = match.group(1) if match is not None and match.group(1) != "stats" else None
+        if name is None and not path.startswith("/v2") and path != "/metrics":
+            # The OpenAI-style routes and TEI's name the model in the JSON body or in ?model=;
+            # a request naming none goes to the repository's only model, when it has one.
+            if scope["method"] == "POST":
+                name, receive = await _model_in_body(receive, server.config.max_body_bytes)
+            name = name or _model_in_query(scope) or replica.only_model()
+        if name is not None:
             try:
-                outs = await asyncio.to_thread(engine.infer_batch, n, [inputs[i] for i in idx])
+                await replica.ensure_model(name)
+            except (ModelNotFoundError, InvalidInputError):
+                pass  # names nothing servable: the app answers exactly as `inferox serve` does
             except InferoxError as exc:
-                # One bad item must not fail its neighbours: rerun each on its own to find it.
-                if len(idx) == 1:
-                    results[idx[0]] = exc
-                    continue
-                outs = []
-                for i in idx:
+                await _error(scope, receive, send, exc)
+                return
+        await server.app(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if self.replica.problem is None:
                     try:
-                        outs.append((await asyncio.to_thread(engine.infer_batch, n, [inputs[i]]))[0])
-                    except InferoxError as item_exc:
-                        outs.append(item_exc)
-            for i, out in zip(idx, outs, strict=True):
-                results[i] = out
-        return results
+                        await self.replica.start()
+                    except Exception as exc:  # noqa: BLE001 - reported to Ray Serve, which retries the replica
+                        await send({"type": "lifespan.startup.failed", "message": _reason(exc)})
+                        return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.replica.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
-    async def shutdown(self) -> None:
-        """Shut down every engine of this replica (Ray Serve calls ``__del__`` on teardown)."""
-        if self.server is not None and self._started:
-            await self.server.shutdown()
+    async def _unhealthy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Everything but liveness answers the reason this replica must not serve."""
+        problem = self.replica.problem or PackageNotFoundError("model repository not readable on this node", path="")
+        path = scope.get("path", "")
+        if scope["type"] != "http":
+            return
+        if path == "/v2/health/live":
+            await JSONResponse({"live": True})(scope, receive, send)
+        elif path == "/v2/health/ready":
+            await JSONResponse({"ready": False}, status_code=503)(scope, receive, send)
+        else:
+            await _error(scope, receive, send, problem)
+
+    async def _repository(self, scope: Scope, receive: Receive, send: Send, name: str, action: str) -> None:
+        """``…/load`` loads through the multiplexer (authorised and logged by the data plane);
+        ``…/unload`` is refused: Ray Serve evicts least recently used models itself."""
+        replica = self.replica
+        assert replica.server is not None
+        dp = replica.server.dataplane
+        request = Request(scope, receive)
+        ctx = request_context(request)
+        try:
+            with dp.call(ctx, f"repository_{action}", model=name[:200], scope=REPOSITORY):
+                if action == "unload":
+                    response: Response = JSONResponse(
+                        {"error": "models are evicted least-recently-used by Ray Serve multiplexing; unload is not supported", "code": UNSUPPORTED},
+                        status_code=405,
+                    )
+                else:
+                    await replica.ensure_model(name)
+                    model = replica.server.models[name]
+                    response = JSONResponse({"name": name, "version": model.version, "versions": sorted(model.versions), "state": model.state})
+        except InferoxError as exc:
+            response = error_response(exc, ctx)
+        await response(scope, receive, send)
 
 
-async def call_asgi(app: Any, method: str, path: str, query: bytes, headers: Sequence[tuple[str, str]], body: bytes) -> HttpReply:
-    """Call an ASGI app in-process with one HTTP request; the client never disconnects early."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode("latin-1"),
-        "query_string": query,
-        "root_path": "",
-        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-        "client": ("127.0.0.1", 0),
-        "server": ("127.0.0.1", 80),
-    }
-    sent = False
-    forever = asyncio.Event()
+async def _error(scope: Scope, receive: Receive, send: Send, exc: InferoxError) -> None:
+    """``exc`` in the error shape of the route asked for (OpenAI's under ``/v1/``, V2's elsewhere)."""
+    if scope.get("path", "").startswith("/v1/"):
+        from inferox.engine.server._openai_http import openai_error
 
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await forever.wait()  # the server watches for a disconnect; the ingress handles real ones
-        return {"type": "http.disconnect"}
+        response: Response = openai_error(exc)
+    else:
+        response = error_response(exc)
+    await response(scope, receive, send)
 
-    status = 500
-    out_headers: list[tuple[str, str]] = []
-    chunks: list[bytes] = []
 
-    async def send(message: Mapping[str, Any]) -> None:
-        nonlocal status, out_headers
+def _without_header(send: Send, name: bytes, value: bytes | None) -> Send:
+    """``send`` leaving out the response header ``name: value`` (exactly that value)."""
+    if value is None:
+        return send
+
+    async def filtered(message: Message) -> None:
         if message["type"] == "http.response.start":
-            status = int(message["status"])
-            out_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
-        elif message["type"] == "http.response.body":
-            chunks.append(bytes(message.get("body", b"")))
+            message["headers"] = [(k, v) for k, v in message.get("headers", []) if not (k.lower() == name and v == value)]
+        await send(message)
 
-    await app(scope, receive, send)
-    return HttpReply(status, out_headers, b"".join(chunks))
+    return filtered
+
+
+def _model_in_query(scope: Scope) -> str | None:
+    """``?model=NAME`` (TEI's routes take the model there too)."""
+    from urllib.parse import parse_qs
+
+    values = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1")).get("model")
+    return values[0] if values else None
+
+
+async def _model_in_body(receive: Receive, limit: int) -> tuple[str | None, Receive]:
+    """The ``"model"`` of a JSON request body, and a ``receive`` that replays the body to the app.
+
+    Reads at most ``limit`` bytes: a larger body (or one that is not a JSON object naming a model)
+    names nothing here, and the app answers it as it answers it anywhere."""
+    messages: list[Message] = []
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        chunk = bytes(message.get("body", b""))
+        size += len(chunk)
+        if size > limit:
+            break
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    name: str | None = None
+    complete = size <= limit and messages[-1]["type"] == "http.request" and not messages[-1].get("more_body", False)
+    if complete:
+        with contextlib.suppress(ValueError, RecursionError):
+            doc = json.loads(b"".join(chunks))
+            if isinstance(doc, dict) and isinstance(doc.get("model"), str):
+                name = doc["model"]
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return name, replay
