@@ -96,6 +96,8 @@ class OpenAIEmbeddings:
                 call.model = req.model
                 size = self.embedding_size(req.model)
                 if size is None:
+                    if req.model in dp.text_models() and dp.task(req.model) is not None:
+                        dp.require_task(req.model, "embed", op="embed")  # a classifier or reranker: 400 naming its task
                     raise ModelNotFoundError(req.model[:80], available=self._eligible())
                 check_dimensions(req, size)
                 ctx.disconnected = disconnect_watch(request)
