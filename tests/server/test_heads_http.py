@@ -10,6 +10,7 @@ all-MiniLM-L6-v2 is served beside them for the wrong-task errors. TEI's routes a
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,3 +216,21 @@ def test_metrics_count_head_requests_under_their_protocol(served: ServerThread) 
     page = requests.get(served.url + "/metrics", timeout=30).text
     lines = [line for line in page.splitlines() if line.startswith("inferox_requests_total") and 'model="ce"' in line]
     assert any('protocol="openai"' in line and 'outcome="success"' in line for line in lines), lines
+
+
+def test_each_head_request_gets_one_access_log_line(served: ServerThread, folders: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from transformers import AutoTokenizer
+
+    with caplog.at_level(logging.INFO, logger="inferox.server.access"):
+        assert post(served, "/v1/rerank", {"model": "ce", "query": QUERY, "documents": DOCS[:3]}).status_code == 200
+        assert post(served, "/v1/rerank", {"query": "q", "documents": ["d"]}).status_code == 400
+        assert requests.get(served.url + "/v2/health/live", timeout=30).status_code == 200  # something logged after them
+    records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "inferox.server.access"]
+    reranks = [r for r in records if r["endpoint"] == "POST /v1/rerank"]
+    assert len(reranks) == 2
+    ok, refused = reranks
+    tokens = sum(len(ids) for ids in AutoTokenizer.from_pretrained(str(folders["ce"]))([QUERY] * 3, DOCS[:3])["input_ids"])
+    assert (ok["protocol"], ok["model"], ok["version"], ok["status"], ok["rows"], ok["tokens"]) == ("openai", "ce", "1", 200, 3, tokens)
+    assert (refused["status"], refused["code"], refused["protocol"]) == (400, "INVALID_INPUT", "openai")
