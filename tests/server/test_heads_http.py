@@ -5,7 +5,8 @@ Tiny random-weight ``BertForSequenceClassification`` checkpoints are made offlin
 (tests/support/families.py) and packed by ``inferox.mlpkg.build_package``: a 3-label classifier and a
 one-label cross-encoder (sigmoid by default, raw when its config says Identity). Scores are compared
 with ``sentence_transformers.CrossEncoder`` and the ``transformers`` classifier (1e-4); real
-all-MiniLM-L6-v2 is served beside them for the wrong-task errors. TEI's routes are in test_tei_routes.py.
+all-MiniLM-L6-v2 is served beside them for the wrong-task errors; LlamaIndex's Jina reranker client is
+pointed at ``/v1/rerank``. TEI's routes are in test_tei_routes.py.
 """
 
 from __future__ import annotations
@@ -125,6 +126,19 @@ def test_rerank_many_documents_split_into_passes_keep_their_order(served: Server
     np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
 
 
+def test_llamaindex_jina_reranker_works_against_v1_rerank(served: ServerThread, cross_encoders: dict[str, Any]) -> None:
+    """A real client of the Jina rerank API, pointed at the server: it posts model, query, documents, top_n."""
+    jina = pytest.importorskip("llama_index.postprocessor.jinaai_rerank")
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    want = cross_encoders["ce"].predict([(QUERY, d) for d in DOCS], convert_to_numpy=True)
+    nodes = [NodeWithScore(node=TextNode(text=d), score=0.0) for d in DOCS]
+    ranked = jina.JinaRerank(model="ce", base_url=f"{served.url}/v1", api_key="unused", top_n=3).postprocess_nodes(nodes, QueryBundle(QUERY))
+    best = np.argsort(-want, kind="stable")[:3]
+    assert [n.node.get_content() for n in ranked] == [DOCS[i] for i in best]
+    np.testing.assert_allclose([n.score for n in ranked], want[best], atol=TOL, rtol=0)
+
+
 # -- /v1/classify and V2 -------------------------------------------------------------------------------------
 def test_classify_gives_every_label_with_its_probability(served: ServerThread, classifier: tuple[Any, Any]) -> None:
     r = post(served, "/v1/classify", {"model": "cls", "input": TEXTS})
@@ -158,6 +172,9 @@ def test_v2_text_infer_on_a_classifier_returns_logits_and_label(served: ServerTh
     assert outs["label"]["data"] == want.argmax(axis=1).tolist()
     meta = requests.get(served.url + "/v2/models/cls", timeout=30).json()
     assert [o["name"] for o in meta["outputs"]] == ["logits", "label"]
+    assert meta["parameters"]["task"] == "classify" and meta["parameters"]["labels"] == LABELS
+    assert requests.get(served.url + "/v2/models/ce", timeout=30).json()["parameters"]["task"] == "rerank"
+    assert requests.get(served.url + "/v2/models/minilm", timeout=30).json()["parameters"]["task"] == "embed"
 
 
 # -- errors ---------------------------------------------------------------------------------------------------

@@ -1374,6 +1374,12 @@ class DataPlane:
             }
             if served.default_outputs:
                 out["parameters"]["default_outputs"] = list(served.default_outputs)
+            task = _task_name(served)
+            if task is not None:
+                # What the model is for, and a classifier's label names (``label`` is their index).
+                out["parameters"]["task"] = task
+                if served.task is not None and served.task.get("labels"):
+                    out["parameters"]["labels"] = [str(x) for x in served.task["labels"]]
             out["parameters"].update(runtime_parameters(info))
             return out
 
