@@ -190,7 +190,20 @@ def test_one_model_serves_post_root_and_info(reranker_only: ServerThread) -> Non
     assert "'ce'" in body["error"] and "'rerank'" in body["error"]
 
 
+def test_health_follows_readiness(served: ServerThread) -> None:
+    r = requests.get(served.url + "/health", timeout=30)
+    assert r.status_code == 200 and r.content == b""
+
+
 def test_metrics_label_tei_requests(served: ServerThread) -> None:
     assert post(served, "/rerank", {"query": "q", "texts": ["d"]}).status_code == 200
     page = requests.get(served.url + "/metrics", timeout=30).text
     assert any('model="ce"' in line and 'protocol="tei"' in line and 'outcome="success"' in line for line in page.splitlines() if line.startswith("inferox_requests_total"))
+
+
+def test_health_is_503_until_the_server_is_ready() -> None:
+    from starlette.testclient import TestClient
+
+    server = InferoxServer(config=ServerConfig(allow_empty=True))  # never started: not ready
+    r = TestClient(server.app).get("/health")
+    assert r.status_code == 503 and r.json() == {"error": "the server is not ready", "error_type": "unhealthy", "code": "UNAVAILABLE"}

@@ -2,8 +2,8 @@
 
 - ``POST /v1/rerank`` and ``POST /v1/classify`` (Cohere / Jina / infinity shapes; errors in OpenAI's
   shape, protocol label ``openai``, like ``/v1/embeddings``);
-- TEI's routes ``POST /embed``, ``POST /rerank``, ``POST /predict``, ``GET /info`` and ``POST /``
-  (TEI's route by model type), protocol label ``tei``, errors in TEI's shape.
+- TEI's routes ``POST /embed``, ``POST /rerank``, ``POST /predict``, ``GET /info``, ``GET /health``
+  and ``POST /`` (TEI's route by model type), protocol label ``tei``, errors in TEI's shape.
 
 Each handler only reads the request (``_heads`` parses it), calls the data plane
 (:meth:`~inferox.engine.server.DataPlane.rerank`, ``classify``, ``embed`` — admission, limits,
@@ -133,8 +133,24 @@ class TeiRoutes(_Routes):
             Route("/rerank", self.rerank, methods=["POST"]),
             Route("/predict", self.predict, methods=["POST"]),
             Route("/info", self.info, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
             Route("/", self.root, methods=["POST"]),
         ]
+
+    async def health(self, request: Request) -> Response:
+        """TEI's ``GET /health``: 200 once the server is ready (``/v2/health/ready``), else 503."""
+        from inferox.core.errors import ServiceUnavailableError
+        from inferox.engine.server.app import request_context
+
+        ctx = request_context(request, protocol=TEI)
+        try:
+            if not self.dp.readiness(ctx=ctx):
+                raise ServiceUnavailableError("the server is not ready")
+        except InferoxError as exc:
+            body = tei_error_body(exc)
+            body["error_type"] = "unhealthy"
+            return JSONResponse(body, status_code=503, headers={"x-request-id": ctx.response_id})
+        return Response(b"", headers={"x-request-id": ctx.response_id})
 
     @staticmethod
     def _asked(request: Request, in_body: str | None) -> str | None:
