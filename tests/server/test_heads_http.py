@@ -12,7 +12,6 @@ pointed at ``/v1/rerank``. TEI's routes are in test_tei_routes.py.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,10 +40,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, folders: dict[str, Path], minilm_package: Path) -> Iterator[ServerThread]:
-    repo = tmp_path_factory.mktemp("heads-repo")
-    pack_into(repo, folders)
-    shutil.copytree(minilm_package, repo / "minilm")
-    (repo / "minilm" / "serving.toml").write_text('backend = "torch"\n')
+    repo = pack_into(tmp_path_factory.mktemp("heads-repo"), folders, packages={"minilm": minilm_package})
     with ServerThread(InferoxServer(repository=repo, config=ServerConfig(max_request_rows=MAX_ROWS))) as st_:
         yield st_
 

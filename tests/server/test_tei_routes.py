@@ -10,7 +10,6 @@ clients (``TextEmbeddingsInference``, the ``TextEmbeddingInference`` reranker) a
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,10 +37,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, folders: dict[str, Path], minilm_package: Path) -> Iterator[ServerThread]:
-    repo = tmp_path_factory.mktemp("tei-repo")
-    pack_into(repo, {"cls": folders["cls"], "ce": folders["ce"]})
-    shutil.copytree(minilm_package, repo / "minilm")
-    (repo / "minilm" / "serving.toml").write_text('backend = "torch"\n')
+    repo = pack_into(tmp_path_factory.mktemp("tei-repo"), {"cls": folders["cls"], "ce": folders["ce"]}, packages={"minilm": minilm_package})
     with ServerThread(InferoxServer(repository=repo, config=ServerConfig())) as st_:
         yield st_
 

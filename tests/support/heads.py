@@ -29,12 +29,17 @@ def make_heads(root: Path) -> dict[str, Path]:
     return folders
 
 
-def pack_into(repo: Path, folders: dict[str, Path]) -> None:
-    """Each folder packed into ``repo/NAME`` with the torch backend (loads fast, no graph to build)."""
+def pack_into(repo: Path, folders: dict[str, Path], *, packages: dict[str, Path] | None = None) -> Path:
+    """Each folder packed into ``repo/NAME`` — and each of ``packages`` (already packed) copied
+    there — served on the torch backend (loads fast, no graph to build); returns ``repo``."""
     from inferox.mlpkg import build_package
 
     for name, folder in folders.items():
         pkg = build_package(folder, output_dir=repo / "_build", name=name)
         shutil.move(str(pkg), str(repo / name))
-        (repo / name / "serving.toml").write_text('backend = "torch"\n')
     shutil.rmtree(repo / "_build", ignore_errors=True)
+    for name, package in (packages or {}).items():
+        shutil.copytree(package, repo / name)
+    for name in [*folders, *(packages or {})]:
+        (repo / name / "serving.toml").write_text('backend = "torch"\n')
+    return repo

@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from inferox.core.errors import InferoxError, InvalidInputError
-from inferox.engine.server._protocol import _dumps, _json_data, _loads
+from inferox.engine.server._openai import json_object
+from inferox.engine.server._protocol import _dumps, _json_data
 
 __all__ = [
     "ClassifyRequest",
@@ -51,6 +52,7 @@ __all__ = [
     "parse_tei_predict",
     "parse_tei_rerank",
     "rerank_body",
+    "tei_embed_body",
     "tei_error_body",
     "tei_predict_body",
     "tei_rerank_body",
@@ -62,19 +64,8 @@ __all__ = [
 MAX_ITEMS = 2048
 
 
-def parse_body(body: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
-    """A JSON object from a request body, or :class:`InvalidInputError` naming ``body``."""
-    if isinstance(body, Mapping):
-        return body
-    try:
-        data = _loads(body.encode("utf-8") if isinstance(body, str) else body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidInputError(f"request body is not valid JSON: {exc}", name="body") from exc
-    except RecursionError:
-        raise InvalidInputError("request body is not valid JSON: nested too deeply", name="body") from None
-    if not isinstance(data, Mapping):
-        raise InvalidInputError("request body must be a JSON object", name="body", expected="object", actual=type(data).__name__)
-    return data
+#: A request body as a JSON object (OpenAI's parser's, shared by every text API).
+parse_body = json_object
 
 
 def _unknown(data: Mapping[str, Any], fields: frozenset[str]) -> None:
@@ -266,6 +257,17 @@ def parse_tei_rerank(body: bytes | str | Mapping[str, Any]) -> TeiRerankRequest:
         model=model, query=query, texts=_texts(data.get("texts"), "texts", single=False),
         raw_scores=_flag(data, "raw_scores", False), return_text=_flag(data, "return_text", False), truncate=truncate,
     )
+
+
+def tei_embed_body(embeddings: np.ndarray, *, normalize: bool) -> bytes:
+    """``POST /embed``'s answer: one row per input, L2-normalised with ``normalize`` (TEI's default)."""
+    rows = np.asarray(embeddings, dtype=np.float32)
+    if normalize:
+        norms = np.linalg.norm(rows.astype(np.float64), axis=1, keepdims=True)
+        rows = (rows / np.maximum(norms, 1e-12)).astype(np.float32)
+    if np.isfinite(rows).all():
+        return _dumps(list(rows))  # float32 rows as they are: orjson writes each element's shortest form
+    return _dumps([_json_data(row) for row in rows])
 
 
 def tei_rerank_body(request: TeiRerankRequest, scores: np.ndarray) -> bytes:

@@ -21,16 +21,16 @@ naming its task.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from inferox.core.errors import InferoxError, InvalidInputError
 from inferox.engine.server._dataplane import CLASSIFY, EMBED, EMBEDDING_OUTPUT, RERANK
-from inferox.engine.server._errors import error_status, retry_after_s
+from inferox.engine.server._errors import error_headers, error_status
 from inferox.engine.server._heads import (
     classify_body,
     parse_classify_request,
@@ -39,12 +39,12 @@ from inferox.engine.server._heads import (
     parse_tei_predict,
     parse_tei_rerank,
     rerank_body,
+    tei_embed_body,
     tei_error_body,
     tei_predict_body,
     tei_rerank_body,
 )
 from inferox.engine.server._openai_http import OpenAIEmbeddings, openai_error
-from inferox.engine.server._protocol import _dumps
 
 __all__ = ["HeadRoutes", "TeiRoutes", "text_routes"]
 
@@ -52,19 +52,9 @@ TEI = "tei"
 OPENAI = "openai"
 
 
-def _json(payload: bytes, ctx: Any) -> Response:
-    return Response(payload, media_type="application/json", headers={"x-request-id": ctx.response_id})
-
-
 def tei_error(exc: InferoxError, ctx: Any = None) -> JSONResponse:
     """TEI's error body with the status of the one table (``Retry-After`` on overload)."""
-    headers: dict[str, str] = {}
-    retry = retry_after_s(exc)
-    if retry is not None:
-        headers["retry-after"] = str(retry)
-    if ctx is not None:
-        headers["x-request-id"] = ctx.response_id
-    return JSONResponse(tei_error_body(exc), status_code=error_status(exc).http, headers=headers)
+    return JSONResponse(tei_error_body(exc), status_code=error_status(exc).http, headers=error_headers(exc, ctx))
 
 
 class _Routes:
@@ -80,13 +70,22 @@ class _Routes:
 
         return await read_body(request, self.server.config.max_body_bytes)
 
-    @staticmethod
-    def _context(request: Request, protocol: str) -> Any:
+    async def _answer(
+        self, request: Request, op: str, protocol: str, work: Callable[[Any, Any], Awaitable[bytes]], on_error: Callable[[InferoxError, Any], Response]
+    ) -> Response:
+        """One inference request of a text API: its record opened (``op``, ``protocol``), ``work(ctx,
+        call)`` — which reads the body, chooses the model and calls the data plane — answered as
+        JSON, or its typed error in the API's shape."""
         from inferox.engine.server.app import disconnect_watch, request_context
 
         ctx = request_context(request, protocol=protocol)
         ctx.disconnected = disconnect_watch(request)
-        return ctx
+        try:
+            with self.dp.call(ctx, op, inference=True) as call:
+                payload = await work(ctx, call)
+        except InferoxError as exc:
+            return on_error(exc, ctx)
+        return Response(payload, media_type="application/json", headers={"x-request-id": ctx.response_id})
 
 
 class HeadRoutes(_Routes):
@@ -96,32 +95,22 @@ class HeadRoutes(_Routes):
         return [Route("/v1/rerank", self.rerank, methods=["POST"]), Route("/v1/classify", self.classify, methods=["POST"])]
 
     async def rerank(self, request: Request) -> Response:
-        dp = self.dp
-        ctx = self._context(request, OPENAI)
-        try:
-            with dp.call(ctx, "rerank", inference=True) as call:
-                req = parse_rerank_request(await self._body(request))
-                name = dp.choose_model(RERANK, req.model, op="rerank")
-                call.model = name
-                r = await dp.rerank(name, req.query, req.documents, raw_scores=req.raw_scores, ctx=ctx)
-                payload = rerank_body(req, model=name, scores=r.scores, tokens=r.tokens)
-        except InferoxError as exc:
-            return openai_error(exc, ctx)
-        return _json(payload, ctx)
+        async def work(ctx: Any, call: Any) -> bytes:
+            req = parse_rerank_request(await self._body(request))
+            call.model = name = self.dp.choose_model(RERANK, req.model, op="rerank")
+            r = await self.dp.rerank(name, req.query, req.documents, raw_scores=req.raw_scores, ctx=ctx)
+            return rerank_body(req, model=name, scores=r.scores, tokens=r.tokens)
+
+        return await self._answer(request, "rerank", OPENAI, work, openai_error)
 
     async def classify(self, request: Request) -> Response:
-        dp = self.dp
-        ctx = self._context(request, OPENAI)
-        try:
-            with dp.call(ctx, "classify", inference=True) as call:
-                req = parse_classify_request(await self._body(request))
-                name = dp.choose_model(CLASSIFY, req.model, op="classify")
-                call.model = name
-                r = await dp.classify(name, req.inputs, raw_scores=req.raw_scores, ctx=ctx)
-                payload = classify_body(model=name, scores=r.scores, labels=r.labels, tokens=r.tokens)
-        except InferoxError as exc:
-            return openai_error(exc, ctx)
-        return _json(payload, ctx)
+        async def work(ctx: Any, call: Any) -> bytes:
+            req = parse_classify_request(await self._body(request))
+            call.model = name = self.dp.choose_model(CLASSIFY, req.model, op="classify")
+            r = await self.dp.classify(name, req.inputs, raw_scores=req.raw_scores, ctx=ctx)
+            return classify_body(model=name, scores=r.scores, labels=r.labels, tokens=r.tokens)
+
+        return await self._answer(request, "classify", OPENAI, work, openai_error)
 
 
 class TeiRoutes(_Routes):
@@ -157,53 +146,34 @@ class TeiRoutes(_Routes):
         return in_body if in_body is not None else request.query_params.get("model") or None
 
     async def embed(self, request: Request, body: bytes | None = None) -> Response:
-        dp = self.dp
-        ctx = self._context(request, TEI)
-        try:
-            with dp.call(ctx, "embed", inference=True) as call:
-                req = parse_tei_embed(body if body is not None else await self._body(request))
-                name = dp.choose_model(EMBED, self._asked(request, req.model), op="embed")
-                call.model = name
-                size = dp.embedding_size(name)
-                if req.dimensions is not None and req.dimensions != size:
-                    raise InvalidInputError(f"model {name!r} makes {size}-dimensional embeddings; 'dimensions' may only be {size}", name="dimensions", expected=size, actual=req.dimensions)
-                r = await dp.embed(name, req.inputs, ctx=ctx, truncate=req.truncate)
-                rows = np.asarray(r.embeddings, dtype=np.float32)
-                if req.normalize:
-                    norms = np.linalg.norm(rows.astype(np.float64), axis=1, keepdims=True)
-                    rows = (rows / np.maximum(norms, 1e-12)).astype(np.float32)
-                payload = _dumps([row for row in rows] if np.isfinite(rows).all() else rows.tolist())
-        except InferoxError as exc:
-            return tei_error(exc, ctx)
-        return _json(payload, ctx)
+        async def work(ctx: Any, call: Any) -> bytes:
+            req = parse_tei_embed(body if body is not None else await self._body(request))
+            call.model = name = self.dp.choose_model(EMBED, self._asked(request, req.model), op="embed")
+            size = self.dp.embedding_size(name)
+            if req.dimensions is not None and req.dimensions != size:
+                raise InvalidInputError(f"model {name!r} makes {size}-dimensional embeddings; 'dimensions' may only be {size}", name="dimensions", expected=size, actual=req.dimensions)
+            r = await self.dp.embed(name, req.inputs, ctx=ctx, truncate=req.truncate)
+            return tei_embed_body(r.embeddings, normalize=req.normalize)
+
+        return await self._answer(request, "embed", TEI, work, tei_error)
 
     async def rerank(self, request: Request, body: bytes | None = None) -> Response:
-        dp = self.dp
-        ctx = self._context(request, TEI)
-        try:
-            with dp.call(ctx, "rerank", inference=True) as call:
-                req = parse_tei_rerank(body if body is not None else await self._body(request))
-                name = dp.choose_model(RERANK, self._asked(request, req.model), op="rerank")
-                call.model = name
-                r = await dp.rerank(name, req.query, req.texts, raw_scores=req.raw_scores, ctx=ctx, truncate=req.truncate)
-                payload = tei_rerank_body(req, r.scores)
-        except InferoxError as exc:
-            return tei_error(exc, ctx)
-        return _json(payload, ctx)
+        async def work(ctx: Any, call: Any) -> bytes:
+            req = parse_tei_rerank(body if body is not None else await self._body(request))
+            call.model = name = self.dp.choose_model(RERANK, self._asked(request, req.model), op="rerank")
+            r = await self.dp.rerank(name, req.query, req.texts, raw_scores=req.raw_scores, ctx=ctx, truncate=req.truncate)
+            return tei_rerank_body(req, r.scores)
+
+        return await self._answer(request, "rerank", TEI, work, tei_error)
 
     async def predict(self, request: Request, body: bytes | None = None) -> Response:
-        dp = self.dp
-        ctx = self._context(request, TEI)
-        try:
-            with dp.call(ctx, "predict", inference=True) as call:
-                req = parse_tei_predict(body if body is not None else await self._body(request))
-                name = dp.choose_model(CLASSIFY, self._asked(request, req.model), op="predict")
-                call.model = name
-                r = await dp.classify(name, req.inputs, raw_scores=req.raw_scores, ctx=ctx, truncate=req.truncate)
-                payload = tei_predict_body(req, r.scores, r.labels)
-        except InferoxError as exc:
-            return tei_error(exc, ctx)
-        return _json(payload, ctx)
+        async def work(ctx: Any, call: Any) -> bytes:
+            req = parse_tei_predict(body if body is not None else await self._body(request))
+            call.model = name = self.dp.choose_model(CLASSIFY, self._asked(request, req.model), op="predict")
+            r = await self.dp.classify(name, req.inputs, raw_scores=req.raw_scores, ctx=ctx, truncate=req.truncate)
+            return tei_predict_body(req, r.scores, r.labels)
+
+        return await self._answer(request, "predict", TEI, work, tei_error)
 
     def _the_model(self, request: Request, op: str) -> str:
         """The model of a route that serves any task (``/info``, ``POST /``): named, or the one served."""
