@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from inferox.core.errors import InferoxError, InvalidInputError
-from inferox.engine.server._dataplane import CLASSIFY, EMBED, EMBEDDING_OUTPUT, RERANK
+from inferox.engine.server._dataplane import CLASSIFY, EMBED, EMBEDDING_OUTPUT, RERANK, TOKENISE_THREADS
 from inferox.engine.server._errors import error_headers, error_status
 from inferox.engine.server._heads import (
     classify_body,
@@ -260,7 +260,7 @@ def tei_info(dp: Any, name: str) -> dict[str, Any]:
         "max_batch_requests": int(engine_cfg.max_batch_size),
         "max_client_batch_size": int(cfg.max_request_rows),
         "auto_truncate": bool(getattr(encoder, "truncate", True)),
-        "tokenization_workers": 0,
+        "tokenization_workers": TOKENISE_THREADS,
         "version": _server_version(),
         "sha": None,
         "docker_label": None,
