@@ -173,3 +173,45 @@ def test_parsers_read_tei_and_cohere_shapes() -> None:
 def test_ranking_is_best_first_ties_in_order_nan_last() -> None:
     assert ranking(np.array([0.1, 0.9, np.nan, 0.9, 0.5], np.float32)) == [1, 3, 4, 0, 2]
     assert ranking(np.array([0.1, 0.9, 0.5]), top_n=2) == [1, 2]
+
+
+class _SingleTextEncoder:
+    """A plugin model's own text encoder that knows single texts only (no ``encode_pairs``)."""
+
+    truncate = True
+
+    def encode(self, texts: list[str], *, max_length: int | None = None, truncate: bool | None = None) -> dict[str, np.ndarray]:
+        ids = np.ones((len(texts), 3), np.int64)
+        return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+
+
+def test_a_reranker_whose_encoder_knows_no_pairs_is_a_typed_error(loop: asyncio.AbstractEventLoop) -> None:
+    from inferox.core import DType, ModelMetadata, TensorSpec, get_backend
+    from inferox.core.model import Model
+
+    class Pairless(Model):
+        def __init__(self) -> None:
+            super().__init__(backend=get_backend("torch"), metadata=ModelMetadata(name="pairless", architecture="pairless", extra={"task": {"task": "rerank"}}))
+            self.text_encoder = _SingleTextEncoder()
+
+        @property
+        def input_specs(self) -> list[TensorSpec]:
+            return [TensorSpec("input_ids", DType.I64, (None, None)), TensorSpec("attention_mask", DType.I64, (None, None))]
+
+        @property
+        def output_specs(self) -> list[TensorSpec]:
+            return [TensorSpec("score", DType.F32, (None,))]
+
+        def forward(self, inputs: Any) -> dict[str, Any]:
+            return {"score": inputs["attention_mask"].sum(dim=1).float()}
+
+    plane = DataPlane(config=LIMITS)
+    run(loop, plane.add_model("pairless", Pairless()))
+    plane.startup_done = True
+    try:
+        assert plane.task("pairless") == "rerank"
+        with pytest.raises(InvalidInputError) as ei:
+            run(loop, plane.rerank("pairless", "q", ["d"]))
+        assert ei.value.code == "INVALID_INPUT" and ei.value.name == "input" and "does not encode text pairs" in str(ei.value)
+    finally:
+        run(loop, plane.shutdown())

@@ -1168,6 +1168,9 @@ class DataPlane:
         items: Sequence[Any] = texts if texts is not None else pairs if pairs is not None else token_ids  # type: ignore[assignment]
         rows = len(items)
         if pairs is not None:
+            if not callable(getattr(encoder, "encode_pairs", None)):
+                # A model's own text encoder (a plugin's) need not know pairs: say so, never a 500.
+                raise InvalidInputError(f"model {name!r} takes single texts only: its text encoder does not encode text pairs", name="input", expected="str", actual="text pairs")
             for i, p in enumerate(pairs):
                 if not isinstance(p, str) and not (isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(t, str) for t in p)):
                     raise InvalidInputError("each item must be a text or a pair of texts", name="input", expected="str | [str, str]", actual=bounded(p), index=i)
