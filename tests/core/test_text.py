@@ -210,3 +210,52 @@ def test_real_minilm_tokenizer() -> None:
     out = enc.encode(["hello world", "hi"])
     assert out["input_ids"].tolist() == [[101, 7592, 2088, 102], [101, 7632, 102, 0]]
     assert out["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+
+
+# -- text pairs (cross-encoders, pair classifiers) -------------------------------------------------------------
+def test_encode_pairs_is_one_sequence_with_the_second_texts_token_type(tokenizer_file: Path) -> None:
+    enc = TextEncoder.from_file(tokenizer_file)
+    v = {t: i for i, t in enumerate(VOCAB)}
+    out = enc.encode_pairs([("hello world", "a b"), ("c", "d"), "e"])
+    assert out["input_ids"][0].tolist() == [v[t] for t in ("[CLS]", "hello", "world", "[SEP]", "a", "b", "[SEP]")]
+    assert out["token_type_ids"][0].tolist() == [0, 0, 0, 0, 1, 1, 1]
+    assert out["input_ids"][1].tolist()[:5] == [v["[CLS]"], v["c"], v["[SEP]"], v["d"], v["[SEP]"]] and out["attention_mask"][1].tolist() == [1] * 5 + [0, 0]
+    # A single string among pairs is encoded alone.
+    assert out["input_ids"][2].tolist()[:3] == [v["[CLS]"], v["e"], v["[SEP]"]] and out["token_type_ids"][2].sum() == 0
+
+
+def test_encode_pairs_truncates_the_longer_text_first(tokenizer_file: Path) -> None:
+    """CrossEncoder's rule (the tokenizer's ``longest_first``): the query keeps its tokens while the document is longer."""
+    enc = TextEncoder.from_file(tokenizer_file, max_length=7)
+    v = {t: i for i, t in enumerate(VOCAB)}
+    out = enc.encode_pairs([("hello", "a b c d e a b"), ("a b c d e", "hello")])
+    assert out["input_ids"][0].tolist() == [v[t] for t in ("[CLS]", "hello", "[SEP]", "a", "b", "c", "[SEP]")]
+    assert out["input_ids"][1].tolist() == [v[t] for t in ("[CLS]", "a", "b", "c", "[SEP]", "hello", "[SEP]")]
+
+
+def test_encode_pairs_refuses_bad_pairs_and_over_long_ones_without_truncation(tokenizer_file: Path) -> None:
+    enc = TextEncoder.from_file(tokenizer_file, max_length=6)
+    with pytest.raises(InvalidInputError) as ei:
+        enc.encode_pairs([("a", "b"), ("hello world", "a b c")], truncate=False)
+    assert ei.value.code == "INVALID_INPUT" and ei.value.name == "text" and ei.value.details["index"] == 1 and "8 tokens" in str(ei.value) and "6" in str(ei.value)
+    with pytest.raises(InvalidInputError) as ei:
+        enc.encode_pairs([("a", "b"), ("a", "b", "c")])
+    assert ei.value.code == "INVALID_INPUT" and ei.value.details["index"] == 1 and "two strings" in str(ei.value)
+    with pytest.raises(InvalidInputError) as ei:
+        enc.encode_pairs([])
+    assert ei.value.code == "INVALID_INPUT" and ei.value.name == "text"
+
+
+def test_encode_pairs_matches_transformers(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from transformers import AutoTokenizer
+
+    from tests.support.families import save_tokenizer
+
+    save_tokenizer(tmp_path)
+    pairs = [("w1 w2 w3", "w4 w5"), ("w1 w2 w3 w4 w5 w6 w7 w8 w9", "w10 w11"), ("w7", "w8 w9 w10 w11 w12 w13 w14 w15 w16 w17")]
+    enc = TextEncoder.from_file(tmp_path / "tokenizer.json", max_length=9)
+    want = AutoTokenizer.from_pretrained(str(tmp_path))([q for q, _ in pairs], [d for _, d in pairs], truncation=True, max_length=9, padding=True, return_tensors="np")
+    got = enc.encode_pairs(pairs)
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)

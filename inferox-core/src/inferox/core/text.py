@@ -228,7 +228,7 @@ class TextEncoder:
                 self._configured[key] = tok
         return tok
 
-    def _encode_batch(self, texts: list[str], length: int, cut: bool) -> list[Any]:
+    def _encode_batch(self, texts: Sequence[str | tuple[str, str]], length: int, cut: bool) -> list[Any]:
         tok = self._configured_tokenizer(length, cut)
         if tok is not None:
             return list(tok.encode_batch(texts))
@@ -278,6 +278,41 @@ class TextEncoder:
                     encodings[i] = e
             pending = again
         return encodings, [w is not t for w, t in zip(work, texts)]
+
+    def encode_pairs(
+        self, pairs: Sequence[tuple[str, str] | str], *, max_length: int | None = None, truncate: bool | None = None
+    ) -> dict[str, np.ndarray]:
+        """Tokenise text pairs — ``(query, document)`` for a cross-encoder, ``(premise, hypothesis)``
+        for a pair classifier — as one sequence each (``[CLS] a [SEP] b [SEP]``, the second text's
+        token type 1, as the tokenizer's pair template says). An item may also be a single string.
+
+        Truncation is sentence-transformers' ``CrossEncoder``'s (the tokenizer's default
+        ``longest_first``): tokens are taken off the longer text of the pair until the pair fits
+        ``max_length``. With ``truncate=False`` a pair over the limit is refused, naming it.
+        """
+        if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence) or len(pairs) == 0:
+            raise InvalidInputError("text pairs must be a non-empty list of [text, text] pairs", name="text", expected="list[tuple[str, str]]", actual=type(pairs).__name__)
+        items: list[str | tuple[str, str]] = []
+        for i, p in enumerate(pairs):
+            if isinstance(p, str):
+                items.append(p)
+                continue
+            if isinstance(p, (str, bytes)) or not isinstance(p, Sequence) or len(p) != 2 or not all(isinstance(t, str) for t in p):
+                raise InvalidInputError("each pair must be two strings", name="text", expected="[str, str]", actual=type(p).__name__, index=i)
+            items.append((p[0], p[1]))
+        length = self.max_length if max_length is None else self._check_length(max_length, field="max_length")
+        cut = self.truncate if truncate is None else bool(truncate)
+        # Pairs are not pre-cut like single texts (the longest-first rule depends on both sides'
+        # lengths); the server's per-request text limit bounds what reaches the tokenizer.
+        encodings = self._encode_batch(items, length, cut)
+        if not cut:
+            for i, e in enumerate(encodings):
+                if len(e.ids) > length:
+                    raise InvalidInputError(
+                        f"pair {i} is {len(e.ids)} tokens long, more than the model's limit of {length} (truncation is off)",
+                        name="text", expected=f"at most {length} tokens", actual=len(e.ids), index=i,
+                    )
+        return self._batch([e.ids for e in encodings], masks=[e.attention_mask for e in encodings], types=[e.type_ids for e in encodings])
 
     def encode_ids(self, ids: Sequence[Sequence[int]], *, max_length: int | None = None, truncate: bool | None = None) -> dict[str, np.ndarray]:
         """A batch of token-id sequences (the model's own vocabulary, special tokens as given) into the

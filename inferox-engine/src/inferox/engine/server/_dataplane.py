@@ -23,8 +23,11 @@ checked for a token, as for a library call)::
     # inference
     await dp.infer(name, InferRequest, version=None, ctx=ctx) -> InferResponse     # V2 (REST, gRPC)
     await dp.embed(name, texts | token_ids, version=None, ctx=ctx) -> EmbedResponse # OpenAI, TEI /embed
-    await dp.predict_text(name, texts=… | token_ids=…, outputs=[…], ctx=ctx) -> TextResponse
-        # the text path every text API is an adapter over (rerank/classify heads, TEI /predict)
+    await dp.rerank(name, query, documents, raw_scores=False, ctx=ctx) -> RerankResponse # /v1/rerank, TEI /rerank
+    await dp.classify(name, texts | pairs, raw_scores=False, ctx=ctx) -> ClassifyResponse # /v1/classify, TEI /predict
+    await dp.predict_text(name, texts=… | token_ids=… | pairs=…, outputs=[…], ctx=ctx) -> TextResponse
+        # the text path every text API is an adapter over
+    dp.task(name) -> "embed" | "classify" | "rerank" | None                          # what a model is for
     dp.text_models(output=None) / dp.embedding_size(name)                          # what serves text
 
     # health, metadata, statistics (plain JSON-able dicts, V2 / Triton shapes)
@@ -75,10 +78,12 @@ from inferox.engine.server._repository import ModelRepository, ServingSettings, 
 __all__ = [
     "EXTENSIONS",
     "DataPlane",
+    "ClassifyResponse",
     "EmbedResponse",
     "InferResponse",
     "OutputTensor",
     "RequestContext",
+    "RerankResponse",
     "ServedModel",
     "ServedVersion",
     "TextResponse",
@@ -99,6 +104,10 @@ OPEN, INFERENCE, REPOSITORY = "open", "inference", "repository"
 
 #: The output OpenAI's and TEI's embedding routes return (sentence-transformers' name, kept by packages).
 EMBEDDING_OUTPUT = "sentence_embedding"
+
+#: What a served text model is for: the ``task`` a package records for its head (``model_info.json``),
+#: else ``embed`` for a model with an embedding output. Each text API serves one task.
+EMBED, CLASSIFY, RERANK = "embed", "classify", "rerank"
 
 
 def _server_version() -> str:
@@ -153,6 +162,9 @@ class ServedVersion:
     batchable: bool = False
     #: What a request naming no outputs gets (read once at registration).
     default_selection: tuple[RequestedOutput, ...] = ()
+    #: The model's task head as its package records it (``{"task": "classify", "labels": [...], ...}``),
+    #: ``None`` for a model without one (read once at registration; see :meth:`DataPlane.task`).
+    task: Mapping[str, Any] | None = None
     #: Data-plane requests admitted to this version and not finished (a reload retiring it waits for them).
     in_flight: int = 0
     #: Triton's statistics of this version: requests answered, rows they held, failures, their time.
@@ -234,6 +246,29 @@ class TextResponse:
     outputs: dict[str, np.ndarray]
     tokens: int
     backend: str | None = None
+
+
+@dataclass(frozen=True)
+class RerankResponse:
+    """The answer of :meth:`DataPlane.rerank`: one relevance score per document, in the documents'
+    order (the transports sort), and the tokens the model processed."""
+
+    model_name: str
+    model_version: str
+    scores: np.ndarray
+    tokens: int
+
+
+@dataclass(frozen=True)
+class ClassifyResponse:
+    """The answer of :meth:`DataPlane.classify`: ``scores[i, j]`` is input ``i``'s score for
+    ``labels[j]`` (probabilities, or logits with ``raw_scores``), and the tokens processed."""
+
+    model_name: str
+    model_version: str
+    scores: np.ndarray
+    labels: tuple[str, ...]
+    tokens: int
 
 
 @dataclass(frozen=True)
@@ -508,6 +543,7 @@ class DataPlane:
         served.output_names = tuple(s.name for s in first.output_specs)
         served.batchable = bool(specs) and all(s.is_batched for s in specs) and all(s.is_batched for s in first.output_specs)
         served.default_selection = tuple(RequestedOutput(n) for n in (served.default_outputs or served.output_names))
+        served.task = _task_head(first)
         if served.text_encoder is None:
             served.text_encoder = getattr(first.model, "text_encoder", None)
         if served.text_encoder is not None and hasattr(served.text_encoder, "truncate"):
@@ -1090,6 +1126,8 @@ class DataPlane:
         ctx: RequestContext | None = None,
         op: str = "predict_text",
         truncate: bool | None = None,
+        pairs: Sequence[tuple[str, str] | str] | None = None,
+        task: str | None = None,
     ) -> TextResponse:
         """Run a text model on ``texts`` (or ``token_ids``: the model's own vocabulary) and return
         the ``outputs`` (default: the package's default outputs) with one row per input.
@@ -1097,10 +1135,13 @@ class DataPlane:
         The stages and the limits of :meth:`infer` apply: rows, text bytes and tokens are checked
         before any work, the text is tokenised on the pool under the request's deadline, and the
         rows are split into passes grouped by length. ``truncate`` overrides the server's rule
-        for this call (TEI's ``truncate``). Other text APIs are adapters over this method.
+        for this call (TEI's ``truncate``). ``pairs`` (instead of ``texts``) are text pairs, each
+        encoded as one sequence (a cross-encoder's query and document). ``task`` refuses a model
+        served for another task (see :meth:`task`) before any work. Other text APIs are adapters
+        over this method.
         """
         with self.call(ctx, op, model=name, version=version, inference=True) as call:
-            work = self._predict_text(call, name, texts, token_ids, outputs, version, truncate)
+            work = self._predict_text(call, name, texts, token_ids, outputs, version, truncate, pairs, task)
             return await (self._watched(call.ctx, work) if call.ctx.disconnected is not None else work)
 
     async def _predict_text(
@@ -1112,17 +1153,36 @@ class DataPlane:
         outputs: Sequence[str] | None,
         version: str | None,
         truncate: bool | None,
+        pairs: Sequence[tuple[str, str] | str] | None = None,
+        task: str | None = None,
     ) -> TextResponse:
-        if (texts is None) == (token_ids is None):
-            raise InvalidInputError("give texts or token ids", name="input", expected="texts | token_ids")
+        if sum(x is not None for x in (texts, token_ids, pairs)) != 1:
+            raise InvalidInputError("give texts, text pairs or token ids", name="input", expected="texts | pairs | token_ids")
         served = self._admit(call, name, version)
         encoder = served.text_encoder
         if encoder is None:
             raise InvalidInputError(f"model {name!r} takes no text", name="model", expected=self.text_models(), actual=name)
+        if task is not None:
+            self._check_task(served, task, call.op)
         selected = self.select_outputs(served, None if outputs is None else [RequestedOutput(n) for n in outputs])
-        items: Sequence[Any] = texts if texts is not None else token_ids  # type: ignore[assignment]
+        items: Sequence[Any] = texts if texts is not None else pairs if pairs is not None else token_ids  # type: ignore[assignment]
         rows = len(items)
-        if texts is not None:
+        if pairs is not None:
+            if not callable(getattr(encoder, "encode_pairs", None)):
+                # A model's own text encoder (a plugin's) need not know pairs: say so, never a 500.
+                raise InvalidInputError(f"model {name!r} takes single texts only: its text encoder does not encode text pairs", name="input", expected="str", actual="text pairs")
+            for i, p in enumerate(pairs):
+                if not isinstance(p, str) and not (isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(t, str) for t in p)):
+                    raise InvalidInputError("each item must be a text or a pair of texts", name="input", expected="str | [str, str]", actual=bounded(p), index=i)
+            sides = [t for p in pairs for t in ((p,) if isinstance(p, str) else p)]
+            self._check_limits(rows=rows, text_bytes=sum(len(t) for t in sides))
+            nbytes = _utf8_bytes(sides)
+            self._check_limits(rows=rows, text_bytes=nbytes)
+            given_pairs: Any = [p if isinstance(p, str) else (p[0], p[1]) for p in pairs]
+
+            def encode() -> dict[str, Any]:
+                return encoder.encode_pairs(given_pairs, truncate=truncate)  # type: ignore[no-any-return]
+        elif texts is not None:
             for i, t in enumerate(texts):
                 if not isinstance(t, str):
                     raise InvalidInputError("texts must be strings", name="input", expected="str", actual=type(t).__name__, index=i)
@@ -1168,11 +1228,126 @@ class DataPlane:
         truncate: bool | None = None,
     ) -> EmbedResponse:
         """Embed texts (or token-id sequences): one row of ``output`` per input, and the tokens used."""
+        task = EMBED if output == EMBEDDING_OUTPUT else None
         if len(inputs) and all(isinstance(x, str) for x in inputs):
-            r = await self.predict_text(name, texts=inputs, outputs=[output], version=version, ctx=ctx, op="embed", truncate=truncate)  # type: ignore[arg-type]
+            r = await self.predict_text(name, texts=inputs, outputs=[output], version=version, ctx=ctx, op="embed", truncate=truncate, task=task)  # type: ignore[arg-type]
         else:
-            r = await self.predict_text(name, token_ids=inputs, outputs=[output], version=version, ctx=ctx, op="embed", truncate=truncate)  # type: ignore[arg-type]
+            r = await self.predict_text(name, token_ids=inputs, outputs=[output], version=version, ctx=ctx, op="embed", truncate=truncate, task=task)  # type: ignore[arg-type]
         return EmbedResponse(r.model_name, r.model_version, r.outputs[output], r.tokens)
+
+    # -- task heads -------------------------------------------------------------------------------------
+    def task(self, name: str, version: str | None = None) -> str | None:
+        """What served text model ``name`` is for: ``"classify"`` or ``"rerank"`` (its package's task
+        head), ``"embed"`` (a text model with an embedding output), else ``None``."""
+        return _task_name(self.served(name, version))
+
+    def task_models(self, task: str) -> list[str]:
+        """Served text models of ``task``, sorted (what a route serving that task may choose from)."""
+        out = []
+        for name in self.text_models():
+            with contextlib.suppress(InferoxError):  # loading or unloading right now
+                if self.task(name) == task:
+                    out.append(name)
+        return out
+
+    def require_task(self, name: str, task: str, *, op: str, version: str | None = None) -> None:
+        """:class:`InvalidInputError` (400) naming the model's task unless ``name`` serves ``task``
+        (for a transport that looks a model up before calling: OpenAI's embeddings route)."""
+        self._check_task(self.served(name, version), task, op)
+
+    def choose_model(self, task: str, asked: str | None, *, op: str) -> str:
+        """The model a request for ``task`` goes to: ``asked`` when given (checked to serve
+        ``task``), else the one served model of that task — with none, or several, an error
+        naming ``model`` and the candidates (APIs without a model field: TEI's routes)."""
+        if asked is not None:
+            self.require_task(asked, task, op=op)
+            return asked
+        found = self.task_models(task)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            text = self.text_models()
+            if len(text) == 1:  # the one model served is for another task: say which
+                self.require_task(text[0], task, op=op)
+            raise ModelNotFoundError(f"(a {task} model)", available=[f"{n} (task {self._task_or_none(n) or 'none'})" for n in text])
+        raise InvalidInputError(
+            f"{len(found)} {task} models are served ({', '.join(found)}); name one with 'model' in the body or ?model= in the URL",
+            name="model", expected=found, actual=None,
+        )
+
+    def _task_or_none(self, name: str) -> str | None:
+        try:
+            return self.task(name)
+        except InferoxError:
+            return None
+
+    def _check_task(self, served: ServedVersion, want: str, op: str) -> None:
+        """A call for one task on a model of another is the client's mistake: 400 naming both."""
+        have = _task_name(served)
+        if have == want:
+            return
+        others = self.task_models(want)
+        raise InvalidInputError(
+            f"model {served.name!r} is served for task {have or 'none'!r}, not {want!r}: {op} needs a {want} model "
+            f"({'served ' + want + ' models: ' + ', '.join(others) if others else 'none is served'})",
+            name="model",
+            expected=f"a model whose task is {want!r}",
+            actual=f"{served.name!r} (task {have or 'none'!r})",
+        )
+
+    async def rerank(
+        self,
+        name: str,
+        query: str,
+        documents: Sequence[str],
+        *,
+        raw_scores: bool = False,
+        version: str | None = None,
+        ctx: RequestContext | None = None,
+        truncate: bool | None = None,
+    ) -> RerankResponse:
+        """Score each of ``documents`` against ``query`` with a cross-encoder (task ``rerank``): one
+        ``(query, document)`` pair per row, encoded as one sequence, split into passes like any text
+        request. Scores come in the documents' order, after the model's activation (sigmoid unless
+        its config says otherwise) — or the raw logits with ``raw_scores``."""
+        if not isinstance(query, str):
+            raise InvalidInputError("'query' must be a string", name="query", expected="str", actual=type(query).__name__)
+        if isinstance(documents, str) or not isinstance(documents, Sequence) or len(documents) == 0:
+            raise InvalidInputError("'documents' must be a non-empty list of strings", name="documents", expected="list[str]", actual=type(documents).__name__ if documents else "[]")
+        for i, d in enumerate(documents):
+            if not isinstance(d, str):
+                raise InvalidInputError("documents must be strings", name="documents", expected="str", actual=type(d).__name__, index=i)
+        output = "logits" if raw_scores else "score"
+        r = await self.predict_text(name, pairs=[(query, d) for d in documents], outputs=[output], version=version, ctx=ctx, op="rerank", truncate=truncate, task=RERANK)
+        scores = np.asarray(r.outputs[output], dtype=np.float32)
+        return RerankResponse(r.model_name, r.model_version, scores.reshape(len(documents), -1)[:, 0], r.tokens)
+
+    async def classify(
+        self,
+        name: str,
+        inputs: Sequence[str | tuple[str, str]],
+        *,
+        raw_scores: bool = False,
+        version: str | None = None,
+        ctx: RequestContext | None = None,
+        truncate: bool | None = None,
+    ) -> ClassifyResponse:
+        """Classify texts (or text pairs) with a sequence classifier (task ``classify``): each row's
+        softmax over the labels (the raw logits with ``raw_scores``), labels from the package's ``id2label``."""
+        if isinstance(inputs, str) or not isinstance(inputs, Sequence) or len(inputs) == 0:
+            raise InvalidInputError("'input' must be a non-empty list of texts", name="input", expected="list[str]", actual=type(inputs).__name__ if inputs else "[]")
+        if all(isinstance(x, str) for x in inputs):
+            r = await self.predict_text(name, texts=inputs, outputs=["logits"], version=version, ctx=ctx, op="classify", truncate=truncate, task=CLASSIFY)  # type: ignore[arg-type]
+        else:
+            r = await self.predict_text(name, pairs=inputs, outputs=["logits"], version=version, ctx=ctx, op="classify", truncate=truncate, task=CLASSIFY)
+        logits = np.asarray(r.outputs["logits"], dtype=np.float64).reshape(len(inputs), -1)
+        if raw_scores:
+            scores = logits
+        else:
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            scores = shifted / shifted.sum(axis=1, keepdims=True)
+        served = self.served(r.model_name, r.model_version or None)
+        return ClassifyResponse(r.model_name, r.model_version, scores.astype(np.float32), _labels(served, logits.shape[1]), r.tokens)
 
     # -- metadata ---------------------------------------------------------------------------------------
     def server_metadata(self, *, ctx: RequestContext | None = None) -> dict[str, Any]:
@@ -1202,6 +1377,12 @@ class DataPlane:
             }
             if served.default_outputs:
                 out["parameters"]["default_outputs"] = list(served.default_outputs)
+            task = _task_name(served)
+            if task is not None:
+                # What the model is for, and a classifier's label names (``label`` is their index).
+                out["parameters"]["task"] = task
+                if served.task is not None and served.task.get("labels"):
+                    out["parameters"]["labels"] = [str(x) for x in served.task["labels"]]
             out["parameters"].update(runtime_parameters(info))
             return out
 
@@ -1334,6 +1515,31 @@ class DataPlane:
             outputs=[(o.name, o.data, default if o.binary is None else o.binary) for o in response.outputs],
             parameters=response.parameters or None,
         )
+
+
+def _task_head(model: AnyModel) -> Mapping[str, Any] | None:
+    """The task head a model's package records (``model_info.json``'s ``task``), or an in-memory
+    model's own ``metadata.extra["task"]``; ``None`` for neither."""
+    extra = model.metadata.extra if isinstance(model.metadata.extra, Mapping) else {}
+    info = extra.get("model_info")
+    task = info.get("task") if isinstance(info, Mapping) else extra.get("task")
+    return dict(task) if isinstance(task, Mapping) and isinstance(task.get("task"), str) else None
+
+
+def _task_name(served: ServedVersion) -> str | None:
+    if served.task is not None:
+        return str(served.task["task"])
+    if served.text_encoder is not None and EMBEDDING_OUTPUT in served.output_names:
+        return EMBED
+    return None
+
+
+def _labels(served: ServedVersion, n: int) -> tuple[str, ...]:
+    """A classifier's label names (its ``id2label``), ``LABEL_i`` where the package names none."""
+    labels = served.task.get("labels") if served.task is not None else None
+    if isinstance(labels, Sequence) and not isinstance(labels, str) and len(labels) == n:
+        return tuple(str(x) for x in labels)
+    return tuple(f"LABEL_{i}" for i in range(n))
 
 
 def _utf8_bytes(texts: Sequence[str]) -> int:

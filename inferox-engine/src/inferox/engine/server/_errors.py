@@ -33,6 +33,7 @@ __all__ = [
     "RequestLimitError",
     "UnauthorizedError",
     "bounded",
+    "error_headers",
     "error_status",
     "retry_after_s",
     "v2_error_body",
@@ -215,6 +216,17 @@ def retry_after_s(exc: InferoxError) -> int | None:
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds):
         seconds = 1.0
     return max(1, math.ceil(seconds))
+
+
+def error_headers(exc: InferoxError, ctx: Any = None) -> dict[str, str]:
+    """The headers of an HTTP error answer: ``Retry-After`` on overload, the request's ``X-Request-ID``."""
+    headers: dict[str, str] = {}
+    retry = retry_after_s(exc)
+    if retry is not None:
+        headers["retry-after"] = str(retry)
+    if ctx is not None:
+        headers["x-request-id"] = ctx.response_id
+    return headers
 
 
 def v2_error_body(exc: InferoxError) -> dict[str, Any]:

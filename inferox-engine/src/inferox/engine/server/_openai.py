@@ -33,6 +33,7 @@ __all__ = [
     "encode_embeddings_response",
     "error_body",
     "inferox_error_body",
+    "json_object",
     "models_list",
     "parse_embeddings_request",
 ]
@@ -86,9 +87,8 @@ def _input(value: Any) -> tuple[list[str] | None, list[list[int]] | None]:
     raise InvalidInputError("'input' mixes item types; give all strings, all token ids, or all token-id lists", name="input", expected="one kind of item", actual=kinds)
 
 
-def parse_embeddings_request(body: bytes | str | Mapping[str, Any]) -> EmbeddingsRequest:
-    """Decode and check a request body; :class:`InvalidInputError` naming the field at fault
-    (``name`` becomes the error body's ``param``). Unknown fields are refused, as OpenAI does."""
+def json_object(body: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
+    """A request body as a JSON object (the text APIs' bodies), or :class:`InvalidInputError` naming ``body``."""
     if isinstance(body, Mapping):
         data: Any = body
     else:
@@ -100,6 +100,13 @@ def parse_embeddings_request(body: bytes | str | Mapping[str, Any]) -> Embedding
             raise InvalidInputError("request body is not valid JSON: nested too deeply", name="body") from None
     if not isinstance(data, Mapping):
         raise InvalidInputError("request body must be a JSON object", name="body", expected="object", actual=type(data).__name__)
+    return data
+
+
+def parse_embeddings_request(body: bytes | str | Mapping[str, Any]) -> EmbeddingsRequest:
+    """Decode and check a request body; :class:`InvalidInputError` naming the field at fault
+    (``name`` becomes the error body's ``param``). Unknown fields are refused, as OpenAI does."""
+    data = json_object(body)
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
         raise InvalidInputError(f"unrecognized request argument supplied: {unknown[0][:80]}", name=unknown[0][:80], expected=sorted(_FIELDS), actual=unknown[0][:80])

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from inferox.core.errors import InferoxError, ModelNotFoundError
 from inferox.engine.server._dataplane import EMBEDDING_OUTPUT
-from inferox.engine.server._errors import error_status, retry_after_s
+from inferox.engine.server._errors import error_headers, error_status
 from inferox.engine.server._openai import check_dimensions, encode_embeddings_response, error_body, models_list, parse_embeddings_request
 
 __all__ = ["EMBEDDING_OUTPUT", "OpenAIEmbeddings"]
@@ -35,12 +35,7 @@ def openai_error(exc: InferoxError, ctx: Any = None) -> JSONResponse:
     """OpenAI's error body for ``exc`` with the status of the one table (``Retry-After`` on overload)."""
     status = error_status(exc).http
     name = exc.details.get("name")
-    headers: dict[str, str] = {}
-    retry = retry_after_s(exc)
-    if retry is not None:
-        headers["retry-after"] = str(retry)
-    if ctx is not None:
-        headers["x-request-id"] = ctx.response_id
+    headers = error_headers(exc, ctx)
     return JSONResponse(error_body(status, exc.code, exc.message, param=name if isinstance(name, str) else None), status_code=status, headers=headers)
 
 
@@ -96,6 +91,8 @@ class OpenAIEmbeddings:
                 call.model = req.model
                 size = self.embedding_size(req.model)
                 if size is None:
+                    if req.model in dp.text_models() and dp.task(req.model) is not None:
+                        dp.require_task(req.model, "embed", op="embed")  # a classifier or reranker: 400 naming its task
                     raise ModelNotFoundError(req.model[:80], available=self._eligible())
                 check_dimensions(req, size)
                 ctx.disconnected = disconnect_watch(request)

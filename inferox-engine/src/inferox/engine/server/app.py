@@ -5,7 +5,8 @@ headers the data plane needs: ``Authorization``, ``X-Request-ID``, ``traceparent
 :class:`~inferox.engine.server.DataPlane` — which authorises, admits, runs, records and logs — and
 writes the answer: V2 JSON / binary tensor data (compressed when asked), or the error as
 ``{"error": message, "code": CODE}`` with the HTTP status of ``_errors.ERROR_STATUS`` (429 adds
-``Retry-After``). The OpenAI embeddings routes (``_openai_http``) ride on the same app.
+``Retry-After``). The text APIs — OpenAI's embeddings (``_openai_http``), rerank/classify and TEI's
+routes (``_text_http``) — ride on the same app.
 
 Endpoints: health (``/v2/health/live``, ``/v2/health/ready``), server and model metadata
 (``/v2``, ``/v2/models/{name}[/versions/{v}]``), model configuration (``.../config``), model
@@ -45,9 +46,9 @@ from inferox.engine.server._errors import (
     v2_error_body,
 )
 from inferox.engine.server._observe import RequestContext, header_safe_id
-from inferox.engine.server._openai_http import OpenAIEmbeddings
 from inferox.engine.server._protocol import HEADER_LENGTH, parse_infer_request
 from inferox.engine.server._repository import ModelRepository, ServingSettings, check_model_name, is_package
+from inferox.engine.server._text_http import text_routes
 from inferox.engine.server._timing import ACCESS_RECORD
 
 __all__ = ["InferoxServer", "ModelState", "ServedModel", "ServerConfig", "check_bearer", "create_app", "header_safe_id", "http_error"]
@@ -491,7 +492,8 @@ class InferoxServer:
             Route("/v2/repository/models/{name}/load", self.repository_load, methods=["POST"]),
             Route("/v2/repository/models/{name}/unload", self.repository_unload, methods=["POST"]),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
-            *OpenAIEmbeddings(self).routes(),
+            # The text APIs beside V2 (OpenAI embeddings, rerank/classify, TEI): one list, for any app serving a data plane.
+            *text_routes(self),
         ]
         return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
 
