@@ -12,7 +12,8 @@ Sessions (``nox -l``):
   onnx        core + inferox-onnx and the MiniLM weights, in an environment without torch
   thirdparty  core + the third-party NumPy plugin under tests/plugins/, discovered by entry point
   all         every distribution together, Ray included: mypy --strict on every distribution, then
-              the tests shared by several distributions and the Ray tests, once
+              the tests shared by several distributions (on two pytest-xdist workers) and the Ray
+              tests, once
   coverage    combines the sessions' coverage data and gates each distribution on its bar
   lint        ruff
 Also defined, for running one part alone (CI runs both inside ``all``): types (mypy --strict on
@@ -52,6 +53,9 @@ COVERAGE_BARS: dict[str, tuple[str, int]] = {
 ALL_PACKAGES = ("inferox.core", "inferox.torch", "inferox.jax", "inferox.onnx", "inferox.mlpkg", "inferox.engine")
 
 # array-api-strict: the standard and nothing else, which the architecture definitions are checked against.
+#: pytest-xdist for the ``all`` session's shared tests, on this many workers (CI has two cores).
+XDIST = "pytest-xdist>=3.5"
+XDIST_WORKERS = 2
 TEST_TOOLS = ["pytest>=8", "pytest-cov>=5", "pytest-timeout>=2.3", "hypothesis>=6.100", "coverage[toml]>=7.4", "array-api-strict>=2.0"]
 
 #: What CI runs (.ci/run → scripts/test.sh). ``types`` and ``ray`` are not listed because ``all``
@@ -170,14 +174,19 @@ def all_(session: nox.Session) -> None:
     ``types`` does), then the tests shared by several distributions and the Ray tests (what ``ray``
     does), once, in one pytest run that builds the shared packages once."""
     _setup(session)
-    _install_everything(session, engine_extras="serve,grpc,ray")
+    # otel: the tracing tests run against a real OTLP receiver (they skip where the extra is missing).
+    _install_everything(session, engine_extras="serve,grpc,otel,ray")
     # tests/repo builds every distribution's sdist and wheel offline, with the backend installed here.
     # editables: hatchling builds editable metadata with it (the docs run `pip install -e …` with --dry-run).
-    _install(session, "build>=1.2", "hatchling>=1.21", "editables>=0.5", "mypy>=1.10")
+    _install(session, "build>=1.2", "hatchling>=1.21", "editables>=0.5", "mypy>=1.10", XDIST)
     _mypy(session)
+    # Two pytest workers, a test file per worker at a time (its module fixtures built once): most of
+    # these tests wait on servers and subprocesses, so two workers use CI's two cores where one left
+    # one idle. The Ray tests run after, alone: each starts a local Ray cluster that takes both cores.
+    shared = [p for p in SHARED_TESTS if (ROOT / p).exists()]
+    _pytest(session, "-n", str(XDIST_WORKERS), "--dist", "loadfile", *shared, cov=ALL_PACKAGES)
     session.env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster
-    shared = [p for p in (*SHARED_TESTS, "tests/ray") if (ROOT / p).exists()]
-    _pytest(session, *shared, cov=ALL_PACKAGES)
+    _pytest(session, "tests/ray", cov=ALL_PACKAGES)
 
 
 #: The test folders no single distribution owns: they run where every distribution is installed.
