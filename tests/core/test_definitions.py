@@ -294,3 +294,18 @@ def _numpy_backend() -> Backend:
     from inferox_numpy.backend import NumpyBackend
 
     return NumpyBackend()
+
+
+def test_plan_example_inputs_fill_what_the_definition_fills(registry: PluginRegistry) -> None:
+    """Every required input at batch x length, host arrays in the specs' dtypes: an attention mask of
+    ones (the definition's fill), zeros for token ids; optional inputs left out. Backends' models
+    (torch, onnx) convert exactly these for their warm-up."""
+    config, _, weights, _ = example(registry, "bert")
+    plan = DefinitionPlan.build(registry.schema("bert"), config=config, weights=weights)
+    got = plan.example_inputs(batch=3, length=5)
+    required = {s.name for s in plan.input_specs if not s.optional}
+    assert set(got) == required and "input_ids" in got and "token_type_ids" not in got
+    for spec in plan.input_specs:
+        if spec.name in got:
+            assert got[spec.name].shape == (3, 5) and got[spec.name].dtype == spec.dtype.to_numpy()
+    assert (got["attention_mask"] == 1).all() and (got["input_ids"] == 0).all()

@@ -332,6 +332,18 @@ class DefinitionPlan:
             raise ConfigError("this plan's parameters were already taken by a model", field="params", value=None)
         return params
 
+    def example_inputs(self, batch: int = 1, length: int = 8) -> dict[str, np.ndarray]:
+        """Every required input at ``batch`` x ``length`` (dynamic dimensions) as host arrays: the
+        definition's fill for inputs it has one for (an attention mask of ones), zeros for the rest.
+        What a backend model's ``example_inputs`` converts to its native arrays."""
+        out: dict[str, np.ndarray] = {}
+        for spec in self.input_specs:
+            if spec.optional:
+                continue
+            shape = [(batch if i == 0 else length) if d is None else d for i, d in enumerate(spec.shape)]
+            out[spec.name] = np.full(shape, self.input_defaults.get(spec.name, 0), dtype=spec.dtype.to_numpy())
+        return out
+
     # -- running ------------------------------------------------------------------------------
     def check_inputs(self, inputs: Mapping[str, Any], value_range: Callable[[Any], tuple[int, int]]) -> None:
         """The definition's value checks (:class:`InvalidInputError`), before any compute."""

@@ -521,15 +521,8 @@ class OnnxDefinitionModel(OnnxModel):
         return encode_and_run(self, texts, max_length=max_length)
 
     def example_inputs(self, batch: int = 1, length: int = 8) -> dict[str, np.ndarray]:
-        """Every required input at ``batch`` x ``length`` (dynamic dimensions): the definition's
-        fill for inputs it has one for (an attention mask of ones), zeros for the rest."""
-        out: dict[str, np.ndarray] = {}
-        for spec in self.plan.input_specs:
-            if spec.optional:
-                continue
-            shape = [(batch if i == 0 else length) if d is None else d for i, d in enumerate(spec.shape)]
-            out[spec.name] = np.full(shape, self.plan.input_defaults.get(spec.name, 0), dtype=spec.dtype.to_numpy())
-        return out
+        """Every required input at ``batch`` x ``length`` (:meth:`DefinitionPlan.example_inputs`)."""
+        return self.plan.example_inputs(batch, length)
 
     def close(self) -> None:
         """Drop the sessions (the main graph's and any other signature's). Idempotent."""

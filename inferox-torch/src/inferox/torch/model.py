@@ -402,16 +402,9 @@ class TorchDefinitionModel(Model):
         return encode_and_run(self, texts, max_length=max_length)
 
     def example_inputs(self, batch: int = 1, length: int = 8) -> dict[str, torch.Tensor]:
-        """Every required input at ``batch`` x ``length`` (dynamic dimensions): the definition's
-        fill for inputs it has one for (an attention mask of ones), zeros for the rest."""
-        out: dict[str, torch.Tensor] = {}
-        for spec in self.plan.input_specs:
-            if spec.optional:
-                continue
-            shape = [(batch if i == 0 else length) if d is None else d for i, d in enumerate(spec.shape)]
-            fill = self.plan.input_defaults.get(spec.name, 0)
-            out[spec.name] = torch.full(shape, fill, dtype=torch_dtype(spec.dtype), device=self.backend_device)
-        return out
+        """Every required input at ``batch`` x ``length`` (:meth:`DefinitionPlan.example_inputs`),
+        as tensors on the model's device."""
+        return {name: torch.from_numpy(value).to(self.backend_device) for name, value in self.plan.example_inputs(batch, length).items()}
 
     @property
     def backend_device(self) -> torch.device:
