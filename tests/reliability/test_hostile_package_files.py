@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import struct
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable
@@ -99,7 +100,11 @@ def make_special(path: Path, kind: str) -> Any:
         os.mkfifo(path)
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(str(path))
+    # A unix socket's address is at most 107 bytes, which a deep temporary folder (a pytest-xdist
+    # worker's) exceeds: bind it in a short folder, then move the socket file into the package.
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:
+        sock.bind(os.path.join(short, "s"))
+        os.replace(os.path.join(short, "s"), path)
     return sock
 
 
