@@ -89,5 +89,8 @@ def test_a_confined_server_sizes_its_pools_to_one_cpu(backend: str, one_cpu: tup
             for _ in range(3):
                 assert httpx.post(f"{url}/v1/embeddings", json=texts, timeout=120).status_code == 200
             counts.append(_threads(proc.pid))
-    # The defaults created no thread a one-thread server does not have: no pool beyond the CPU.
-    assert counts[0] == counts[1], counts
+    # The defaults created no thread a one-thread server does not have: no pool beyond the CPU. (Not
+    # equality: the data plane's tokenising pool starts its threads on demand, so either server may
+    # hold one more Python thread when it is counted; an intra-op pool sized past the CPU would put
+    # the defaults above the one-thread server.)
+    assert counts[0] <= counts[1], counts
