@@ -206,13 +206,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+#: The ``Ops`` method each measured row exercises (the attention rows: ``attention``; the masked row
+#: measures the bias an override feeds to it).
+_METHOD = {"attention (padded)": "attention", "masked attention (nothing padded)": "attention_bias"}
+
+
+def _overrides(backend: str) -> set[str] | None:
+    """The ``Ops`` methods ``backend``'s ops class defines itself (``None``: the backend is not installed)."""
+    try:
+        if backend == "torch":
+            from inferox.torch.ops import TorchOps as cls
+        else:
+            from inferox.jax.ops import JaxOps as cls
+    except ImportError:
+        return None
+    return {name for klass in cls.__mro__ if klass.__module__.startswith(f"inferox.{backend}") for name in vars(klass)}
+
+
 def verdicts(data: dict[str, Any]) -> dict[tuple[str, str], str]:
     """``(backend, op)`` → ``keep`` (the override is faster at every size measured), ``drop`` (slower at
-    every size) or ``mixed``; what the notes and the backends' ``ops.py`` follow."""
+    every size) or ``mixed``; what the notes and the backends' ``ops.py`` follow. An operation the
+    backend does not override is ``no override``: both sides run the reference, and its ratio is the
+    run's noise."""
     by: dict[tuple[str, str], list[float]] = {}
     for row in data["rows"]:
         by.setdefault((row["backend"], row["op"]), []).append(row["ratio_cpu"])
-    return {key: "keep" if max(r) < 1.0 else "drop" if min(r) >= 1.0 else "mixed" for key, r in by.items()}
+    out: dict[tuple[str, str], str] = {}
+    for (backend, op), r in by.items():
+        own = _overrides(backend)
+        if own is not None and _METHOD.get(op, op) not in own:
+            out[(backend, op)] = "no override"
+        else:
+            out[(backend, op)] = "keep" if max(r) < 1.0 else "drop" if min(r) >= 1.0 else "mixed"
+    return out
 
 
 def render(data: dict[str, Any]) -> str:
