@@ -23,7 +23,7 @@ def test_default_values() -> None:
     assert cfg.memory_budget_bytes is None
     assert cfg.backend_preference == ()
     assert cfg.batching is True
-    assert cfg.num_workers == 1
+    assert cfg.num_workers is None  # one per CPU a thread-safe model leaves free (workers_for)
 
 
 def test_keyword_construction_and_engine_uses_it() -> None:

@@ -20,10 +20,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inferox.core import DType, TensorSpec
+from inferox.core import DType, TensorSpec, usable_cpus
 from inferox.core.errors import ConfigError
 from inferox.engine import Engine, EngineConfig, InferenceResult
 from inferox.engine._batching import OVERTAKE_LIMIT, Request, request_key, take_length_aware
+from inferox.engine._config import (
+    DEFAULT_ACCELERATOR_BATCH_TOKENS,
+    DEFAULT_TEXT_BATCH_TOKENS,
+    MAX_AUTO_WORKERS,
+    batch_tokens_for,
+    workers_for,
+)
 
 SPECS = {"input_ids": TensorSpec("input_ids", DType.I64, (None, None), pad_value=0)}
 
@@ -142,8 +149,8 @@ def test_max_batch_tokens_setting_and_environment() -> None:
     assert EngineConfig.from_env({"INFEROX_MAX_BATCH_TOKENS": "8192"}).max_batch_tokens == 8192
     assert EngineConfig.from_env({"INFEROX_MAX_BATCH_TOKENS": "none"}).max_batch_tokens is None
     with pytest.raises(ConfigError) as bad:
-        EngineConfig(max_batch_tokens=0)
-    assert bad.value.code == "INVALID_CONFIG" and bad.value.field == "max_batch_tokens" and bad.value.value == 0
+        EngineConfig(max_batch_tokens=-1)
+    assert bad.value.code == "INVALID_CONFIG" and bad.value.field == "max_batch_tokens" and bad.value.value == -1
     with pytest.raises(ConfigError) as env:
         EngineConfig.from_env({"INFEROX_MAX_BATCH_TOKENS": "lots"})
     assert env.value.field == "INFEROX_MAX_BATCH_TOKENS" and env.value.value == "lots"
@@ -223,7 +230,7 @@ def test_length_aware_batches_count_forward_passes_and_padding(minilm_package: P
     assert short_n < 8 < 40 < long_n
     real = 8 * short_n + 8 * long_n
 
-    fifo, eng = _queued_run(minilm_package, texts, EngineConfig(max_batch_size=8))
+    fifo, eng = _queued_run(minilm_package, texts, EngineConfig(max_batch_size=8, max_batch_tokens=0))
     try:
         st_fifo = eng.stats("minilm")
     finally:
@@ -271,7 +278,7 @@ def test_infer_batch_groups_items_by_length(minilm_package: Path, reference: dic
     texts = [SHORT, LONG] * 4
     long_n = int(reference[LONG]["last_hidden_state"].shape[1])
     counts = {}
-    for tokens in (None, 4 * long_n):
+    for tokens in (0, 4 * long_n):
         with Engine(EngineConfig(max_batch_size=4, max_batch_tokens=tokens)) as eng:
             eng.load(minilm_package, backend="torch")
             eng._entries["minilm"].stats.__init__("minilm")
@@ -279,7 +286,64 @@ def test_infer_batch_groups_items_by_length(minilm_package: Path, reference: dic
             counts[tokens] = eng.stats("minilm")
         for text, res in zip(texts, results):  # each item's own answer, in item order
             np.testing.assert_allclose(res["sentence_embedding"], reference[text]["sentence_embedding"], rtol=1e-4, atol=1e-4)
-    fifo, aware = counts[None], counts[4 * long_n]
+    fifo, aware = counts[0], counts[4 * long_n]
     assert fifo.batch_sizes == {4: 2} and fifo.padding_tokens > 0  # item order: two mixed passes
     assert aware.batch_sizes == {4: 2} and aware.padding_tokens == 0  # the 4 short ones, then the 4 long ones
     assert aware.tokens == fifo.tokens
+
+
+# -- the defaults ------------------------------------------------------------------------------------
+
+
+def test_text_models_batch_by_length_by_default(minilm_package: Path, reference: dict[str, InferenceResult]) -> None:
+    """With no ``max_batch_tokens``, a model that takes text batches by length under the default
+    budget (a short sentence is not padded to a long one); ``0`` asks for FIFO by rows."""
+    texts = [SHORT, LONG] * 8
+    results, eng = _queued_run(minilm_package, texts, EngineConfig(max_batch_size=8))
+    try:
+        inst = eng._entries["minilm"].instances["torch"]
+        assert inst.max_batch_tokens == DEFAULT_TEXT_BATCH_TOKENS
+        stats = eng.stats("minilm")
+    finally:
+        eng.shutdown()
+    assert stats.batch_sizes == {1: 1, 7: 1, 8: 1} and stats.padding_tokens == 0
+    for text, res in zip(texts, results):
+        np.testing.assert_allclose(res["sentence_embedding"], reference[text]["sentence_embedding"], rtol=1e-4, atol=1e-4)
+
+
+def test_default_budget_and_workers_rules() -> None:
+    assert batch_tokens_for(None, text=True, device="cpu") == DEFAULT_TEXT_BATCH_TOKENS
+    assert batch_tokens_for(None, text=True, device="cuda:0") == DEFAULT_ACCELERATOR_BATCH_TOKENS > DEFAULT_TEXT_BATCH_TOKENS
+    assert batch_tokens_for(None, text=False, device="cpu") is None  # FIFO for models without text
+    assert batch_tokens_for(0, text=True, device="cpu") is None  # 0: length-aware batching off
+    assert batch_tokens_for(300, text=False, device="cpu") == 300
+    assert workers_for(3, thread_safe=False, threads={}) == 3  # an explicit count is kept
+    assert workers_for(None, thread_safe=False, threads={"intra_op": 1, "usable_cpus": 8}) == 1
+    assert workers_for(None, thread_safe=True, threads={"intra_op": 1, "usable_cpus": 2}) == 2
+    assert workers_for(None, thread_safe=True, threads={"intra_op": 2, "usable_cpus": 2}) == 1
+    assert workers_for(None, thread_safe=True, threads={"intra_op": 1, "usable_cpus": 64}) == MAX_AUTO_WORKERS
+    assert workers_for(None, thread_safe=True, threads={}) == 1  # a model that does not describe its pools
+
+
+@pytest.mark.parametrize("threads", [1, None])
+def test_a_thread_safe_onnx_model_gets_a_worker_per_free_cpu(mlp_package: Path, threads: int | None) -> None:
+    """ONNX Runtime sessions run from several threads at once: with fewer intra-op threads than
+    usable CPUs, the instance runs that many passes at once, and every answer is still its own."""
+    pytest.importorskip("inferox.onnx")
+    from tests.support.model_files import mlp_config, mlp_reference, mlp_tensors
+
+    tensors = mlp_tensors()
+    with Engine() as eng:
+        eng.load(mlp_package, name="mlp", backend="onnx", threads=threads)
+        inst = eng._entries["mlp"].instances["onnx"]
+        info = inst.info().threads
+        assert inst.thread_safe and info["usable_cpus"] == usable_cpus()
+        expected = max(1, min(MAX_AUTO_WORKERS, usable_cpus() // info["intra_op"]))
+        workers = [t for t in threading.enumerate() if t.name.startswith("inferox-mlp-onnx-") and not t.name.endswith("direct")]
+        assert len(workers) == expected
+        rng = np.random.default_rng(0)
+        xs = [rng.standard_normal((1 + i % 3, 4)).astype(np.float32) for i in range(24)]
+        with ThreadPoolExecutor(8) as pool:
+            outs = list(pool.map(lambda x: eng.infer("mlp", x, timeout=60), xs))
+    for x, out in zip(xs, outs):
+        np.testing.assert_allclose(out["output"], mlp_reference(mlp_config(), tensors, x), rtol=1e-4, atol=1e-4)

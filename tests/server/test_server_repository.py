@@ -205,7 +205,7 @@ def test_check_model_name_rejects_paths(name: str) -> None:
     [
         ("max_batch_size = 0", "max_batch_size"),
         ("max_batch_size = true", "max_batch_size"),
-        ("max_batch_tokens = 0", "max_batch_tokens"),
+        ("max_batch_tokens = -1", "max_batch_tokens"),
         ("batch_delay_ms = -1", "batch_delay_ms"),
         ("timeout_s = 0", "timeout_s"),
         ("backends = [1]", "backends"),

@@ -19,7 +19,26 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 only
     import tomli as tomllib
 
-__all__ = ["EngineConfig", "ModelOptions"]
+__all__ = [
+    "DEFAULT_ACCELERATOR_BATCH_TOKENS",
+    "DEFAULT_TEXT_BATCH_TOKENS",
+    "MAX_AUTO_WORKERS",
+    "EngineConfig",
+    "ModelOptions",
+    "batch_tokens_for",
+    "workers_for",
+]
+
+#: The token budget of one forward pass of a text model on CPU when ``max_batch_tokens`` is not
+#: set. On CPU a BERT-class encoder's cost per row is flat up to about a thousand padded positions
+#: per pass and grows past it (MiniLM, one thread: 86-93 ms per 244-token row in passes of 2-4 rows,
+#: 115 ms in passes of 32 — attention's working set leaves the cache), while 32 short sentences
+#: (32 x 8 = 256 positions) still make one pass.
+DEFAULT_TEXT_BATCH_TOKENS = 1024
+#: The same budget on an accelerator, where bigger passes keep the device busy.
+DEFAULT_ACCELERATOR_BATCH_TOKENS = 16384
+#: Most batcher workers ``num_workers=None`` gives one instance.
+MAX_AUTO_WORKERS = 4
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
@@ -64,7 +83,10 @@ class EngineConfig:
     #: Most rows one forward pass may take (requests are coalesced up to this many rows).
     max_batch_size: int = 32
     #: Length-aware batching: most tokens (rows * padded length) one forward pass may take, with
-    #: requests grouped by token length instead of FIFO order (``None``: FIFO by rows only).
+    #: requests grouped by token length instead of FIFO order. ``None``: a model that takes text
+    #: (one with a tokenizer) gets :data:`DEFAULT_TEXT_BATCH_TOKENS` on CPU
+    #: (:data:`DEFAULT_ACCELERATOR_BATCH_TOKENS` on an accelerator), any other model FIFO by rows;
+    #: ``0``: FIFO by rows for every model.
     max_batch_tokens: int | None = None
     #: How long the batcher waits for more requests to join a batch, in milliseconds.
     max_queue_delay_ms: float = 2.0
@@ -80,8 +102,11 @@ class EngineConfig:
     backend_preference: tuple[str, ...] = ()
     #: Dynamic batching on; off runs each request in its caller's thread.
     batching: bool = True
-    #: Batcher worker threads per model instance.
-    num_workers: int = 1
+    #: Batcher worker threads per model instance, i.e. forward passes one instance may run at once.
+    #: ``None``: as many as the CPUs its intra-op threads leave free, for a model that declares
+    #: itself ``thread_safe`` (usable CPUs // intra-op threads, at most :data:`MAX_AUTO_WORKERS`);
+    #: one for any other model (its passes would queue on its lock anyway).
+    num_workers: int | None = None
     #: Idle seconds after which a session expires (``None``: never).
     session_ttl_s: float | None = None
     #: Most bytes of state one session may hold (``None``: unlimited).
@@ -91,7 +116,7 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         _check_int("max_batch_size", self.max_batch_size, minimum=1)
-        _check_int("max_batch_tokens", self.max_batch_tokens, minimum=1, optional=True)
+        _check_int("max_batch_tokens", self.max_batch_tokens, minimum=0, optional=True)
         object.__setattr__(self, "max_queue_delay_ms", _check_float("max_queue_delay_ms", self.max_queue_delay_ms, positive=False))
         _check_int("max_queue_size", self.max_queue_size, minimum=1)
         object.__setattr__(self, "default_timeout_s", _check_float("default_timeout_s", self.default_timeout_s, positive=True, optional=True))
@@ -100,7 +125,7 @@ class EngineConfig:
         _check_int("memory_budget_bytes", self.memory_budget_bytes, minimum=1, optional=True)
         if not isinstance(self.batching, bool):
             raise ConfigError(f"must be a bool, got {self.batching!r}", field="batching", value=self.batching)
-        _check_int("num_workers", self.num_workers, minimum=1)
+        _check_int("num_workers", self.num_workers, minimum=1, optional=True)
         object.__setattr__(self, "session_ttl_s", _check_float("session_ttl_s", self.session_ttl_s, positive=True, optional=True))
         _check_int("session_max_state_bytes", self.session_max_state_bytes, minimum=1, optional=True)
         _check_int("session_max_keys", self.session_max_keys, minimum=1, optional=True)
@@ -165,7 +190,7 @@ class EngineConfig:
     def with_batching(self, enabled: bool = True) -> EngineConfig:
         return self.replace(batching=enabled)
 
-    def with_num_workers(self, workers: int) -> EngineConfig:
+    def with_num_workers(self, workers: int | None) -> EngineConfig:
         return self.replace(num_workers=workers)
 
     def with_session_ttl(self, seconds: float | None) -> EngineConfig:
@@ -224,7 +249,7 @@ class EngineConfig:
             raise ConfigError(exc.message, field=exc.field, value=exc.value, path=str(p)) from exc
 
 
-_OPTIONAL = {"max_batch_tokens", "default_timeout_s", "memory_budget_bytes", "session_ttl_s", "session_max_state_bytes", "session_max_keys"}
+_OPTIONAL = {"max_batch_tokens", "num_workers", "default_timeout_s", "memory_budget_bytes", "session_ttl_s", "session_max_state_bytes", "session_max_keys"}
 _BOOLS = {"profiling", "batching"}
 _FLOATS = {"max_queue_delay_ms", "default_timeout_s", "session_ttl_s"}
 _SIZES = {"memory_budget_bytes", "session_max_state_bytes"}
@@ -289,7 +314,7 @@ class ModelOptions:
 
     def __post_init__(self) -> None:
         _check_int("max_batch_size", self.max_batch_size, minimum=1, optional=True)
-        _check_int("max_batch_tokens", self.max_batch_tokens, minimum=1, optional=True)
+        _check_int("max_batch_tokens", self.max_batch_tokens, minimum=0, optional=True)
         object.__setattr__(self, "max_queue_delay_ms", _check_float("max_queue_delay_ms", self.max_queue_delay_ms, positive=False, optional=True))
         _check_int("max_queue_size", self.max_queue_size, minimum=1, optional=True)
         object.__setattr__(self, "timeout_s", _check_float("timeout_s", self.timeout_s, positive=True, optional=True))
@@ -298,3 +323,34 @@ class ModelOptions:
         """``config`` with the batcher settings this model overrides."""
         changes = {k: getattr(self, k) for k in ("max_batch_size", "max_batch_tokens", "max_queue_delay_ms", "max_queue_size") if getattr(self, k) is not None}
         return config.replace(**changes) if changes else config
+
+
+def batch_tokens_for(configured: int | None, *, text: bool, device: str) -> int | None:
+    """The token budget of one forward pass (``None``: FIFO by rows): ``configured`` when set
+    (``0`` turns length-aware batching off); otherwise, for a model that takes text,
+    :data:`DEFAULT_TEXT_BATCH_TOKENS` on CPU (:data:`DEFAULT_ACCELERATOR_BATCH_TOKENS` elsewhere),
+    and ``None`` for any other model."""
+    if configured is not None:
+        return configured or None
+    if not text:
+        return None
+    return DEFAULT_TEXT_BATCH_TOKENS if device.split(":")[0] == "cpu" else DEFAULT_ACCELERATOR_BATCH_TOKENS
+
+
+def workers_for(configured: int | None, *, thread_safe: bool, threads: Mapping[str, Any]) -> int:
+    """Batcher workers of one instance: ``configured`` when set; otherwise, for a thread-safe model,
+    the usable CPUs its intra-op threads leave (``threads`` is its ``thread_info()``), at most
+    :data:`MAX_AUTO_WORKERS`; one for any other model.
+
+    One intra-op thread on two CPUs leaves a CPU idle while a pass runs; a second worker runs the
+    next pass on it (Triton's instance count). A model whose pool already spans the CPUs gets one.
+    """
+    if configured is not None:
+        return configured
+    if not thread_safe:
+        return 1
+    intra = threads.get("intra_op")
+    cpus = threads.get("usable_cpus")
+    if not isinstance(intra, int) or not isinstance(cpus, int) or intra < 1 or cpus < 1:
+        return 1
+    return max(1, min(MAX_AUTO_WORKERS, cpus // intra))

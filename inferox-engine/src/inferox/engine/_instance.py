@@ -1,10 +1,11 @@
 """One model on one backend: its queue, its batcher workers, and direct execution.
 
-Each instance owns a bounded FIFO queue and ``num_workers`` worker threads. A worker takes the
+Each instance owns a bounded FIFO queue and ``num_workers`` worker threads (by default one per CPU
+a thread-safe model's intra-op threads leave free, see :func:`~inferox.engine._config.workers_for`). A worker takes the
 oldest request, and — while other callers are known to be on their way (they have been routed
 here but are still validating their inputs) — waits up to ``max_queue_delay_ms`` for more to
 arrive, then takes requests in FIFO order up to ``max_batch_size`` rows — or, with
-``max_batch_tokens`` set, the requests nearest in token length to the oldest one under that token
+``max_batch_tokens`` set (a text model has a default), the requests nearest in token length to the oldest one under that token
 budget (:func:`~inferox.engine._batching.take_length_aware`). When the instance is
 idle, a synchronous caller's request without a deadline runs at once in its own thread
 (:meth:`ModelInstance.submit`; one with a deadline is queued, so its caller can give up on time),
@@ -48,7 +49,7 @@ from inferox.engine._batching import (
     split_outputs,
     take_length_aware,
 )
-from inferox.engine._config import EngineConfig
+from inferox.engine._config import EngineConfig, batch_tokens_for, workers_for
 from inferox.engine._stats import StatsCollector
 from inferox.engine._types import InferenceResult, InstanceInfo
 
@@ -93,11 +94,21 @@ class ModelInstance:
         self._closing = False
         self._workers: list[threading.Thread] = []
 
+    @property
+    def max_batch_tokens(self) -> int | None:
+        """The token budget of one forward pass: ``max_batch_tokens``, or the default for a model
+        that takes text (derived, because the engine may attach a text encoder after construction)."""
+        return batch_tokens_for(self.config.max_batch_tokens, text=self.text_encoder is not None, device=self.device)
+
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the batcher workers (when batching is on) and report ready."""
         if self.config.batching:
-            for i in range(self.config.num_workers):
+            threads: dict[str, Any] = {}
+            if self.config.num_workers is None and self.thread_safe and self.model is not None:
+                with contextlib.suppress(Exception):  # a model that cannot describe its pools gets one worker
+                    threads = dict(self.model.model.thread_info())
+            for i in range(workers_for(self.config.num_workers, thread_safe=self.thread_safe, threads=threads)):
                 t = threading.Thread(target=self._worker, name=f"inferox-{self.name}-{self.backend_name}-{i}", daemon=True)
                 t.start()
                 self._workers.append(t)
@@ -284,7 +295,7 @@ class ModelInstance:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            max_tokens = self.config.max_batch_tokens
+            max_tokens = self.max_batch_tokens
             if max_tokens is not None and self.batchable:
                 # Twice a batch's time: a request passed over now waits for this batch and its own.
                 taken = take_length_aware(self._queue, max_rows=max_rows, max_tokens=max_tokens, now=time.monotonic(), urgent_s=2 * self._batch_s)
@@ -367,7 +378,7 @@ class ModelInstance:
             req.started = now
             live.append(req)
         max_rows = self.config.max_batch_size if self.batchable else 1
-        max_tokens = self.config.max_batch_tokens
+        max_tokens = self.max_batch_tokens
         if by_length and max_tokens is not None and self.batchable and len(live) > 1:
             pending = collections.deque(live)
             for i, req in enumerate(pending):

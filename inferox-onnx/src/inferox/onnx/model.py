@@ -134,6 +134,11 @@ class OnnxModel(Model):
         weight_bytes: what :meth:`memory_requirements` reports (default: the serialised graph's size).
     """
 
+    #: ``InferenceSession.run`` may be called from several threads at once (ONNX Runtime documents it
+    #: and releases the GIL while it runs; the graph variants are built under a lock): the engine
+    #: may then run one pass per CPU its intra-op threads leave free.
+    thread_safe = True
+
     def __init__(
         self,
         graph: onnx.ModelProto | bytes | str | os.PathLike[str],

@@ -81,7 +81,8 @@ def _given_flags(ctx: click.Context) -> dict[str, Any]:
 @click.option("--token", help="Bearer token required by the load/unload endpoints (env INFEROX_SERVER_TOKEN).")
 @click.option("--protect-all", is_flag=True, help="Require the token on every endpoint.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), help="Dynamic batching: most rows per forward pass.")
-@click.option("--max-batch-tokens", type=click.IntRange(min=1), help="Length-aware batching: most tokens (rows * padded length) per forward pass.")
+@click.option("--max-batch-tokens", type=click.IntRange(min=0),
+              help="Length-aware batching: most tokens (rows * padded length) per forward pass [default: 1024 on CPU for a text model; 0: FIFO by rows].")
 @click.option("--batch-delay-ms", type=click.FloatRange(min=0), help="Dynamic batching: how long to wait for a batch to fill.")
 @click.option("--max-queue-size", type=click.IntRange(min=1), help="Requests waiting per model beyond which the server answers 429.")
 @click.option("--no-batching", is_flag=True, help="Run each request on its own.")

@@ -64,7 +64,7 @@ from inferox.core import __version__ as core_version
 from inferox.core.errors import InferoxError, InferoxTimeoutError, InvalidInputError, ModelNotFoundError, ServiceUnavailableError
 from inferox.core.model import AnyModel, Model
 from inferox.engine._compose import compose_model
-from inferox.engine._config import EngineConfig, ModelOptions
+from inferox.engine._config import EngineConfig, ModelOptions, batch_tokens_for
 from inferox.engine._engine import Engine, version_key
 from inferox.engine._types import InferenceResult
 from inferox.engine.server._config import ModelState, ServerConfig
@@ -153,6 +153,8 @@ class ServedVersion:
     #: Outputs a request gets when it names none (``None``: every output).
     default_outputs: tuple[str, ...] | None = None
     backends: tuple[str, ...] = ()
+    #: The device of its (first) instance: a pass's default token budget depends on it.
+    device: str = "cpu"
     #: The model's input and output names, read once at registration.
     input_names: frozenset[str] = frozenset()
     output_names: tuple[str, ...] = ()
@@ -538,6 +540,7 @@ class DataPlane:
         served.backends = tuple(backends)
         first = instances[0] if isinstance(instances[0], AnyModel) else AnyModel(instances[0])
         specs = list(first.input_specs)
+        served.device = str(first.device)
         served.input_names = frozenset(s.name for s in specs)
         served.paddable = tuple(s.name for s in specs if len(s.shape) > 1 and s.shape[1] is None and s.pad_value is not None)
         served.output_names = tuple(s.name for s in first.output_specs)
@@ -989,6 +992,8 @@ class DataPlane:
             entry_config = self._model_batching(served)
             max_rows = entry_config[0] if entry_config else opts.max_batch_size
             max_tokens = entry_config[1] if entry_config else opts.max_batch_tokens
+            # the engine's budget for this model, so that each pass is one the batcher would form
+            max_tokens = batch_tokens_for(max_tokens, text=served.text_encoder is not None and lengths is not None, device=served.device)
             width = None
             if lengths is None and served.paddable:
                 width = max((int(inputs[n].shape[1]) for n in served.paddable if isinstance(inputs.get(n), np.ndarray) and inputs[n].ndim > 1), default=None)

@@ -139,7 +139,7 @@ class ServingSettings:
                 if not isinstance(data[key], str):
                     raise ConfigError("must be a string", field=key, value=data[key], path=path)
                 out[key] = data[key]
-        for key, minimum, maximum in (("max_batch_size", 1, 1 << 16), ("max_batch_tokens", 1, 1 << 32), ("max_queue_size", 1, 1 << 24), ("threads", 1, 1024)):
+        for key, minimum, maximum in (("max_batch_size", 1, 1 << 16), ("max_batch_tokens", 0, 1 << 32), ("max_queue_size", 1, 1 << 24), ("threads", 1, 1024)):
             if key in data:
                 v = data[key]
                 if isinstance(v, bool) or not isinstance(v, int) or not minimum <= v <= maximum:

@@ -276,7 +276,7 @@ def _check_server(config: ServerConfig, where: str | None) -> None:
     if engine is not None:
         checks += [
             ("engine.max_batch_size", engine.max_batch_size, engine.max_batch_size <= MAX_BATCH_SIZE, f"must be at most {MAX_BATCH_SIZE}"),
-            ("engine.num_workers", engine.num_workers, engine.num_workers <= MAX_NUM_WORKERS, f"must be at most {MAX_NUM_WORKERS}"),
+            ("engine.num_workers", engine.num_workers, engine.num_workers is None or engine.num_workers <= MAX_NUM_WORKERS, f"must be at most {MAX_NUM_WORKERS}"),
         ]
     threads = config.defaults.threads
     checks.append(("models.threads", threads, threads is None or threads <= MAX_THREADS, f"must be at most {MAX_THREADS}"))
