@@ -97,6 +97,30 @@ def test_llamaindex_tei_embeddings_work_against_the_server(served: ServerThread,
     np.testing.assert_allclose(np.asarray(emb.get_query_embedding(SENTENCES[0])), got[0], atol=TOL, rtol=0)
 
 
+@pytest.fixture(scope="module")
+def embedder_only(tmp_path_factory: pytest.TempPathFactory, minilm_package: Path) -> Iterator[ServerThread]:
+    """A server of MiniLM alone: what a TEI client pointed at one embedding endpoint expects."""
+    repo = pack_into(tmp_path_factory.mktemp("tei-embed"), {}, packages={"minilm": minilm_package})
+    with ServerThread(InferoxServer(repository=repo, config=ServerConfig())) as st_:
+        yield st_
+
+
+def test_huggingface_hub_inference_client_feature_extraction(embedder_only: ServerThread, minilm: Any) -> None:
+    """``huggingface_hub.InferenceClient(model=URL).feature_extraction`` — the call LangChain's
+    ``HuggingFaceEndpointEmbeddings.embed_documents`` makes (its versions that take an endpoint URL) —
+    posts to the URL itself, which Inferox answers as ``/embed``."""
+    hub = pytest.importorskip("huggingface_hub")
+    client = hub.InferenceClient(model=embedder_only.url, timeout=60)
+    got = client.feature_extraction(SENTENCES)
+    assert got.dtype == np.float32 and got.shape == (2, 384)
+    np.testing.assert_allclose(got, minilm.encode(SENTENCES, convert_to_numpy=True, normalize_embeddings=True), atol=TOL, rtol=0)
+    one = client.feature_extraction(SENTENCES[0], normalize=True, truncate=True)
+    np.testing.assert_allclose(np.asarray(one).reshape(-1), got[0], atol=TOL, rtol=0)
+    with pytest.raises(hub.errors.HfHubHTTPError) as bad:
+        client.feature_extraction(" ".join(["embedding"] * 400), truncate=False)
+    assert bad.value.response.status_code == 400 and bad.value.response.json()["code"] == "INVALID_INPUT"
+
+
 # -- /rerank ----------------------------------------------------------------------------------------------------
 def test_rerank_is_the_cross_encoders_best_first(served: ServerThread, folders: dict[str, Path]) -> None:
     ce = st.CrossEncoder(str(folders["ce"]), device="cpu")
