@@ -16,7 +16,9 @@ forward pass), warmed up, then the backends are called in interleaved rounds (a,
 so a shared machine's drift hits them alike. Reported per shape: median wall ms per call and
 process CPU ms per call, and the measured speed relative to torch (torch's median wall time over
 the backend's, and the same for CPU time). A backend's measured speed for the architecture is the
-geometric mean over its shapes; the check passes when sorting by it gives the declared order.
+geometric mean over its shapes. The check (exit status) passes when, for every architecture, the
+backend declaring the highest speed — the default choice — is the fastest measured; the report also
+says whether the declaring backends rank as measured below it.
 
 Results go to ``benchmarks/results/backend_choice.json``; ``backend_choice.md`` is generated from
 it (``--render`` regenerates it without measuring). Run on a quiet machine:
@@ -150,6 +152,24 @@ def _order(speeds: dict[str, float | None]) -> list[str]:
     return sorted(speeds, key=lambda b: (speeds[b] is None, -(speeds[b] or 0.0), b))
 
 
+def check(res: dict[str, Any], judge: str) -> dict[str, Any]:
+    """The verdicts for one architecture: is the backend the engine would choose (highest declared
+    speed) the fastest measured one, and do the declaring backends rank as measured? A backend that
+    declares no speed is ranked after every declaring one by the engine, so it has no place in the
+    declared order to agree or disagree with."""
+    declared = {b: v for b, v in res["declared"].items() if v is not None}
+    measured_all = {b: res["measured"][b][judge] for b in res["backends"]}
+    declared_order = _order(declared)
+    measured_order = _order({b: measured_all[b] for b in declared})
+    chosen = declared_order[0] if declared_order else None
+    fastest = _order(measured_all)[0]
+    return {
+        "chosen": chosen, "fastest": fastest, "choice_ok": chosen == fastest,
+        "declared_order": declared_order, "measured_order": measured_order, "order_ok": declared_order == measured_order,
+        "undeclared": sorted(b for b in res["backends"] if b not in declared),
+    }
+
+
 def render_markdown(data: dict[str, Any], judge: str) -> str:
     m = data["machine"]
     lines = [
@@ -169,16 +189,19 @@ def render_markdown(data: dict[str, Any], judge: str) -> str:
         for s in res["shapes"]:
             cells = [f"{s['backends'][b]['wall_ms']:.2f} ms ({s['backends'][b]['speed_wall']:.2f}x) [cpu {s['backends'][b]['speed_cpu']:.2f}x]" for b in backends]
             lines.append(f"| {s['shape']} | " + " | ".join(cells) + " |")
-        measured = {b: res["measured"][b][judge] for b in backends}
-        declared_order, measured_order = _order(res["declared"]), _order(dict(measured))
-        ok = declared_order == measured_order
+        verdict = check(res, judge)
         lines += [
             "",
             "| backend | declared speed | measured speed (wall) | measured speed (cpu) |",
             "|---|---|---|---|",
-            *[f"| {b} | {res['declared'][b] if res['declared'][b] is not None else '-'} | {res['measured'][b]['wall']:.2f} | {res['measured'][b]['cpu']:.2f} |" for b in declared_order],
+            *[f"| {b} | {res['declared'][b] if res['declared'][b] is not None else '-'} | {res['measured'][b]['wall']:.2f} | {res['measured'][b]['cpu']:.2f} |" for b in _order(res["declared"])],
             "",
-            f"Declared order {', '.join(declared_order)}; measured ({judge}) {', '.join(measured_order)}: {'✅ the declarations rank the backends as measured' if ok else '❌ the declarations disagree with this machine'}.",
+            f"**Default choice** (the backend declaring the highest speed): {verdict['chosen']}; fastest measured ({judge}): "
+            f"{verdict['fastest']}: {'✅ the default is the fastest backend here' if verdict['choice_ok'] else '❌ the default is not the fastest backend here'}.",
+            "",
+            f"Order of the backends that declare a speed: declared {', '.join(verdict['declared_order'])}; measured ({judge}) "
+            f"{', '.join(verdict['measured_order'])}: {'✅ same order' if verdict['order_ok'] else '❌ a different order (below the default choice: it decides only when the faster backends are not installed)'}."
+            + (f" Declaring no speed: {', '.join(verdict['undeclared'])} (ranked after every declaring backend, whatever it measures)." if verdict["undeclared"] else ""),
             "",
         ]
     return "\n".join(lines)
@@ -202,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     md = render_markdown(data, args.judge)
     md_path.write_text(md + "\n", encoding="utf-8")
     print(md)
-    failed = [a for a, r in data["architectures"].items() if _order(r["declared"]) != _order({b: r["measured"][b][args.judge] for b in r["backends"]})]
+    # The default choice is what the declarations decide for a user with every backend installed.
+    failed = [a for a, r in data["architectures"].items() if not check(r, args.judge)["choice_ok"]]
     return 1 if failed else 0
 
 
