@@ -6,6 +6,7 @@ text requests on torch and on jax, multiplexing across models, and a replica kil
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -261,3 +262,17 @@ def test_metrics_count_the_requests(deployed: str) -> None:
             pages.append(page.text)
     counted = [line for text in pages for line in text.splitlines() if line.startswith('inferox_requests_total{model="mlp",version="1",protocol="rest",outcome="success"}')]
     assert counted and max(int(line.rsplit(" ", 1)[1]) for line in counted) >= 1, pages[-1][:2000]
+
+
+def test_the_clusters_workers_run_at_normal_priority(ray_cluster: str) -> None:
+    # local_cluster_environment() (the conftest's cluster, as `inferox serve --ray`'s) reaches the
+    # workers Ray starts: at Ray's default niceness of 15 a busy machine starved the server.
+    import ray
+
+    from inferox.engine.ray._app import LOCAL_WORKER_NICENESS
+
+    @ray.remote(num_cpus=0)
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray.get(niceness.remote(), timeout=120) == LOCAL_WORKER_NICENESS

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -385,3 +386,19 @@ def test_threads_are_not_left_behind(repo: Path) -> None:
 
     asyncio.run(go())
     assert threading.active_count() <= before + 2
+
+
+def test_a_local_cluster_gets_normal_priority_and_time_to_start_its_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ray starts workers at niceness 15 and kills a proxy not ready within 5 s: on a busy 2-core
+    # machine the proxy took a minute. A local cluster inherits our settings, a user's win.
+    from inferox.engine.ray._app import LOCAL_PROXY_READY_TIMEOUT_S, LOCAL_WORKER_NICENESS, local_cluster_environment
+
+    for name in ("RAY_worker_niceness", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"):
+        monkeypatch.delenv(name, raising=False)
+    local_cluster_environment()
+    assert int(os.environ["RAY_worker_niceness"]) == LOCAL_WORKER_NICENESS == 0
+    assert float(os.environ["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"]) == LOCAL_PROXY_READY_TIMEOUT_S > 5
+    monkeypatch.setenv("RAY_worker_niceness", "10")
+    monkeypatch.setenv("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "7")
+    local_cluster_environment()
+    assert (os.environ["RAY_worker_niceness"], os.environ["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"]) == ("10", "7")

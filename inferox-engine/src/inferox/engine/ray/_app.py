@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
 import threading
 import time
@@ -19,12 +20,41 @@ from inferox.engine.ray._replica import InferoxReplica, package_digests
 from inferox.engine.server._repository import ModelRepository
 from inferox.engine.server.app import ServerConfig
 
-__all__ = ["APP_NAME", "DEPLOYMENT_NAME", "build_app", "replica_class", "replica_config", "serve_on_ray"]
+__all__ = [
+    "APP_NAME",
+    "DEPLOYMENT_NAME",
+    "LOCAL_PROXY_READY_TIMEOUT_S",
+    "LOCAL_WORKER_NICENESS",
+    "build_app",
+    "local_cluster_environment",
+    "replica_class",
+    "replica_config",
+    "serve_on_ray",
+]
 
 #: The Ray Serve application name ``inferox serve --ray`` deploys under.
 APP_NAME = "inferox"
 #: The application's one deployment: its replicas are the HTTP ingress and the model servers.
 DEPLOYMENT_NAME = "InferoxReplica"
+#: How long a local cluster's Ray Serve controller waits for its HTTP proxy to start (Ray Serve's
+#: own default is 5 s). The proxy is a fresh worker process importing Ray Serve and its web stack:
+#: on a busy 2-core machine that took longer than 5 s, and the controller killed the proxy before it
+#: ever ran (``ActorDiedError`` from ``serve.start``).
+LOCAL_PROXY_READY_TIMEOUT_S = 60.0
+#: The scheduling priority of a local cluster's workers. Ray starts them at niceness 15, meant for
+#: batch jobs beside interactive work; here the workers are the server (the controller, the HTTP
+#: proxy, the replicas), and at 15 a busy machine starved them: with two CPU-bound processes beside
+#: it, the proxy took a minute to start.
+LOCAL_WORKER_NICENESS = 0
+
+
+def local_cluster_environment() -> None:
+    """Set, where the user has not, the environment a local cluster started from this process
+    inherits: its workers' priority (:data:`LOCAL_WORKER_NICENESS`) and Ray Serve's proxy start-up
+    timeout (:data:`LOCAL_PROXY_READY_TIMEOUT_S`). Call before ``ray.init``; a cluster joined by
+    address keeps its own settings."""
+    os.environ.setdefault("RAY_worker_niceness", str(LOCAL_WORKER_NICENESS))
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", str(LOCAL_PROXY_READY_TIMEOUT_S))
 
 
 def replica_class(*, max_models_per_replica: int = 3) -> type[InferoxReplica]:
@@ -126,6 +156,7 @@ def serve_on_ray(
         if address:
             ray.init(address=address)
         else:
+            local_cluster_environment()
             ray.init(num_cpus=num_cpus, include_dashboard=False)
     serve.start(http_options={"host": host, "port": port, "keep_alive_timeout_s": int(keep_alive_s)})
     handle = serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
