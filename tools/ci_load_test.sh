@@ -7,6 +7,7 @@
 #   tools/ci_load_test.sh                 # the whole CI run, under load (needs the machine to itself)
 #   tools/ci_load_test.sh -s lint         # one session (a quick check that the script works)
 #   LOAD_WORKERS=4 tools/ci_load_test.sh  # a heavier load
+#   INFEROX_CI_SERIAL=1 tools/ci_load_test.sh  # the sessions one after another, for comparison
 #
 # Arguments go to scripts/test.sh (nox). Results: $OUT_DIR (default .nox/ci-load/) holds the run's
 # log (ci-<time>.log) and a JSON summary (ci-<time>.json); the summary is printed at the end.
@@ -62,6 +63,9 @@ text = open(log, errors="replace").read()
 sessions = re.findall(r"nox > Session (\S+) (was successful|failed|was skipped)(?: in ([^\n]+?))?\.?\n", text)
 result = {
     "command": f"scripts/test.sh {args}".strip(),
+    # scripts/test.sh with no arguments runs `all` beside the other sessions; with arguments, or
+    # INFEROX_CI_SERIAL=1, nox runs them one after another.
+    "streams": "serial" if args or os.environ.get("INFEROX_CI_SERIAL") == "1" else "parallel",
     "wall_s": int(wall),
     "wall_min": round(int(wall) / 60, 1),
     "exit_status": int(status),
