@@ -173,7 +173,9 @@ def main() -> None:
         from ray import serve
 
         from inferox.engine.ray import APP_NAME, build_app, serve_on_ray
+        from inferox.engine.ray._app import local_cluster_environment
 
+        local_cluster_environment()  # as `inferox serve --ray` starts its local cluster
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
