@@ -172,8 +172,7 @@ def main() -> None:
         import ray
         from ray import serve
 
-        from inferox.engine.ray import APP_NAME, build_app, serve_on_ray
-        from inferox.engine.ray._app import local_cluster_environment
+        from inferox.engine.ray import APP_NAME, build_app, local_cluster_environment, serve_on_ray
 
         local_cluster_environment()  # as `inferox serve --ray` starts its local cluster
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -23,10 +23,10 @@ def ray_cluster() -> Iterator[Any]:
     import ray
     from ray import serve
 
-    from inferox.engine.ray._app import local_cluster_environment
+    from inferox.engine.ray import local_cluster_environment
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    local_cluster_environment()  # a busy machine starts Ray Serve's proxy slower than Ray's 5 s allow
+    local_cluster_environment()  # as `inferox serve --ray` starts its cluster: a busy machine starved Ray's defaults
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, namespace="inferox-tests")
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

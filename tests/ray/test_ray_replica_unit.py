@@ -391,7 +391,8 @@ def test_threads_are_not_left_behind(repo: Path) -> None:
 def test_a_local_cluster_gets_normal_priority_and_time_to_start_its_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     # Ray starts workers at niceness 15 and kills a proxy not ready within 5 s: on a busy 2-core
     # machine the proxy took a minute. A local cluster inherits our settings, a user's win.
-    from inferox.engine.ray._app import LOCAL_PROXY_READY_TIMEOUT_S, LOCAL_WORKER_NICENESS, local_cluster_environment
+    from inferox.engine.ray import local_cluster_environment
+    from inferox.engine.ray._app import LOCAL_PROXY_READY_TIMEOUT_S, LOCAL_WORKER_NICENESS
 
     for name in ("RAY_worker_niceness", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"):
         monkeypatch.delenv(name, raising=False)
