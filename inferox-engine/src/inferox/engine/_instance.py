@@ -104,25 +104,29 @@ class ModelInstance:
     def start(self) -> None:
         """Start the batcher workers (when batching is on) and report ready."""
         if self.config.batching:
-            threads: dict[str, Any] = {}
-            if self.config.num_workers is None and self.thread_safe and self.model is not None:
-                with contextlib.suppress(Exception):  # a model that cannot describe its pools gets one worker
-                    threads = dict(self.model.model.thread_info())
+            # a model that cannot describe its pools gets one worker (workers_for of no threads)
+            threads = self._thread_info() if self.config.num_workers is None and self.thread_safe else {}
             for i in range(workers_for(self.config.num_workers, thread_safe=self.thread_safe, threads=threads)):
                 t = threading.Thread(target=self._worker, name=f"inferox-{self.name}-{self.backend_name}-{i}", daemon=True)
                 t.start()
                 self._workers.append(t)
         self.ready = True
 
-    def info(self) -> InstanceInfo:
+    def _thread_info(self) -> dict[str, Any]:
+        """The model's ``thread_info()``, or ``{}`` for a released model or one that cannot describe
+        its pools (a description must not fail a start or a metadata request)."""
         model = self.model
-        threads: dict[str, Any] = {}
-        if model is not None:
-            with contextlib.suppress(Exception):  # a description must not fail a metadata request
-                threads = dict(model.model.thread_info())
+        if model is None:
+            return {}
+        with contextlib.suppress(Exception):
+            return dict(model.model.thread_info())
+        return {}
+
+    def info(self) -> InstanceInfo:
         return InstanceInfo(
             backend=self.backend_name, device=self.device, ready=self.ready and not self._closing,
-            memory_bytes=self.memory_bytes, batching=self.config.batching and self.batchable, queue_depth=len(self._queue), threads=threads,
+            memory_bytes=self.memory_bytes, batching=self.config.batching and self.batchable, queue_depth=len(self._queue),
+            threads=self._thread_info(),
         )
 
     def close(self, *, drain: bool = True, timeout: float | None = None) -> None:
